@@ -1,0 +1,1 @@
+"""Benchmarks: each ``bench_*.py`` script prints its figures (medians, ratios vs a baseline)."""

@@ -1,0 +1,2 @@
+import { render } from "./render.js";
+render(document.getElementById("root"), { title: "Acme" });

@@ -1,0 +1,3 @@
+export function render(node, props) {
+  node.textContent = props.title;
+}

@@ -1,0 +1,77 @@
+"""Opening the workspace for a command: discovery, loading, the graph, the bearing project.
+
+Spec coverage:
+* DISC-001 — ``--workspace-root`` overrides discovery from the working directory.
+* DISC-007 — the bearing project is computed from the working directory.
+* REF-001..008 — command-line targets (:func:`resolve_targets`): a bare ``task`` is ``~:task``
+  inside a project and ``^:task`` outside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hazremote.domain.model import Project, Workspace
+from hazremote.domain.refs import TaskId, parse_cli_target
+from hazremote.errors import UsageError
+from hazremote.graph import TaskGraph
+
+__all__ = ["WorkspaceContext", "open_workspace", "resolve_targets"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkspaceContext:
+    workspace: Workspace
+    graph: TaskGraph
+    bearing: Project | None
+    cwd: Path
+
+    @property
+    def root(self) -> Path:
+        return self.workspace.root
+
+    def bearing_tasks(self) -> tuple[TaskId, ...]:
+        """Every task of the bearing project, or of the workspace when there is none."""
+        if self.bearing is None:
+            return tuple(self.graph.tasks)
+        name = self.bearing.name
+        return tuple(t for t in self.graph.tasks if t.project == name)
+
+
+def open_workspace(args: argparse.Namespace, *, cwd: Path | None = None) -> WorkspaceContext:
+    """Discover, load and validate the workspace; raise ConfigError/GraphError/UsageError."""
+    from hazremote.config import bearing_project, find_workspace_root, load_workspace
+    from hazremote.graph import build_graph
+
+    here = Path(cwd if cwd is not None else os.getcwd()).resolve()
+    if getattr(args, "workspace_root", None):
+        root = Path(args.workspace_root).resolve()
+        if not (root / ".haz" / "workspace.yml").is_file():
+            raise UsageError(f"--workspace-root {args.workspace_root}: no .haz/workspace.yml there")
+    else:
+        found = find_workspace_root(here)
+        if found is None:
+            raise UsageError(
+                f"no workspace found: neither {here} nor any parent has .haz/workspace.yml "
+                "(run `haz init` to create one)"
+            )
+        root = found
+    workspace = load_workspace(root)
+    graph = build_graph(workspace)
+    return WorkspaceContext(
+        workspace=workspace, graph=graph, bearing=bearing_project(workspace, here), cwd=here
+    )
+
+
+def resolve_targets(context: WorkspaceContext, targets: Iterable[str]) -> tuple[TaskId, ...]:
+    """Resolve command-line targets to task ids (REF rules); errors name the target (exit 2)."""
+    bearing = context.bearing.name if context.bearing is not None else None
+    found: set[TaskId] = set()
+    for text in targets:
+        ref = parse_cli_target(text, has_bearing_project=bearing is not None)
+        found.update(context.graph.resolve(ref, bearing=bearing))
+    return tuple(sorted(found))

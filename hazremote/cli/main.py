@@ -1,0 +1,173 @@
+"""The ``haz`` command line: argument parsing and dispatch.
+
+Spec coverage:
+* SPEC §5 — the command-line contract (flag spellings; no abbreviations: ``allow_abbrev``
+  is off), ``--help`` with examples on every command.
+* EXEC-021 — exit codes: 0 ok, 2 configuration/reference/usage errors; a :class:`HazError`
+  carries its own code.
+* EXEC-040 — diagnostics on stderr; ``--log-level`` and ``--log-format``.
+Out of scope: the commands themselves (one module each, imported lazily so ``haz --help``
+starts fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["build_parser", "main"]
+
+_EPILOG = """\
+examples:
+  haz check                       validate the workspace configuration
+  haz query --tags 'frontend&!legacy' --format json
+  haz graph web:build --format mermaid
+  haz init --yes                  create .haz/workspace.yml for an existing repository
+
+Run `haz COMMAND --help` for the options of one command.
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workspace-root",
+        metavar="DIR",
+        help="use DIR as the workspace root instead of discovering it (DISC-001)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="diagnostic log level (default: warning)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default="console",
+        choices=["console", "json"],
+        help="diagnostic log format on stderr (default: console)",
+    )
+
+
+def _command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    *,
+    handler: str,
+    help_text: str,
+    examples: str,
+) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog="examples:\n" + examples,
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+    )
+    parser.set_defaults(handler=handler)
+    _add_common(parser)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="haz",
+        description="haz — a monorepo task runner with a content-addressed, shared cache.",
+        epilog=_EPILOG,
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    check = _command(
+        sub,
+        "check",
+        handler="hazremote.cli.check:run",
+        help_text="validate the workspace configuration and the task graph",
+        examples="  haz check\n  haz check --workspace\n",
+    )
+    scope = check.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--all", action="store_true", help="every task of the bearing project (default)"
+    )
+    scope.add_argument("--workspace", action="store_true", help="every task of the workspace")
+
+    query = _command(
+        sub,
+        "query",
+        handler="hazremote.cli.query:run",
+        help_text="list tasks matching filter expressions",
+        examples=(
+            "  haz query --tags 'frontend|backend'\n"
+            "  haz query --projects 'web&!legacy' --tasks build --format json\n"
+        ),
+    )
+    query.add_argument("--projects", metavar="EXPR", help="filter on project names")
+    query.add_argument("--tasks", metavar="EXPR", help="filter on task names")
+    query.add_argument("--tags", metavar="EXPR", help="filter on project tags")
+    query.add_argument("--format", choices=["plain", "json"], default="plain")
+
+    graph = _command(
+        sub,
+        "graph",
+        handler="hazremote.cli.graph:run",
+        help_text="print the task graph (hard edges solid, soft edges dashed)",
+        examples="  haz graph\n  haz graph web:build --format dot | dot -Tsvg > graph.svg\n",
+    )
+    graph.add_argument("targets", nargs="*", metavar="TARGET", help="restrict to these tasks")
+    graph.add_argument("--format", choices=["dot", "mermaid", "json"], default="dot")
+
+    init = _command(
+        sub,
+        "init",
+        handler="hazremote.cli.init:run",
+        help_text="create .haz/workspace.yml, proposing the project directories found",
+        examples="  haz init          # propose, then ask\n  haz init --yes    # write\n",
+    )
+    init.add_argument("--yes", action="store_true", help="write without asking")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``haz``; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from hazremote import __version__
+
+        print(f"haz {__version__}")
+        return 0
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        return 2
+
+    from hazremote.errors import HazError
+
+    from hazremote.cli.logs import configure_logging
+
+    configure_logging(level=args.log_level, fmt=args.log_format)
+    module_name, _, func_name = args.handler.partition(":")
+    handler = getattr(importlib.import_module(module_name), func_name)
+    try:
+        code: int = handler(args)
+    except HazError as error:
+        print(f"haz: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `haz query | head`: the reader left; not an error of ours.
+        sys.stderr.close()
+        return 0
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
