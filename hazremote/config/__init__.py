@@ -1,0 +1,18 @@
+"""Workspace discovery and configuration loading: YAML files → :mod:`hazremote.domain.model`.
+
+Spec coverage:
+* DISC-001 — :func:`find_workspace_root`.
+* DISC-003/005/006 — implicit and explicit project modes, project names (:func:`load_workspace`).
+* DISC-007 — :func:`bearing_project`.
+* CFG-040 — :func:`load_workspace` raises one :class:`~hazremote.errors.ConfigError` carrying
+  every diagnostic of the load (file, key path, line, message); unknown keys are errors.
+* ID-001..003, PATH-001..016, REF-001..008 — names, patterns and references are validated as
+  they are read; SPEC §1 durations and sizes are parsed.
+Out of scope: overlay merge, reference resolution and graph checks (``hazremote.graph``);
+resolving remote settings against flags and environment (``hazremote.cli``).
+"""
+
+from hazremote.config._discovery import bearing_project, find_workspace_root
+from hazremote.config._loader import load_workspace
+
+__all__ = ["bearing_project", "find_workspace_root", "load_workspace"]
