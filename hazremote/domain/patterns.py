@@ -5,8 +5,9 @@ Spec coverage:
   project-relative; no empty, ``.`` or ``..`` segments, no NUL, no backslash; a pattern
   containing any of ``* ? [ {`` is a glob; ``*`` does not cross ``/`` and matches dotfiles;
   ``**`` is a whole segment matching zero or more segments; ``{a,b}`` alternates (nesting
-  allowed); ``[abc]``/``[!abc]`` classes; matching is case-sensitive; a leading ``!`` negates an
-  input pattern. Because ``..`` is never allowed, no valid pattern can escape the workspace.
+  allowed); ``[abc]``/``[!abc]``/``[a-z]`` classes (a ``]`` right after ``[`` or ``[!`` is a
+  member, a reversed range is an error); matching is case-sensitive; a leading ``!`` negates
+  an input pattern. Because ``..`` is never allowed, no valid pattern can escape the workspace.
 * DAG-013 — :attr:`PathPattern.literal_prefix` and :func:`patterns_overlap` give the
   producer-edge relation.
 Out of scope: walking the file system (``hazremote.keys`` resolves patterns against disk) and
@@ -69,15 +70,45 @@ def join_workspace_path(project_dir: str, relative: str) -> str:
     return f"/{project_dir}/{relative}" if project_dir else f"/{relative}"
 
 
+def _class_start(text: str, i: int) -> int:
+    """Index of the first member of the class opened by ``text[i] == "["``."""
+    return i + 2 if i + 1 < len(text) and text[i + 1] in "!^" else i + 1
+
+
+def _class_end(text: str, i: int) -> int:
+    """Index of the ``]`` closing the class opened at ``i``, or -1.
+
+    As in POSIX globs and fnmatch, a ``]`` right after ``[`` or ``[!`` is a member.
+    """
+    return text.find("]", _class_start(text, i) + 1)
+
+
+def _class_ranges(members: str) -> list[tuple[str, str]]:
+    """The ``(low, high)`` character ranges of a class body (a single character is a range)."""
+    ranges: list[tuple[str, str]] = []
+    k = 0
+    while k < len(members):
+        if k + 2 < len(members) and members[k + 1] == "-":
+            ranges.append((members[k], members[k + 2]))
+            k += 3
+        else:
+            ranges.append((members[k], members[k]))
+            k += 1
+    return ranges
+
+
 def _check_glob_syntax(body: str) -> str | None:
     depth = 0
     i = 0
     while i < len(body):
         ch = body[i]
         if ch == "[":
-            end = body.find("]", i + 2 if i + 1 < len(body) and body[i + 1] in "!^" else i + 1)
+            end = _class_end(body, i)
             if end == -1 or "/" in body[i:end]:
                 return "has an unclosed '[' character class"
+            for low, high in _class_ranges(body[_class_start(body, i) : end]):
+                if low > high:
+                    return f"has a reversed range '{low}-{high}' in a character class"
             i = end + 1
             continue
         if ch == "{":
@@ -187,16 +218,39 @@ def _split_top_level(body: str) -> list[str]:
     parts: list[str] = []
     depth = 0
     start = 0
-    for i, ch in enumerate(body):
-        if ch == "{":
+    i = 0
+    while i < len(body):
+        ch = body[i]
+        if ch == "[":  # a class is one unit: a ',' or '}' inside it is a member
+            i = max(i, _class_end(body, i))
+        elif ch == "{":
             depth += 1
         elif ch == "}":
             depth -= 1
         elif ch == "," and depth == 0:
             parts.append(body[start:i])
             start = i + 1
+        i += 1
     parts.append(body[start:])
     return parts
+
+
+def _brace_end(pattern: str, i: int) -> int:
+    """Index of the ``}`` closing the alternation opened at ``i`` (classes are skipped)."""
+    depth = 0
+    j = i
+    while j < len(pattern):
+        ch = pattern[j]
+        if ch == "[":
+            j = max(j, _class_end(pattern, j))
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                break
+        j += 1
+    return j
 
 
 def _glob_to_regex(pattern: str) -> str:
@@ -211,44 +265,37 @@ def _glob_to_regex(pattern: str) -> str:
             seg_start = i == 0 or pattern[i - 1] == "/"
             seg_end = i + 2 == n or (i + 2 < n and pattern[i + 2] == "/")
             if is_double and seg_start and seg_end:
-                if i + 2 == n:
-                    # trailing "/**": zero or more segments after the prefix
-                    if out and out[-1] == "/":
-                        out.pop()
-                        out.append("(?:/.*)?")
-                    else:
-                        out.append(".*")
-                    i += 2
+                # Zero or more whole segments. After a "/", that "/" moves into the repeated
+                # group, so "a/**" matches "a" and "a/**/b" matches "a/b"; "[^/]" rather than
+                # "." so that a name holding a newline still matches.
+                trailing = i + 2 == n
+                if out and out[-1] == "/":
+                    out.pop()
+                    out.append("(?:/[^/]+)*")
+                    if not trailing:
+                        out.append("/")
                 else:
-                    # "**/" : zero or more whole segments
-                    out.append("(?:[^/]+/)*")
-                    i += 3
+                    out.append("(?:[^/]+(?:/[^/]+)*)?" if trailing else "(?:[^/]+/)*")
+                i += 2 if trailing else 3
                 continue
             out.append("[^/]*")
             i += 1
         elif ch == "?":
             out.append("[^/]")
             i += 1
-        elif ch == "[":
-            j = i + 1
-            negate = j < n and pattern[j] in "!^"
-            if negate:
-                j += 1
-            end = pattern.index("]", j + 1 if j < n and pattern[j] == "]" else j)
-            inner = pattern[j:end].replace("\\", "\\\\")
-            out.append(f"[{'^/' if negate else ''}{inner}]" if negate else f"(?!/)[{inner}]")
+        elif ch == "[" and _class_end(pattern, i) != -1:
+            start, end = _class_start(pattern, i), _class_end(pattern, i)
+            # Escape every member so that ']', '[', '^', '&', '~', '|' and '-' stay literal
+            # in the regular expression; only the ranges written in the glob become ranges.
+            members = "".join(
+                re.escape(low) if low == high else f"{re.escape(low)}-{re.escape(high)}"
+                for low, high in _class_ranges(pattern[start:end])
+            )
+            negate = start == i + 2
+            out.append(f"[^/{members}]" if negate else f"(?!/)[{members}]")
             i = end + 1
         elif ch == "{":
-            depth = 0
-            j = i
-            while j < n:
-                if pattern[j] == "{":
-                    depth += 1
-                elif pattern[j] == "}":
-                    depth -= 1
-                    if depth == 0:
-                        break
-                j += 1
+            j = _brace_end(pattern, i)
             alternatives = _split_top_level(pattern[i + 1 : j])
             out.append("(?:" + "|".join(_glob_fragment(a) for a in alternatives) + ")")
             i = j + 1

@@ -8,6 +8,7 @@ is seconds. Sizes: ``500MB``/``10GB`` (powers of 1000), ``512MiB``/``10GiB`` (po
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 __all__ = ["format_duration", "parse_duration", "parse_size"]
 
@@ -65,7 +66,7 @@ def format_duration(seconds: float) -> str:
     """Render seconds the way the epilogue shows them (``0.4s``, ``12.3s``, ``2m05s``)."""
     if seconds < 60:
         return f"{seconds:.1f}s"
-    minutes, rest = divmod(int(round(seconds)), 60)
+    minutes, rest = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes}m{rest:02d}s"
     hours, minutes = divmod(minutes, 60)
@@ -92,4 +93,5 @@ def parse_size(value: object) -> int:
             f"invalid size {value!r}; use forms such as 4096, 500MB, 10GB, 512MiB or 10GiB"
         )
     factor = _SIZE_UNITS[match.group(2)] if match.group(2) else 1
-    return int(float(match.group(1)) * factor)
+    # Fraction, not float: "2.01KB" is 2010 bytes, where binary floating point gives 2009.
+    return int(Fraction(match.group(1)) * factor)

@@ -1,0 +1,296 @@
+"""The task graph: nodes, edges, validation and closures.
+
+Spec coverage:
+* DAG-001..006 — overlay merge (via ``_merge``).
+* DAG-007 — nodes are :class:`TaskId`; every mapping and every returned tuple is in canonical
+  order.
+* DAG-008/009 — ``deps`` become hard edges and ``weakDeps`` soft edges, resolved relative to
+  the task's own project (REF-001..008); a reference that resolves to nothing is a diagnostic
+  at the reference's file, key path and line.
+* DAG-010 — the same task reached from ``deps`` and ``weakDeps`` is an error.
+* DAG-012 — a task reaching itself through a reference is an error (including ``^:t`` or
+  ``[tag]:t`` written in task ``t`` of a project that has the task or carries the tag).
+* DAG-013 — producer edges, indexed by literal prefix (``_producers``); negated inputs do not
+  create edges; a task may be its own producer.
+* DAG-014 — cycles of two or more tasks over hard+soft+producer edges (``_cycles``).
+* DAG-016 — two tasks declaring the same literal workspace-absolute output path.
+* DAG-011 — :func:`build_graph` collects every diagnostic above and raises them together.
+* EXEC-001 — :meth:`TaskGraph.run_set`: targets plus transitive hard predecessors.
+Out of scope: loading YAML (``hazremote.config``), glob overlaps between outputs (checked at run
+time, EXEC-020), readiness and scheduling (``hazremote.execute``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from itertools import chain
+from types import MappingProxyType
+
+from hazremote.domain.model import RefEntry, Task, TaskSpec, Workspace
+from hazremote.domain.patterns import PathPattern, parse_pattern
+from hazremote.domain.refs import RefKind, TaskId, TaskRef
+from hazremote.errors import Diagnostic, GraphError, PatternError, ReferenceError_
+from hazremote.graph._cycles import cyclic_components
+from hazremote.graph._merge import Attached, attach_tasks
+from hazremote.graph._producers import OutputIndex
+from hazremote.graph._resolve import RefIndex
+
+__all__ = ["TaskGraph", "build_graph"]
+
+_Edges = Mapping[TaskId, tuple[TaskId, ...]]
+
+
+def _closure(roots: Iterable[TaskId], edges: _Edges, known: Mapping[TaskId, Task]) -> list[TaskId]:
+    seen: set[TaskId] = set()
+    pending: list[TaskId] = []
+    for root in roots:
+        if root not in known:
+            raise ReferenceError_(f"unknown task {root}")
+        if root not in seen:
+            seen.add(root)
+            pending.append(root)
+    while pending:
+        for neighbour in edges.get(pending.pop(), ()):
+            if neighbour not in seen:
+                seen.add(neighbour)
+                pending.append(neighbour)
+    return sorted(seen)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskGraph:
+    """A validated task graph (build it with :func:`build_graph`).
+
+    Attributes:
+        tasks: Every task, in canonical order (DAG-007).
+        hard: Task → its ``deps`` predecessors (DAG-008), canonical order.
+        soft: Task → its ``weakDeps`` predecessors (DAG-009), canonical order.
+        producers: Consumer → tasks with an output overlapping one of its inputs (DAG-013),
+            canonical order; may include the consumer itself.
+        tags: Project name → its tags, for every project (including projects with no task).
+    """
+
+    tasks: Mapping[TaskId, Task]
+    hard: _Edges
+    soft: _Edges
+    producers: _Edges
+    tags: Mapping[str, tuple[str, ...]]
+    _dependants: _Edges = field(init=False, repr=False, compare=False)
+    _refs: RefIndex = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        dependants: dict[TaskId, list[TaskId]] = {}
+        for task in self.tasks:  # canonical order, so every list comes out sorted
+            for predecessor in self.hard.get(task, ()):
+                dependants.setdefault(predecessor, []).append(task)
+        frozen = {task: tuple(found) for task, found in dependants.items()}
+        object.__setattr__(self, "_dependants", MappingProxyType(frozen))
+        object.__setattr__(self, "_refs", RefIndex(task_ids=self.tasks, tags=self.tags))
+
+    def hard_dependants(self, task: TaskId) -> tuple[TaskId, ...]:
+        """Tasks that list ``task`` in their ``deps`` (direct only), canonical order."""
+        return self._dependants.get(task, ())
+
+    def resolve(self, ref: TaskRef, *, bearing: str | None) -> tuple[TaskId, ...]:
+        """Resolve a (command-line) reference relative to the ``bearing`` project (REF).
+
+        Raises:
+            ReferenceError_: naming ``ref`` when it resolves to nothing, or when it is a
+                ``~:task`` reference and there is no bearing project.
+        """
+        if ref.kind is RefKind.SAME and bearing is None:
+            raise ReferenceError_(
+                f"task reference '{ref}' needs a bearing project, but the working directory is "
+                f"not inside one; write project:{ref.task} or ^:{ref.task}"
+            )
+        found, reason = self._refs.resolve(ref, bearing=bearing)
+        if not found:
+            raise ReferenceError_(f"task reference '{ref}' resolves to nothing: {reason}")
+        return found
+
+    def run_set(self, roots: Iterable[TaskId]) -> tuple[TaskId, ...]:
+        """EXEC-001: ``roots`` plus every transitive hard predecessor, canonical order.
+
+        Raises:
+            ReferenceError_: when a root is not a task of the graph.
+        """
+        return tuple(_closure(roots, self.hard, self.tasks))
+
+    def dependants_closure(self, roots: Iterable[TaskId]) -> tuple[TaskId, ...]:
+        """``roots`` plus every transitive hard dependant, canonical order.
+
+        Raises:
+            ReferenceError_: when a root is not a task of the graph.
+        """
+        return tuple(_closure(roots, self._dependants, self.tasks))
+
+
+class _Builder:
+    """Builds tasks and edges for one :func:`build_graph` call, collecting every diagnostic."""
+
+    def __init__(self) -> None:
+        self.diagnostics: list[Diagnostic] = []
+
+    def report(self, *, origin_file: str, key_path: str, line: int | None, message: str) -> None:
+        self.diagnostics.append(
+            Diagnostic(file=origin_file, key_path=key_path, line=line, message=message)
+        )
+
+    def patterns(
+        self, spec: TaskSpec, project_dir: str, key: str, texts: tuple[str, ...]
+    ) -> tuple[PathPattern, ...]:
+        parsed: list[PathPattern] = []
+        for i, text in enumerate(texts):
+            try:
+                parsed.append(
+                    parse_pattern(text, project_dir=project_dir, allow_negation=key == "inputs")
+                )
+            except PatternError as err:
+                origin = spec.origin
+                self.report(
+                    origin_file=origin.file,
+                    key_path=f"{origin.key_path}.{key}[{i}]",
+                    line=origin.line,
+                    message=str(err),
+                )
+        return tuple(parsed)
+
+    def make_task(self, task_id: TaskId, attached: Attached) -> Task:
+        spec, project_dir = attached.spec, attached.project.dir
+        return Task(
+            id=task_id,
+            project_dir=project_dir,
+            spec=spec,
+            inputs=self.patterns(spec, project_dir, "inputs", spec.inputs),
+            outputs=self.patterns(spec, project_dir, "outputs", spec.outputs),
+        )
+
+    def edges(
+        self, task_id: TaskId, entries: tuple[RefEntry, ...], refs: RefIndex
+    ) -> dict[TaskId, RefEntry]:
+        """Resolve ``deps`` or ``weakDeps``: predecessor → the first entry that named it."""
+        found: dict[TaskId, RefEntry] = {}
+        for entry in entries:
+            origin = entry.origin
+            ids, reason = refs.resolve(entry.ref, bearing=task_id.project)
+            if not ids:
+                self.report(
+                    origin_file=origin.file,
+                    key_path=origin.key_path,
+                    line=origin.line,
+                    message=f"task reference '{entry.ref}' of {task_id} resolves to nothing: "
+                    f"{reason}",
+                )
+                continue
+            for predecessor in ids:
+                if predecessor == task_id:
+                    self.report(
+                        origin_file=origin.file,
+                        key_path=origin.key_path,
+                        line=origin.line,
+                        message=_self_reference(task_id, entry.ref),
+                    )
+                else:
+                    found.setdefault(predecessor, entry)
+        return found
+
+    def literal_collisions(self, tasks: Mapping[TaskId, Task]) -> None:
+        declared: dict[str, dict[TaskId, int]] = {}
+        for task_id, task in tasks.items():
+            for i, pattern in enumerate(task.outputs):
+                if not pattern.glob:
+                    declared.setdefault(pattern.absolute, {}).setdefault(task_id, i)
+        for path, owners in declared.items():
+            if len(owners) < 2:
+                continue
+            first, index = next(iter(owners.items()))  # canonical order: the first declarer
+            origin = tasks[first].spec.origin
+            self.report(
+                origin_file=origin.file,
+                key_path=f"{origin.key_path}.outputs[{index}]",
+                line=origin.line,
+                message=f"output '{path}' is declared by several tasks: "
+                + ", ".join(str(t) for t in owners),
+            )
+
+
+def _self_reference(task_id: TaskId, ref: TaskRef) -> str:
+    message = f"task {task_id} depends on itself through '{ref}'"
+    hints = {RefKind.ALL: f"^~:{ref.task}", RefKind.TAG: f"[{ref.tag}]~:{ref.task}"}
+    if ref.kind in hints:
+        message += f"; write {hints[ref.kind]} to leave out its own project"
+    return message
+
+
+def _freeze(edges: Mapping[TaskId, Iterable[TaskId]]) -> _Edges:
+    return MappingProxyType({task: tuple(sorted(found)) for task, found in edges.items()})
+
+
+def build_graph(workspace: Workspace) -> TaskGraph:
+    """Merge overlays, resolve references, add producer edges and validate (SPEC §2).
+
+    Raises:
+        GraphError: carrying every diagnostic found (DAG-011), sorted by file and line.
+    """
+    builder = _Builder()
+    attached, collisions = attach_tasks(workspace)
+    builder.diagnostics.extend(collisions)
+    tasks = {task_id: builder.make_task(task_id, attached[task_id]) for task_id in sorted(attached)}
+    tags = {
+        project.name: project.tags for project in sorted(workspace.projects, key=lambda p: p.name)
+    }
+    refs = RefIndex(task_ids=tasks, tags=tags)
+
+    hard: dict[TaskId, Iterable[TaskId]] = {}
+    soft: dict[TaskId, Iterable[TaskId]] = {}
+    for task_id, task in tasks.items():
+        hard_found = builder.edges(task_id, task.spec.deps, refs)
+        soft_found = builder.edges(task_id, task.spec.weak_deps, refs)
+        for both in sorted(hard_found.keys() & soft_found.keys()):
+            origin = soft_found[both].origin
+            builder.report(
+                origin_file=origin.file,
+                key_path=origin.key_path,
+                line=origin.line,
+                message=f"{both} is in both deps and weakDeps of {task_id}; keep one",
+            )
+            del soft_found[both]
+        hard[task_id] = hard_found
+        soft[task_id] = soft_found
+
+    outputs = OutputIndex()
+    for task_id, task in tasks.items():
+        for pattern in task.outputs:
+            outputs.add(pattern, task_id)
+    producers = {
+        task_id: set(
+            chain.from_iterable(outputs.overlapping(p) for p in task.inputs if not p.negated)
+        )
+        for task_id, task in tasks.items()
+    }
+    builder.literal_collisions(tasks)
+
+    graph = TaskGraph(
+        tasks=MappingProxyType(tasks),
+        hard=_freeze(hard),
+        soft=_freeze(soft),
+        producers=_freeze(producers),
+        tags=MappingProxyType(tags),
+    )
+    all_edges = {
+        task_id: (*graph.hard[task_id], *graph.soft[task_id], *graph.producers[task_id])
+        for task_id in tasks
+    }
+    for component in cyclic_components(tasks, all_edges):
+        builder.report(
+            origin_file="",
+            key_path="",
+            line=None,
+            message="dependency cycle (over deps, weakDeps and output→input producer edges) "
+            "among " + ", ".join(str(t) for t in component),
+        )
+    if builder.diagnostics:
+        unique = set(builder.diagnostics)
+        raise GraphError(sorted(unique, key=Diagnostic.sort_key))
+    return graph

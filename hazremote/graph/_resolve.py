@@ -1,0 +1,84 @@
+"""Resolution of task references against the tasks of a workspace.
+
+Spec coverage:
+* REF-001..008 — every reference form resolves relative to a *bearing* project (the task's own
+  project for ``deps``/``weakDeps``, DISC-007's bearing project on the command line); a
+  reference that resolves to nothing is explained in words that name it.
+Out of scope: parsing reference text (``hazremote.domain.refs``) and turning an empty result
+into a diagnostic or an exception (the callers decide which).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping
+
+from hazremote.domain.refs import RefKind, TaskId, TaskRef
+
+__all__ = ["RefIndex"]
+
+
+class RefIndex:
+    """Task name → projects and tag → projects, so a reference costs O(matches).
+
+    Args:
+        task_ids: Every task of the graph, in canonical order.
+        tags: Project name → its tags, for every project (including those without tasks).
+    """
+
+    __slots__ = ("_projects", "_projects_by_task", "_tagged")
+
+    def __init__(self, *, task_ids: Iterable[TaskId], tags: Mapping[str, tuple[str, ...]]) -> None:
+        by_task: dict[str, list[str]] = {}
+        for task_id in task_ids:  # canonical order keeps every list sorted by project
+            by_task.setdefault(task_id.task, []).append(task_id.project)
+        self._projects_by_task = by_task
+        self._projects = frozenset(tags)
+        tagged: dict[str, set[str]] = {}
+        for project, project_tags in tags.items():
+            for tag in project_tags:
+                tagged.setdefault(tag, set()).add(project)
+        self._tagged = tagged
+
+    def resolve(self, ref: TaskRef, *, bearing: str | None) -> tuple[tuple[TaskId, ...], str]:
+        """Resolve ``ref``; return the ids in canonical order and, when empty, the reason.
+
+        ``bearing`` must not be ``None`` for :attr:`RefKind.SAME` (the caller checks). The
+        "others" forms (``^~``, ``[tag]~``) exclude nothing when there is no bearing project.
+        """
+        task = ref.task
+        having = self._projects_by_task.get(task, [])
+        match ref.kind:
+            case RefKind.SAME | RefKind.PROJECT:
+                project = bearing if ref.kind is RefKind.SAME else ref.project
+                assert project is not None
+                if project not in self._projects:
+                    return (), f"there is no project '{project}'"
+                if not _contains(having, project):
+                    return (), f"project '{project}' has no task '{task}'"
+                return (TaskId(project, task),), ""
+            case RefKind.ALL | RefKind.ALL_OTHERS:
+                exclude = bearing if ref.kind is RefKind.ALL_OTHERS else None
+                found = tuple(TaskId(p, task) for p in having if p != exclude)
+                if found:
+                    return found, ""
+                if exclude is not None and having:
+                    return (), f"no project other than '{exclude}' has a task '{task}'"
+                return (), f"no project has a task '{task}'"
+            case RefKind.TAG | RefKind.TAG_OTHERS:
+                assert ref.tag is not None
+                members = self._tagged.get(ref.tag)
+                if not members:
+                    return (), f"no project carries the tag '{ref.tag}'"
+                exclude = bearing if ref.kind is RefKind.TAG_OTHERS else None
+                found = tuple(TaskId(p, task) for p in having if p in members and p != exclude)
+                if found:
+                    return found, ""
+                other = f" other than '{exclude}'" if exclude is not None else ""
+                return (), f"no project{other} tagged '{ref.tag}' has a task '{task}'"
+        raise AssertionError(ref.kind)  # pragma: no cover
+
+
+def _contains(sorted_projects: list[str], project: str) -> bool:
+    i = bisect_left(sorted_projects, project)
+    return i < len(sorted_projects) and sorted_projects[i] == project
