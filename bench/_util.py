@@ -20,7 +20,9 @@ def work_dir(name: str) -> Path:
     return path
 
 
-def median_seconds(fn: Callable[[], object], *, runs: int = 5, setup: Callable[[], object] | None = None) -> float:
+def median_seconds(
+    fn: Callable[[], object], *, runs: int = 5, setup: Callable[[], object] | None = None
+) -> float:
     """Median wall time of ``fn`` over ``runs`` runs (``setup`` runs untimed before each)."""
     samples = []
     for _ in range(runs):

@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._util import median_seconds, work_dir  # noqa: E402
-from tests.support.workspaces import write_generated_workspace  # noqa: E402
+from bench._util import median_seconds, work_dir
+from tests.support.workspaces import write_generated_workspace
 
 
 def main() -> None:
@@ -40,7 +40,9 @@ def main() -> None:
     print(f"workspace: {len(ws.projects)} projects, {tasks} tasks")
     print(f"load (discovery + YAML + validation): median {t_load * 1000:.0f} ms")
     print(f"graph build:                          median {t_graph * 1000:.0f} ms")
-    print(f"load + graph:                         median {t_total * 1000:.0f} ms  (target < 1000 ms)")
+    print(
+        f"load + graph:                         median {t_total * 1000:.0f} ms  (target < 1000 ms)"
+    )
 
     haz = Path(sys.executable).parent / "haz"
     t_help = median_seconds(
@@ -50,8 +52,10 @@ def main() -> None:
         lambda: subprocess.run([sys.executable, "-c", "pass"], capture_output=True, check=True),
         runs=9,
     )
-    print(f"haz --help: median {t_help * 1000:.0f} ms (bare python: {t_python * 1000:.0f} ms; "
-          "target < 150 ms)")
+    print(
+        f"haz --help: median {t_help * 1000:.0f} ms (bare python: {t_python * 1000:.0f} ms; "
+        "target < 150 ms)"
+    )
 
 
 if __name__ == "__main__":

@@ -56,8 +56,7 @@ def render_json(graph: TaskGraph, nodes: list[TaskId], edges: list[Edge]) -> str
     ]
     payload = {
         "nodes": [{"id": str(n), "project": n.project, "task": n.task} for n in nodes],
-        "edges": [{"from": str(s), "to": str(d), "kind": k} for s, d, k in edges]
-        + producer_edges,
+        "edges": [{"from": str(s), "to": str(d), "kind": k} for s, d, k in edges] + producer_edges,
     }
     return json.dumps(payload, indent=2) + "\n"
 

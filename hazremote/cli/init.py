@@ -39,9 +39,9 @@ def find_candidates(root: Path) -> list[str]:
         if depth >= MAX_DEPTH:
             return
         for entry in entries:
-            if entry.is_dir(follow_symlinks=False) and entry.name not in SKIP_DIRS:
-                if not entry.name.startswith("."):
-                    yield from walk(Path(entry.path), depth + 1)
+            name = entry.name
+            if entry.is_dir(follow_symlinks=False) and name not in SKIP_DIRS and name[0] != ".":
+                yield from walk(Path(entry.path), depth + 1)
 
     for directory in walk(root, 0):
         rel = directory.relative_to(root).as_posix()

@@ -148,9 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
 
-    from hazremote.errors import HazError
-
     from hazremote.cli.logs import configure_logging
+    from hazremote.errors import HazError
 
     configure_logging(level=args.log_level, fmt=args.log_format)
     module_name, _, func_name = args.handler.partition(":")

@@ -1,0 +1,372 @@
+"""The scheduler: which task runs when (``run_graph``).
+
+Spec coverage:
+* EXEC-001 — the caller passes the run set (targets + transitive hard predecessors).
+* EXEC-002 — ready: every hard predecessor succeeded, every soft predecessor in the run
+  finished.
+* EXEC-003 — ready tasks are admitted in canonical order.
+* EXEC-004/005 — a global cap and per-tag caps bound the tasks in flight; a task blocked
+  by a tag cap or a mutex does not block later tasks.
+* EXEC-006/007, MUTEX-001..007 — a task is first *probed* (key + lookup, no mutex); only a
+  miss needs its mutex: if the hold set is incompatible it goes back to waiting and frees
+  its slot. Cache hits never touch mutexes. Shared holders coexist, an exclusive holder
+  excludes all.
+* EXEC-010/011 — a failure stops only its hard descendants, which are skipped naming the
+  root failure (the first in canonical order when there are several).
+* EXEC-012..015 — cancellation stops admission; running tasks are cancelled by their
+  lifecycle; tasks never started are recorded ``cancelled``.
+* EXEC-020 — two tasks materialising one path is an output overlap: admission stops and
+  tasks not started are skipped with that cause.
+* CACHE-007 — each hard predecessor's stream digests flow into its dependants' probes.
+Out of scope: the per-task lifecycle (:mod:`hazremote.execute.lifecycle`), rendering, and
+EXEC-019 runtime cycles — producer edges are a superset of every path a task can
+materialise (an actual match implies a literal-prefix overlap), so DAG-014 already rejects
+every cycle a run could close (docs/decisions.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from hazremote.domain.model import MutexMode, Task
+from hazremote.domain.refs import TaskId
+from hazremote.execute.records import (
+    CancelledRecord,
+    CompletedRecord,
+    RunState,
+    SkipCause,
+    SkipRecord,
+    TaskRecord,
+)
+from hazremote.graph import TaskGraph
+from hazremote.keys.components import PredecessorStreams
+
+__all__ = [
+    "Cancellation",
+    "Executed",
+    "Miss",
+    "ProbeResult",
+    "RunOutcome",
+    "SchedulerEvents",
+    "SchedulingLimits",
+    "TaskLifecycle",
+    "run_graph",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Executed:
+    """A finished task and the workspace paths it materialised (for EXEC-020)."""
+
+    record: TaskRecord
+    outputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Miss:
+    """A probe that found no usable entry; ``state`` is the lifecycle's own carry-over."""
+
+    task: TaskId
+    state: object
+
+
+ProbeResult = Executed | Miss
+
+
+class TaskLifecycle(Protocol):
+    """The two halves of one task's lifecycle (EXEC-007), driven by the scheduler."""
+
+    async def probe(
+        self, task: Task, predecessors: tuple[PredecessorStreams, ...], cancel: Cancellation
+    ) -> ProbeResult:
+        """Derive the key and look it up; restore on a hit. Never takes a mutex."""
+        ...
+
+    async def execute(self, task: Task, miss: Miss, cancel: Cancellation) -> Executed:
+        """Run the task (its mutex is held), classify, store on success."""
+        ...
+
+
+class SchedulerEvents(Protocol):
+    def task_started(self, task: TaskId) -> None: ...
+    def task_finished(self, record: TaskRecord) -> None: ...
+
+
+class Cancellation:
+    """EXEC-012..015: ``requested`` stops admission; ``kill_now`` skips the grace period."""
+
+    def __init__(self) -> None:
+        self.requested = asyncio.Event()
+        self.kill_now = asyncio.Event()
+        self.signal: int | None = None
+
+    def request(self, signal: int | None = None) -> None:
+        """First call: graceful. A second call: kill at once (a second SIGINT)."""
+        if self.requested.is_set():
+            self.kill_now.set()
+        if self.signal is None:
+            self.signal = signal
+        self.requested.set()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulingLimits:
+    jobs: int
+    tag_caps: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunOutcome:
+    records: Mapping[TaskId, TaskRecord]
+    duration_ms: int
+    cancelled: bool
+    violation: SkipCause | None
+
+
+class _Run:
+    def __init__(
+        self,
+        *,
+        graph: TaskGraph,
+        run_set: Sequence[TaskId],
+        lifecycle: TaskLifecycle,
+        events: SchedulerEvents,
+        limits: SchedulingLimits,
+        cancel: Cancellation,
+    ) -> None:
+        self.graph = graph
+        self.order = sorted(run_set)
+        self.in_run = frozenset(self.order)
+        self.lifecycle = lifecycle
+        self.events = events
+        self.limits = limits
+        self.cancel = cancel
+        self.records: dict[TaskId, TaskRecord] = {}
+        self.waiting: list[TaskId] = list(self.order)  # canonical order, never started
+        self.mutex_waiting: dict[TaskId, Miss] = {}
+        self.in_flight: dict[asyncio.Future[ProbeResult], tuple[TaskId, bool]] = {}
+        self.tag_load: dict[str, int] = {}
+        self.holds: dict[tuple[str, str], tuple[MutexMode, int]] = {}
+        self.materialised: dict[str, TaskId] = {}
+        self.violation: SkipCause | None = None
+        self.violation_task: TaskId | None = None
+        self.soft_preds = {
+            t: tuple(p for p in graph.soft.get(t, ()) if p in self.in_run) for t in self.order
+        }
+
+    # -- readiness and admission -------------------------------------------------------
+    def _ready(self, task: TaskId) -> bool:
+        for pred in self.graph.hard.get(task, ()):
+            record = self.records.get(pred)
+            if record is None or record.state is not RunState.SUCCEEDED:
+                return False
+        return all(p in self.records for p in self.soft_preds[task])
+
+    def _caps_allow(self, task: TaskId) -> bool:
+        if len(self.in_flight) >= self.limits.jobs:
+            return False
+        for tag in self.graph.tags.get(task.project, ()):
+            cap = self.limits.tag_caps.get(tag)
+            if cap is not None and self.tag_load.get(tag, 0) >= cap:
+                return False
+        return True
+
+    def _mutex_compatible(self, task: TaskId) -> bool:
+        spec = self.graph.tasks[task].spec.mutex
+        if spec is None:
+            return True
+        held = self.holds.get(spec.hold_key(task.project))
+        if held is None:
+            return True
+        return held[0] is MutexMode.SHARED and spec.mode is MutexMode.SHARED
+
+    def _take(self, task: TaskId, *, mutex: bool) -> None:
+        for tag in self.graph.tags.get(task.project, ()):
+            if tag in self.limits.tag_caps:
+                self.tag_load[tag] = self.tag_load.get(tag, 0) + 1
+        spec = self.graph.tasks[task].spec.mutex
+        if mutex and spec is not None:
+            key = spec.hold_key(task.project)
+            mode, count = self.holds.get(key, (spec.mode, 0))
+            self.holds[key] = (mode, count + 1)
+
+    def _release(self, task: TaskId, *, mutex: bool) -> None:
+        for tag in self.graph.tags.get(task.project, ()):
+            if tag in self.tag_load:
+                self.tag_load[tag] -= 1
+        spec = self.graph.tasks[task].spec.mutex
+        if mutex and spec is not None:
+            key = spec.hold_key(task.project)
+            mode, count = self.holds[key]
+            if count <= 1:
+                del self.holds[key]
+            else:
+                self.holds[key] = (mode, count - 1)
+
+    def _admission_open(self) -> bool:
+        return not self.cancel.requested.is_set() and self.violation is None
+
+    def _admit(self) -> None:
+        if not self._admission_open():
+            return
+        candidates = sorted([*(t for t in self.waiting if self._ready(t)), *self.mutex_waiting])
+        for task in candidates:
+            if not self._caps_allow(task):
+                if len(self.in_flight) >= self.limits.jobs:
+                    return
+                continue
+            miss = self.mutex_waiting.get(task)
+            if miss is not None:
+                if not self._mutex_compatible(task):
+                    continue
+                del self.mutex_waiting[task]
+                self._take(task, mutex=True)
+                self._spawn(task, self._execute(task, miss), executing=True)
+            else:
+                self.waiting.remove(task)
+                self._take(task, mutex=False)
+                self.events.task_started(task)
+                self._spawn(task, self._probe(task), executing=False)
+
+    def _spawn(
+        self, task: TaskId, coro: Coroutine[object, object, ProbeResult], *, executing: bool
+    ) -> None:
+        self.in_flight[asyncio.ensure_future(coro)] = (task, executing)
+
+    async def _probe(self, task: TaskId) -> ProbeResult:
+        preds = tuple(
+            PredecessorStreams(task=p, stdout=r.stdout_digest, stderr=r.stderr_digest)
+            for p in self.graph.hard.get(task, ())
+            if isinstance(r := self.records[p], CompletedRecord)
+            and r.stdout_digest is not None
+            and r.stderr_digest is not None
+        )
+        return await self.lifecycle.probe(self.graph.tasks[task], preds, self.cancel)
+
+    async def _execute(self, task: TaskId, miss: Miss) -> ProbeResult:
+        return await self.lifecycle.execute(self.graph.tasks[task], miss, self.cancel)
+
+    # -- completion ------------------------------------------------------------------
+    def _complete(self, future: asyncio.Future[ProbeResult]) -> None:
+        task, executing = self.in_flight.pop(future)
+        self._release(task, mutex=executing)
+        error = future.exception()
+        if error is not None:
+            # A lifecycle must not raise; if one does, the task fails and the run goes on.
+            self._finish(
+                CompletedRecord(
+                    task=task,
+                    state=RunState.FAILED,
+                    source=None,
+                    key=None,
+                    duration_ms=0,
+                    error=f"internal error: {error!r}",
+                )
+            )
+            return
+        result = future.result()
+        if isinstance(result, Miss):
+            self.mutex_waiting[task] = result
+            return
+        self._check_overlap(task, result.outputs)
+        self._finish(result.record)
+
+    def _finish(self, record: TaskRecord) -> None:
+        self.records[record.task] = record
+        self.events.task_finished(record)
+
+    def _check_overlap(self, task: TaskId, outputs: tuple[str, ...]) -> None:
+        for path in outputs:
+            other = self.materialised.setdefault(path, task)
+            if other != task and self.violation is None:
+                self.violation = SkipCause.OUTPUT_OVERLAP
+                self.violation_task = min(task, other)
+
+    # -- the loop ----------------------------------------------------------------------
+    async def run(self) -> RunOutcome:
+        started = time.monotonic()
+        cancel_wait: asyncio.Future[Any] = asyncio.ensure_future(self.cancel.requested.wait())
+        try:
+            while True:
+                self._admit()
+                if not self.in_flight:
+                    break
+                waiters: list[asyncio.Future[Any]] = list(self.in_flight)
+                if not cancel_wait.done():
+                    waiters.append(cancel_wait)  # wake up to stop admission at once
+                done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                for future in done:
+                    if future is not cancel_wait:
+                        self._complete(future)
+        finally:
+            cancel_wait.cancel()
+        self._settle_unstarted()
+        return RunOutcome(
+            records=self.records,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            cancelled=self.cancel.requested.is_set(),
+            violation=self.violation,
+        )
+
+    def _root_failure(self, task: TaskId) -> tuple[TaskId, SkipCause] | None:
+        """The first (canonical) failed/errored/cancelled transitive hard predecessor."""
+        seen: set[TaskId] = set()
+        stack = list(self.graph.hard.get(task, ()))
+        roots: list[tuple[TaskId, SkipCause]] = []
+        while stack:
+            pred = stack.pop()
+            if pred in seen:
+                continue
+            seen.add(pred)
+            record = self.records.get(pred)
+            if isinstance(record, CompletedRecord) and record.state is RunState.FAILED:
+                cause = SkipCause.UPSTREAM_ERRORED if record.errored else SkipCause.UPSTREAM_FAILED
+                roots.append((pred, cause))
+            elif isinstance(record, CancelledRecord):
+                roots.append((pred, SkipCause.UPSTREAM_CANCELLED))
+            elif record is None or isinstance(record, SkipRecord):
+                stack.extend(self.graph.hard.get(pred, ()))
+        return min(roots) if roots else None
+
+    def _settle_unstarted(self) -> None:
+        for task in sorted([*self.waiting, *self.mutex_waiting]):
+            root = self._root_failure(task)
+            record: TaskRecord
+            if root is not None and root[1] is not SkipCause.UPSTREAM_CANCELLED:
+                record = SkipRecord(task=task, cause=root[1], upstream=root[0])
+            elif self.cancel.requested.is_set():
+                record = CancelledRecord(task=task)
+            elif self.violation is not None:
+                record = SkipRecord(task=task, cause=self.violation, upstream=self.violation_task)
+            elif root is not None:
+                record = SkipRecord(task=task, cause=root[1], upstream=root[0])
+            else:  # pragma: no cover - every unstarted task has one of the causes above
+                raise AssertionError(f"{task} never became ready")
+            self._finish(record)
+        self.waiting.clear()
+        self.mutex_waiting.clear()
+
+
+async def run_graph(
+    *,
+    graph: TaskGraph,
+    run_set: Sequence[TaskId],
+    lifecycle: TaskLifecycle,
+    events: SchedulerEvents,
+    limits: SchedulingLimits,
+    cancel: Cancellation,
+) -> RunOutcome:
+    """Run ``run_set`` to completion (or cancellation) and return one record per task."""
+    run = _Run(
+        graph=graph,
+        run_set=run_set,
+        lifecycle=lifecycle,
+        events=events,
+        limits=limits,
+        cancel=cancel,
+    )
+    return await run.run()
