@@ -306,7 +306,7 @@ class _Run:
             cancel_wait.cancel()
         self._settle_unstarted()
         return RunOutcome(
-            records=self.records,
+            records=dict(sorted(self.records.items())),  # canonical order
             duration_ms=int((time.monotonic() - started) * 1000),
             cancelled=self.cancel.requested.is_set(),
             violation=self.violation,
