@@ -22,9 +22,12 @@ $(STAMP_DEV): pyproject.toml $(STAMP_TEST)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-## demo: install and run the main job on the bundled example workspace
+## demo: install and run the main job on the bundled example workspace (twice: the second
+## run restores every task from the local cache)
 demo: $(STAMP_TEST)
-	cd examples/acme && ../../$(BIN)/haz check --workspace && ../../$(BIN)/haz graph --format mermaid
+	cd examples/acme && ../../$(BIN)/haz check --workspace \
+		&& ../../$(BIN)/haz run --workspace \
+		&& ../../$(BIN)/haz run --workspace
 
 ## test: install and run the whole test suite (what CI runs)
 test: $(STAMP_TEST)

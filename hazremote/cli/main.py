@@ -86,6 +86,78 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    run = _command(
+        sub,
+        "run",
+        handler="hazremote.cli.run:run",
+        help_text="run tasks, restoring cached results (EXEC)",
+        examples=(
+            "  haz run                         # the `default` task (of this project, or all)\n"
+            "  haz run build                   # ~:build inside a project, ^:build outside\n"
+            "  haz run web:build api:test -j 4\n"
+            "  haz run --workspace --git-changed-since origin/main\n"
+            "  haz run build --dry-run         # keys and predicted cache state, runs nothing\n"
+            "  haz run --all --summary-json summary.json\n"
+        ),
+    )
+    run.add_argument("targets", nargs="*", metavar="TARGET", help="task references to run")
+    run_scope = run.add_mutually_exclusive_group()
+    run_scope.add_argument(
+        "--all", action="store_true", help="every task of the bearing project (or workspace)"
+    )
+    run_scope.add_argument("--workspace", action="store_true", help="every task of the workspace")
+    git = run.add_mutually_exclusive_group()
+    git.add_argument(
+        "--git-changed", action="store_true", help="tasks affected by uncommitted changes"
+    )
+    git.add_argument("--git-staged", action="store_true", help="tasks affected by staged changes")
+    git.add_argument(
+        "--git-changed-since",
+        metavar="REV",
+        help="tasks affected by changes since the merge-base of REV and HEAD",
+    )
+    run.add_argument(
+        "--dry-run",
+        nargs="?",
+        const="plain",
+        choices=["plain", "json"],
+        help="print keys and predicted cache state; run nothing (--dry-run=json for JSON)",
+    )
+    run.add_argument("--output", choices=["live", "buffered"], help="task output mode")
+    run.add_argument("-j", "--jobs", type=int, metavar="N", help="at most N tasks at once")
+    run.add_argument("--force", action="store_true", help="skip cache lookups (still store)")
+    run.add_argument("--no-cache", action="store_true", help="neither look up nor store")
+    run.add_argument("--summary-json", metavar="FILE", help="write the run summary (EXEC-041)")
+
+    why = _command(
+        sub,
+        "why",
+        handler="hazremote.cli.why:run",
+        help_text="explain a task's cache key, its lookup, and what changed since it was stored",
+        examples="  haz why web:build\n  cd packages/web && haz why build\n",
+    )
+    why.add_argument("task", metavar="TASK", help="the task (project:task, or a bare name)")
+
+    cache = _command(
+        sub,
+        "cache",
+        handler="hazremote.cli.cache:run",
+        help_text="inspect and clean the local cache (CACHE-021/022)",
+        examples=(
+            "  haz cache info\n"
+            "  haz cache clean --soft --dry-run\n"
+            "  haz cache clean --max-age 7d --max-size 10GB\n"
+            "  haz cache clear\n"
+        ),
+    )
+    cache.add_argument("action", choices=["info", "clean", "clear"])
+    cache.add_argument(
+        "--soft", action="store_true", help="clean: only corrupt entries and leftover temp dirs"
+    )
+    cache.add_argument("--max-age", metavar="D", help="clean: entries older than D (e.g. 7d)")
+    cache.add_argument("--max-size", metavar="B", help="clean: oldest first down to B (e.g. 10GB)")
+    cache.add_argument("--dry-run", action="store_true", help="clean: list, delete nothing")
+
     check = _command(
         sub,
         "check",

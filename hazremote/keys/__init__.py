@@ -1,0 +1,58 @@
+"""Cache-key derivation (CACHE-001..009): input resolution, stat cache, hashing, framing.
+
+Spec coverage: see each module. The public surface is re-exported here.
+"""
+
+from hazremote.keys.components import (
+    EnvEntry,
+    EnvSource,
+    InputFile,
+    KeyComponents,
+    PredecessorStreams,
+)
+from hazremote.keys.deriver import DerivedKey, KeyDeriver
+from hazremote.keys.framing import CHAPTER_REVISION, frame_bytes, frame_key
+from hazremote.keys.fs import (
+    DirListing,
+    FileStat,
+    Filesystem,
+    OsFilesystem,
+    ReadableFile,
+    StatValues,
+)
+from hazremote.keys.hashing import FileHasher
+from hazremote.keys.resolve import (
+    InputError,
+    InputResolver,
+    build_components,
+    effective_process_env,
+    resolve_env,
+)
+from hazremote.keys.statcache import StatCache, statcache_path
+
+__all__ = [
+    "CHAPTER_REVISION",
+    "DerivedKey",
+    "DirListing",
+    "EnvEntry",
+    "EnvSource",
+    "FileHasher",
+    "FileStat",
+    "Filesystem",
+    "InputError",
+    "InputFile",
+    "InputResolver",
+    "KeyComponents",
+    "KeyDeriver",
+    "OsFilesystem",
+    "PredecessorStreams",
+    "ReadableFile",
+    "StatCache",
+    "StatValues",
+    "build_components",
+    "effective_process_env",
+    "frame_bytes",
+    "frame_key",
+    "resolve_env",
+    "statcache_path",
+]

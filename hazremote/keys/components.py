@@ -79,9 +79,7 @@ class KeyComponents:
         return {
             "action": self.action_json(),
             "inputs": [[f.path, f.digest.hex] for f in self.inputs],
-            "predecessors": [
-                [str(p.task), p.stdout.hex, p.stderr.hex] for p in self.predecessors
-            ],
+            "predecessors": [[str(p.task), p.stdout.hex, p.stderr.hex] for p in self.predecessors],
             "env": [[e.name, e.source.value] for e in self.env],
             "cwd": self.cwd,
             "outputs": list(self.outputs),

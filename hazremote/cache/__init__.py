@@ -1,0 +1,81 @@
+"""The cache: manifests, the local tier, the tier port, and the ``haz why`` task index.
+
+Spec coverage:
+* CACHE-010..023 — :class:`LocalCache` (layout, lookup, atomic store, verified restore,
+  info/clean/clear) and :class:`Manifest` (CACHE-011).
+* SEC-001 — restore never writes outside the workspace or its declared outputs.
+* RC-001 — :class:`CacheTier` is the port the remote tier also implements.
+Out of scope: key derivation (``hazremote.keys``), the remote tier (``hazremote.remote``) and
+the decision to look up or store (``hazremote.execute``, CACHE-018).
+"""
+
+from hazremote.cache.index import TaskIndex, TaskKeyRecord
+from hazremote.cache.local import (
+    DEFAULT_COMPRESSION_LEVEL,
+    CacheInfo,
+    CleanReason,
+    CleanReport,
+    FsyncPolicy,
+    LocalCache,
+    RemovedItem,
+)
+from hazremote.cache.manifest import (
+    Compression,
+    Manifest,
+    ManifestError,
+    ManifestSchemaError,
+    OutputRecord,
+    RecordedEnv,
+    RecordedInput,
+    RecordedKeyComponents,
+    RecordedPredecessor,
+    StreamRecord,
+    parse_manifest,
+    workspace_path_problem,
+)
+from hazremote.cache.tier import (
+    ByteSink,
+    CacheTier,
+    CurrentDigest,
+    LookupResult,
+    LookupStatus,
+    OutputFile,
+    RestoreResult,
+    RestoreStatus,
+    StoreResult,
+    StoreStatus,
+)
+
+__all__ = [
+    "DEFAULT_COMPRESSION_LEVEL",
+    "ByteSink",
+    "CacheInfo",
+    "CacheTier",
+    "CleanReason",
+    "CleanReport",
+    "Compression",
+    "CurrentDigest",
+    "FsyncPolicy",
+    "LocalCache",
+    "LookupResult",
+    "LookupStatus",
+    "Manifest",
+    "ManifestError",
+    "ManifestSchemaError",
+    "OutputFile",
+    "OutputRecord",
+    "RecordedEnv",
+    "RecordedInput",
+    "RecordedKeyComponents",
+    "RecordedPredecessor",
+    "RemovedItem",
+    "RestoreResult",
+    "RestoreStatus",
+    "StoreResult",
+    "StoreStatus",
+    "StreamRecord",
+    "TaskIndex",
+    "TaskKeyRecord",
+    "parse_manifest",
+    "workspace_path_problem",
+]

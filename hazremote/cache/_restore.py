@@ -1,0 +1,407 @@
+"""Writing a manifest's outputs into the workspace, safely and all-or-nothing.
+
+Directories are opened one segment at a time relative to their parent, with ``O_NOFOLLOW``,
+and every file operation goes through those directory descriptors: a symlink swapped in
+after the checks cannot redirect a write.
+
+Spec coverage:
+* CACHE-019..020 — every output is staged under a temporary name in its destination directory,
+  its decompressed bytes verified against size and digest while written, given its recorded mode
+  masked to ``0o777`` (never setuid, setgid or sticky), and renamed into place only after *all*
+  outputs and both streams verified. An output already present with the recorded size and digest
+  is left alone (its mode is corrected in place when it differs). The recorded streams go to the
+  sinks after the outputs are in place.
+* CACHE-023 — restored bytes, modes and streams equal the recorded ones.
+* SEC-001 — a path outside the task's declared (non-negated) output patterns, a ``..`` segment,
+  or an existing parent directory that is a symlink makes the restore fail before anything is
+  written; nothing is ever created outside the workspace. Defence in depth beyond the spec: no
+  output is restored into ``.git`` (any segment) or ``/.haz``.
+Out of scope: finding blobs (a :class:`BlobReader` supplies verified bytes) and what happens
+to an entry at fault (the tier decides).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from hazremote.cache._blobs import CHUNK_SIZE, BlobCorrupt
+from hazremote.cache.manifest import Manifest, OutputRecord, StreamRecord, workspace_path_problem
+from hazremote.cache.tier import ByteSink, CurrentDigest, RestoreResult, RestoreStatus
+from hazremote.domain.digest import Digest, new_hasher
+from hazremote.domain.model import HashName
+from hazremote.domain.patterns import PathPattern
+
+__all__ = [
+    "RESTORED_MODE_MASK",
+    "BlobReader",
+    "RestoreOutcome",
+    "reserved_path_problem",
+    "restore_into_workspace",
+]
+
+#: CACHE-019: restored modes never carry setuid, setgid or sticky bits.
+RESTORED_MODE_MASK = 0o777
+_TEMP_PREFIX = ".haz-restore-"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class BlobReader(Protocol):
+    """Supplies the bytes of a manifest's blobs, verified while they are produced."""
+
+    def decode_output(self, record: OutputRecord, write: Callable[[bytes], object]) -> None:
+        """Raises BlobCorrupt on missing or wrong bytes; passes ``write``'s OSError through."""
+        ...
+
+    def decode_stream(
+        self, name: str, record: StreamRecord, write: Callable[[bytes], object]
+    ) -> None:
+        """``name`` is ``stdout`` or ``stderr``; errors as :meth:`decode_output`."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestoreOutcome:
+    """The result, and whether the entry's data (not the workspace) caused a failure."""
+
+    result: RestoreResult
+    entry_at_fault: bool
+
+
+class _Refused(Exception):
+    def __init__(self, status: RestoreStatus, message: str, *, entry_at_fault: bool) -> None:
+        super().__init__(message)
+        self.status = status
+        self.entry_at_fault = entry_at_fault
+
+
+def reserved_path_problem(path: str) -> str | None:
+    """Why no output may be restored at the workspace-absolute ``path``, or None."""
+    segments = path[1:].split("/")
+    if ".git" in segments[:-1] or segments[-1] == ".git":
+        return "is inside a .git directory"
+    if segments[0] == ".haz":
+        return "is inside the workspace's .haz directory"
+    return None
+
+
+def _check_paths(manifest: Manifest, patterns: Sequence[PathPattern]) -> None:
+    """SEC-001 checks that need no disk: shape, declared outputs, file/directory conflicts."""
+    allowed = [p for p in patterns if not p.negated]
+    files = {o.path for o in manifest.outputs}
+    for record in manifest.outputs:
+        problem = workspace_path_problem(record.path) or reserved_path_problem(record.path)
+        if problem is not None:
+            raise _Refused(
+                RestoreStatus.UNSAFE, f"output {record.path!r} {problem}", entry_at_fault=True
+            )
+        if not any(p.matches(record.path) for p in allowed):
+            raise _Refused(
+                RestoreStatus.UNSAFE,
+                f"output {record.path!r} is not matched by the task's declared outputs",
+                entry_at_fault=True,
+            )
+        parent = record.path.rpartition("/")[0]
+        while parent:
+            if parent in files:
+                raise _Refused(
+                    RestoreStatus.CORRUPT,
+                    f"output {record.path!r} lies under another output, {parent!r}",
+                    entry_at_fault=True,
+                )
+            parent = parent.rpartition("/")[0]
+
+
+class _Workspace:
+    """Directory descriptors of the workspace, opened without following symlinks."""
+
+    def __init__(self, root: Path) -> None:
+        # The root itself may be reached through a symlink (e.g. /tmp on macOS): that is the
+        # user's choice of workspace, not a redirection by the entry.
+        self._fds: dict[str, int] = {"": os.open(root, os.O_RDONLY | os.O_DIRECTORY)}
+        self.created: list[tuple[int, str]] = []  # (parent fd, name), in creation order
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def probe(self, directory: str) -> bool:
+        """Check the existing part of ``directory`` (workspace-absolute, ``""`` for the root).
+
+        Returns:
+            True when the whole directory exists (and is now open).
+
+        Raises:
+            _Refused: a component is a symlink (UNSAFE) or not a directory (FAILED).
+        """
+        return self._open(directory, create=False) is not None
+
+    def fd(self, directory: str) -> int:
+        """Descriptor of ``directory``, creating missing components.
+
+        Raises:
+            _Refused: as :meth:`probe`.
+            OSError: a directory could not be created.
+        """
+        fd = self._open(directory, create=True)
+        assert fd is not None
+        return fd
+
+    def _open(self, directory: str, *, create: bool) -> int | None:
+        if directory in self._fds:
+            return self._fds[directory]
+        parent, _, name = directory.rpartition("/")
+        parent_fd = self._open(parent, create=create)
+        if parent_fd is None:
+            return None
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        except FileNotFoundError:
+            if not create:
+                return None
+            os.mkdir(name, 0o777, dir_fd=parent_fd)
+            self.created.append((parent_fd, name))
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            info = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+            if stat.S_ISLNK(info.st_mode):
+                raise _Refused(
+                    RestoreStatus.UNSAFE,
+                    f"{directory!r} is a symlink; restoring through it could write outside the "
+                    "workspace",
+                    entry_at_fault=False,
+                ) from None
+            raise _Refused(
+                RestoreStatus.FAILED,
+                f"{directory!r} exists and is not a directory",
+                entry_at_fault=False,
+            ) from None
+        self._fds[directory] = fd
+        return fd
+
+    def remove_created(self) -> None:
+        for parent_fd, name in reversed(self.created):
+            # Not empty or already gone: someone else uses it now.
+            with contextlib.suppress(OSError):
+                os.rmdir(name, dir_fd=parent_fd)
+
+
+def _hash_existing(fd: int, hash_name: HashName) -> Digest:
+    hasher = new_hasher(hash_name)
+    with os.fdopen(fd, "rb", closefd=False) as fh:
+        while chunk := fh.read(CHUNK_SIZE):
+            hasher.update(chunk)
+    return Digest(hasher.digest())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Staged:
+    record: OutputRecord
+    dir_fd: int
+    name: str
+    temp: str
+
+
+def _is_current(
+    ws: _Workspace,
+    record: OutputRecord,
+    current_digest: CurrentDigest | None,
+    hash_name: HashName,
+) -> bool:
+    """True when the destination already holds the recorded bytes (mode fixed if it differs)."""
+    directory, _, name = record.path.rpartition("/")
+    if not ws.probe(directory):
+        return False
+    dir_fd = ws.fd(directory)
+    try:
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISDIR(info.st_mode):
+        raise _Refused(
+            RestoreStatus.FAILED,
+            f"output {record.path!r} is a directory in the workspace",
+            entry_at_fault=False,
+        )
+    if not stat.S_ISREG(info.st_mode) or info.st_size != record.size:
+        return False
+    known = current_digest(record.path) if current_digest is not None else None
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        digest = known if known is not None else _hash_existing(fd, hash_name)
+        if digest != record.hash:
+            return False
+        wanted = record.mode & RESTORED_MODE_MASK
+        if stat.S_IMODE(os.fstat(fd).st_mode) != wanted:
+            os.fchmod(fd, wanted)
+    finally:
+        os.close(fd)
+    return True
+
+
+def _stage(ws: _Workspace, record: OutputRecord, blobs: BlobReader) -> _Staged:
+    directory, _, name = record.path.rpartition("/")
+    dir_fd = ws.fd(directory)
+    temp = f"{_TEMP_PREFIX}{secrets.token_hex(8)}"
+    fd = os.open(
+        temp,
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o600,
+        dir_fd=dir_fd,
+    )
+    staged = _Staged(record=record, dir_fd=dir_fd, name=name, temp=temp)
+    try:
+        blobs.decode_output(record, lambda data: _write_all(fd, data))
+        os.fchmod(fd, record.mode & RESTORED_MODE_MASK)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(staged)
+        raise
+    os.close(fd)
+    return staged
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _unlink_quietly(staged: _Staged) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(staged.temp, dir_fd=staged.dir_fd)
+
+
+class _VerifiedStream:
+    """A stream's verified bytes: in memory when small, else in an anonymous temp file."""
+
+    def __init__(self, name: str, record: StreamRecord, blobs: BlobReader) -> None:
+        self._data: bytes | None = None
+        self._spool: BinaryIO | None = None
+        if record.size <= CHUNK_SIZE:
+            parts: list[bytes] = []
+            blobs.decode_stream(name, record, parts.append)
+            self._data = b"".join(parts)
+        else:
+            spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by emit()/close()
+            self._spool = spool
+            try:
+                blobs.decode_stream(name, record, spool.write)
+            except BaseException:
+                spool.close()
+                raise
+
+    def emit(self, sink: ByteSink) -> None:
+        if self._data is not None:
+            if self._data:
+                sink(self._data)
+            return
+        assert self._spool is not None
+        with self._spool as spool:
+            spool.seek(0)
+            while chunk := spool.read(CHUNK_SIZE):
+                sink(chunk)
+
+    def close(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+
+
+def restore_into_workspace(
+    manifest: Manifest,
+    *,
+    workspace_root: Path,
+    output_patterns: Sequence[PathPattern],
+    stdout_sink: ByteSink,
+    stderr_sink: ByteSink,
+    current_digest: CurrentDigest | None,
+    blobs: BlobReader,
+) -> RestoreOutcome:
+    """Restore ``manifest`` into ``workspace_root``; see the module docstring for the rules.
+
+    Exceptions raised by the sinks propagate (they belong to the caller); nothing else about
+    the entry or the workspace raises.
+    """
+    hash_name = manifest.hash_function
+    try:
+        _check_paths(manifest, output_patterns)
+        ws = _Workspace(workspace_root)
+    except _Refused as refused:
+        return _refused(refused)
+    except OSError as exc:
+        return _failed(f"workspace root cannot be opened: {exc}")
+    staged: list[_Staged] = []
+    streams: list[_VerifiedStream] = []
+    try:
+        # Phase 1: refuse before writing anything (symlinked parents, directories in the way).
+        to_write = [
+            r for r in manifest.outputs if not _is_current(ws, r, current_digest, hash_name)
+        ]
+        unchanged = len(manifest.outputs) - len(to_write)
+        # Phase 2: stage and verify everything; nothing is visible under its final name yet.
+        for record in to_write:
+            staged.append(_stage(ws, record, blobs))
+        streams.append(_VerifiedStream("stdout", manifest.stdout, blobs))
+        streams.append(_VerifiedStream("stderr", manifest.stderr, blobs))
+        # Phase 3: publish.
+        for item in staged:
+            os.rename(item.temp, item.name, src_dir_fd=item.dir_fd, dst_dir_fd=item.dir_fd)
+        written = len(staged)
+        staged.clear()
+    except _Refused as refused:
+        return _abort(ws, staged, streams, _refused(refused))
+    except BlobCorrupt as exc:
+        outcome = RestoreOutcome(
+            result=RestoreResult(status=RestoreStatus.CORRUPT, message=str(exc)),
+            entry_at_fault=True,
+        )
+        return _abort(ws, staged, streams, outcome)
+    except OSError as exc:
+        return _abort(ws, staged, streams, _failed(f"writing the workspace failed: {exc}"))
+    finally:
+        ws.close()
+    stdout_stream, stderr_stream = streams
+    stdout_stream.emit(stdout_sink)
+    stderr_stream.emit(stderr_sink)
+    return RestoreOutcome(
+        result=RestoreResult(status=RestoreStatus.RESTORED, written=written, unchanged=unchanged),
+        entry_at_fault=False,
+    )
+
+
+def _refused(refused: _Refused) -> RestoreOutcome:
+    return RestoreOutcome(
+        result=RestoreResult(status=refused.status, message=str(refused)),
+        entry_at_fault=refused.entry_at_fault,
+    )
+
+
+def _failed(message: str) -> RestoreOutcome:
+    return RestoreOutcome(
+        result=RestoreResult(status=RestoreStatus.FAILED, message=message), entry_at_fault=False
+    )
+
+
+def _abort(
+    ws: _Workspace,
+    staged: list[_Staged],
+    streams: list[_VerifiedStream],
+    outcome: RestoreOutcome,
+) -> RestoreOutcome:
+    for item in staged:
+        _unlink_quietly(item)
+    for stream in streams:
+        stream.close()
+    ws.remove_created()
+    return outcome

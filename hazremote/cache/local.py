@@ -1,0 +1,703 @@
+"""The local cache: a directory of complete entries, crash-safe without a lock.
+
+Layout (CACHE-010)::
+
+    <root>/<first 2 hex of key>/<key>/manifest.json
+                                     /stdout
+                                     /stderr
+                                     /outputs/<content digest>
+    <root>/<aa>/.tmp-<key>-<random>/      a store in progress (or a crashed one)
+    <root>/<aa>/.trash-<key>-<random>/    an entry being deleted
+
+Spec coverage:
+* CACHE-010..013 — the layout above; blobs zstd-compressed at rest when worth it, recorded per
+  blob in the manifest; ``root`` is whatever the caller resolved (``.haz/cache`` or
+  ``HAZ_CACHE_DIR``).
+* CACHE-014..016 — :meth:`LocalCache.lookup`: the manifest parses, revision and hash function
+  match, its key is the entry's key, and every stream and blob exists with its recorded size
+  (raw blobs: the file size; zstd blobs: the content size in the frame header). Any failure is
+  a miss status.
+* CACHE-017 — :meth:`LocalCache.store` stages in ``<shard>/.tmp-<key>-<random>/``, writes
+  blobs and streams while hashing them, the manifest last, then renames the directory into
+  place. An existing valid entry wins and the staging directory is discarded; an existing
+  invalid one is replaced. Any failure removes the staging directory and becomes a warning.
+  :class:`FsyncPolicy` selects the durability (see ``docs/decisions.md``).
+* CACHE-019..020, SEC-001, CACHE-023 — :meth:`LocalCache.restore` (``_restore``); an entry
+  whose data is at fault is removed.
+* CACHE-021..022 — :meth:`info`, :meth:`clean` (soft, max age, max size oldest-first by last
+  use, dry run) and :meth:`clear`.
+Out of scope: deciding whether to store (CACHE-018, the executor), the remote tier, and the
+per-task ``haz why`` index (:mod:`hazremote.cache.index`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from hazremote.cache._blobs import BlobCodec, EncodedBlob, zstd_content_size
+from hazremote.cache._restore import reserved_path_problem, restore_into_workspace
+from hazremote.cache.manifest import (
+    Compression,
+    Manifest,
+    ManifestError,
+    ManifestSchemaError,
+    OutputRecord,
+    RecordedKeyComponents,
+    StreamRecord,
+    parse_manifest,
+    workspace_path_problem,
+)
+from hazremote.cache.tier import (
+    ByteSink,
+    CurrentDigest,
+    LookupResult,
+    LookupStatus,
+    OutputFile,
+    RestoreResult,
+    StoreResult,
+    StoreStatus,
+)
+from hazremote.domain.digest import Digest
+from hazremote.domain.model import HashName
+from hazremote.domain.patterns import PathPattern
+from hazremote.keys.components import KeyComponents
+
+__all__ = [
+    "DEFAULT_COMPRESSION_LEVEL",
+    "DEFAULT_TEMP_GRACE_S",
+    "MANIFEST_NAME",
+    "CacheInfo",
+    "CleanReason",
+    "CleanReport",
+    "FsyncPolicy",
+    "LocalCache",
+    "RemovedItem",
+]
+
+MANIFEST_NAME = "manifest.json"
+STDOUT_NAME = "stdout"
+STDERR_NAME = "stderr"
+OUTPUTS_DIR = "outputs"
+#: Chosen by ``bench/bench_zstd_level.py`` (docs/decisions.md).
+DEFAULT_COMPRESSION_LEVEL = 3
+#: A staging directory younger than this may belong to a store in progress.
+DEFAULT_TEMP_GRACE_S = 3600.0
+
+_SHARD_RE = re.compile(r"[0-9a-f]{2}")
+_KEY_RE = re.compile(r"[0-9a-f]{64}")
+_TEMP_PREFIX = ".tmp-"
+_TRASH_PREFIX = ".trash-"
+
+
+class FsyncPolicy(enum.Enum):
+    """How hard a store works to survive a power loss (CACHE-017).
+
+    ``NONE``: no fsync. A crash can leave a published entry whose files lost their data; the
+    lookup size checks and the digest verification of every restore turn it into a miss, and
+    the entry is removed. ``FULL``: fsync every file, the staging directory before the rename
+    and the shard directory after it: a published entry survives a power loss.
+    """
+
+    NONE = "none"
+    FULL = "full"
+
+
+class CleanReason(enum.Enum):
+    CORRUPT = "corrupt"
+    SCHEMA_MISMATCH = "schema-mismatch"
+    ORPHAN_TEMP = "orphan-temp"
+    MAX_AGE = "max-age"
+    MAX_SIZE = "max-size"
+    CLEARED = "cleared"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemovedItem:
+    """One directory removed (or, in a dry run, that would be): an entry or a leftover."""
+
+    path: Path
+    reason: CleanReason
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CleanReport:
+    removed: tuple[RemovedItem, ...]
+    dry_run: bool
+    remaining_entries: int
+    remaining_bytes: int
+
+    @property
+    def freed_bytes(self) -> int:
+        return sum(item.bytes for item in self.removed)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheInfo:
+    """CACHE-022 ``haz cache info``; ``bytes`` counts file sizes of entries (not leftovers)."""
+
+    root: Path
+    entries: int
+    bytes: int
+    corrupt_entries: int
+    schema_mismatched_entries: int
+    orphan_temp_dirs: int
+    orphan_bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Scanned:
+    path: Path
+    key: str
+    bytes: int
+    last_used: float
+    status: LookupStatus
+
+
+class _EntryBlobs:
+    """Reads the blobs of one entry (the ``BlobReader`` of ``_restore``)."""
+
+    def __init__(self, entry: Path, codec: BlobCodec) -> None:
+        self._entry = os.fspath(entry)
+        self._codec = codec
+
+    def decode_output(self, record: OutputRecord, write: Callable[[bytes], object]) -> None:
+        self._codec.decode(
+            os.path.join(self._entry, OUTPUTS_DIR, record.hash.hex),
+            compression=record.compression,
+            size=record.size,
+            digest=record.hash,
+            write=write,
+        )
+
+    def decode_stream(
+        self, name: str, record: StreamRecord, write: Callable[[bytes], object]
+    ) -> None:
+        self._codec.decode(
+            os.path.join(self._entry, name),
+            compression=record.compression,
+            size=record.size,
+            digest=record.hash,
+            write=write,
+        )
+
+
+class LocalCache:
+    """The local cache tier (implements :class:`~hazremote.cache.tier.CacheTier`).
+
+    Safe for concurrent use by several processes: publication is one directory rename, and
+    readers verify what they read.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        hash_name: HashName,
+        chapter_revision: int,
+        compression_level: int = DEFAULT_COMPRESSION_LEVEL,
+        fsync: FsyncPolicy = FsyncPolicy.NONE,
+        clock: Callable[[], float] = time.time,
+        temp_grace_s: float = DEFAULT_TEMP_GRACE_S,
+    ) -> None:
+        """Create a cache over ``root`` (created on the first store).
+
+        Args:
+            root: The cache directory (``<workspace>/.haz/cache`` or ``HAZ_CACHE_DIR``).
+            hash_name: The workspace hash function (CACHE-002).
+            chapter_revision: The key chapter revision (CACHE-003); entries of another
+                revision are ``miss-schema-mismatch``.
+            compression_level: zstd level for blobs worth compressing.
+            fsync: Durability of stores.
+            clock: Seconds since the epoch; ``created_at_unix``, last-use times and ages.
+            temp_grace_s: A staging directory older than this is an orphan.
+        """
+        self._root = root
+        self._hash_name = hash_name
+        self._revision = chapter_revision
+        self._codec = BlobCodec(hash_name=hash_name, level=compression_level)
+        self._fsync = fsync
+        self._clock = clock
+        self._temp_grace_s = temp_grace_s
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    def entry_dir(self, key: Digest) -> Path:
+        return self._root / key.hex[:2] / key.hex
+
+    # -- lookup ------------------------------------------------------------------------------
+
+    def lookup(self, key: Digest) -> LookupResult:
+        """CACHE-014..016: a HIT with its manifest only if the entry is complete."""
+        return self._lookup_dir(self.entry_dir(key), key.hex)
+
+    def _lookup_dir(self, entry: Path, key_hex: str) -> LookupResult:
+        try:
+            data = (entry / MANIFEST_NAME).read_bytes()
+        except FileNotFoundError:
+            if entry.is_dir():
+                return _corrupt("the entry has no manifest")
+            return LookupResult(status=LookupStatus.MISS_NO_ENTRY)
+        except OSError as exc:
+            return _corrupt(f"the manifest cannot be read: {exc}")
+        try:
+            manifest = parse_manifest(
+                data, chapter_revision=self._revision, hash_name=self._hash_name
+            )
+        except ManifestSchemaError as exc:
+            return LookupResult(status=LookupStatus.MISS_SCHEMA_MISMATCH, detail=str(exc))
+        except ManifestError as exc:
+            return _corrupt(str(exc))
+        if manifest.key.hex != key_hex:
+            return _corrupt(f"the manifest is for key {manifest.key.hex}")
+        problem = self._blob_problem(entry, manifest)
+        if problem is not None:
+            return _corrupt(problem)
+        return LookupResult(status=LookupStatus.HIT, manifest=manifest)
+
+    def _blob_problem(self, entry: Path, manifest: Manifest) -> str | None:
+        base = os.fspath(entry)
+        blobs_dir = os.path.join(base, OUTPUTS_DIR)
+        blobs: list[tuple[str, str, int, Compression]] = [
+            (
+                STDOUT_NAME,
+                os.path.join(base, STDOUT_NAME),
+                manifest.stdout.size,
+                manifest.stdout.compression,
+            ),
+            (
+                STDERR_NAME,
+                os.path.join(base, STDERR_NAME),
+                manifest.stderr.size,
+                manifest.stderr.compression,
+            ),
+        ]
+        seen: dict[Digest, Compression] = {}
+        for record in manifest.outputs:
+            previous = seen.setdefault(record.hash, record.compression)
+            if previous is not record.compression:
+                return f"blob {record.hash.hex} is recorded with two compressions"
+            path = os.path.join(blobs_dir, record.hash.hex)
+            blobs.append((record.path, path, record.size, record.compression))
+        for label, path, size, compression in blobs:
+            try:
+                if compression is Compression.NONE:
+                    stored = os.stat(path).st_size
+                else:
+                    announced = zstd_content_size(path)
+                    stored = -1 if announced is None else announced
+            except OSError as exc:
+                return f"the blob of {label} is unreadable: {exc.strerror or exc}"
+            if stored != size:
+                return f"the blob of {label} holds {stored} bytes, recorded {size}"
+        return None
+
+    # -- store -------------------------------------------------------------------------------
+
+    def store(
+        self,
+        *,
+        key: Digest,
+        components: KeyComponents,
+        stdout: Path,
+        stderr: Path,
+        outputs: Sequence[OutputFile],
+        duration_ms: int,
+        producer: str,
+    ) -> StoreResult:
+        """CACHE-017: store a successful run atomically. Never raises for I/O trouble.
+
+        Args:
+            key: The task's cache key.
+            components: What the key was derived from (recorded without env values).
+            stdout: Spool file holding the task's complete stdout.
+            stderr: Spool file holding the task's complete stderr.
+            outputs: The output files (workspace-absolute path → file on disk now).
+            duration_ms: How long the run took.
+            producer: Who stored it (e.g. ``user@host``).
+
+        Returns:
+            STORED, ALREADY_PRESENT (a valid entry existed: kept), or FAILED with a warning;
+            after a failure no trace of the attempt remains.
+        """
+        problem = _outputs_problem(outputs)
+        if problem is not None:
+            return _store_failed(key, problem)
+        staging: Path | None = None
+        try:
+            shard = self._root / key.hex[:2]
+            shard.mkdir(parents=True, exist_ok=True)
+            staging = shard / f"{_TEMP_PREFIX}{key.hex}-{secrets.token_hex(6)}"
+            staging.mkdir()
+            manifest = self._stage(
+                staging,
+                key=key,
+                components=components,
+                stdout=stdout,
+                stderr=stderr,
+                outputs=outputs,
+                duration_ms=duration_ms,
+                producer=producer,
+            )
+            status = self._publish(key, staging)
+            return StoreResult(status=status, manifest=manifest)
+        except Exception as exc:  # CACHE-017: a failed store is only a warning, never an error
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            return _store_failed(key, f"{type(exc).__name__}: {exc}")
+
+    def _stage(
+        self,
+        staging: Path,
+        *,
+        key: Digest,
+        components: KeyComponents,
+        stdout: Path,
+        stderr: Path,
+        outputs: Sequence[OutputFile],
+        duration_ms: int,
+        producer: str,
+    ) -> Manifest:
+        fsync = self._fsync is FsyncPolicy.FULL
+        blobs_dir = staging / OUTPUTS_DIR
+        blobs_dir.mkdir()
+        streams = [
+            self._codec.encode_file(spool, staging / name, fsync=fsync)
+            for spool, name in ((stdout, STDOUT_NAME), (stderr, STDERR_NAME))
+        ]
+        records: list[OutputRecord] = []
+        stored: dict[Digest, Compression] = {}
+        for index, output in enumerate(sorted(outputs, key=lambda o: o.path)):
+            part = blobs_dir / f".part-{index}"
+            blob = self._codec.encode_file(output.source, part, fsync=fsync)
+            if blob.digest in stored:
+                part.unlink()  # same content as an earlier output: one blob serves both
+            else:
+                part.rename(blobs_dir / blob.digest.hex)
+                stored[blob.digest] = blob.compression
+            records.append(
+                OutputRecord(
+                    path=output.path,
+                    hash=blob.digest,
+                    size=blob.size,
+                    mode=blob.mode,
+                    compression=stored[blob.digest],
+                )
+            )
+        manifest = Manifest(
+            chapter_revision=self._revision,
+            hash_function=self._hash_name,
+            key=key,
+            created_at_unix=int(self._clock()),
+            exit_code=0,
+            duration_ms=max(0, duration_ms),
+            producer=producer,
+            stdout=_stream_record(streams[0]),
+            stderr=_stream_record(streams[1]),
+            outputs=tuple(records),
+            key_components=RecordedKeyComponents.from_components(components),
+        )
+        # CACHE-011: the manifest is written last; its presence means the entry is complete.
+        with open(staging / MANIFEST_NAME, "xb") as fh:
+            fh.write(manifest.to_json())
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+        if fsync:
+            _fsync_dir(blobs_dir)
+            _fsync_dir(staging)
+        return manifest
+
+    def _publish(self, key: Digest, staging: Path) -> StoreStatus:
+        entry = self.entry_dir(key)
+        for attempt in range(2):
+            try:
+                os.rename(staging, entry)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+            else:
+                if self._fsync is FsyncPolicy.FULL:
+                    _fsync_dir(entry.parent)
+                return StoreStatus.STORED
+            # Another run published this key first. A valid entry wins (concurrent stores of
+            # one key hold equivalent results); an invalid one is replaced, once.
+            if self._lookup_dir(entry, key.hex).hit or attempt == 1:
+                break
+            self._discard(entry)
+        shutil.rmtree(staging, ignore_errors=True)
+        if self._lookup_dir(entry, key.hex).hit:
+            return StoreStatus.ALREADY_PRESENT
+        raise OSError(errno.EEXIST, "an invalid entry kept reappearing", str(entry))
+
+    # -- restore -----------------------------------------------------------------------------
+
+    def restore(
+        self,
+        manifest: Manifest,
+        *,
+        workspace_root: Path,
+        output_patterns: Sequence[PathPattern],
+        stdout_sink: ByteSink,
+        stderr_sink: ByteSink,
+        current_digest: CurrentDigest | None = None,
+    ) -> RestoreResult:
+        """CACHE-019..020, SEC-001: restore a manifest returned by :meth:`lookup`.
+
+        Any status but RESTORED means the task must run; an entry whose data was at fault
+        (wrong bytes, missing blob, undeclared or reserved path) is removed first.
+        """
+        entry = self.entry_dir(manifest.key)
+        outcome = restore_into_workspace(
+            manifest,
+            workspace_root=workspace_root,
+            output_patterns=output_patterns,
+            stdout_sink=stdout_sink,
+            stderr_sink=stderr_sink,
+            current_digest=current_digest,
+            blobs=_EntryBlobs(entry, self._codec),
+        )
+        if outcome.entry_at_fault:
+            return replace(outcome.result, entry_removed=self._discard(entry))
+        if outcome.result.ok:
+            # The manifest's mtime is the entry's last use: `clean` evicts by it.
+            now = self._clock()
+            with contextlib.suppress(OSError):
+                os.utime(entry / MANIFEST_NAME, (now, now))
+        return outcome.result
+
+    def remove(self, key: Digest) -> bool:
+        """Remove the entry of ``key`` if present; True when this call removed it."""
+        return self._discard(self.entry_dir(key))
+
+    def _discard(self, entry: Path) -> bool:
+        # Renaming first makes the entry vanish at once for concurrent readers.
+        trash = entry.parent / f"{_TRASH_PREFIX}{entry.name}-{secrets.token_hex(6)}"
+        try:
+            os.rename(entry, trash)
+        except OSError:
+            return False
+        shutil.rmtree(trash, ignore_errors=True)
+        return True
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    def info(self) -> CacheInfo:
+        """CACHE-022 ``haz cache info``: every entry is checked as a lookup would."""
+        entries = list(self._scan_entries())
+        orphans = [item for item in self._scan_leftovers() if item[1]]
+        valid = [e for e in entries if e.status is LookupStatus.HIT]
+        return CacheInfo(
+            root=self._root,
+            entries=len(valid),
+            bytes=sum(e.bytes for e in valid),
+            corrupt_entries=sum(e.status is LookupStatus.MISS_CORRUPT for e in entries),
+            schema_mismatched_entries=sum(
+                e.status is LookupStatus.MISS_SCHEMA_MISMATCH for e in entries
+            ),
+            orphan_temp_dirs=len(orphans),
+            orphan_bytes=sum(_tree_bytes(path) for path, _ in orphans),
+        )
+
+    def clean(
+        self,
+        *,
+        soft: bool = False,
+        max_age_s: float | None = None,
+        max_size: int | None = None,
+        dry_run: bool = False,
+    ) -> CleanReport:
+        """CACHE-022 ``haz cache clean``.
+
+        Args:
+            soft: Remove corrupt and schema-mismatched entries, and leftover staging and trash
+                directories (staging ones only when older than the grace period).
+            max_age_s: Remove entries not used (stored or restored) for this long.
+            max_size: Then remove the least recently used entries until the entries' total
+                size is at most this many bytes.
+            dry_run: Report what would be removed; remove nothing.
+        """
+        removed: list[RemovedItem] = []
+        kept: list[_Scanned] = []
+        now = self._clock()
+        for entry in self._scan_entries():
+            reason: CleanReason | None = None
+            if soft and entry.status is LookupStatus.MISS_CORRUPT:
+                reason = CleanReason.CORRUPT
+            elif soft and entry.status is LookupStatus.MISS_SCHEMA_MISMATCH:
+                reason = CleanReason.SCHEMA_MISMATCH
+            elif max_age_s is not None and entry.last_used < now - max_age_s:
+                reason = CleanReason.MAX_AGE
+            if reason is None:
+                kept.append(entry)
+            else:
+                removed.append(RemovedItem(path=entry.path, reason=reason, bytes=entry.bytes))
+        if soft:
+            for path, orphan in self._scan_leftovers():
+                if orphan:
+                    removed.append(
+                        RemovedItem(
+                            path=path, reason=CleanReason.ORPHAN_TEMP, bytes=_tree_bytes(path)
+                        )
+                    )
+        if max_size is not None:
+            kept.sort(key=lambda e: (e.last_used, e.key))
+            total = sum(e.bytes for e in kept)
+            while kept and total > max_size:
+                victim = kept.pop(0)
+                total -= victim.bytes
+                removed.append(
+                    RemovedItem(path=victim.path, reason=CleanReason.MAX_SIZE, bytes=victim.bytes)
+                )
+        if not dry_run:
+            for item in removed:
+                if item.reason is CleanReason.ORPHAN_TEMP:
+                    shutil.rmtree(item.path, ignore_errors=True)
+                else:
+                    self._discard(item.path)
+        return CleanReport(
+            removed=tuple(removed),
+            dry_run=dry_run,
+            remaining_entries=len(kept),
+            remaining_bytes=sum(e.bytes for e in kept),
+        )
+
+    def clear(self) -> CleanReport:
+        """CACHE-021 ``haz cache clear``: remove every entry and leftover (the root stays)."""
+        removed: list[RemovedItem] = []
+        for shard in self._shards():
+            size = _tree_bytes(shard)
+            trash = self._root / f"{_TRASH_PREFIX}{shard.name}-{secrets.token_hex(6)}"
+            try:
+                os.rename(shard, trash)
+            except OSError:
+                continue
+            shutil.rmtree(trash, ignore_errors=True)
+            removed.append(RemovedItem(path=shard, reason=CleanReason.CLEARED, bytes=size))
+        for leftover in self._root_trash():
+            removed.append(
+                RemovedItem(path=leftover, reason=CleanReason.CLEARED, bytes=_tree_bytes(leftover))
+            )
+            shutil.rmtree(leftover, ignore_errors=True)
+        return CleanReport(
+            removed=tuple(removed), dry_run=False, remaining_entries=0, remaining_bytes=0
+        )
+
+    def _shards(self) -> list[Path]:
+        try:
+            children = list(os.scandir(self._root))
+        except OSError:
+            return []
+        return sorted(
+            Path(c.path)
+            for c in children
+            if _SHARD_RE.fullmatch(c.name) and c.is_dir(follow_symlinks=False)
+        )
+
+    def _root_trash(self) -> list[Path]:
+        try:
+            children = list(os.scandir(self._root))
+        except OSError:
+            return []
+        return sorted(
+            Path(c.path)
+            for c in children
+            if c.name.startswith(_TRASH_PREFIX) and c.is_dir(follow_symlinks=False)
+        )
+
+    def _scan_entries(self) -> Iterator[_Scanned]:
+        for shard in self._shards():
+            for child in sorted(os.scandir(shard), key=lambda c: c.name):
+                name = child.name
+                if not (_KEY_RE.fullmatch(name) and name.startswith(shard.name)):
+                    continue
+                if not child.is_dir(follow_symlinks=False):
+                    continue
+                path = Path(child.path)
+                yield _Scanned(
+                    path=path,
+                    key=name,
+                    bytes=_tree_bytes(path),
+                    last_used=_last_used(path),
+                    status=self._lookup_dir(path, name).status,
+                )
+
+    def _scan_leftovers(self) -> Iterator[tuple[Path, bool]]:
+        """Staging and trash directories, each with whether it is an orphan now."""
+        deadline = self._clock() - self._temp_grace_s
+        for shard in self._shards():
+            for child in sorted(os.scandir(shard), key=lambda c: c.name):
+                if not child.is_dir(follow_symlinks=False):
+                    continue
+                if child.name.startswith(_TRASH_PREFIX):
+                    yield Path(child.path), True
+                elif child.name.startswith(_TEMP_PREFIX):
+                    yield Path(child.path), _last_used(Path(child.path)) < deadline
+        for leftover in self._root_trash():
+            yield leftover, True
+
+
+def _corrupt(detail: str) -> LookupResult:
+    return LookupResult(status=LookupStatus.MISS_CORRUPT, detail=detail)
+
+
+def _store_failed(key: Digest, problem: str) -> StoreResult:
+    return StoreResult(
+        status=StoreStatus.FAILED,
+        warning=f"could not store the result in the local cache (key {key.hex[:12]}): {problem}",
+    )
+
+
+def _stream_record(blob: EncodedBlob) -> StreamRecord:
+    return StreamRecord(hash=blob.digest, size=blob.size, compression=blob.compression)
+
+
+def _outputs_problem(outputs: Sequence[OutputFile]) -> str | None:
+    seen: set[str] = set()
+    for output in outputs:
+        problem = workspace_path_problem(output.path) or reserved_path_problem(output.path)
+        if problem is not None:
+            return f"output path {output.path!r} {problem}"
+        if output.path in seen:
+            return f"output path {output.path!r} is listed twice"
+        seen.add(output.path)
+    return None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _last_used(path: Path) -> float:
+    """The manifest's mtime (bumped by every restore), else the directory's."""
+    for candidate in (path / MANIFEST_NAME, path):
+        try:
+            return candidate.stat().st_mtime
+        except OSError:
+            continue
+    return 0.0
+
+
+def _tree_bytes(path: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total

@@ -1,0 +1,167 @@
+"""The cache-tier port: what the executor asks of a cache, local or remote.
+
+Spec coverage:
+* CACHE-014..016 — :class:`LookupStatus` (``hit``, ``miss-no-entry``, ``miss-schema-mismatch``,
+  ``miss-corrupt``); a miss is a value, never an exception.
+* CACHE-017..018 — :class:`StoreResult`: a failed store is a status with a warning, never an
+  exception, so the task that produced the result still succeeds.
+* CACHE-019..020, SEC-001 — :class:`RestoreResult`: bad or hostile data is a status, never an
+  exception; nothing half-restored is visible.
+* RC-001 — :class:`CacheTier` is shaped so that the remote cache client fits it as a second
+  tier (lookup → restore, store in the background).
+Out of scope: the tiers themselves (``hazremote.cache.local``, ``hazremote.remote``) and the
+order in which the executor consults them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from hazremote.cache.manifest import Manifest
+from hazremote.domain.digest import Digest
+from hazremote.domain.patterns import PathPattern
+from hazremote.keys.components import KeyComponents
+
+__all__ = [
+    "ByteSink",
+    "CacheTier",
+    "CurrentDigest",
+    "LookupResult",
+    "LookupStatus",
+    "OutputFile",
+    "RestoreResult",
+    "RestoreStatus",
+    "StoreResult",
+    "StoreStatus",
+]
+
+#: Receives recorded stdout/stderr bytes in chunks (EXEC-017 replays them through the observer).
+ByteSink = Callable[[bytes], None]
+#: The caller's stat cache: the digest of the workspace-absolute ``path`` as it is on disk now,
+#: or ``None`` when unknown or absent (the cache then hashes the file itself if it must).
+CurrentDigest = Callable[[str], Digest | None]
+
+
+class LookupStatus(enum.Enum):
+    """CACHE-016 ``lookup_status`` as ``haz why`` prints it."""
+
+    HIT = "hit"
+    MISS_NO_ENTRY = "miss-no-entry"
+    MISS_SCHEMA_MISMATCH = "miss-schema-mismatch"
+    MISS_CORRUPT = "miss-corrupt"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LookupResult:
+    """``manifest`` is set exactly when ``status`` is HIT; ``detail`` says why it missed."""
+
+    status: LookupStatus
+    manifest: Manifest | None = None
+    detail: str = ""
+
+    @property
+    def hit(self) -> bool:
+        return self.status is LookupStatus.HIT
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutputFile:
+    """An output to store: its workspace-absolute ``path`` and the file holding its bytes now."""
+
+    path: str
+    source: Path
+
+
+class StoreStatus(enum.Enum):
+    STORED = "stored"
+    ALREADY_PRESENT = "already-present"  # another run stored a valid entry first: success
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreResult:
+    """Outcome of a store.
+
+    Attributes:
+        status: What happened.
+        manifest: The manifest describing *this* run's files (also on ALREADY_PRESENT, where
+            the cache keeps the entry stored first); ``None`` when the store failed.
+        warning: One line for the user when the store failed (the task still succeeded).
+    """
+
+    status: StoreStatus
+    manifest: Manifest | None = None
+    warning: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not StoreStatus.FAILED
+
+
+class RestoreStatus(enum.Enum):
+    RESTORED = "restored"
+    CORRUPT = "corrupt"  # a blob is missing, unreadable or has the wrong bytes
+    UNSAFE = "unsafe"  # SEC-001: the entry would write outside its declared outputs
+    FAILED = "failed"  # the workspace could not be written (I/O error, a directory in the way)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestoreResult:
+    """Outcome of a restore; anything but RESTORED means "treat as a miss and run the task".
+
+    Attributes:
+        status: What happened.
+        message: Why, for a warning or ``haz why``; empty on success.
+        written: Outputs written (renamed into place).
+        unchanged: Outputs already present with the recorded bytes (mode fixed if needed).
+        entry_removed: The tier dropped the entry because its data was at fault.
+    """
+
+    status: RestoreStatus
+    message: str = ""
+    written: int = 0
+    unchanged: int = 0
+    entry_removed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status is RestoreStatus.RESTORED
+
+
+class CacheTier(Protocol):
+    """One cache tier. Every method reports bad data and I/O trouble as a value."""
+
+    def lookup(self, key: Digest) -> LookupResult:
+        """CACHE-014..016: the manifest if the entry is complete, else a miss status."""
+        ...
+
+    def store(
+        self,
+        *,
+        key: Digest,
+        components: KeyComponents,
+        stdout: Path,
+        stderr: Path,
+        outputs: Sequence[OutputFile],
+        duration_ms: int,
+        producer: str,
+    ) -> StoreResult:
+        """CACHE-017: store a successful run; streams come from spool files."""
+        ...
+
+    def restore(
+        self,
+        manifest: Manifest,
+        *,
+        workspace_root: Path,
+        output_patterns: Sequence[PathPattern],
+        stdout_sink: ByteSink,
+        stderr_sink: ByteSink,
+        current_digest: CurrentDigest | None = None,
+    ) -> RestoreResult:
+        """CACHE-019..020, SEC-001: write outputs into the workspace and replay the streams."""
+        ...

@@ -1,0 +1,131 @@
+"""What changed between a task's current key components and a stored entry's (``haz why``).
+
+Spec coverage:
+* SPEC §5 ``haz why`` — on a miss, which components differ from the most recent stored entry of
+  the same task: input files added, removed or changed; env variables (compared through the
+  local task index, since manifests never carry values, CACHE-011); predecessor outputs; the
+  command; the working directory; the output patterns.
+Pure: no I/O. The CLI gathers the inputs and prints the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from hazremote.cache.manifest import RecordedKeyComponents
+from hazremote.domain.model import Action, CommandAction
+from hazremote.keys.components import KeyComponents
+
+__all__ = ["Change", "describe_action", "diff_components"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Change:
+    """One difference; ``kind`` is stable for scripts (``input-changed``, ``env-changed`` …)."""
+
+    kind: str
+    subject: str
+    detail: str = ""
+
+    def render(self) -> str:
+        text = f"{self.kind.replace('-', ' ')}: {self.subject}"
+        return f"{text} ({self.detail})" if self.detail else text
+
+
+def describe_action(action: Action) -> str:
+    if isinstance(action, CommandAction):
+        return "command " + " ".join(action.argv)
+    return f"{action.shell} -c {action.script!r}"
+
+
+def diff_components(
+    current: KeyComponents,
+    previous: RecordedKeyComponents,
+    *,
+    changed_env: Iterable[str] = (),
+    compare_predecessors: bool = True,
+) -> list[Change]:
+    """Every component of ``current`` that differs from ``previous``, in key order."""
+    changes: list[Change] = []
+    if current.action != previous.action:
+        changes.append(
+            Change(
+                kind="action-changed",
+                subject=describe_action(current.action),
+                detail=f"was {describe_action(previous.action)}",
+            )
+        )
+    now = {f.path: f.digest for f in current.inputs}
+    before = {i.path: i.hash for i in previous.inputs}
+    for path in sorted(now.keys() | before.keys()):
+        if path not in before:
+            changes.append(Change(kind="input-added", subject=path))
+        elif path not in now:
+            changes.append(Change(kind="input-removed", subject=path))
+        elif now[path] != before[path]:
+            changes.append(
+                Change(
+                    kind="input-changed",
+                    subject=path,
+                    detail=f"{before[path].hex[:12]} → {now[path].hex[:12]}",
+                )
+            )
+    if compare_predecessors:
+        preds_now = {str(p.task): (p.stdout, p.stderr) for p in current.predecessors}
+        preds_before = {p.task: (p.stdout, p.stderr) for p in previous.predecessors}
+        for task in sorted(preds_now.keys() | preds_before.keys()):
+            if task not in preds_before:
+                changes.append(Change(kind="predecessor-added", subject=task))
+            elif task not in preds_now:
+                changes.append(Change(kind="predecessor-removed", subject=task))
+            elif preds_now[task] != preds_before[task]:
+                which = [
+                    name
+                    for name, a, b in zip(
+                        ("stdout", "stderr"), preds_now[task], preds_before[task], strict=True
+                    )
+                    if a != b
+                ]
+                changes.append(
+                    Change(
+                        kind="predecessor-output-changed", subject=task, detail=" and ".join(which)
+                    )
+                )
+    env_now = {e.name: e.source for e in current.env}
+    env_before = {e.name: e.source for e in previous.env}
+    reported: set[str] = set()
+    for name in sorted(env_now.keys() | env_before.keys()):
+        if name not in env_before:
+            changes.append(Change(kind="env-added", subject=name))
+        elif name not in env_now:
+            changes.append(Change(kind="env-removed", subject=name))
+        elif env_now[name] != env_before[name]:
+            changes.append(
+                Change(
+                    kind="env-changed",
+                    subject=name,
+                    detail=f"{env_before[name].value} → {env_now[name].value}",
+                )
+            )
+        else:
+            continue
+        reported.add(name)
+    for name in sorted(set(changed_env) - reported):
+        if name in env_now and name in env_before:
+            changes.append(Change(kind="env-changed", subject=name, detail="value differs"))
+    if current.cwd != previous.cwd:
+        changes.append(
+            Change(
+                kind="cwd-changed", subject=current.cwd or "<root>", detail=f"was {previous.cwd!r}"
+            )
+        )
+    if tuple(current.outputs) != tuple(previous.outputs):
+        changes.append(
+            Change(
+                kind="outputs-changed",
+                subject=", ".join(current.outputs) or "<none>",
+                detail="was " + (", ".join(previous.outputs) or "<none>"),
+            )
+        )
+    return changes

@@ -1,0 +1,73 @@
+"""Git change filters of ``haz run`` (EXEC-026..029).
+
+Spec coverage:
+* EXEC-026 ``--git-changed`` — working tree and untracked files against HEAD.
+* EXEC-027 ``--git-staged`` — the index against HEAD.
+* EXEC-028 ``--git-changed-since REV`` — working tree and untracked files against the
+  merge-base of REV and HEAD.
+* EXEC-029 — the selection is the tasks whose inputs match a changed path, plus their
+  transitive hard dependants; the caller restricts it to the scope and adds what it needs.
+Paths come back workspace-absolute (``git … --relative`` from the workspace root), so a
+workspace nested inside a larger repository works too.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+
+from hazremote.domain.refs import TaskId
+from hazremote.errors import UsageError
+from hazremote.graph import TaskGraph
+
+__all__ = ["affected_tasks", "changed_paths"]
+
+
+def _git(root: Path, *args: str) -> list[str]:
+    try:
+        result = subprocess.run(
+            ["git", "-c", "core.quotepath=off", *args],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except FileNotFoundError as error:
+        raise UsageError("git filters need `git` on PATH") from error
+    if result.returncode != 0:
+        message = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"
+        raise UsageError(f"git {' '.join(args[:2])}: {message}")
+    return [line for line in result.stdout.splitlines() if line]
+
+
+def changed_paths(root: Path, *, mode: str, since: str | None = None) -> set[str]:
+    """Workspace-absolute paths changed according to ``mode`` (changed | staged | since)."""
+    if mode == "staged":
+        names = _git(root, "diff", "--name-only", "--relative", "--cached", "HEAD")
+    else:
+        base = "HEAD"
+        if mode == "since":
+            assert since is not None
+            base = _git(root, "merge-base", since, "HEAD")[0]
+        names = _git(root, "diff", "--name-only", "--relative", base)
+        names += _git(root, "ls-files", "--others", "--exclude-standard")
+    return {"/" + name for name in names}
+
+
+def affected_tasks(
+    graph: TaskGraph, candidates: Iterable[TaskId], changed: set[str]
+) -> tuple[TaskId, ...]:
+    """Tasks among ``candidates`` whose inputs match a changed path, plus hard dependants."""
+    direct: list[TaskId] = []
+    for task_id in candidates:
+        task = graph.tasks[task_id]
+        positive = [p for p in task.inputs if not p.negated]
+        negative = [p for p in task.inputs if p.negated]
+        for path in changed:
+            if any(p.matches(path) for p in positive) and not any(
+                p.matches(path) for p in negative
+            ):
+                direct.append(task_id)
+                break
+    return graph.dependants_closure(direct)

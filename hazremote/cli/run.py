@@ -1,0 +1,234 @@
+"""``haz run`` — run tasks, restoring what the cache already has.
+
+Spec coverage:
+* EXEC-001 — the run set: targets (or ``~:default``/``^:default``; ``--all``; ``--workspace``)
+  plus their transitive hard predecessors; no default task is an error (exit 2).
+* EXEC-004 — ``-j N`` overrides ``concurrency.default`` (``auto`` = CPU count).
+* EXEC-012..015 — SIGINT/SIGTERM request cancellation; a second one kills at once; the exit
+  code is 128 + the first signal.
+* EXEC-016/040 — ``--output live|buffered``; progress and epilogue on stderr; colour only on a
+  terminal and never with ``NO_COLOR``.
+* EXEC-021 — exit 0 / 1 / 2 / 128+n.
+* EXEC-026..029 — git filters (:mod:`hazremote.cli.changes`).
+* EXEC-030 — ``--dry-run[=json]`` (:mod:`hazremote.execute.predict`).
+* EXEC-041 — ``--summary-json FILE`` whenever a run started.
+* CACHE-018 — ``--force`` and ``--no-cache``; SPEC §1 ``lock: true`` (one run at a time).
+Out of scope: remote flags (the remote issues add them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from hazremote.cli.changes import affected_tasks, changed_paths
+from hazremote.cli.context import WorkspaceContext, open_workspace, resolve_targets
+from hazremote.cli.session import open_cache, open_index
+from hazremote.domain.model import OutputMode
+from hazremote.domain.refs import RefKind, TaskId, TaskRef
+from hazremote.errors import ReferenceError_, UsageError
+from hazremote.execute.records import RunState, TaskRecord, summary_json
+
+__all__ = ["run", "select_run_set"]
+
+
+def select_run_set(context: WorkspaceContext, args: argparse.Namespace) -> tuple[TaskId, ...]:
+    """EXEC-001 and EXEC-026..029: the tasks this invocation runs."""
+    graph = context.graph
+    git_mode = ("changed" if args.git_changed else "staged" if args.git_staged else None) or (
+        "since" if args.git_changed_since else None
+    )
+    if git_mode is not None and args.targets:
+        raise UsageError("git filters combine with --all/--workspace, not with targets")
+    if args.targets:
+        roots = resolve_targets(context, args.targets)
+    elif args.workspace:
+        roots = tuple(graph.tasks)
+    elif args.all or git_mode is not None:
+        roots = context.bearing_tasks()
+    else:
+        bearing = context.bearing.name if context.bearing is not None else None
+        ref = TaskRef(RefKind.SAME if bearing else RefKind.ALL, "default")
+        try:
+            roots = graph.resolve(ref, bearing=bearing)
+        except ReferenceError_ as error:
+            raise UsageError(
+                f"no targets given and no `default` task to run ({error}); "
+                "name targets, or use --all / --workspace"
+            ) from error
+    if git_mode is not None:
+        changed = changed_paths(context.root, mode=git_mode, since=args.git_changed_since)
+        scope = set(roots)
+        roots = tuple(t for t in affected_tasks(graph, roots, changed) if t in scope)
+    return graph.run_set(roots)
+
+
+@contextlib.contextmanager
+def workspace_lock(context: WorkspaceContext) -> Iterator[None]:
+    """SPEC §1 ``lock: true``: one ``haz run`` at a time per workspace; a second one waits."""
+    if not context.workspace.settings.lock:
+        yield
+        return
+    path = context.root / ".haz" / "lock"
+    with open(path, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("haz: waiting for another haz run in this workspace…", file=sys.stderr)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _jobs(context: WorkspaceContext, args: argparse.Namespace) -> int:
+    if args.jobs is not None:
+        if args.jobs < 1:
+            raise UsageError(f"-j must be at least 1, got {args.jobs}")
+        return int(args.jobs)
+    configured = context.workspace.settings.concurrency.default
+    return configured if configured is not None else (os.cpu_count() or 1)
+
+
+def _exit_code(records: Sequence[TaskRecord], *, violation: bool, signum: int | None) -> int:
+    if signum is not None:
+        return 128 + signum
+    failed = any(r.state is RunState.FAILED for r in records)
+    return 1 if failed or violation else 0
+
+
+def _dry_run(
+    context: WorkspaceContext, run_set: tuple[TaskId, ...], args: argparse.Namespace
+) -> int:
+    from hazremote.execute.predict import predict
+    from hazremote.keys.deriver import KeyDeriver
+
+    cache = open_cache(context.workspace)
+    settings = context.workspace.settings
+    with KeyDeriver.open(
+        workspace_root=context.root, hash_name=settings.cache.hash, host_env=os.environ
+    ) as deriver:
+        predictions = predict(
+            graph=context.graph,
+            run_set=run_set,
+            deriver=deriver,
+            lookup=cache.lookup,
+            use_cache=not (args.force or args.no_cache),
+        )
+    if args.dry_run == "json":
+        json.dump([p.to_json() for p in predictions.values()], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    width = max((len(str(t)) for t in predictions), default=0)
+    for task_id, prediction in predictions.items():
+        key = prediction.key.hex if prediction.key else "-" * 64
+        print(f"{task_id!s:<{width}}  {key}  {prediction.describe()}")
+    return 0
+
+
+async def _execute(
+    context: WorkspaceContext, run_set: tuple[TaskId, ...], args: argparse.Namespace
+) -> tuple[list[TaskRecord], int, bool, int | None]:
+    import structlog
+
+    from hazremote.execute.lifecycle import CachePolicy, LocalLifecycle, default_producer
+    from hazremote.execute.progress import color_enabled, console_observer
+    from hazremote.execute.scheduler import Cancellation, SchedulingLimits, run_graph
+    from hazremote.execute.spawn import SubprocessSpawner
+    from hazremote.keys.deriver import KeyDeriver
+
+    log = structlog.get_logger("haz.run")
+    settings = context.workspace.settings
+    mode = OutputMode(args.output) if args.output else settings.output
+    interactive = sys.stderr.isatty()
+    observer = console_observer(
+        mode=mode,
+        interactive=interactive,
+        color=color_enabled(is_tty=interactive, environ=os.environ),
+    )
+    cancel = Cancellation()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, cancel.request, signum)
+    tmp_root = context.root / ".haz" / "tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    spool_dir = Path(tempfile.mkdtemp(prefix="run-", dir=tmp_root))
+    deriver = KeyDeriver.open(
+        workspace_root=context.root, hash_name=settings.cache.hash, host_env=os.environ
+    )
+    lifecycle = LocalLifecycle(
+        workspace_root=context.root,
+        hash_name=settings.cache.hash,
+        deriver=deriver,
+        cache=open_cache(context.workspace),
+        index=open_index(context.workspace),
+        spawner=SubprocessSpawner(),
+        observer=observer,
+        spool_dir=spool_dir,
+        policy=CachePolicy(lookup=not (args.force or args.no_cache), store=not args.no_cache),
+        grace_period_s=settings.execution.grace_period_s,
+        producer=default_producer(),
+    )
+
+    class Events:
+        def task_started(self, task: TaskId) -> None:
+            del task  # the lifecycle announces a task once its source is known
+
+        def task_finished(self, record: TaskRecord) -> None:
+            if record.task not in lifecycle.reported:
+                observer.task_finished(record)
+
+    started = time.monotonic()
+    observer.run_started(total=len(run_set))
+    try:
+        await loop.run_in_executor(
+            None, deriver.prefetch, [context.graph.tasks[t] for t in run_set]
+        )
+        outcome = await run_graph(
+            graph=context.graph,
+            run_set=run_set,
+            lifecycle=lifecycle,
+            events=Events(),
+            limits=SchedulingLimits(
+                jobs=_jobs(context, args), tag_caps=dict(settings.concurrency.tags)
+            ),
+            cancel=cancel,
+        )
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        lifecycle.close()
+        deriver.save()
+        deriver.close()
+        shutil.rmtree(spool_dir, ignore_errors=True)
+    records = list(outcome.records.values())
+    for warning in lifecycle.warnings:
+        log.warning(warning)
+    observer.run_finished(records=records, duration_s=time.monotonic() - started)
+    return records, outcome.duration_ms, outcome.violation is not None, cancel.signal
+
+
+def run(args: argparse.Namespace) -> int:
+    context = open_workspace(args)
+    run_set = select_run_set(context, args)
+    if args.dry_run:
+        return _dry_run(context, run_set, args)
+    with workspace_lock(context):
+        records, duration_ms, violation, signum = asyncio.run(_execute(context, run_set, args))
+    code = _exit_code(records, violation=violation, signum=signum)
+    if args.summary_json:
+        document = summary_json(exit_code=code, duration_ms=duration_ms, records=records)
+        Path(args.summary_json).write_text(json.dumps(document, indent=2) + "\n")
+    return code

@@ -1,0 +1,325 @@
+"""One task's lifecycle against the local machine: key, lookup, restore or run, store.
+
+Spec coverage:
+* EXEC-007 — :meth:`LocalLifecycle.probe` derives the key and looks it up without any mutex;
+  a hit restores the outputs and replays the streams; :meth:`LocalLifecycle.execute` runs a
+  miss (the scheduler holds its mutex), classifies it, and stores a success.
+* CACHE-006/EXEC-021 — a key error (missing literal input …) fails the task before it spawns,
+  with the message naming the path; dependants are then ``upstream-errored``.
+* CACHE-007 — predecessor stream digests come from the scheduler.
+* CACHE-018 — only exit 0 is stored; never with ``cache: false`` or ``--no-cache``;
+  ``--force`` skips lookups but stores.
+* CACHE-019/020, SEC-001 — restore is the cache tier's, which refuses hostile entries; a
+  refused or corrupt entry is a miss and the task runs.
+* CACHE-023, EXEC-017 — a hit replays the recorded bytes through the same observer path as a
+  fresh run, after the restore succeeded (never a half-replayed stream).
+* EXEC-008/009 — the spawner runs the process; :func:`classify` maps its outcome to a record.
+Out of scope: ordering, caps and mutexes (:mod:`.scheduler`), remote tiers (later issues).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import IO, TypeVar
+
+from hazremote.cache.index import TaskIndex
+from hazremote.cache.local import LocalCache
+from hazremote.cache.tier import OutputFile, StoreStatus
+from hazremote.domain.digest import Digest
+from hazremote.domain.model import CommandAction, HashName, Task
+from hazremote.domain.refs import TaskId
+from hazremote.domain.units import format_duration
+from hazremote.execute.observers import RunObserver, StreamFiles
+from hazremote.execute.outputs import materialised_outputs
+from hazremote.execute.records import CancelledRecord, CompletedRecord, RunSource, RunState
+from hazremote.execute.scheduler import Cancellation, Executed, Miss, ProbeResult
+from hazremote.execute.spawn import ProcessOutcome, ProcessSpawner, SpawnRequest
+from hazremote.keys.components import EnvSource, PredecessorStreams
+from hazremote.keys.deriver import DerivedKey, KeyDeriver
+from hazremote.keys.resolve import InputError
+
+__all__ = ["CachePolicy", "LocalLifecycle", "classify", "default_producer"]
+
+_T = TypeVar("_T")
+_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CachePolicy:
+    """CACHE-018: ``--force`` → lookup False; ``--no-cache`` → both False."""
+
+    lookup: bool = True
+    store: bool = True
+
+
+def default_producer() -> str:
+    """``user@host``: who stored a local entry (the server sets its own for remote ones)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def classify(
+    task: TaskId, outcome: ProcessOutcome, *, key: Digest, timeout_s: float | None
+) -> CompletedRecord | CancelledRecord:
+    """EXEC-009: a process outcome as a record (the caller adds stream digests)."""
+    duration_ms = int(outcome.duration_s * 1000)
+    if outcome.cancelled:
+        return CancelledRecord(task=task, source=RunSource.FRESH, key=key, duration_ms=duration_ms)
+    state = RunState.FAILED
+    source: RunSource | None = RunSource.FRESH
+    error: str | None = None
+    if outcome.spawn_error is not None:
+        source, error = None, outcome.spawn_error
+    elif outcome.timed_out:
+        error = f"timed out after {format_duration(timeout_s or 0.0)}"
+    elif outcome.exit_code == 0:
+        state = RunState.SUCCEEDED
+    return CompletedRecord(
+        task=task,
+        state=state,
+        source=source,
+        key=key,
+        duration_ms=duration_ms,
+        exit_code=None if outcome.timed_out else outcome.exit_code,
+        signal=outcome.signal,
+        error=error,
+        stdout_digest=outcome.stdout_digest,
+        stderr_digest=outcome.stderr_digest,
+    )
+
+
+def _write_all(spool: IO[bytes], data: bytes) -> None:
+    spool.write(data)
+
+
+def _argv(task: Task) -> tuple[str, ...]:
+    action = task.action
+    if isinstance(action, CommandAction):
+        return action.argv
+    return (action.shell, "-c", action.script)
+
+
+class LocalLifecycle:
+    """Implements :class:`~hazremote.execute.scheduler.TaskLifecycle` for local runs.
+
+    Key derivation runs on one dedicated thread (the deriver parallelises hashing itself and
+    keeps per-run memos); cache I/O runs on a small pool; observer calls happen on the event
+    loop thread only, so observers need no locking.
+    """
+
+    def __init__(
+        self,
+        *,
+        workspace_root: Path,
+        hash_name: HashName,
+        deriver: KeyDeriver,
+        cache: LocalCache,
+        index: TaskIndex | None,
+        spawner: ProcessSpawner,
+        observer: RunObserver,
+        spool_dir: Path,
+        policy: CachePolicy,
+        grace_period_s: float,
+        producer: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._root = workspace_root
+        self._hash_name = hash_name
+        self._deriver = deriver
+        self._cache = cache
+        self._index = index
+        self._spawner = spawner
+        self._observer = observer
+        self._spool_dir = spool_dir
+        self._policy = policy
+        self._grace = grace_period_s
+        self._producer = producer
+        self._clock = clock
+        self._key_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="haz-keys")
+        self._io_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="haz-cache")
+        #: Tasks whose final record this lifecycle already reported to the observer.
+        self.reported: set[TaskId] = set()
+        self.warnings: list[str] = []
+
+    def close(self) -> None:
+        self._key_thread.shutdown(wait=True)
+        self._io_pool.shutdown(wait=True)
+
+    async def _on(self, pool: ThreadPoolExecutor, fn: Callable[[], _T]) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn)
+
+    def _finish(
+        self, record: CompletedRecord | CancelledRecord, streams: StreamFiles | None
+    ) -> None:
+        self.reported.add(record.task)
+        self._observer.task_finished(record, streams=streams)
+
+    # -- probe: key, lookup, restore ------------------------------------------------------------
+    async def probe(
+        self, task: Task, predecessors: tuple[PredecessorStreams, ...], cancel: Cancellation
+    ) -> ProbeResult:
+        started = self._clock()
+        try:
+            derived = await self._on(
+                self._key_thread, partial(self._deriver.derive, task, predecessors)
+            )
+        except InputError as error:
+            record = CompletedRecord(
+                task=task.id,
+                state=RunState.FAILED,
+                source=None,
+                key=None,
+                duration_ms=int((self._clock() - started) * 1000),
+                error=str(error),
+            )
+            self._finish(record, None)
+            return Executed(record=record)
+        if not (self._policy.lookup and task.spec.cache):
+            return Miss(task=task.id, state=derived)
+        lookup = await self._on(self._io_pool, partial(self._cache.lookup, derived.key))
+        if lookup.manifest is None:
+            return Miss(task=task.id, state=derived)
+        manifest = lookup.manifest
+        spool_dir = str(self._spool_dir)
+        with (
+            tempfile.SpooledTemporaryFile(max_size=1 << 20, mode="w+b", dir=spool_dir) as stdout,
+            tempfile.SpooledTemporaryFile(max_size=1 << 20, mode="w+b", dir=spool_dir) as stderr,
+        ):
+            restored = await self._on(
+                self._io_pool,
+                partial(
+                    self._cache.restore,
+                    manifest,
+                    workspace_root=self._root,
+                    output_patterns=task.outputs,
+                    stdout_sink=partial(_write_all, stdout),
+                    stderr_sink=partial(_write_all, stderr),
+                ),
+            )
+            await self._outputs_written(task)
+            if not restored.ok:
+                self.warnings.append(
+                    f"{task.id}: cache entry {derived.key.hex[:12]} not restored "
+                    f"({restored.status.value}: {restored.message}); running the task"
+                )
+                return Miss(task=task.id, state=derived)
+            self._observer.task_started(task.id, source=RunSource.LOCAL_CACHE)
+            self._replay(task.id, stdout, stderr)
+        record = CompletedRecord(
+            task=task.id,
+            state=RunState.SUCCEEDED,
+            source=RunSource.LOCAL_CACHE,
+            key=derived.key,
+            duration_ms=int((self._clock() - started) * 1000),
+            stdout_digest=manifest.stdout.hash,
+            stderr_digest=manifest.stderr.hash,
+        )
+        self._finish(record, None)
+        return Executed(record=record, outputs=tuple(o.path for o in manifest.outputs))
+
+    def _replay(self, task: TaskId, stdout: IO[bytes], stderr: IO[bytes]) -> None:
+        for spool, emit in (
+            (stdout, self._observer.task_stdout),
+            (stderr, self._observer.task_stderr),
+        ):
+            spool.seek(0)
+            while chunk := spool.read(_CHUNK):
+                emit(task, chunk)
+
+    async def _outputs_written(self, task: Task) -> None:
+        # Files under these patterns changed: the deriver's per-run memo must forget them
+        # before a dependant's key is derived. Runs on the key thread, in order.
+        await self._on(self._key_thread, partial(self._deriver.outputs_written, task.outputs))
+
+    # -- execute: spawn, classify, store ---------------------------------------------------------
+    async def execute(self, task: Task, miss: Miss, cancel: Cancellation) -> Executed:
+        derived = miss.state
+        assert isinstance(derived, DerivedKey)
+        self._observer.task_started(task.id, source=RunSource.FRESH)
+        token = uuid.uuid4().hex
+        spools = StreamFiles(
+            stdout=self._spool_dir / f"{token}.stdout", stderr=self._spool_dir / f"{token}.stderr"
+        )
+        request = SpawnRequest(
+            argv=_argv(task),
+            cwd=self._root / task.project_dir if task.project_dir else self._root,
+            env=self._deriver.process_env(task),
+            stdout_spool=spools.stdout,
+            stderr_spool=spools.stderr,
+            timeout_s=task.spec.timeout_s,
+            grace_period_s=self._grace,
+            hash_name=self._hash_name,
+        )
+        try:
+            outcome = await self._spawner.run(
+                request,
+                on_stdout=partial(self._observer.task_stdout, task.id),
+                on_stderr=partial(self._observer.task_stderr, task.id),
+                cancel=cancel,
+            )
+            record = classify(task.id, outcome, key=derived.key, timeout_s=task.spec.timeout_s)
+            outputs: tuple[str, ...] = ()
+            if outcome.pid is not None:
+                await self._on(
+                    self._key_thread, partial(self._deriver.outputs_written, task.outputs)
+                )
+            if isinstance(record, CompletedRecord) and record.state is RunState.SUCCEEDED:
+                outputs = await self._on(
+                    self._io_pool, partial(materialised_outputs, self._root, task.outputs)
+                )
+                if self._policy.store and task.spec.cache:
+                    await self._store(task, derived, spools, outputs, record.duration_ms)
+            self._finish(record, spools)
+            return Executed(record=record, outputs=outputs)
+        finally:
+            for path in (spools.stdout, spools.stderr):
+                path.unlink(missing_ok=True)
+
+    async def _store(
+        self,
+        task: Task,
+        derived: DerivedKey,
+        spools: StreamFiles,
+        outputs: tuple[str, ...],
+        duration_ms: int,
+    ) -> None:
+        result = await self._on(
+            self._io_pool,
+            partial(
+                self._cache.store,
+                key=derived.key,
+                components=derived.components,
+                stdout=spools.stdout,
+                stderr=spools.stderr,
+                outputs=[OutputFile(path=p, source=self._root / p[1:]) for p in outputs],
+                duration_ms=duration_ms,
+                producer=self._producer,
+            ),
+        )
+        if result.status is StoreStatus.FAILED:
+            self.warnings.append(f"{task.id}: result not cached: {result.warning}")
+            return
+        if self._index is not None:
+            env_values = {
+                e.name: (None if e.source is EnvSource.UNSET else e.value)
+                for e in derived.components.env
+            }
+            warning = await self._on(
+                self._io_pool,
+                partial(self._index.record_task_key, task.id, derived.key, env_values),
+            )
+            if warning is not None:
+                self.warnings.append(warning)

@@ -1,0 +1,133 @@
+"""Predicting cache state without running anything: ``haz run --dry-run`` and ``haz why``.
+
+Spec coverage:
+* EXEC-030 — for each task of the run set, in canonical order: its key and predicted cache
+  state (local hit / miss), or ``key unknown (waits on X)`` when a hard predecessor would not
+  hit, since its stream digests (CACHE-007) are only known once it has run.
+* CACHE-018 — ``cache: false`` tasks are predicted to run (and so are their dependants' keys
+  unknown); ``--force`` predicts every task to run.
+Out of scope: the remote tier (a later issue adds ``remote hit``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from hazremote.cache.tier import LookupResult, LookupStatus
+from hazremote.domain.digest import Digest
+from hazremote.domain.refs import TaskId
+from hazremote.graph import TaskGraph
+from hazremote.keys.components import PredecessorStreams
+from hazremote.keys.deriver import DerivedKey, KeyDeriver
+from hazremote.keys.resolve import InputError
+
+__all__ = ["PredictedState", "Prediction", "predict"]
+
+
+class PredictedState(enum.Enum):
+    LOCAL_HIT = "local hit"
+    MISS = "miss"
+    KEY_UNKNOWN = "key unknown"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Prediction:
+    task: TaskId
+    state: PredictedState
+    key: Digest | None = None
+    derived: DerivedKey | None = None
+    lookup: LookupResult | None = None
+    waits_on: TaskId | None = None
+    error: str | None = None
+
+    def describe(self) -> str:
+        if self.state is PredictedState.KEY_UNKNOWN:
+            return f"key unknown (waits on {self.waits_on})"
+        if self.state is PredictedState.ERROR:
+            return f"error: {self.error}"
+        lookup = self.lookup
+        if (
+            self.state is PredictedState.MISS
+            and lookup is not None
+            and lookup.status is not LookupStatus.MISS_NO_ENTRY
+        ):
+            return f"miss ({lookup.status.value})"
+        text: str = self.state.value
+        return text
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "task": str(self.task),
+            "key": self.key.hex if self.key else None,
+            "state": self.state.value,
+            "waits_on": str(self.waits_on) if self.waits_on else None,
+            "error": self.error,
+        }
+
+
+def predict(
+    *,
+    graph: TaskGraph,
+    run_set: Iterable[TaskId],
+    deriver: KeyDeriver,
+    lookup: Callable[[Digest], LookupResult],
+    use_cache: bool = True,
+) -> dict[TaskId, Prediction]:
+    """Predict each task of ``run_set`` (and, on the way, its hard predecessors)."""
+    predictions: dict[TaskId, Prediction] = {}
+
+    def visit(task_id: TaskId) -> Prediction:
+        known = predictions.get(task_id)
+        if known is not None:
+            return known
+        streams: list[PredecessorStreams] = []
+        blocked: TaskId | None = None
+        for pred in graph.hard.get(task_id, ()):
+            outcome = visit(pred)
+            lookup_result = outcome.lookup
+            if (
+                outcome.state is PredictedState.LOCAL_HIT
+                and lookup_result is not None
+                and lookup_result.manifest is not None
+            ):
+                manifest = lookup_result.manifest
+                streams.append(
+                    PredecessorStreams(
+                        task=pred, stdout=manifest.stdout.hash, stderr=manifest.stderr.hash
+                    )
+                )
+            elif blocked is None:
+                blocked = (
+                    pred if outcome.state is not PredictedState.KEY_UNKNOWN else outcome.waits_on
+                )
+        task = graph.tasks[task_id]
+        prediction: Prediction
+        if blocked is not None:
+            prediction = Prediction(
+                task=task_id, state=PredictedState.KEY_UNKNOWN, waits_on=blocked
+            )
+        else:
+            try:
+                derived = deriver.derive(task, streams)
+            except InputError as error:
+                prediction = Prediction(task=task_id, state=PredictedState.ERROR, error=str(error))
+            else:
+                found = lookup(derived.key) if use_cache and task.spec.cache else None
+                hit = found is not None and found.hit
+                prediction = Prediction(
+                    task=task_id,
+                    state=PredictedState.LOCAL_HIT if hit else PredictedState.MISS,
+                    key=derived.key,
+                    derived=derived,
+                    lookup=found,
+                )
+        predictions[task_id] = prediction
+        return prediction
+
+    wanted = sorted(run_set)
+    for task_id in wanted:
+        visit(task_id)
+    return {t: predictions[t] for t in wanted}

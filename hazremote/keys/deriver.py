@@ -1,0 +1,183 @@
+"""The key deriver: one object per run that turns tasks into cache keys.
+
+It owns the run's snapshot of the host environment, the stat cache, the file hasher and the
+input resolver (with its per-run memo), and frames the resolved components with the pure
+:func:`~hazremote.keys.framing.frame_key`.
+
+Typical use by the executor::
+
+    with KeyDeriver.open(workspace_root=root, hash_name=h, host_env=os.environ) as deriver:
+        deriver.prefetch(run_set)                      # hash every known input in parallel
+        ...
+        derived = deriver.derive(task, predecessors)   # per task, level by level
+        ...
+        deriver.outputs_written(task.outputs)          # after a run or a restore wrote files
+    # leaving the block saves the stat cache and stops the hashing pool
+
+Spec coverage:
+* CACHE-001..009 — :meth:`KeyDeriver.derive` (input resolution through the ``Filesystem`` port
+  and the stat cache, then pure framing); the host environment is snapshotted once per run.
+* EXEC-008 — :meth:`KeyDeriver.process_env`.
+Out of scope: where predecessor stream digests come from (the executor), cache lookups.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from hazremote.domain.digest import Digest
+from hazremote.domain.model import HashName, Task
+from hazremote.domain.patterns import PathPattern
+from hazremote.domain.refs import TaskId
+from hazremote.keys.components import InputFile, KeyComponents, PredecessorStreams
+from hazremote.keys.framing import frame_key
+from hazremote.keys.fs import Filesystem, OsFilesystem
+from hazremote.keys.hashing import FileHasher
+from hazremote.keys.resolve import (
+    InputError,
+    InputResolver,
+    build_components,
+    effective_process_env,
+    resolve_env,
+)
+from hazremote.keys.statcache import DEFAULT_RACY_MARGIN_NS, StatCache, statcache_path
+
+__all__ = ["DerivedKey", "KeyDeriver"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DerivedKey:
+    """A task's cache key and the components it was framed from (for the manifest)."""
+
+    key: Digest
+    components: KeyComponents
+
+
+class KeyDeriver:
+    """Derives cache keys for the tasks of one run.
+
+    Args:
+        workspace_root: Host path of the workspace root.
+        hash_name: The workspace hash function.
+        host_env: The host environment; copied once (the run's snapshot).
+        fs: The file-system port.
+        stat_cache: The (loaded) stat cache; saved by :meth:`save`.
+        hasher: The file hasher (closed by :meth:`close`).
+        stat_cache_path: Where :meth:`save` writes the stat cache; None to never save.
+    """
+
+    def __init__(
+        self,
+        *,
+        workspace_root: str | Path,
+        hash_name: HashName,
+        host_env: Mapping[str, str],
+        fs: Filesystem,
+        stat_cache: StatCache,
+        hasher: FileHasher,
+        stat_cache_path: str | None = None,
+    ) -> None:
+        root = str(workspace_root).rstrip("/")
+        self.hash_name = hash_name
+        self.host_env: Mapping[str, str] = dict(host_env)
+        self._fs = fs
+        self.stat_cache = stat_cache
+        self._hasher = hasher
+        self._stat_cache_path = stat_cache_path
+        self.resolver = InputResolver(root=root, fs=fs, stat_cache=stat_cache, hasher=hasher)
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        workspace_root: str | Path,
+        hash_name: HashName,
+        host_env: Mapping[str, str],
+        fs: Filesystem | None = None,
+        clock: Callable[[], int] = time.time_ns,
+        workers: int | None = None,
+        racy_margin_ns: int = DEFAULT_RACY_MARGIN_NS,
+    ) -> KeyDeriver:
+        """A deriver over the workspace's persisted stat cache (a bad cache file is ignored)."""
+        fs = fs if fs is not None else OsFilesystem()
+        root = str(workspace_root).rstrip("/")
+        path = statcache_path(root, hash_name)
+        cache = StatCache.load(
+            fs, path, hash_name=hash_name, clock=clock, racy_margin_ns=racy_margin_ns
+        )
+        hasher = FileHasher(fs=fs, hash_name=hash_name, workers=workers)
+        return cls(
+            workspace_root=root,
+            hash_name=hash_name,
+            host_env=host_env,
+            fs=fs,
+            stat_cache=cache,
+            hasher=hasher,
+            stat_cache_path=path,
+        )
+
+    def __enter__(self) -> KeyDeriver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.save()
+        finally:
+            self.close()
+
+    def prefetch(self, tasks: Iterable[Task]) -> dict[TaskId, InputError]:
+        """Resolve the inputs of many tasks now, hashing unknown files in one parallel batch.
+
+        Returns the tasks whose inputs cannot be resolved (they will fail when derived).
+        """
+        results = self.resolver.resolve_many(list(tasks))
+        return {tid: r for tid, r in results.items() if isinstance(r, InputError)}
+
+    def inputs(self, task: Task) -> tuple[InputFile, ...]:
+        """CACHE-006 input files of ``task``.
+
+        Raises:
+            InputError: a literal input is missing, a directory, or a dangling symlink.
+        """
+        return self.resolver.resolve(task)
+
+    def components(
+        self, task: Task, predecessors: Iterable[PredecessorStreams] = ()
+    ) -> KeyComponents:
+        """Every component of ``task``'s key. Raises :class:`InputError` like :meth:`inputs`."""
+        return build_components(
+            task,
+            inputs=self.resolver.resolve(task),
+            predecessors=predecessors,
+            env=resolve_env(task.spec.env, self.host_env),
+        )
+
+    def derive(self, task: Task, predecessors: Iterable[PredecessorStreams] = ()) -> DerivedKey:
+        """CACHE-001..009: the key of ``task`` given its hard predecessors' stream digests.
+
+        Raises:
+            InputError: see :meth:`inputs`.
+        """
+        components = self.components(task, predecessors)
+        return DerivedKey(key=frame_key(components, self.hash_name), components=components)
+
+    def process_env(self, task: Task) -> dict[str, str]:
+        """EXEC-008: the exact environment of ``task``'s process."""
+        return effective_process_env(task.spec.env, self.host_env)
+
+    def outputs_written(self, patterns: Iterable[PathPattern]) -> None:
+        """Tell the deriver that files matching ``patterns`` were written in this run."""
+        self.resolver.invalidate(patterns)
+
+    def save(self) -> bool:
+        """Persist the stat cache (when it changed); False when nothing was written."""
+        if self._stat_cache_path is None:
+            return False
+        return self.stat_cache.save(self._fs, self._stat_cache_path)
+
+    def close(self) -> None:
+        """Stop the hashing pool."""
+        self._hasher.close()

@@ -1,0 +1,116 @@
+"""The pure half of key derivation: resolved components → framed bytes → cache key.
+
+Spec coverage:
+* CACHE-001 — the key is the 32-byte digest of the framed bytes.
+* CACHE-002/003 — the hasher is fed ``[chapter_revision, hash_id]`` first.
+* CACHE-004..009 — the components in order, framed exactly: ``u8`` one byte, ``u32`` four
+  bytes little-endian, ``str`` = ``u32`` byte length + UTF-8, ``d32`` a raw 32-byte digest,
+  every list its ``u32`` count then its items:
+  1. action (CACHE-005): ``u8 0x01`` + list of ``str`` argv, or ``u8 0x02`` + ``str`` shell
+     name + ``str`` script;
+  2. inputs (CACHE-006): list of ``str`` path, ``u8`` executable, ``d32`` digest;
+  3. hard predecessors (CACHE-007): list of ``str`` project, ``str`` task, ``d32`` stdout,
+     ``d32`` stderr;
+  4. environment (CACHE-008): list of ``str`` name + ``u8 0x00`` (unset) or ``u8 0x01`` +
+     ``str`` value (set ``from_host``, or override);
+  5. (CACHE-009) ``str`` working directory, then list of ``str`` output patterns.
+Out of scope: sorting and de-duplicating (the producer of :class:`KeyComponents`,
+``hazremote.keys.resolve``, does that; framing frames what it is given, in order) and any I/O.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from hazremote.domain.digest import HASH_IDS, Digest, new_hasher
+from hazremote.domain.model import CommandAction, HashName
+from hazremote.keys.components import EnvSource, KeyComponents
+
+__all__ = [
+    "ACTION_COMMAND",
+    "ACTION_SHELL",
+    "CHAPTER_REVISION",
+    "ENV_SET",
+    "ENV_UNSET",
+    "frame_bytes",
+    "frame_key",
+]
+
+#: CACHE-003: bumped on any change to CACHE-004..009; invalidates every older key.
+CHAPTER_REVISION = 0
+#: CACHE-005 action tags.
+ACTION_COMMAND = 0x01
+ACTION_SHELL = 0x02
+#: CACHE-008 environment markers.
+ENV_UNSET = 0x00
+ENV_SET = 0x01
+
+_U32 = struct.Struct("<I").pack
+_EXEC = (b"\x00", b"\x01")
+_ENV_UNSET = bytes((ENV_UNSET,))
+_ENV_SET = bytes((ENV_SET,))
+
+
+def _put_str(buf: bytearray, text: str) -> None:
+    data = text.encode("utf-8")
+    buf += _U32(len(data))
+    buf += data
+
+
+def frame_bytes(components: KeyComponents, hash_name: HashName) -> bytes:
+    """The exact byte string fed to the hasher for ``components`` (CACHE-003..009)."""
+    return bytes(_frame(components, hash_name))
+
+
+def _frame(components: KeyComponents, hash_name: HashName) -> bytearray:
+    buf = bytearray((CHAPTER_REVISION, HASH_IDS[hash_name]))
+    action = components.action
+    if isinstance(action, CommandAction):
+        buf.append(ACTION_COMMAND)
+        buf += _U32(len(action.argv))
+        for arg in action.argv:
+            _put_str(buf, arg)
+    else:
+        buf.append(ACTION_SHELL)
+        _put_str(buf, action.shell)
+        _put_str(buf, action.script)
+
+    buf += _U32(len(components.inputs))
+    u32 = _U32
+    exec_bytes = _EXEC
+    for item in components.inputs:  # the hot loop: thousands of inputs per task
+        path = item.path.encode("utf-8")
+        buf += u32(len(path))
+        buf += path
+        buf += exec_bytes[item.executable]
+        buf += item.digest.raw
+
+    buf += _U32(len(components.predecessors))
+    for pred in components.predecessors:
+        _put_str(buf, pred.task.project)
+        _put_str(buf, pred.task.task)
+        buf += pred.stdout.raw
+        buf += pred.stderr.raw
+
+    buf += _U32(len(components.env))
+    for entry in components.env:
+        _put_str(buf, entry.name)
+        if entry.source is EnvSource.UNSET or entry.value is None:
+            buf += _ENV_UNSET
+        else:
+            buf += _ENV_SET
+            _put_str(buf, entry.value)
+
+    _put_str(buf, components.cwd)
+    buf += _U32(len(components.outputs))
+    for pattern in components.outputs:
+        _put_str(buf, pattern)
+    return buf
+
+
+def frame_key(components: KeyComponents, hash_name: HashName) -> Digest:
+    """CACHE-001..009: the cache key of already-resolved ``components``. Pure."""
+    hasher = new_hasher(hash_name)
+    # one buffer, hashed once
+    hasher.update(memoryview(_frame(components, hash_name)))
+    return Digest(hasher.digest())
