@@ -74,9 +74,10 @@ def main() -> None:
             files.append((str(path), size))
     big = root / "one-gib.bin"
     _write(big, GIB, block)
+    os.sync()  # let writeback finish now rather than compete with the measurements
     mix_bytes = sum(size for _, size in files)
     print(f"mix: {len(files)} files, {mix_bytes / MIB:.0f} MiB; big: 1 file, {GIB / MIB:.0f} MiB")
-    print(f"cpus: {os.cpu_count()}")
+    print(f"cpus: {os.cpu_count()}; load average {os.getloadavg()[0]:.2f}")
 
     fs = OsFilesystem()
     auto = blake3.blake3.AUTO

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -190,6 +191,8 @@ def main() -> None:
     print(f"restore, outputs current, stat callback: {files / t_current_stat:8.0f} files/s")
     lookups = median_seconds(lambda: [cache.lookup(key_of(i)) for i in range(ENTRIES)], runs=5)
     print(f"lookup alone: {ENTRIES / lookups:8.0f} lookups/s ({lookups / ENTRIES * 1e6:.0f} µs)")
+
+    shutil.rmtree(root, ignore_errors=True)  # tens of thousands of files: do not keep them
 
 
 if __name__ == "__main__":

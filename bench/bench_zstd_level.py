@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import statistics
 import sys
 import time
@@ -286,6 +287,8 @@ def main() -> None:
         ratios = [measure_level(sample, level, runs=1)["ratio"] for level in LEVELS]
         cells = "  ".join(f"L{lv}={r:.2f}" for lv, r in zip(LEVELS, ratios, strict=True))
         print(f"  {name:>7}: {cells}")
+
+    shutil.rmtree(root, ignore_errors=True)  # tens of thousands of files: do not keep them
 
 
 if __name__ == "__main__":

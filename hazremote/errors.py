@@ -89,7 +89,7 @@ class PatternError(HazError, ValueError):
     exit_code = EXIT_CONFIG
 
 
-class ReferenceError_(HazError, ValueError):  # noqa: N801 - avoid shadowing the builtin
+class ReferenceError_(HazError, ValueError):
     """A task reference string violates REF-001..008 or resolves to nothing."""
 
     exit_code = EXIT_CONFIG

@@ -11,6 +11,7 @@ the decision to look up or store (``hazremote.execute``, CACHE-018).
 
 from hazremote.cache.index import TaskIndex, TaskKeyRecord
 from hazremote.cache.local import (
+    CACHE_DIR_ENV,
     DEFAULT_COMPRESSION_LEVEL,
     CacheInfo,
     CleanReason,
@@ -18,6 +19,7 @@ from hazremote.cache.local import (
     FsyncPolicy,
     LocalCache,
     RemovedItem,
+    resolve_cache_root,
 )
 from hazremote.cache.manifest import (
     Compression,
@@ -47,6 +49,7 @@ from hazremote.cache.tier import (
 )
 
 __all__ = [
+    "CACHE_DIR_ENV",
     "DEFAULT_COMPRESSION_LEVEL",
     "ByteSink",
     "CacheInfo",
@@ -77,5 +80,6 @@ __all__ = [
     "TaskIndex",
     "TaskKeyRecord",
     "parse_manifest",
+    "resolve_cache_root",
     "workspace_path_problem",
 ]

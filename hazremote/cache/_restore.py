@@ -213,13 +213,25 @@ class _Staged:
     temp: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ModeFix:
+    dir_fd: int
+    name: str
+    mode: int
+
+
 def _is_current(
     ws: _Workspace,
     record: OutputRecord,
     current_digest: CurrentDigest | None,
     hash_name: HashName,
+    mode_fixes: list[_ModeFix],
 ) -> bool:
-    """True when the destination already holds the recorded bytes (mode fixed if it differs)."""
+    """True when the destination already holds the recorded bytes.
+
+    A current file with other permission bits is noted in ``mode_fixes``, applied only when
+    the whole restore publishes.
+    """
     directory, _, name = record.path.rpartition("/")
     if not ws.probe(directory):
         return False
@@ -244,7 +256,7 @@ def _is_current(
             return False
         wanted = record.mode & RESTORED_MODE_MASK
         if stat.S_IMODE(os.fstat(fd).st_mode) != wanted:
-            os.fchmod(fd, wanted)
+            mode_fixes.append(_ModeFix(dir_fd=dir_fd, name=name, mode=wanted))
     finally:
         os.close(fd)
     return True
@@ -270,6 +282,15 @@ def _stage(ws: _Workspace, record: OutputRecord, blobs: BlobReader) -> _Staged:
         raise
     os.close(fd)
     return staged
+
+
+def _chmod_nofollow(fix: _ModeFix) -> None:
+    # fchmodat() cannot refuse symlinks on Linux; open without following, then fchmod.
+    fd = os.open(fix.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fix.dir_fd)
+    try:
+        os.fchmod(fd, fix.mode)
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -345,8 +366,11 @@ def restore_into_workspace(
     streams: list[_VerifiedStream] = []
     try:
         # Phase 1: refuse before writing anything (symlinked parents, directories in the way).
+        mode_fixes: list[_ModeFix] = []
         to_write = [
-            r for r in manifest.outputs if not _is_current(ws, r, current_digest, hash_name)
+            r
+            for r in manifest.outputs
+            if not _is_current(ws, r, current_digest, hash_name, mode_fixes)
         ]
         unchanged = len(manifest.outputs) - len(to_write)
         # Phase 2: stage and verify everything; nothing is visible under its final name yet.
@@ -357,6 +381,8 @@ def restore_into_workspace(
         # Phase 3: publish.
         for item in staged:
             os.rename(item.temp, item.name, src_dir_fd=item.dir_fd, dst_dir_fd=item.dir_fd)
+        for fix in mode_fixes:
+            _chmod_nofollow(fix)
         written = len(staged)
         staged.clear()
     except _Refused as refused:

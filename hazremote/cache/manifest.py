@@ -358,6 +358,29 @@ def _recorded_input(value: object, where: str) -> RecordedInput:
     return RecordedInput(path=_path(path, f"{where}[0]"), hash=_digest(digest, f"{where}[1]"))
 
 
+def _recorded_inputs(value: object, where: str) -> tuple[RecordedInput, ...]:
+    """``key_components.inputs``: the largest list of a manifest, so well-formed items take a
+    fast path with the same checks; anything unusual goes through :func:`_recorded_input`,
+    which names the exact location of the problem."""
+    items = _list(value, where)
+    parsed: list[RecordedInput] = []
+    fullmatch = _HEX64.fullmatch
+    for index, item in enumerate(items):
+        if (
+            type(item) is list
+            and len(item) == 2
+            and type(item[0]) is str
+            and type(item[1]) is str
+            and item[0].isascii()
+            and fullmatch(item[1]) is not None
+            and workspace_path_problem(item[0]) is None
+        ):
+            parsed.append(RecordedInput(path=item[0], hash=Digest(bytes.fromhex(item[1]))))
+        else:
+            parsed.append(_recorded_input(item, f"{where}[{index}]"))
+    return tuple(parsed)
+
+
 def _recorded_predecessor(value: object, where: str) -> RecordedPredecessor:
     task, out, err = _fixed_list(value, where, 3)
     task_text = _str(task, f"{where}[0]")
@@ -404,7 +427,7 @@ def _key_components(value: object, where: str) -> RecordedKeyComponents:
     obj = _object(value, where, ("action", "inputs", "predecessors", "env", "cwd", "outputs"))
     return RecordedKeyComponents(
         action=_action(obj["action"], f"{where}.action"),
-        inputs=_tuple_of(obj["inputs"], f"{where}.inputs", _recorded_input),
+        inputs=_recorded_inputs(obj["inputs"], f"{where}.inputs"),
         predecessors=_tuple_of(obj["predecessors"], f"{where}.predecessors", _recorded_predecessor),
         env=_tuple_of(obj["env"], f"{where}.env", _recorded_env),
         cwd=_str(obj["cwd"], f"{where}.cwd"),

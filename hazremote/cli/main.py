@@ -220,8 +220,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
 
-    from hazremote.cli.logs import configure_logging
+    import gc
+
     from hazremote.errors import HazError
+
+    # A command allocates many small long-lived objects (the workspace, the graph) and makes
+    # few reference cycles; the default collector thresholds cost a large run ~10 % of its time.
+    gc.set_threshold(100_000, 50, 100)
+    from hazremote.logs import configure_logging
 
     configure_logging(level=args.log_level, fmt=args.log_format)
     module_name, _, func_name = args.handler.partition(":")

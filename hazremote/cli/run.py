@@ -39,6 +39,7 @@ from hazremote.domain.model import OutputMode
 from hazremote.domain.refs import RefKind, TaskId, TaskRef
 from hazremote.errors import ReferenceError_, UsageError
 from hazremote.execute.records import RunState, TaskRecord, summary_json
+from hazremote.logs import get_logger
 
 __all__ = ["run", "select_run_set"]
 
@@ -141,15 +142,13 @@ def _dry_run(
 async def _execute(
     context: WorkspaceContext, run_set: tuple[TaskId, ...], args: argparse.Namespace
 ) -> tuple[list[TaskRecord], int, bool, int | None]:
-    import structlog
-
     from hazremote.execute.lifecycle import CachePolicy, LocalLifecycle, default_producer
     from hazremote.execute.progress import color_enabled, console_observer
     from hazremote.execute.scheduler import Cancellation, SchedulingLimits, run_graph
     from hazremote.execute.spawn import SubprocessSpawner
     from hazremote.keys.deriver import KeyDeriver
 
-    log = structlog.get_logger("haz.run")
+    log = get_logger("haz.run")
     settings = context.workspace.settings
     mode = OutputMode(args.output) if args.output else settings.output
     interactive = sys.stderr.isatty()

@@ -158,7 +158,15 @@ class PathPattern:
         """True when the workspace-absolute file ``path`` is matched (case-sensitive)."""
         if not self.glob:
             return path == self.absolute
-        return compile_glob(self.absolute).fullmatch(path) is not None
+        prefix = self.literal_prefix
+        if prefix == "/":
+            return compile_glob(self.absolute).fullmatch(path) is not None
+        # Match the part after the literal prefix: one compiled regex then serves the same
+        # relative glob in every project (`/a/src/**` and `/b/src/**` share `/**`).
+        if not path.startswith(prefix) or (len(path) > len(prefix) and path[len(prefix)] != "/"):
+            return False
+        rest = self.absolute[len(prefix) :]
+        return compile_glob(rest).fullmatch(path[len(prefix) :]) is not None
 
 
 @lru_cache(maxsize=8192)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from hazremote.domain.names import name_problem
 from hazremote.errors import ReferenceError_
@@ -19,9 +20,12 @@ from hazremote.errors import ReferenceError_
 __all__ = ["RefKind", "TaskId", "TaskRef", "parse_cli_target", "parse_ref", "parse_task_id"]
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class TaskId:
-    """A node of the task graph (DAG-007); ordering is the canonical order."""
+class TaskId(NamedTuple):
+    """A node of the task graph (DAG-007); ordering is the canonical order.
+
+    A named tuple rather than a dataclass: task ids are hashed and compared millions of times
+    in a large run, and tuple hashing and ordering run in C.
+    """
 
     project: str
     task: str

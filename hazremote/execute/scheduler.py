@@ -27,6 +27,7 @@ every cycle a run could close (docs/decisions.md).
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -146,7 +147,7 @@ class _Run:
         self.limits = limits
         self.cancel = cancel
         self.records: dict[TaskId, TaskRecord] = {}
-        self.waiting: list[TaskId] = list(self.order)  # canonical order, never started
+        self.waiting: set[TaskId] = set(self.order)  # never started
         self.mutex_waiting: dict[TaskId, Miss] = {}
         self.in_flight: dict[asyncio.Future[ProbeResult], tuple[TaskId, bool]] = {}
         self.tag_load: dict[str, int] = {}
@@ -154,17 +155,33 @@ class _Run:
         self.materialised: dict[str, TaskId] = {}
         self.violation: SkipCause | None = None
         self.violation_task: TaskId | None = None
-        self.soft_preds = {
-            t: tuple(p for p in graph.soft.get(t, ()) if p in self.in_run) for t in self.order
-        }
+        # EXEC-002, incrementally: how many predecessors each task still waits for, and who
+        # waits on whom; a task with no blockers left joins `ready` (kept in canonical order).
+        self.blockers: dict[TaskId, int] = {}
+        self.hard_dependants: dict[TaskId, list[TaskId]] = {t: [] for t in self.order}
+        self.soft_dependants: dict[TaskId, list[TaskId]] = {t: [] for t in self.order}
+        for task in self.order:
+            hard = graph.hard.get(task, ())
+            soft = [p for p in graph.soft.get(task, ()) if p in self.in_run]
+            for pred in hard:
+                self.hard_dependants[pred].append(task)
+            for pred in soft:
+                self.soft_dependants[pred].append(task)
+            self.blockers[task] = len(hard) + len(soft)
+        # Tasks that may start now — ready ones and mutex waiters — as a heap in canonical
+        # order; one admission pass pops until the slots are full (EXEC-003).
+        self.candidates: list[TaskId] = [t for t in self.order if self.blockers[t] == 0]
 
     # -- readiness and admission -------------------------------------------------------
-    def _ready(self, task: TaskId) -> bool:
-        for pred in self.graph.hard.get(task, ()):
-            record = self.records.get(pred)
-            if record is None or record.state is not RunState.SUCCEEDED:
-                return False
-        return all(p in self.records for p in self.soft_preds[task])
+    def _unblock(self, record: TaskRecord) -> None:
+        succeeded = record.state is RunState.SUCCEEDED
+        dependants = self.soft_dependants.get(record.task, [])
+        if succeeded:
+            dependants = dependants + self.hard_dependants.get(record.task, [])
+        for task in dependants:
+            self.blockers[task] -= 1
+            if self.blockers[task] == 0 and task in self.waiting:
+                heapq.heappush(self.candidates, task)
 
     def _caps_allow(self, task: TaskId) -> bool:
         if len(self.in_flight) >= self.limits.jobs:
@@ -213,24 +230,26 @@ class _Run:
     def _admit(self) -> None:
         if not self._admission_open():
             return
-        candidates = sorted([*(t for t in self.waiting if self._ready(t)), *self.mutex_waiting])
-        for task in candidates:
-            if not self._caps_allow(task):
-                if len(self.in_flight) >= self.limits.jobs:
-                    return
-                continue
+        deferred: list[TaskId] = []  # blocked by a tag cap or a mutex: later tasks may go
+        while self.candidates and len(self.in_flight) < self.limits.jobs:
+            task = heapq.heappop(self.candidates)
             miss = self.mutex_waiting.get(task)
+            if not self._caps_allow(task) or (
+                miss is not None and not self._mutex_compatible(task)
+            ):
+                deferred.append(task)
+                continue
             if miss is not None:
-                if not self._mutex_compatible(task):
-                    continue
                 del self.mutex_waiting[task]
                 self._take(task, mutex=True)
                 self._spawn(task, self._execute(task, miss), executing=True)
             else:
-                self.waiting.remove(task)
+                self.waiting.discard(task)
                 self._take(task, mutex=False)
                 self.events.task_started(task)
                 self._spawn(task, self._probe(task), executing=False)
+        for task in deferred:
+            heapq.heappush(self.candidates, task)
 
     def _spawn(
         self, task: TaskId, coro: Coroutine[object, object, ProbeResult], *, executing: bool
@@ -271,6 +290,7 @@ class _Run:
         result = future.result()
         if isinstance(result, Miss):
             self.mutex_waiting[task] = result
+            heapq.heappush(self.candidates, task)
             return
         self._check_overlap(task, result.outputs)
         self._finish(result.record)
@@ -278,6 +298,7 @@ class _Run:
     def _finish(self, record: TaskRecord) -> None:
         self.records[record.task] = record
         self.events.task_finished(record)
+        self._unblock(record)
 
     def _check_overlap(self, task: TaskId, outputs: tuple[str, ...]) -> None:
         for path in outputs:

@@ -498,19 +498,26 @@ class InputResolver:
         exclusions walk once.
         """
         memo = self._memo
-        regex = _glob_regex(pattern.absolute, excluders)
-        key = regex.pattern
+        prefix = pattern.literal_prefix
+        start = "" if prefix == "/" else prefix
+        # Every walked path starts with `start/`, so the regex matches the rest only: the same
+        # relative glob in a thousand projects then compiles once, not a thousand times.
+        strip = len(start) if all(t.startswith(start + "/") for t, _ in excluders) else 0
+        regex = _glob_regex(
+            pattern.absolute[strip:], tuple((t[strip:], glob) for t, glob in excluders)
+        )
+        key = f"{start[:strip]}\0{regex.pattern}"
         known = memo.globs.get(key)
         if known is not None:
             return known
-        prefix = pattern.literal_prefix
-        start = "" if prefix == "/" else prefix
         out: list[str] = []
         if not _in_control_dir(start):
             rest = pattern.absolute[len(start) + 1 :]
             # without "**" or alternations a match lies at a fixed depth below the prefix
             max_depth = rest.count("/") + 1 if "**" not in rest and "{" not in rest else 1 << 30
-            self._walk(start, 1, max_depth=max_depth, regex=regex, out=out, stack=[start])
+            self._walk(
+                start, 1, max_depth=max_depth, regex=regex, strip=strip, out=out, stack=[start]
+            )
         result = tuple(out)
         memo.globs[key] = result
         memo.globs_at.setdefault(start, []).append(key)
@@ -525,6 +532,7 @@ class InputResolver:
         *,
         max_depth: int,
         regex: re.Pattern[str],
+        strip: int,
         out: list[str],
         stack: list[str],
     ) -> None:
@@ -542,7 +550,7 @@ class InputResolver:
         prefix = directory + "/"
         for name in files:
             path = prefix + name
-            if match(path):
+            if match(path[strip:]):
                 if path in inputs or path in stats:
                     out.append(path)
                 else:
@@ -552,7 +560,15 @@ class InputResolver:
             for name in dirs:
                 path = prefix + name
                 stack.append(path)
-                self._walk(path, depth + 1, max_depth=max_depth, regex=regex, out=out, stack=stack)
+                self._walk(
+                    path,
+                    depth + 1,
+                    max_depth=max_depth,
+                    regex=regex,
+                    strip=strip,
+                    out=out,
+                    stack=stack,
+                )
                 stack.pop()
         for name in links:
             path = prefix + name
@@ -561,11 +577,19 @@ class InputResolver:
                 continue  # dangling: contributes nothing to a glob
             memo.symlinks.add(path)
             if is_regular(st):
-                if match(path):
+                if match(path[strip:]):
                     out.append(path)
             elif is_directory(st) and descend and not self._is_loop(st, stack):
                 stack.append(path)
-                self._walk(path, depth + 1, max_depth=max_depth, regex=regex, out=out, stack=stack)
+                self._walk(
+                    path,
+                    depth + 1,
+                    max_depth=max_depth,
+                    regex=regex,
+                    strip=strip,
+                    out=out,
+                    stack=stack,
+                )
                 stack.pop()
         if unknown:
             self._stat_new_files(directory, unknown, unknown_paths, out)

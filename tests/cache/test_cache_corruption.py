@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,7 +57,7 @@ def _other_key(doc: dict[str, Any]) -> None:
     doc["key"] = make_key("another").hex
 
 
-LOOKUP_CASES: list[tuple[str, Callable[[Path], None], LookupStatus, str]] = [
+LOOKUP_CASES: list[tuple[str, Callable[[Path], object], LookupStatus, str]] = [
     (
         "bad JSON",
         lambda e: (e / "manifest.json").write_bytes(b'{"chapter_revision": 0,'),
@@ -142,7 +144,7 @@ LOOKUP_CASES: list[tuple[str, Callable[[Path], None], LookupStatus, str]] = [
     [pytest.param(d, s, m, id=name) for name, d, s, m in LOOKUP_CASES],
 )
 def test_damaged_entries_are_lookup_misses(
-    env: Env, damage: Callable[[Path], None], status: LookupStatus, detail: str
+    env: Env, damage: Callable[[Path], object], status: LookupStatus, detail: str
 ) -> None:
     """CACHE-015/016: every failed check is a miss status with a reason, never an exception."""
     key, entry = stored(env)
@@ -182,7 +184,7 @@ def _prepare_workspace(env: Env) -> None:
     env.write("/dist/raw.txt", b"old")
 
 
-RESTORE_CASES: list[tuple[str, Callable[[Path], None]]] = [
+RESTORE_CASES: list[tuple[str, Callable[[Path], object]]] = [
     ("raw blob: right size, wrong bytes", lambda e: blob(e, b"0123456789").write_bytes(b"9" * 10)),
     (
         "zstd blob: right size, wrong bytes",
@@ -200,7 +202,7 @@ RESTORE_CASES: list[tuple[str, Callable[[Path], None]]] = [
 
 @pytest.mark.parametrize("damage", [pytest.param(d, id=name) for name, d in RESTORE_CASES])
 def test_wrong_bytes_are_caught_at_restore_and_nothing_visible_changes(
-    env: Env, damage: Callable[[Path], None]
+    env: Env, damage: Callable[[Path], object]
 ) -> None:
     """CACHE-019: stage all, verify all, then rename: a bad blob leaves the workspace as it
     was (no partial outputs, no temp files, no new directories), replays no stream, and the
@@ -254,3 +256,15 @@ def test_missing_blob_between_lookup_and_restore_is_corrupt(env: Env) -> None:
     assert result.status is RestoreStatus.CORRUPT
     assert "cannot be opened" in result.message
     assert tree_snapshot(env.workspace) == before
+
+
+def test_mode_of_a_current_output_is_not_fixed_when_the_restore_fails(env: Env) -> None:
+    """CACHE-019: even metadata changes wait for the publish step of a verified restore."""
+    key = make_key("mode-wait")
+    assert env.store(key, {"/dist/run": b"#!/bin/sh\n", "/dist/b": b"bbbb"}).ok
+    os.chmod(env.workspace / "dist/run", 0o600)  # current bytes, other mode
+    (env.workspace / "dist/b").unlink()
+    blob(env.cache.entry_dir(key), b"bbbb").write_bytes(b"cccc")
+    result = _restore(env, key, Sinks())
+    assert result.status is RestoreStatus.CORRUPT
+    assert stat.S_IMODE((env.workspace / "dist/run").stat().st_mode) == 0o600

@@ -236,10 +236,10 @@ def test_other_hash_function_is_a_schema_mismatch() -> None:
     assert parse_manifest(encode(doc), chapter_revision=REVISION, hash_name=HashName.SHA256)
 
 
-_chars = st.characters(blacklist_categories=("Cs",))  # no lone surrogates: not UTF-8
+_chars = st.characters(codec="utf-8")  # no lone surrogates: they are not UTF-8
 _text = st.text(alphabet=_chars)
 _segment = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"),
+    alphabet=st.characters(codec="utf-8", exclude_characters="/\x00"),
     min_size=1,
 ).filter(lambda s: s not in (".", ".."))
 _paths = st.lists(_segment, min_size=1, max_size=4).map(lambda parts: "/" + "/".join(parts))

@@ -5,15 +5,21 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 from hazremote.cache import (
+    CacheTier,
     Compression,
+    FsyncPolicy,
     LocalCache,
     LookupStatus,
     OutputFile,
     RestoreResult,
     RestoreStatus,
     StoreStatus,
+    resolve_cache_root,
 )
 from hazremote.cache._blobs import CHUNK_SIZE
 from hazremote.domain.digest import Digest, digest_bytes
@@ -291,3 +297,38 @@ def test_sha256_workspace_round_trip(env: Env, make_cache: Callable[..., LocalCa
     assert cache.lookup(key).hit
     # The blake3 view of the same directory sees a schema mismatch, not corruption.
     assert env.cache.lookup(key).status is LookupStatus.MISS_SCHEMA_MISMATCH
+
+
+def test_local_cache_fits_the_cache_tier_port(env: Env) -> None:
+    """RC-001: the local cache implements the CacheTier Protocol (checked by mypy here)."""
+    tier: CacheTier = env.cache
+    assert tier.lookup(make_key("nothing")).status is LookupStatus.MISS_NO_ENTRY
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, "ws/.haz/cache"),
+        ({"HAZ_CACHE_DIR": ""}, "ws/.haz/cache"),
+        ({"HAZ_CACHE_DIR": "/shared/haz-cache"}, "/shared/haz-cache"),
+        ({"HAZ_CACHE_DIR": "../shared"}, "ws/../shared"),
+    ],
+)
+def test_cache_root_honours_haz_cache_dir(environ: dict[str, str], expected: str) -> None:
+    """CACHE-010..013: HAZ_CACHE_DIR moves the cache (relative to the workspace root)."""
+    assert resolve_cache_root(Path("ws"), environ) == Path(expected)
+
+
+def test_full_fsync_policy_stores_the_same_entry(
+    env: Env, make_cache: Callable[..., LocalCache]
+) -> None:
+    """CACHE-017: FsyncPolicy.FULL changes durability, not content: same manifest bytes."""
+    key = make_key("durable")
+    relaxed = env.store(key, {"/dist/a.js": JS, "/dist/b": b"b"}, stdout=b"out")
+    assert relaxed.manifest is not None
+    env.cache.clear()
+    env.cache = make_cache(fsync=FsyncPolicy.FULL)
+    durable = env.store(key, {"/dist/a.js": JS, "/dist/b": b"b"}, stdout=b"out")
+    assert durable.status is StoreStatus.STORED
+    assert durable.manifest == relaxed.manifest
+    assert env.cache.lookup(key).hit

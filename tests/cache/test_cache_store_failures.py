@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -264,3 +265,27 @@ def test_concurrent_stores_of_one_key_from_two_processes_give_one_valid_entry(
     assert found.hit
     assert found.manifest is not None
     assert found.manifest.producer in {"p0", "p1"}
+
+
+def test_interrupt_during_a_store_removes_the_staging_directory(
+    env: Env, make_cache: Callable[..., LocalCache]
+) -> None:
+    """CACHE-017: Ctrl-C mid-store propagates, but leaves no orphan behind (the clock is
+    read after the blobs are staged, so an interrupting clock stops the store right there)."""
+
+    def interrupted() -> float:
+        raise KeyboardInterrupt
+
+    cache = make_cache(clock=interrupted)
+    key = make_key("interrupted")
+    with pytest.raises(KeyboardInterrupt):
+        cache.store(
+            key=key,
+            components=components(),
+            stdout=env.spool("o", b"out"),
+            stderr=env.spool("e", b""),
+            outputs=[OutputFile(path="/dist/a", source=env.write("/dist/a", b"a" * 9000))],
+            duration_ms=1,
+            producer="p",
+        )
+    assert shard_children(env, key) == []

@@ -197,11 +197,11 @@ class _FakeDiskFs:
 def _cache(fs: _FakeDiskFs, *, clock_ns: int) -> StatCache:
     return StatCache.load(
         fs, "/ws/.haz/state/statcache-blake3.bin", hash_name=H, clock=lambda: clock_ns
-    )  # type: ignore[arg-type]
+    )
 
 
 def _save(cache: StatCache, fs: _FakeDiskFs) -> bool:
-    return cache.save(fs, "/ws/.haz/state/statcache-blake3.bin")  # type: ignore[arg-type]
+    return cache.save(fs, "/ws/.haz/state/statcache-blake3.bin")
 
 
 @pytest.mark.parametrize(
@@ -292,6 +292,33 @@ def test_corrupt_cache_file_is_ignored_and_rebuilt(corrupt: object) -> None:
     assert _cache(disk, clock_ns=T0 + 40 * SEC).load_problem is None
 
 
+def test_malformed_entries_behind_a_valid_checksum_are_misses_and_dropped() -> None:
+    """Never a crash: records of the wrong shape (a bug, or a crafted file) are misses and are
+    dropped on the next save."""
+    import marshal
+
+    import blake3
+
+    from hazremote.keys.statcache import _HEADER, _RECORD, FORMAT_VERSION
+
+    disk = _FakeDiskFs()
+    path = "/ws/.haz/state/statcache-blake3.bin"
+    ok = _RECORD.pack(0o100644, 42, 1, T0, T0, (T0 + 40 * SEC) // DAY, _d(b"ok").raw)
+    payload = marshal.dumps(("blake3", {"/short": b"xx", "/int": 7, "/ok": ok}))
+    checksum = blake3.blake3(payload).digest()
+    disk.files[path] = _HEADER.pack(MAGIC, FORMAT_VERSION, marshal.version, checksum) + payload
+    disk.mtime_ns = T0 + 30 * SEC
+    cache = _cache(disk, clock_ns=T0 + 40 * SEC)
+    assert cache.load_problem is None
+    assert cache.lookup("/short", _frozen(1)) is None
+    assert cache.lookup("/int", _frozen(1)) is None
+    cache.record("/new", _frozen(1), _d(b"n"), observed_ns=T0 + 40 * SEC)
+    assert _save(cache, disk)
+    reloaded = _cache(disk, clock_ns=T0 + 40 * SEC)
+    assert len(reloaded) == 2  # /ok and /new survive
+    assert reloaded.lookup("/ok", _frozen(1)) == _d(b"ok")
+
+
 def test_corrupt_cache_file_on_disk_does_not_break_a_run(tmp_path: Path) -> None:
     """End to end: garbage at the stat cache path; the run hashes and repairs the file."""
     write(tmp_path, "lib/a.c", b"a")
@@ -311,7 +338,7 @@ def test_cache_of_another_hash_function_is_foreign() -> None:
     data = _valid_file(disk)
     disk.files = {"/x": data}
     disk.mtime_ns = T0 + 30 * SEC
-    cache = StatCache.load(disk, "/x", hash_name=HashName.SHA256, clock=lambda: T0)  # type: ignore[arg-type]
+    cache = StatCache.load(disk, "/x", hash_name=HashName.SHA256, clock=lambda: T0)
     assert len(cache) == 0
     assert cache.load_problem is not None
     assert "blake3" in cache.load_problem

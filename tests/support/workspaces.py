@@ -47,7 +47,7 @@ def write_generated_workspace(
             lines += [
                 f"  {task}:",
                 f"    command: [python3, tools/{task}.py, src]",
-                f'    inputs: ["src/**/*.ts", "!src/**/*.test.ts", package.json]',
+                '    inputs: ["src/**/*.ts", "!src/**/*.test.ts", package.json]',
                 f'    outputs: ["out/{task}/**"]',
             ]
             task_deps = [f"{d}:build" for d in deps] if task == "build" else []
