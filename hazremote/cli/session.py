@@ -12,25 +12,20 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from hazremote.cache.index import TaskIndex
-from hazremote.cache.local import LocalCache
+from hazremote.cache.local import LocalCache, resolve_cache_root
 from hazremote.domain.model import Workspace
 from hazremote.keys.framing import CHAPTER_REVISION
 
-__all__ = ["cache_dir", "open_cache", "open_index", "state_dir"]
+__all__ = ["open_cache", "open_index", "state_dir"]
 
 
 def state_dir(workspace: Workspace) -> Path:
     return workspace.root / ".haz" / "state"
 
 
-def cache_dir(workspace: Workspace, environ: Mapping[str, str] = os.environ) -> Path:
-    override = environ.get("HAZ_CACHE_DIR")
-    return Path(override).resolve() if override else workspace.root / ".haz" / "cache"
-
-
 def open_cache(workspace: Workspace, environ: Mapping[str, str] = os.environ) -> LocalCache:
     return LocalCache(
-        cache_dir(workspace, environ),
+        resolve_cache_root(workspace.root, environ),
         hash_name=workspace.settings.cache.hash,
         chapter_revision=CHAPTER_REVISION,
     )
