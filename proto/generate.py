@@ -1,8 +1,8 @@
 """Regenerate the Python code of ``proto/`` into ``hazremote/_proto/`` (``make proto``).
 
 The sources are staged under a directory tree that mirrors the Python package
-(``hazremote/_proto/haz/remote/v1/*.proto``) so the generated ``*_pb2_grpc.py`` files import
-their ``*_pb2`` modules by a path that resolves inside the package.
+(``hazremote/_proto/haz/remote/v1/*.proto``, their ``import`` lines rewritten to match) so the
+generated modules import each other by paths that resolve inside the package.
 
 Usage: ``python proto/generate.py [--out DIR]`` (default: the repository's ``hazremote/_proto``).
 ``--check`` regenerates into a temporary directory and exits 1 when the checked-in code differs.
@@ -34,7 +34,10 @@ def generate(out: Path) -> list[Path]:
         for rel in protos:
             target = stage / PACKAGE_PREFIX / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(SOURCES / rel, target)
+            # Sources import each other by their path under proto/ ("haz/remote/v1/x.proto");
+            # staged under the package prefix, so must their imports be.
+            text = (SOURCES / rel).read_text()
+            target.write_text(text.replace('import "haz/', f'import "{PACKAGE_PREFIX}/haz/'))
         args = [
             "grpc_tools.protoc",
             f"-I{stage}",

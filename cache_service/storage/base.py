@@ -1,0 +1,132 @@
+"""The storage ports of the cache service: content-addressed blobs and namespaced manifests.
+
+Spec coverage:
+* SVC-001 — one small interface per kind of data; backends (memory, file, S3) are leaves and
+  behaviour (verification, read caching, metrics) comes from decorators of the same Protocol,
+  composed by one factory from configuration (bb-storage's ``BlobAccess`` is the model).
+* SVC-002 — backends lay objects out under a versioned prefix that names the hash function
+  (e.g. ``v1/cas/blake3/<aa>/<hash>``, ``v1/ns/<namespace>/ac/<hash>/<key>``).
+* RC-004 — a blob is identified by the digest of its *uncompressed* bytes plus their size;
+  what a store holds and streams is its *stored form*: one zstd frame (RC-006), so bytes pass
+  from storage to the wire without being recompressed.
+* RC-005 — :class:`ManifestStore` stores opaque CACHE-011 documents; the completeness check
+  (every referenced blob present) is the servicer's, against a :class:`BlobStore`.
+Out of scope: gRPC, authentication, and the manifest's own schema (``hazremote.cache``).
+
+Every method is synchronous; the gRPC server calls them from a thread pool (boto3 and file
+I/O are blocking anyway). Implementations must be safe for concurrent use by many threads
+and by several server replicas sharing the same backing storage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+from hazremote.domain.digest import Digest
+from hazremote.domain.model import HashName
+
+__all__ = [
+    "BlobInfo",
+    "BlobNotFoundError",
+    "BlobRef",
+    "BlobStore",
+    "BlobVerificationError",
+    "ManifestInfo",
+    "ManifestStore",
+    "StorageError",
+]
+
+
+class StorageError(Exception):
+    """The backing storage failed (I/O error, S3 unavailable …): an infrastructure failure."""
+
+
+class BlobNotFoundError(StorageError):
+    """A blob that was expected to exist does not."""
+
+
+class BlobVerificationError(StorageError):
+    """Written bytes do not match their digest or size (RC-004: INVALID_ARGUMENT), or stored
+    bytes were found corrupt on read (DATA_LOSS)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlobRef:
+    """A blob's identity: hash function, digest of the uncompressed bytes, their size."""
+
+    hash_name: HashName
+    digest: Digest
+    size: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlobInfo:
+    ref: BlobRef
+    stored_bytes: int
+    modified_unix: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ManifestInfo:
+    namespace: str
+    hash_name: HashName
+    key: Digest
+    stored_bytes: int
+    modified_unix: float
+
+
+class BlobStore(Protocol):
+    """Content-addressed blobs in their stored form (one zstd frame each)."""
+
+    def missing(self, refs: Sequence[BlobRef]) -> list[BlobRef]:
+        """RC-007: the refs this store does not hold, in request order."""
+        ...
+
+    def open_read(self, ref: BlobRef) -> BinaryIO | None:
+        """The stored form (a zstd frame), or None when absent. The caller closes it."""
+        ...
+
+    def write(self, ref: BlobRef, stored: Iterable[bytes]) -> None:
+        """Store a blob from chunks of its stored form, publishing atomically.
+
+        The store consumes ``stored`` completely before publishing; if iterating raises
+        (a verifying decorator found a mismatch, the client went away), nothing is published
+        and the exception propagates. Writing a blob that is already present succeeds.
+        """
+        ...
+
+    def delete(self, ref: BlobRef) -> None:
+        """Remove a blob (absent: no error). Used for corrupt data (RC-004) and GC."""
+        ...
+
+    def iterate(self) -> Iterator[BlobInfo]:
+        """Every stored blob (for gc and admin commands); order unspecified."""
+        ...
+
+
+class ManifestStore(Protocol):
+    """CACHE-011 manifest documents per (namespace, hash function, key)."""
+
+    def get(self, namespace: str, hash_name: HashName, key: Digest) -> bytes | None: ...
+
+    def put_if_absent(
+        self, namespace: str, hash_name: HashName, key: Digest, document: bytes
+    ) -> bool:
+        """Store ``document`` unless one exists (atomic, race-free across replicas).
+
+        Returns:
+            True when stored, False when a document already existed (it is left alone).
+        """
+        ...
+
+    def replace(self, namespace: str, hash_name: HashName, key: Digest, document: bytes) -> None:
+        """Overwrite unconditionally (SEC-004: an entry whose blobs are gone may be replaced)."""
+        ...
+
+    def delete(self, namespace: str, hash_name: HashName, key: Digest) -> None: ...
+
+    def iterate(self, namespace: str | None = None) -> Iterator[ManifestInfo]:
+        """Every stored manifest (of one namespace, or all); order unspecified."""
+        ...
