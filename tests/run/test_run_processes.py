@@ -283,3 +283,23 @@ def test_workspace_lock_makes_a_second_run_wait(make_workspace, tmp_path: Path) 
     assert (first.returncode, second.returncode) == (0, 0)
     assert "waiting for another haz run" in second.stderr
     assert log.read_text().splitlines() == ["S t", "E t", "S t", "E t"]
+
+
+def test_two_tasks_materialising_one_path_is_an_output_overlap(
+    haz: HazRunner, make_workspace
+) -> None:
+    """EXEC-020: glob outputs that overlap at run time stop admission (exit 1)."""
+    write = py("import os; os.makedirs('out', exist_ok=True); open('out/x.txt', 'w').write('1')")
+    root = make_workspace(
+        {
+            ".haz/workspace.yml": "concurrency: {default: 1}\n",
+            "haz.yml": (
+                f"tasks:\n  a: {{command: {write}, outputs: ['out/*.txt']}}\n"
+                f"  b: {{command: {write}, outputs: ['out/**']}}\n"
+                f"  c: {{command: {NOOP}, deps: [~:a, ~:b]}}\n"
+            ),
+        }
+    )
+    result = haz("run", "c", cwd=root)
+    assert result.code == 1
+    assert result.task("root:c")["skip_cause"] == {"kind": "output-overlap", "upstream": "root:a"}
