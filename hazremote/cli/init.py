@@ -99,6 +99,9 @@ def plan(root: Path) -> dict[Path, str]:
         if not (directory / "haz.yml").exists():
             files[directory / "haz.yml"] = project_file(directory)
     files[root / ".haz" / "workspace.yml"] = workspace_file(candidates)
+    if not (root / ".haz" / ".gitignore").exists():
+        # The cache, the stat cache, the why index and the lock are local state: never commit.
+        files[root / ".haz" / ".gitignore"] = "cache/\nstate/\ntmp/\nlock\n"
     return files
 
 

@@ -210,6 +210,7 @@ def test_init_yes_writes_a_valid_workspace(tmp_path: Path, monkeypatch, capsys) 
     code, _, _ = run_haz(["init", "--yes"], tmp_path, monkeypatch, capsys)
     assert code == 0
     assert 'projects: ["api", "web"]' in (tmp_path / ".haz" / "workspace.yml").read_text()
+    assert "cache/" in (tmp_path / ".haz" / ".gitignore").read_text()
     code, out, _ = run_haz(["query", "--format", "plain"], tmp_path, monkeypatch, capsys)
     assert (code, out) == (0, "web:build\nweb:test\n")
 
