@@ -152,8 +152,12 @@ def test_signal_dispositions_are_reset_for_the_command(runner: Runner) -> None:
         pytest.skip("needs /proc")
     result = runner.run(["cat", "/proc/self/status"])
     fields = dict(line.split(":", 1) for line in result.stdout.decode().splitlines() if ":" in line)
-    assert int(fields["SigIgn"].strip(), 16) == 0
-    assert int(fields["SigBlk"].strip(), 16) == 0
+    # Signals 32 and 33 are reserved by glibc (thread cancellation, setxid): no program can
+    # change their disposition, so a parent that ignores them (seen under some CI harnesses)
+    # passes that on. Every other signal must be default and unblocked.
+    reserved = (1 << 31) | (1 << 32)
+    assert int(fields["SigIgn"].strip(), 16) & ~reserved == 0
+    assert int(fields["SigBlk"].strip(), 16) & ~reserved == 0
 
 
 def test_command_leads_its_own_process_group(runner: Runner) -> None:
