@@ -10,6 +10,13 @@ from cache_service.storage.base import (
     ManifestStore,
     StorageError,
 )
+from cache_service.storage.factory import StorageConfig, open_storage
+from cache_service.storage.verifying import (
+    BlobVerifier,
+    compress_bytes,
+    compress_chunks,
+    decompress_chunks,
+)
 
 __all__ = [
     "BlobInfo",
@@ -17,7 +24,13 @@ __all__ = [
     "BlobRef",
     "BlobStore",
     "BlobVerificationError",
+    "BlobVerifier",
     "ManifestInfo",
     "ManifestStore",
+    "StorageConfig",
     "StorageError",
+    "compress_bytes",
+    "compress_chunks",
+    "decompress_chunks",
+    "open_storage",
 ]

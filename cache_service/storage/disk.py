@@ -1,0 +1,255 @@
+"""File-system leaves: the embedded default store of ``haz-cache-service`` (``file://DIR``).
+
+Spec coverage:
+* SVC-001 — :class:`DiskBlobStore` and :class:`DiskManifestStore` implement the storage ports
+  on a local directory; several server processes may share it.
+* SVC-002 — files live at ``<root>/v1/cas/<hash>/<aa>/<hexdigest>-<size>`` and
+  ``<root>/v1/ns/<namespace>/ac/<hash>/<aa>/<hexkey>`` (:mod:`._layout`).
+* RC-004/RC-005, §6 "nothing partial is ever visible" — every write goes to a temp file in the
+  destination directory and is published with one atomic ``os.replace``; a write whose chunk
+  iterator raises (verification failure, client gone) removes its temp file and publishes
+  nothing. ``put_if_absent`` publishes with ``os.link`` of the finished temp file, which fails
+  atomically when the name exists — race-free across threads, processes and replicas on the
+  same file system.
+Out of scope: size bounds and eviction (gc, or :mod:`.read_caching` for a cache directory);
+temp files orphaned by a crash are left for an operator (they start with ``.tmp-`` and are
+never listed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from cache_service.storage._layout import (
+    CAS_PREFIX,
+    NS_PREFIX,
+    blob_name,
+    check_namespace,
+    manifest_name,
+    parse_blob_name,
+    parse_manifest_name,
+)
+from cache_service.storage.base import BlobInfo, BlobRef, ManifestInfo, StorageError
+from hazremote.domain.digest import Digest
+from hazremote.domain.model import HashName
+
+__all__ = ["DiskBlobStore", "DiskManifestStore"]
+
+_TEMP_PREFIX = ".tmp-"
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_temp(directory: Path, chunks: Iterable[bytes], *, fsync: bool, what: str) -> Path:
+    """Write ``chunks`` to a fresh temp file in ``directory``; on any error remove it.
+
+    An exception raised by ``chunks`` itself (verification failed, client gone) propagates
+    unchanged; our own I/O failures become :class:`StorageError` prefixed with ``what``.
+    """
+    temp = directory / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        out = open(temp, "xb")  # noqa: SIM115 - closed below, after the cleanup guard is set
+    except OSError as exc:
+        raise StorageError(f"{what}: {exc}") from exc
+    try:
+        with out:
+            for chunk in chunks:
+                try:
+                    out.write(chunk)
+                except OSError as exc:
+                    raise StorageError(f"{what}: {exc}") from exc
+            if fsync:
+                try:
+                    out.flush()
+                    os.fsync(out.fileno())
+                except OSError as exc:
+                    raise StorageError(f"{what}: {exc}") from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+    return temp
+
+
+def _publish(temp: Path, path: Path, *, fsync: bool, what: str) -> None:
+    """Atomically move a finished temp file to ``path`` (replacing what is there)."""
+    try:
+        os.replace(temp, path)
+        if fsync:
+            _fsync_dir(path.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise StorageError(f"{what}: {exc}") from exc
+
+
+def _walk_files(top: Path, depth: int) -> Iterator[tuple[Path, os.stat_result]]:
+    """Regular files exactly ``depth`` directory levels below ``top`` (missing dirs: none)."""
+    try:
+        entries = list(os.scandir(top))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        if entry.name.startswith(_TEMP_PREFIX):
+            continue
+        if depth == 0:
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    yield Path(entry.path), entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # deleted while we walked
+                continue
+        elif entry.is_dir(follow_symlinks=False):
+            yield from _walk_files(Path(entry.path), depth - 1)
+
+
+class DiskBlobStore:
+    """Blobs as files under ``root`` (SVC-002 layout), published atomically.
+
+    Args:
+        root: the store's directory (created on demand).
+        fsync: fsync each file and its directory before a write returns. Off by default:
+            a torn file after a power loss is caught by verification on read (RC-004) and
+            becomes a miss, while per-file fsync costs ~4x in throughput on small blobs.
+    """
+
+    def __init__(self, root: Path, *, fsync: bool = False) -> None:
+        self._root = Path(root)
+        self._fsync = fsync
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    def _path(self, ref: BlobRef) -> Path:
+        return self._root / blob_name(ref)
+
+    def missing(self, refs: Sequence[BlobRef]) -> list[BlobRef]:
+        try:
+            return [ref for ref in refs if not self._path(ref).is_file()]
+        except OSError as exc:
+            raise StorageError(f"cannot check blobs under {self._root}: {exc}") from exc
+
+    def open_read(self, ref: BlobRef) -> BinaryIO | None:
+        path = self._path(ref)
+        try:
+            return open(path, "rb")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read blob {path}: {exc}") from exc
+
+    def write(self, ref: BlobRef, stored: Iterable[bytes]) -> None:
+        path = self._path(ref)
+        what = f"cannot write blob {path}"
+        temp = _write_temp(path.parent, stored, fsync=self._fsync, what=what)
+        # Content-addressed: replacing an existing blob changes nothing a reader can observe
+        # (a reader holding the old file keeps reading it), and repairs a blob that had been
+        # found corrupt.
+        _publish(temp, path, fsync=self._fsync, what=what)
+
+    def delete(self, ref: BlobRef) -> None:
+        path = self._path(ref)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StorageError(f"cannot delete blob {path}: {exc}") from exc
+
+    def iterate(self) -> Iterator[BlobInfo]:
+        top = self._root / CAS_PREFIX
+        for path, st in _walk_files(top, depth=2):
+            ref = parse_blob_name(path.relative_to(self._root).as_posix())
+            if ref is not None:
+                yield BlobInfo(ref=ref, stored_bytes=st.st_size, modified_unix=st.st_mtime)
+
+
+class DiskManifestStore:
+    """Manifest documents as files under ``root`` (SVC-002 layout).
+
+    Args:
+        root: the store's directory (created on demand; may be the blob store's root).
+        fsync: fsync each document and its directory before a put returns.
+    """
+
+    def __init__(self, root: Path, *, fsync: bool = False) -> None:
+        self._root = Path(root)
+        self._fsync = fsync
+
+    def _path(self, namespace: str, hash_name: HashName, key: Digest) -> Path:
+        return self._root / manifest_name(namespace, hash_name, key)
+
+    def get(self, namespace: str, hash_name: HashName, key: Digest) -> bytes | None:
+        path = self._path(namespace, hash_name, key)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read manifest {path}: {exc}") from exc
+
+    def put_if_absent(
+        self, namespace: str, hash_name: HashName, key: Digest, document: bytes
+    ) -> bool:
+        path = self._path(namespace, hash_name, key)
+        what = f"cannot write manifest {path}"
+        temp = _write_temp(path.parent, [document], fsync=self._fsync, what=what)
+        try:
+            # link() fails atomically when the name exists: exactly one racer wins, and the
+            # winner's document is complete the moment it becomes visible.
+            os.link(temp, path)
+            if self._fsync:
+                _fsync_dir(path.parent)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise StorageError(f"{what}: {exc}") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+        return True
+
+    def replace(self, namespace: str, hash_name: HashName, key: Digest, document: bytes) -> None:
+        path = self._path(namespace, hash_name, key)
+        what = f"cannot write manifest {path}"
+        temp = _write_temp(path.parent, [document], fsync=self._fsync, what=what)
+        _publish(temp, path, fsync=self._fsync, what=what)
+
+    def delete(self, namespace: str, hash_name: HashName, key: Digest) -> None:
+        path = self._path(namespace, hash_name, key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StorageError(f"cannot delete manifest {path}: {exc}") from exc
+
+    def iterate(self, namespace: str | None = None) -> Iterator[ManifestInfo]:
+        if namespace is None:
+            top, depth = self._root / NS_PREFIX, 4
+        else:
+            check_namespace(namespace)
+            top, depth = self._root / NS_PREFIX / namespace, 3
+        for path, st in _walk_files(top, depth=depth):
+            parsed = parse_manifest_name(path.relative_to(self._root).as_posix())
+            if parsed is None:
+                continue
+            yield ManifestInfo(
+                namespace=parsed.namespace,
+                hash_name=parsed.hash_name,
+                key=parsed.key,
+                stored_bytes=st.st_size,
+                modified_unix=st.st_mtime,
+            )

