@@ -257,7 +257,7 @@ def test_the_installed_haz_binary_checks_the_bundled_example() -> None:
     assert version.stdout.startswith("haz ")
 
 
-@pytest.mark.parametrize("script", ["haz-cache-service", "haz-worker"])
+@pytest.mark.parametrize("script", ["haz-worker"])
 def test_later_entry_points_say_not_yet_available(script: str) -> None:
     result = subprocess.run(
         [str(Path(sys.executable).parent / script)], capture_output=True, text=True, check=False

@@ -1,0 +1,246 @@
+"""Wiring: configuration → storage → domain objects → servicers → one ``grpc.aio`` server.
+
+Spec coverage:
+* SVC-001 — storage comes from :func:`cache_service.storage.factory.open_storage` (the only
+  place that knows backends); blocking storage calls run in a bounded thread pool.
+* SVC-004 — gRPC health checking (``grpc.health.v1``, every service ``SERVING``), server
+  reflection, Prometheus metrics on a separate HTTP port (``metrics_listen``), one structured
+  access event per RPC (:mod:`cache_service.observe`).
+* SVC-005 — on SIGTERM/SIGINT: health turns ``NOT_SERVING``, the server stops accepting, and
+  in-flight RPCs get ``shutdown_grace`` seconds to finish.
+* SVC-006 — ``max_message_size`` becomes gRPC's message limits (``RESOURCE_EXHAUSTED`` beyond);
+  the other limits live in the domain objects and servicers.
+* §5 — when ready, one line ``listening on HOST:PORT`` on stderr (port 0 shows the real port).
+* EXEC-021 — a failure to bind or to open storage is :class:`ServiceStartError` (exit 1).
+Out of scope: tokens (SEC-002, the :class:`Authenticator` seam is here), TLS (SEC-005).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+
+from cache_service import __version__
+from cache_service.cas import BlobLimits, BlobService
+from cache_service.config import Address, ServiceConfig
+from cache_service.identity import Authenticator, OpenAccess
+from cache_service.manifests import ManifestService
+from cache_service.observe import AccessInterceptor, ServiceMetrics
+from cache_service.offload import Offload, StreamSlots
+from cache_service.servicers import (
+    CapabilitiesServicer,
+    ContentStoreServicer,
+    ManifestStoreServicer,
+    ServerInfo,
+)
+from cache_service.storage.base import BlobStore, ManifestStore, StorageError
+from cache_service.storage.factory import StorageConfig, open_storage
+from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
+from hazremote.logs import get_logger
+
+__all__ = ["RunningServer", "ServiceStartError", "open_configured_storage", "run", "serve"]
+
+_log = get_logger("cache_service")
+
+#: Fully-qualified names of the cache API services (health and reflection list them).
+SERVICE_NAMES = tuple(
+    cache_pb2.DESCRIPTOR.services_by_name[name].full_name
+    for name in ("Capabilities", "ContentStore", "ManifestStore")
+)
+
+
+class ServiceStartError(Exception):
+    """The service could not start (bind failure, storage unreachable): exit 1 (EXEC-021)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunningServer:
+    """A started server, as :func:`serve` yields it."""
+
+    host: str
+    port: int
+    metrics_port: int | None
+    metrics: ServiceMetrics
+
+    @property
+    def address(self) -> str:
+        """``HOST:PORT`` with the real port (what the ``listening on`` line shows)."""
+        return str(Address(host=self.host, port=self.port))
+
+
+def open_configured_storage(
+    config: ServiceConfig, *, registry: CollectorRegistry | None = None
+) -> tuple[BlobStore, ManifestStore]:
+    """The composed stores ``config`` names (via the storage factory).
+
+    Raises:
+        ValueError: the storage URL or read-cache settings are invalid (a config error).
+        ServiceStartError: the storage cannot be reached.
+    """
+    storage = StorageConfig(
+        url=config.storage,
+        s3_endpoint=config.s3_endpoint,
+        s3_region=config.s3_region,
+        read_cache_dir=config.read_cache_dir,
+        read_cache_size=config.read_cache_size,
+        fsync=True,
+    )
+    try:
+        return open_storage(storage, registry=registry)
+    except StorageError as exc:
+        raise ServiceStartError(f"cannot open storage {config.storage}: {exc}") from exc
+
+
+def _grpc_options(config: ServiceConfig) -> list[tuple[str, Any]]:
+    size = config.limits.max_message_size
+    return [
+        ("grpc.max_receive_message_length", size),
+        ("grpc.max_send_message_length", size),
+        # Without this, Linux lets a second server bind the same port and steal half the
+        # connections; a taken port must be a start failure (EXEC-021).
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    config: ServiceConfig,
+    *,
+    storage: tuple[BlobStore, ManifestStore] | None = None,
+    authenticator: Authenticator | None = None,
+) -> AsyncIterator[RunningServer]:
+    """Run the cache service for the duration of the ``async with`` block.
+
+    Args:
+        config: Listen addresses, storage, limits.
+        storage: Stores to use instead of opening ``config.storage`` (tests); the blob store
+            must verify writes (wrap a leaf in ``VerifyingBlobStore``).
+        authenticator: Who calls (default: open access, every call ``anonymous``).
+
+    Raises:
+        ServiceStartError: a port cannot be bound or storage cannot be opened.
+        ValueError: the storage URL or read-cache settings are invalid (a config error).
+    """
+    metrics = ServiceMetrics()
+    blobs, manifests = (
+        storage
+        if storage is not None
+        else open_configured_storage(config, registry=metrics.registry)
+    )
+    limits = config.limits
+    blob_limits = BlobLimits(
+        max_blob_size=limits.max_blob_size,
+        max_batch_items=limits.max_batch_items,
+        max_batch_total_size=limits.max_batch_total_size,
+        stream_chunk_size=limits.stream_chunk_size,
+    )
+    offload = Offload(max_workers=config.storage_threads)
+    blob_service = BlobService(store=blobs, limits=blob_limits)
+    manifest_service = ManifestService(
+        manifests=manifests,
+        blobs=blobs,
+        max_batch_items=limits.max_batch_items,
+        on_lookup=metrics.manifest_lookup,
+    )
+    interceptor = AccessInterceptor(
+        metrics=metrics, authenticator=authenticator if authenticator is not None else OpenAccess()
+    )
+    server = grpc.aio.server(interceptors=[interceptor], options=_grpc_options(config))
+    cache_pb2_grpc.add_CapabilitiesServicer_to_server(
+        CapabilitiesServicer(
+            info=ServerInfo(version=__version__, max_message_size=limits.max_message_size),
+            limits=blob_limits,
+        ),
+        server,
+    )
+    cache_pb2_grpc.add_ContentStoreServicer_to_server(
+        ContentStoreServicer(
+            blobs=blob_service,
+            offload=offload,
+            slots=StreamSlots(limit=limits.max_concurrent_streams),
+        ),
+        server,
+    )
+    cache_pb2_grpc.add_ManifestStoreServicer_to_server(
+        ManifestStoreServicer(manifests=manifest_service, offload=offload), server
+    )
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    for name in ("", *SERVICE_NAMES):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (
+            *SERVICE_NAMES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    try:
+        port = server.add_insecure_port(str(config.listen))
+    except RuntimeError as exc:
+        port = 0
+        reason = str(exc)
+    else:
+        reason = "address in use or not available"
+    if port == 0:
+        offload.shutdown()
+        raise ServiceStartError(f"cannot listen on {config.listen}: {reason}")
+    await server.start()
+    httpd = None
+    try:
+        metrics_port = None
+        if config.metrics_listen is not None:
+            try:
+                httpd, _thread = start_http_server(
+                    config.metrics_listen.port,
+                    addr=config.metrics_listen.host,
+                    registry=metrics.registry,
+                )
+            except OSError as exc:
+                raise ServiceStartError(
+                    f"cannot serve metrics on {config.metrics_listen}: {exc.strerror}"
+                ) from exc
+            metrics_port = int(httpd.server_port)
+        yield RunningServer(
+            host=config.listen.host, port=port, metrics_port=metrics_port, metrics=metrics
+        )
+    finally:
+        await health.enter_graceful_shutdown()
+        await server.stop(config.shutdown_grace)
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+        offload.shutdown()
+
+
+async def run(config: ServiceConfig) -> int:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully (SVC-005); returns 0."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    async with serve(config) as server:
+        _log.warning("no tokens file: the service is open to every caller (anonymous read-write)")
+        print(f"listening on {server.address}", file=sys.stderr, flush=True)
+        _log.info(
+            "serving",
+            address=server.address,
+            storage=config.storage,
+            metrics_port=server.metrics_port,
+            version=__version__,
+        )
+        await stopping.wait()
+        _log.info("shutting down", grace_s=config.shutdown_grace)
+    return 0

@@ -1,0 +1,52 @@
+"""Domain errors of the cache service, raised by :mod:`.cas` and :mod:`.manifests`.
+
+Spec coverage:
+* RC-004 — :class:`CorruptBlobError` (stored bytes found corrupt → ``DATA_LOSS``).
+* RC-005 — :class:`MissingBlobsError` (a manifest referencing absent blobs →
+  ``FAILED_PRECONDITION``).
+* SEC-004 — :class:`ManifestConflictError` (a different manifest exists → ``ALREADY_EXISTS``).
+* SVC-006 — :class:`LimitExceededError` (a configured limit → ``RESOURCE_EXHAUSTED``).
+Out of scope: the mapping onto gRPC status codes, which lives in one place
+(``cache_service.servicers._status``); storage failures are the storage ports' own
+:class:`~cache_service.storage.base.StorageError` tree.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BlobAbsentError",
+    "CacheServiceError",
+    "CorruptBlobError",
+    "InvalidRequestError",
+    "LimitExceededError",
+    "ManifestConflictError",
+    "MissingBlobsError",
+]
+
+
+class CacheServiceError(Exception):
+    """Root of the errors a request can end in that are not storage failures."""
+
+
+class InvalidRequestError(CacheServiceError):
+    """The request is malformed: a digest of the wrong length, a bad namespace … (400)."""
+
+
+class LimitExceededError(CacheServiceError):
+    """A configured limit (SVC-006) was exceeded; the message names the limit and its value."""
+
+
+class BlobAbsentError(CacheServiceError):
+    """A blob read named a blob the store does not hold."""
+
+
+class CorruptBlobError(CacheServiceError):
+    """Stored bytes did not match their digest (RC-004); they have been deleted."""
+
+
+class MissingBlobsError(CacheServiceError):
+    """RC-005: a manifest references blobs the store does not hold."""
+
+
+class ManifestConflictError(CacheServiceError):
+    """SEC-004: a different manifest is already stored under the key; it stays."""

@@ -1,0 +1,211 @@
+"""Manifests as the service sees them: validation, completeness, immutability, producer.
+
+Synchronous and blocking like the storage ports; the servicers run it in a thread pool.
+
+Spec coverage:
+* CACHE-011 — a put is parsed strictly with :func:`hazremote.cache.manifest.parse_manifest`
+  (unknown fields, wrong types, bad digests → :class:`ManifestError` naming the field); the
+  document's key must be the request's key and its hash function the request's.
+* RC-005 — a put is accepted only when every blob it references (stdout, stderr, outputs) is
+  present; otherwise :class:`MissingBlobsError` names the first missing blob.
+* SEC-003 (groundwork) — namespaces are ID-like names (``[A-Za-z0-9_-]``, 1–64 bytes, first
+  character alphanumeric), validated on every call; lookups never cross namespaces (the
+  read-through chain of tokens arrives with the tokens issue).
+* SEC-004 — an existing manifest is immutable: an identical put (outputs, streams, exit code;
+  not timestamps, duration or producer) answers ``created=False``, a different one raises
+  :class:`ManifestConflictError` and the original stays — unless the original's blobs are gone,
+  in which case it is replaced.
+* SEC-006 — the stored ``producer`` is the authenticated identity given by the caller, never
+  the client's value.
+Out of scope: gRPC, authentication (the caller passes the identity), storage layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+
+from cache_service.errors import (
+    InvalidRequestError,
+    LimitExceededError,
+    ManifestConflictError,
+    MissingBlobsError,
+)
+from cache_service.storage.base import BlobRef, BlobStore, ManifestStore
+from hazremote.cache.manifest import (
+    Manifest,
+    ManifestError,
+    ManifestSchemaError,
+    parse_manifest,
+)
+from hazremote.domain.digest import Digest
+from hazremote.domain.model import HashName
+from hazremote.domain.names import name_problem
+from hazremote.keys.framing import CHAPTER_REVISION
+
+__all__ = ["ManifestService", "content_of", "referenced_blobs", "validate_namespace"]
+
+
+def validate_namespace(namespace: str) -> None:
+    """SEC-003: a namespace is an ID-like name.
+
+    Raises:
+        InvalidRequestError: naming the problem.
+    """
+    problem = name_problem(namespace)
+    if problem is not None:
+        raise InvalidRequestError(f"namespace {problem}")
+
+
+def referenced_blobs(manifest: Manifest) -> list[BlobRef]:
+    """RC-005: every blob a manifest references, stdout and stderr first."""
+    hash_name = manifest.hash_function
+    refs = [
+        BlobRef(hash_name=hash_name, digest=manifest.stdout.hash, size=manifest.stdout.size),
+        BlobRef(hash_name=hash_name, digest=manifest.stderr.hash, size=manifest.stderr.size),
+    ]
+    refs.extend(BlobRef(hash_name=hash_name, digest=o.hash, size=o.size) for o in manifest.outputs)
+    return refs
+
+
+def content_of(manifest: Manifest) -> tuple[object, ...]:
+    """SEC-004: what two manifests must share to be "identical" — outputs, streams, exit code.
+
+    Timestamps, duration and producer differ between honest runs and are ignored; so is the
+    compression marker, a property of how one cache stored a blob rather than of its content.
+    """
+    return (
+        manifest.exit_code,
+        (manifest.stdout.hash, manifest.stdout.size),
+        (manifest.stderr.hash, manifest.stderr.size),
+        tuple(sorted((o.path, o.hash, o.size, o.mode) for o in manifest.outputs)),
+    )
+
+
+def _parse(document: bytes, hash_name: HashName) -> Manifest:
+    """Parse strictly (CACHE-011) against the revision the document declares.
+
+    The service stores manifests of every chapter revision (it never interprets tasks): the
+    current revision is tried first, and only a schema mismatch pays for a second look.
+    """
+    try:
+        return parse_manifest(document, chapter_revision=CHAPTER_REVISION, hash_name=hash_name)
+    except ManifestSchemaError:
+        try:
+            declared = json.loads(document.decode("utf-8")).get("chapter_revision")
+        except (ValueError, AttributeError, RecursionError):
+            declared = None
+        if not isinstance(declared, int) or isinstance(declared, bool):
+            raise
+        if declared == CHAPTER_REVISION:
+            raise
+        return parse_manifest(document, chapter_revision=declared, hash_name=hash_name)
+
+
+class ManifestService:
+    """Manifest operations of the ManifestStore API over the storage ports."""
+
+    def __init__(
+        self,
+        *,
+        manifests: ManifestStore,
+        blobs: BlobStore,
+        max_batch_items: int,
+        on_lookup: Callable[[bool], None] | None = None,
+    ) -> None:
+        """Args:
+        manifests: Where documents live.
+        blobs: Checked for completeness (RC-005, SEC-004's exception).
+        max_batch_items: SVC-006 limit of keys per batch lookup.
+        on_lookup: Called with True on a hit and False on a miss (metrics).
+        """
+        self._manifests = manifests
+        self._blobs = blobs
+        self._max_batch_items = max_batch_items
+        self._on_lookup = on_lookup
+
+    def get(self, namespace: str, hash_name: HashName, key: Digest) -> bytes | None:
+        """The stored document, or None on a miss (a miss is a value, not an error)."""
+        validate_namespace(namespace)
+        document = self._manifests.get(namespace, hash_name, key)
+        if self._on_lookup is not None:
+            self._on_lookup(document is not None)
+        return document
+
+    def get_many(
+        self, namespace: str, hash_name: HashName, keys: Sequence[Digest]
+    ) -> list[bytes | None]:
+        validate_namespace(namespace)
+        if len(keys) > self._max_batch_items:
+            raise LimitExceededError(
+                f"{len(keys)} keys in one batch; the limit is {self._max_batch_items}"
+            )
+        return [self.get(namespace, hash_name, key) for key in keys]
+
+    def put(
+        self, namespace: str, hash_name: HashName, key: Digest, document: bytes, *, producer: str
+    ) -> bool:
+        """Store a manifest; returns True when created, False when an identical one existed.
+
+        Raises:
+            InvalidRequestError: bad namespace, or the document's key is not ``key``.
+            ManifestError: the document is not a valid CACHE-011 manifest (names the field).
+            MissingBlobsError: RC-005.
+            ManifestConflictError: SEC-004.
+        """
+        validate_namespace(namespace)
+        manifest = _parse(document, hash_name)
+        if manifest.key != key:
+            raise InvalidRequestError(
+                f"manifest key {manifest.key} does not match the request's key {key}"
+            )
+        refs = referenced_blobs(manifest)
+        missing = self._blobs.missing(refs)
+        if missing:
+            first = missing[0]
+            raise MissingBlobsError(
+                f"manifest references {len(missing)} missing blob(s), first {first.digest} "
+                f"({first.size} bytes); upload blobs before their manifest"
+            )
+        stored = dataclasses.replace(manifest, producer=producer).to_json()
+        for _ in range(3):  # a concurrent delete between the two calls: try again
+            if self._manifests.put_if_absent(namespace, hash_name, key, stored):
+                return True
+            existing = self._manifests.get(namespace, hash_name, key)
+            if existing is None:
+                continue
+            return self._settle(
+                namespace=namespace,
+                hash_name=hash_name,
+                key=key,
+                manifest=manifest,
+                existing=existing,
+                stored=stored,
+            )
+        raise ManifestConflictError(f"manifest {key} changed concurrently; try again")
+
+    def _settle(
+        self,
+        *,
+        namespace: str,
+        hash_name: HashName,
+        key: Digest,
+        manifest: Manifest,
+        existing: bytes,
+        stored: bytes,
+    ) -> bool:
+        """SEC-004 for a key that already has a document."""
+        try:
+            original: Manifest | None = _parse(existing, hash_name)
+        except ManifestError:
+            original = None  # an unreadable original protects nothing: replace it
+        if original is not None and content_of(original) == content_of(manifest):
+            return False
+        if original is not None and not self._blobs.missing(referenced_blobs(original)):
+            raise ManifestConflictError(
+                f"a different manifest is already stored for key {key} in namespace "
+                f"{namespace!r}; manifests are immutable"
+            )
+        self._manifests.replace(namespace, hash_name, key, stored)
+        return True

@@ -1,0 +1,62 @@
+"""``haz.remote.v1.Capabilities``: what this server supports and its limits.
+
+Spec coverage:
+* SVC-006 — the configured limits are reported, so clients size batches and chunks to them.
+* §5 ``haz doctor`` — server version and clock (for clock skew).
+* SEC-002 (groundwork) — ``auth_disabled`` is true until the tokens issue lands.
+Out of scope: token fields (empty without tokens).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cache_service.cas import BlobLimits
+from cache_service.servicers._status import maps_errors
+from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
+from hazremote.domain.digest import HASH_IDS
+
+__all__ = ["CapabilitiesServicer", "ServerInfo"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerInfo:
+    """What GetCapabilities reports besides the blob limits."""
+
+    version: str
+    max_message_size: int
+    auth_disabled: bool = True
+
+
+class CapabilitiesServicer(cache_pb2_grpc.CapabilitiesServicer):  # type: ignore[misc]
+    def __init__(
+        self,
+        *,
+        info: ServerInfo,
+        limits: BlobLimits,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._info = info
+        self._limits = limits
+        self._clock = clock
+
+    @maps_errors
+    async def GetCapabilities(
+        self, request: cache_pb2.GetCapabilitiesRequest, context: Any
+    ) -> cache_pb2.ServerCapabilities:
+        del request, context
+        return cache_pb2.ServerCapabilities(
+            server_version=self._info.version,
+            server_time_unix_ms=int(self._clock() * 1000),
+            hash_functions=sorted(HASH_IDS.values()),  # type: ignore[arg-type]
+            compressions=[cache_pb2.COMPRESSION_IDENTITY, cache_pb2.COMPRESSION_ZSTD],
+            max_blob_size_bytes=self._limits.max_blob_size,
+            max_batch_total_size_bytes=self._limits.max_batch_total_size,
+            max_batch_items=self._limits.max_batch_items,
+            max_message_size_bytes=self._info.max_message_size,
+            stream_chunk_size_bytes=self._limits.stream_chunk_size,
+            auth_disabled=self._info.auth_disabled,
+        )

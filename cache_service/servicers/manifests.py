@@ -1,0 +1,74 @@
+"""``haz.remote.v1.ManifestStore``: thin — parse, call :class:`ManifestService`, reply.
+
+Spec coverage:
+* CACHE-011, RC-005, SEC-004 — through :class:`~cache_service.manifests.ManifestService`.
+* SEC-006 — the producer is :func:`~cache_service.identity.current_identity`, bound by the
+  interceptor from the authenticated call.
+* A miss is ``found=false``, never an error status.
+Out of scope: read-through namespaces of tokens (SEC-003, tokens issue).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cache_service.identity import current_identity
+from cache_service.manifests import ManifestService
+from cache_service.offload import Offload
+from cache_service.servicers._convert import hash_name, key_digest
+from cache_service.servicers._status import maps_errors
+from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
+
+__all__ = ["ManifestStoreServicer"]
+
+
+def _result(document: bytes | None, namespace: str) -> cache_pb2.GetManifestResponse:
+    if document is None:
+        return cache_pb2.GetManifestResponse(found=False)
+    return cache_pb2.GetManifestResponse(
+        found=True, manifest_json=document, found_in_namespace=namespace
+    )
+
+
+class ManifestStoreServicer(cache_pb2_grpc.ManifestStoreServicer):  # type: ignore[misc]
+    def __init__(self, *, manifests: ManifestService, offload: Offload) -> None:
+        self._manifests = manifests
+        self._offload = offload
+
+    @maps_errors
+    async def GetManifest(
+        self, request: cache_pb2.GetManifestRequest, context: Any
+    ) -> cache_pb2.GetManifestResponse:
+        document = await self._offload(
+            self._manifests.get,
+            request.namespace,
+            hash_name(request.hash_function),
+            key_digest(request.key),
+        )
+        return _result(document, request.namespace)
+
+    @maps_errors
+    async def BatchGetManifests(
+        self, request: cache_pb2.BatchGetManifestsRequest, context: Any
+    ) -> cache_pb2.BatchGetManifestsResponse:
+        keys = [key_digest(key) for key in request.keys]
+        documents = await self._offload(
+            self._manifests.get_many, request.namespace, hash_name(request.hash_function), keys
+        )
+        return cache_pb2.BatchGetManifestsResponse(
+            results=[_result(document, request.namespace) for document in documents]
+        )
+
+    @maps_errors
+    async def PutManifest(
+        self, request: cache_pb2.PutManifestRequest, context: Any
+    ) -> cache_pb2.PutManifestResponse:
+        created = await self._offload(
+            self._manifests.put,
+            request.namespace,
+            hash_name(request.hash_function),
+            key_digest(request.key),
+            request.manifest_json,
+            producer=current_identity().name,
+        )
+        return cache_pb2.PutManifestResponse(created=created)
