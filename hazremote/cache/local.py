@@ -24,6 +24,9 @@ Spec coverage:
   :class:`FsyncPolicy` selects the durability (see ``docs/decisions.md``).
 * CACHE-019..020, SEC-001, CACHE-023 — :meth:`LocalCache.restore` (``_restore``); an entry
   whose data is at fault is removed.
+* RC-001 — :meth:`LocalCache.import_entry` backfills an entry fetched from the remote tier
+  (blobs staged and verified, the manifest last, one atomic publish, like a store);
+  :meth:`LocalCache.stored_blobs` names an entry's blob files for an upload.
 * CACHE-021..022 — :meth:`info`, :meth:`clean` (soft, max age, max size oldest-first by last
   use, dry run) and :meth:`clear`.
 Out of scope: deciding whether to store (CACHE-018, the executor), the remote tier, and the
@@ -83,6 +86,7 @@ __all__ = [
     "FsyncPolicy",
     "LocalCache",
     "RemovedItem",
+    "StoredBlob",
     "resolve_cache_root",
 ]
 
@@ -174,6 +178,21 @@ class CacheInfo:
     schema_mismatched_entries: int
     orphan_temp_dirs: int
     orphan_bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredBlob:
+    """One blob of an entry as it lies at rest: ``path`` holds ``size`` uncompressed bytes
+    (digest ``digest``) encoded as ``compression`` (a zstd blob is one frame)."""
+
+    digest: Digest
+    size: int
+    path: Path
+    compression: Compression
+
+
+#: Supplies a file holding the verified, uncompressed bytes of a blob (RC-001 import).
+FetchBlob = Callable[[Digest, int], Path]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -469,6 +488,106 @@ class LocalCache:
         if self._lookup_dir(entry, key.hex).hit:
             return StoreStatus.ALREADY_PRESENT
         raise OSError(errno.EEXIST, "an invalid entry kept reappearing", str(entry))
+
+    # -- remote tier ---------------------------------------------------------------------------
+
+    def stored_blobs(self, manifest: Manifest) -> tuple[StoredBlob, ...]:
+        """The distinct blobs of the entry of ``manifest`` (streams first), for an upload."""
+        entry = self.entry_dir(manifest.key)
+        found: dict[Digest, StoredBlob] = {}
+        for name, record in ((STDOUT_NAME, manifest.stdout), (STDERR_NAME, manifest.stderr)):
+            found.setdefault(
+                record.hash,
+                StoredBlob(
+                    digest=record.hash,
+                    size=record.size,
+                    path=entry / name,
+                    compression=record.compression,
+                ),
+            )
+        for output in manifest.outputs:
+            found.setdefault(
+                output.hash,
+                StoredBlob(
+                    digest=output.hash,
+                    size=output.size,
+                    path=entry / OUTPUTS_DIR / output.hash.hex,
+                    compression=output.compression,
+                ),
+            )
+        return tuple(found.values())
+
+    def import_entry(self, manifest: Manifest, fetch_blob: FetchBlob) -> StoreResult:
+        """RC-001: publish an entry for ``manifest`` whose blobs come from ``fetch_blob``.
+
+        ``manifest`` must come from :func:`parse_manifest` (strict); its revision and hash
+        function must be this cache's. Every blob is re-encoded at rest with this cache's
+        codec while being hashed, and must hash to its record; the manifest (with the local
+        ``compression`` markers) is written last and the entry published with one rename,
+        exactly as :meth:`store` does. Never raises for bad data or I/O trouble.
+
+        Returns:
+            STORED, ALREADY_PRESENT (a valid entry existed: kept), or FAILED with a warning.
+        """
+        key = manifest.key
+        if (
+            manifest.chapter_revision != self._revision
+            or manifest.hash_function is not self._hash_name
+        ):
+            return _store_failed(key, "the manifest is of another revision or hash function")
+        fsync = self._fsync is FsyncPolicy.FULL
+        staging: Path | None = None
+        try:
+            shard = self._root / key.hex[:2]
+            shard.mkdir(parents=True, exist_ok=True)
+            staging = shard / f"{_TEMP_PREFIX}{key.hex}-{secrets.token_hex(6)}"
+            staging.mkdir()
+            (staging / OUTPUTS_DIR).mkdir()
+
+            def put(digest: Digest, size: int, dest: Path) -> Compression:
+                blob = self._codec.encode_file(fetch_blob(digest, size), dest, fsync=fsync)
+                if blob.digest != digest or blob.size != size:
+                    raise ValueError(f"the fetched blob {digest.hex} holds other bytes")
+                return blob.compression
+
+            streams = [
+                replace(record, compression=put(record.hash, record.size, staging / name))
+                for name, record in (
+                    (STDOUT_NAME, manifest.stdout),
+                    (STDERR_NAME, manifest.stderr),
+                )
+            ]
+            encoded: dict[Digest, Compression] = {}
+            outputs: list[OutputRecord] = []
+            for record in manifest.outputs:
+                if record.hash not in encoded:
+                    dest = staging / OUTPUTS_DIR / record.hash.hex
+                    encoded[record.hash] = put(record.hash, record.size, dest)
+                outputs.append(replace(record, compression=encoded[record.hash]))
+            local = replace(manifest, stdout=streams[0], stderr=streams[1], outputs=tuple(outputs))
+            # CACHE-011: the manifest is written last; its presence means the entry is complete.
+            with open(staging / MANIFEST_NAME, "xb") as fh:
+                fh.write(local.to_json())
+                fh.flush()
+                if fsync:
+                    os.fsync(fh.fileno())
+            if fsync:
+                _fsync_dir(staging / OUTPUTS_DIR)
+                _fsync_dir(staging)
+            status = self._publish(key, staging)
+            return StoreResult(status=status, manifest=local)
+        except Exception as exc:  # a failed import is a miss with a warning, never an error
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            return StoreResult(
+                status=StoreStatus.FAILED,
+                warning=f"could not import remote cache entry {key.hex[:12]}: "
+                f"{type(exc).__name__}: {exc}",
+            )
+        except BaseException:  # interrupted: leave no orphan behind, then go on dying
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
 
     # -- restore -----------------------------------------------------------------------------
 

@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  haz run --workspace --git-changed-since origin/main\n"
             "  haz run build --dry-run         # keys and predicted cache state, runs nothing\n"
             "  haz run --all --summary-json summary.json\n"
+            "  haz run --workspace --remote grpc://cache.internal:7070 --remote-mode read-only\n"
         ),
     )
     run.add_argument("targets", nargs="*", metavar="TARGET", help="task references to run")
@@ -128,6 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="skip cache lookups (still store)")
     run.add_argument("--no-cache", action="store_true", help="neither look up nor store")
     run.add_argument("--summary-json", metavar="FILE", help="write the run summary (EXEC-041)")
+    run.add_argument(
+        "--remote", metavar="URL", help="remote cache grpc://HOST:PORT (or HAZ_REMOTE_URL)"
+    )
+    run.add_argument(
+        "--remote-mode",
+        choices=["off", "read-only", "read-write"],
+        help="use of the remote cache (default read-write when a URL is set)",
+    )
+    run.add_argument(
+        "--remote-namespace", metavar="NS", help="remote cache namespace (default main)"
+    )
 
     why = _command(
         sub,

@@ -13,7 +13,12 @@ Spec coverage:
 * EXEC-030 — ``--dry-run[=json]`` (:mod:`hazremote.execute.predict`).
 * EXEC-041 — ``--summary-json FILE`` whenever a run started.
 * CACHE-018 — ``--force`` and ``--no-cache``; SPEC §1 ``lock: true`` (one run at a time).
-Out of scope: remote flags (the remote issues add them).
+* SPEC §5, RC-001..008 — ``--remote``, ``--remote-mode``, ``--remote-namespace`` (resolved
+  with the environment and config by :func:`hazremote.remote.resolve_remote`); one remote
+  client per run, created only when a remote is configured (no gRPC import otherwise); the
+  end of a run waits for pending uploads (bounded, with a progress line); the remote's one
+  warning joins the run's warnings; ``--dry-run`` shows ``remote hit``.
+Out of scope: ``--remote-exec`` and ``--remote-ca`` (later issues).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from hazremote.domain.refs import RefKind, TaskId, TaskRef
 from hazremote.errors import ReferenceError_, UsageError
 from hazremote.execute.records import RunState, TaskRecord, summary_json
 from hazremote.logs import get_logger
+from hazremote.remote.settings import RemoteConfig, RemoteFlags, resolve_remote
 
 __all__ = ["run", "select_run_set"]
 
@@ -110,24 +116,59 @@ def _exit_code(records: Sequence[TaskRecord], *, violation: bool, signum: int | 
     return 1 if failed or violation else 0
 
 
+def remote_config(context: WorkspaceContext, args: argparse.Namespace) -> RemoteConfig | None:
+    """SPEC §5: the remote cache of this invocation (flag > environment > config)."""
+    flags = RemoteFlags(
+        url=getattr(args, "remote", None),
+        mode=getattr(args, "remote_mode", None),
+        namespace=getattr(args, "remote_namespace", None),
+    )
+    return resolve_remote(flags, environ=os.environ, config=context.workspace.settings.remote)
+
+
 def _dry_run(
-    context: WorkspaceContext, run_set: tuple[TaskId, ...], args: argparse.Namespace
+    context: WorkspaceContext,
+    run_set: tuple[TaskId, ...],
+    args: argparse.Namespace,
+    remote: RemoteConfig | None,
 ) -> int:
     from hazremote.execute.predict import predict
     from hazremote.keys.deriver import KeyDeriver
 
     cache = open_cache(context.workspace)
     settings = context.workspace.settings
-    with KeyDeriver.open(
-        workspace_root=context.root, hash_name=settings.cache.hash, host_env=os.environ
-    ) as deriver:
+    with contextlib.ExitStack() as stack:
+        remote_lookup = None
+        if remote is not None:
+            from hazremote.keys.framing import CHAPTER_REVISION
+            from hazremote.remote.client import RemoteCache, SyncRemoteLookup
+
+            config = remote
+            sync = stack.enter_context(
+                SyncRemoteLookup(
+                    lambda: RemoteCache(
+                        config, hash_name=settings.cache.hash, chapter_revision=CHAPTER_REVISION
+                    )
+                )
+            )
+            remote_lookup = sync.lookup
+        deriver = stack.enter_context(
+            KeyDeriver.open(
+                workspace_root=context.root, hash_name=settings.cache.hash, host_env=os.environ
+            )
+        )
         predictions = predict(
             graph=context.graph,
             run_set=run_set,
             deriver=deriver,
             lookup=cache.lookup,
             use_cache=not (args.force or args.no_cache),
+            remote_lookup=remote_lookup,
         )
+        if remote is not None:
+            warning = sync.warning()
+            if warning is not None:
+                get_logger("haz.run").warning(warning)
     if args.dry_run == "json":
         json.dump([p.to_json() for p in predictions.values()], sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -139,8 +180,16 @@ def _dry_run(
     return 0
 
 
+def _upload_progress(count: int) -> None:
+    if count:
+        print(f"haz: finishing {count} remote cache upload(s)…", file=sys.stderr, flush=True)
+
+
 async def _execute(
-    context: WorkspaceContext, run_set: tuple[TaskId, ...], args: argparse.Namespace
+    context: WorkspaceContext,
+    run_set: tuple[TaskId, ...],
+    args: argparse.Namespace,
+    remote_settings: RemoteConfig | None,
 ) -> tuple[list[TaskRecord], int, bool, int | None]:
     from hazremote.execute.lifecycle import CachePolicy, LocalLifecycle, default_producer
     from hazremote.execute.progress import color_enabled, console_observer
@@ -167,6 +216,14 @@ async def _execute(
     deriver = KeyDeriver.open(
         workspace_root=context.root, hash_name=settings.cache.hash, host_env=os.environ
     )
+    remote = None
+    if remote_settings is not None:
+        from hazremote.keys.framing import CHAPTER_REVISION
+        from hazremote.remote.client import RemoteCache
+
+        remote = RemoteCache(
+            remote_settings, hash_name=settings.cache.hash, chapter_revision=CHAPTER_REVISION
+        )
     lifecycle = LocalLifecycle(
         workspace_root=context.root,
         hash_name=settings.cache.hash,
@@ -179,6 +236,7 @@ async def _execute(
         policy=CachePolicy(lookup=not (args.force or args.no_cache), store=not args.no_cache),
         grace_period_s=settings.execution.grace_period_s,
         producer=default_producer(),
+        remote=remote,
     )
 
     class Events:
@@ -195,6 +253,7 @@ async def _execute(
         await loop.run_in_executor(
             None, deriver.prefetch, [context.graph.tasks[t] for t in run_set]
         )
+        await lifecycle.prefetch_remote(context.graph, run_set)
         outcome = await run_graph(
             graph=context.graph,
             run_set=run_set,
@@ -205,7 +264,12 @@ async def _execute(
             ),
             cancel=cancel,
         )
+        if remote is not None and not cancel.requested.is_set():
+            # RC-002: pending uploads finish before the run ends, bounded by a timeout.
+            await remote.drain(progress=_upload_progress)
     finally:
+        if remote is not None:
+            await remote.close()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
         lifecycle.close()
@@ -213,7 +277,10 @@ async def _execute(
         deriver.close()
         shutil.rmtree(spool_dir, ignore_errors=True)
     records = list(outcome.records.values())
-    for warning in lifecycle.warnings:
+    warnings = list(lifecycle.warnings)
+    if remote is not None and (remote_warning := remote.warning()) is not None:
+        warnings.append(remote_warning)  # RC-003: one warning for every remote error of a run
+    for warning in warnings:
         log.warning(warning)
     observer.run_finished(records=records, duration_s=time.monotonic() - started)
     return records, outcome.duration_ms, outcome.violation is not None, cancel.signal
@@ -222,10 +289,13 @@ async def _execute(
 def run(args: argparse.Namespace) -> int:
     context = open_workspace(args)
     run_set = select_run_set(context, args)
+    remote = remote_config(context, args)
     if args.dry_run:
-        return _dry_run(context, run_set, args)
+        return _dry_run(context, run_set, args, remote)
     with workspace_lock(context):
-        records, duration_ms, violation, signum = asyncio.run(_execute(context, run_set, args))
+        records, duration_ms, violation, signum = asyncio.run(
+            _execute(context, run_set, args, remote)
+        )
     code = _exit_code(records, violation=violation, signum=signum)
     if args.summary_json:
         document = summary_json(exit_code=code, duration_ms=duration_ms, records=records)

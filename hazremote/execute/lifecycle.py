@@ -14,7 +14,14 @@ Spec coverage:
 * CACHE-023, EXEC-017 — a hit replays the recorded bytes through the same observer path as a
   fresh run, after the restore succeeded (never a half-replayed stream).
 * EXEC-008/009 — the spawner runs the process; :func:`classify` maps its outcome to a record.
-Out of scope: ordering, caps and mutexes (:mod:`.scheduler`), remote tiers (later issues).
+* RC-001 — with a :class:`RemoteTier`, a local miss is looked up remotely; a remote hit is
+  downloaded (verified), imported into the local cache as a new entry (the backfill) and then
+  restored through the local cache exactly like a local hit (SEC-001, CACHE-019), and recorded
+  as ``remote-cache`` (RC-008). Any remote trouble is a miss and the task runs (RC-003).
+* RC-002 — in ``read-write`` mode a stored result is handed to the remote tier for a
+  background upload after the local store; dependants are released without waiting for it.
+Out of scope: ordering, caps and mutexes (:mod:`.scheduler`); the remote protocol, its
+warnings and the end-of-run drain of uploads (:mod:`hazremote.remote.client`, the CLI).
 """
 
 from __future__ import annotations
@@ -25,15 +32,15 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Protocol, TypeVar
 
 from hazremote.cache.index import TaskIndex
-from hazremote.cache.local import LocalCache
+from hazremote.cache.local import LocalCache, StoredBlob
 from hazremote.cache.manifest import Manifest
 from hazremote.cache.tier import OutputFile, StoreStatus
 from hazremote.domain.digest import Digest
@@ -45,12 +52,13 @@ from hazremote.execute.outputs import materialised_outputs
 from hazremote.execute.records import CancelledRecord, CompletedRecord, RunSource, RunState
 from hazremote.execute.scheduler import Cancellation, Executed, Miss, ProbeResult
 from hazremote.execute.spawn import ProcessOutcome, ProcessSpawner, SpawnRequest
+from hazremote.graph import TaskGraph
 from hazremote.keys.components import EnvSource, PredecessorStreams
 from hazremote.keys.deriver import DerivedKey, KeyDeriver
 from hazremote.keys.fs import OsFilesystem
 from hazremote.keys.resolve import InputError
 
-__all__ = ["CachePolicy", "LocalLifecycle", "classify", "default_producer"]
+__all__ = ["CachePolicy", "LocalLifecycle", "RemoteTier", "classify", "default_producer"]
 
 _T = TypeVar("_T")
 _CHUNK = 1 << 16
@@ -62,6 +70,39 @@ class CachePolicy:
 
     lookup: bool = True
     store: bool = True
+
+
+class RemoteTier(Protocol):
+    """The remote cache as the lifecycle uses it (RC-001/002); every trouble is a value.
+
+    Its coroutines run on the run's event loop; :class:`hazremote.remote.client.RemoteCache`
+    implements it.
+    """
+
+    @property
+    def writes(self) -> bool:
+        """True in ``read-write`` mode."""
+        ...
+
+    async def lookup(self, key: Digest) -> Manifest | None:
+        """The strictly parsed remote manifest of ``key``, or ``None`` (miss or error)."""
+        ...
+
+    async def prefetch(self, keys: Sequence[Digest]) -> Mapping[Digest, Manifest]:
+        """Look ``keys`` up in batches now, so that later lookups need no round trip."""
+        ...
+
+    def prefetch_blobs(self, manifests: Sequence[Manifest], dest: Path) -> None:
+        """Start fetching the blobs of ``manifests`` into ``dest`` in the background."""
+        ...
+
+    async def download(self, manifest: Manifest, dest: Path) -> Mapping[Digest, Path] | None:
+        """Every blob of ``manifest`` into ``dest``, verified; ``None`` on any failure."""
+        ...
+
+    def upload_later(self, *, manifest: Manifest, blobs: Sequence[StoredBlob]) -> None:
+        """Upload a local entry in the background."""
+        ...
 
 
 def default_producer() -> str:
@@ -103,6 +144,14 @@ def classify(
     )
 
 
+def _fetched(files: Mapping[Digest, Path]) -> Callable[[Digest, int], Path]:
+    def fetch(digest: Digest, size: int) -> Path:
+        del size  # the download verified it
+        return files[digest]
+
+    return fetch
+
+
 def _write_all(spool: IO[bytes], data: bytes) -> None:
     spool.write(data)
 
@@ -137,6 +186,7 @@ class LocalLifecycle:
         grace_period_s: float,
         producer: str,
         clock: Callable[[], float] = time.monotonic,
+        remote: RemoteTier | None = None,
     ) -> None:
         self._root = workspace_root
         self._hash_name = hash_name
@@ -150,6 +200,7 @@ class LocalLifecycle:
         self._grace = grace_period_s
         self._producer = producer
         self._clock = clock
+        self._remote = remote
         self._spools = str(spool_dir)
         self._root_str = str(workspace_root).rstrip("/")
         self._fs = OsFilesystem()
@@ -189,6 +240,70 @@ class LocalLifecycle:
         self.reported.add(record.task)
         self._observer.task_finished(record, streams=streams)
 
+    # -- remote lookahead -------------------------------------------------------------------------
+    async def prefetch_remote(self, graph: TaskGraph, run_set: Sequence[TaskId]) -> int:
+        """RC-001: batch the remote lookups of a run up front, level by level.
+
+        The scheduler admits at most ``-j`` probes at a time, so lookups coalesced at probe
+        time come in batches of a few keys. Here the keys of every task whose hard
+        predecessors are predicted to hit (locally or remotely) are derived — the deriver's
+        memo makes the probes' own derivations cheap — and looked up in one
+        ``BatchGetManifests`` per graph level; a remote hit's recorded stream digests make the
+        next level's keys known (CACHE-007). The blobs of each level's hits start downloading
+        in the background at once, in shared batches. A wrong prediction (a hit that fails
+        to restore) only costs a lookup the probe repeats. Call before :func:`run_graph`.
+
+        Returns:
+            How many keys were looked up remotely.
+        """
+        remote = self._remote
+        if remote is None or not self._policy.lookup:
+            return 0
+        remaining = set(run_set)
+        resolved: dict[TaskId, PredecessorStreams] = {}
+        asked = 0
+        while True:
+            level = [
+                t for t in sorted(remaining) if all(p in resolved for p in graph.hard.get(t, ()))
+            ]
+            if not level:
+                return asked
+            remaining.difference_update(level)
+            derived = await self._on_key_thread(partial(self._derive_level, graph, level, resolved))
+            wanted = [key for key, local in derived.values() if local is None]
+            asked += len(wanted)
+            hits = await remote.prefetch(wanted) if wanted else {}
+            if hits:
+                blobs_dir = self._spool_dir / "remote-blobs"
+                blobs_dir.mkdir(exist_ok=True)
+                remote.prefetch_blobs(list(hits.values()), blobs_dir)
+            for task_id, (key, local) in derived.items():
+                manifest = local or hits.get(key)
+                if manifest is not None:
+                    resolved[task_id] = PredecessorStreams(
+                        task=task_id, stdout=manifest.stdout.hash, stderr=manifest.stderr.hash
+                    )
+
+    def _derive_level(
+        self,
+        graph: TaskGraph,
+        level: Sequence[TaskId],
+        resolved: Mapping[TaskId, PredecessorStreams],
+    ) -> dict[TaskId, tuple[Digest, Manifest | None]]:
+        """Keys of ``level`` (cacheable tasks whose inputs resolve) and their local manifests."""
+        derived: dict[TaskId, tuple[Digest, Manifest | None]] = {}
+        for task_id in level:
+            task = graph.tasks[task_id]
+            if not task.spec.cache:
+                continue
+            preds = [resolved[p] for p in graph.hard.get(task_id, ())]
+            try:
+                key = self._deriver.derive(task, preds).key
+            except InputError:
+                continue
+            derived[task_id] = (key, self._cache.lookup(key).manifest)
+        return derived
+
     # -- probe: key, lookup, restore ------------------------------------------------------------
     async def probe(
         self, task: Task, predecessors: tuple[PredecessorStreams, ...], cancel: Cancellation
@@ -215,14 +330,23 @@ class LocalLifecycle:
                 self._finish(record, None)
                 return Executed(record=record)
             derived, manifest = found
+            source = RunSource.LOCAL_CACHE
+            if (
+                manifest is None
+                and self._remote is not None
+                and self._policy.lookup
+                and task.spec.cache
+            ):
+                manifest = await self._remote_hit(self._remote, task, derived, out, err)
+                source = RunSource.REMOTE_CACHE
             if manifest is None:
                 return Miss(task=task.id, state=derived)
-            self._observer.task_started(task.id, source=RunSource.LOCAL_CACHE)
+            self._observer.task_started(task.id, source=source)
             self._replay(task.id, out, err)
         record = CompletedRecord(
             task=task.id,
             state=RunState.SUCCEEDED,
-            source=RunSource.LOCAL_CACHE,
+            source=source,
             key=derived.key,
             duration_ms=int((self._clock() - started) * 1000),
             stdout_digest=manifest.stdout.hash,
@@ -245,9 +369,15 @@ class LocalLifecycle:
             return error
         if not (self._policy.lookup and task.spec.cache):
             return derived, None
+        return derived, self._restore_sync(task, derived, stdout, stderr)
+
+    def _restore_sync(
+        self, task: Task, derived: DerivedKey, stdout: IO[bytes], stderr: IO[bytes]
+    ) -> Manifest | None:
+        """Look up locally and restore (on the key thread); the manifest means "restored"."""
         lookup = self._cache.lookup(derived.key)
         if lookup.manifest is None:
-            return derived, None
+            return None
         restored = self._cache.restore(
             lookup.manifest,
             workspace_root=self._root,
@@ -263,8 +393,36 @@ class LocalLifecycle:
                 f"{task.id}: cache entry {derived.key.hex[:12]} not restored "
                 f"({restored.status.value}: {restored.message}); running the task"
             )
-            return derived, None
-        return derived, lookup.manifest
+            return None
+        return lookup.manifest
+
+    async def _remote_hit(
+        self,
+        remote: RemoteTier,
+        task: Task,
+        derived: DerivedKey,
+        stdout: IO[bytes],
+        stderr: IO[bytes],
+    ) -> Manifest | None:
+        """RC-001: look up remotely, backfill the local cache, restore from it."""
+        manifest = await remote.lookup(derived.key)
+        if manifest is None:
+            return None
+        with tempfile.TemporaryDirectory(prefix="remote-", dir=self._spools) as tmp:
+            files = await remote.download(manifest, Path(tmp))
+            if files is None:
+                return None
+            imported = await self._on(
+                self._io_pool, partial(self._cache.import_entry, manifest, _fetched(files))
+            )
+        if not imported.ok:
+            self.warnings.append(f"{task.id}: {imported.warning}; running the task")
+            return None
+        # A failed local restore may have left partial streams behind.
+        for spool in (stdout, stderr):
+            spool.seek(0)
+            spool.truncate()
+        return await self._on_key_thread(partial(self._restore_sync, task, derived, stdout, stderr))
 
     def _current_digest(self, path: str) -> Digest | None:
         """The stat cache's digest of an existing output, so current files are not re-read."""
@@ -360,6 +518,14 @@ class LocalLifecycle:
         if result.status is StoreStatus.FAILED:
             self.warnings.append(f"{task.id}: result not cached: {result.warning}")
             return
+        if self._remote is not None and self._remote.writes:
+            entry = result.manifest if result.status is StoreStatus.STORED else None
+            if entry is None:  # another run's entry is the one in place: upload that one
+                entry = (
+                    await self._on(self._io_pool, partial(self._cache.lookup, derived.key))
+                ).manifest
+            if entry is not None:
+                self._remote.upload_later(manifest=entry, blobs=self._cache.stored_blobs(entry))
         if self._index is not None:
             env_values = {
                 e.name: (None if e.source is EnvSource.UNSET else e.value)

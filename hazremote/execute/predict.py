@@ -2,11 +2,13 @@
 
 Spec coverage:
 * EXEC-030 — for each task of the run set, in canonical order: its key and predicted cache
-  state (local hit / miss), or ``key unknown (waits on X)`` when a hard predecessor would not
-  hit, since its stream digests (CACHE-007) are only known once it has run.
+  state (local hit / remote hit / miss), or ``key unknown (waits on X)`` when a hard
+  predecessor would not hit, since its stream digests (CACHE-007) are only known once it has
+  run. A remote hit's recorded stream digests let its dependants' keys be known too.
 * CACHE-018 — ``cache: false`` tasks are predicted to run (and so are their dependants' keys
   unknown); ``--force`` predicts every task to run.
-Out of scope: the remote tier (a later issue adds ``remote hit``).
+* RC-001 — the remote is asked only when the local cache misses (``remote_lookup``).
+Out of scope: talking to the remote (the caller passes ``remote_lookup``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from hazremote.cache.manifest import Manifest
 from hazremote.cache.tier import LookupResult, LookupStatus
 from hazremote.domain.digest import Digest
 from hazremote.domain.refs import TaskId
@@ -28,6 +31,7 @@ __all__ = ["PredictedState", "Prediction", "predict"]
 
 class PredictedState(enum.Enum):
     LOCAL_HIT = "local hit"
+    REMOTE_HIT = "remote hit"
     MISS = "miss"
     KEY_UNKNOWN = "key unknown"
     ERROR = "error"
@@ -42,6 +46,16 @@ class Prediction:
     lookup: LookupResult | None = None
     waits_on: TaskId | None = None
     error: str | None = None
+    remote: Manifest | None = None
+
+    @property
+    def hit_manifest(self) -> Manifest | None:
+        """The manifest a hit would restore (local or remote), else ``None``."""
+        if self.state is PredictedState.REMOTE_HIT:
+            return self.remote
+        if self.state is PredictedState.LOCAL_HIT and self.lookup is not None:
+            return self.lookup.manifest
+        return None
 
     def describe(self) -> str:
         if self.state is PredictedState.KEY_UNKNOWN:
@@ -75,8 +89,12 @@ def predict(
     deriver: KeyDeriver,
     lookup: Callable[[Digest], LookupResult],
     use_cache: bool = True,
+    remote_lookup: Callable[[Digest], Manifest | None] | None = None,
 ) -> dict[TaskId, Prediction]:
-    """Predict each task of ``run_set`` (and, on the way, its hard predecessors)."""
+    """Predict each task of ``run_set`` (and, on the way, its hard predecessors).
+
+    ``remote_lookup`` (RC-001) is asked for keys the local cache misses.
+    """
     predictions: dict[TaskId, Prediction] = {}
 
     def visit(task_id: TaskId) -> Prediction:
@@ -87,13 +105,8 @@ def predict(
         blocked: TaskId | None = None
         for pred in graph.hard.get(task_id, ()):
             outcome = visit(pred)
-            lookup_result = outcome.lookup
-            if (
-                outcome.state is PredictedState.LOCAL_HIT
-                and lookup_result is not None
-                and lookup_result.manifest is not None
-            ):
-                manifest = lookup_result.manifest
+            manifest = outcome.hit_manifest
+            if manifest is not None:
                 streams.append(
                     PredecessorStreams(
                         task=pred, stdout=manifest.stdout.hash, stderr=manifest.stderr.hash
@@ -115,14 +128,26 @@ def predict(
             except InputError as error:
                 prediction = Prediction(task=task_id, state=PredictedState.ERROR, error=str(error))
             else:
-                found = lookup(derived.key) if use_cache and task.spec.cache else None
+                cacheable = use_cache and task.spec.cache
+                found = lookup(derived.key) if cacheable else None
                 hit = found is not None and found.hit
+                remote = (
+                    remote_lookup(derived.key)
+                    if cacheable and not hit and remote_lookup is not None
+                    else None
+                )
+                state = PredictedState.MISS
+                if hit:
+                    state = PredictedState.LOCAL_HIT
+                elif remote is not None:
+                    state = PredictedState.REMOTE_HIT
                 prediction = Prediction(
                     task=task_id,
-                    state=PredictedState.LOCAL_HIT if hit else PredictedState.MISS,
+                    state=state,
                     key=derived.key,
                     derived=derived,
                     lookup=found,
+                    remote=remote,
                 )
         predictions[task_id] = prediction
         return prediction

@@ -1,0 +1,953 @@
+"""The remote cache client: one ``grpc.aio`` channel per run, never a point of failure.
+
+Spec coverage:
+* RC-001 — :meth:`RemoteCache.lookup` (the second tier behind the local cache); lookups issued
+  within a short window (tasks that became ready together) go out as one
+  ``BatchGetManifests``. A remote manifest is parsed strictly (:func:`parse_manifest`) and must
+  carry the requested key before anything is fetched.
+* RC-002 — :meth:`RemoteCache.upload_later` uploads in the background;
+  :meth:`RemoteCache.drain` waits for them at the end of a run, bounded by a timeout. A put
+  answered ``ALREADY_EXISTS`` is success.
+* RC-003 — every error (unreachable, deadline, auth, bad data) is a miss (or a skipped upload)
+  and becomes ONE warning per run (:meth:`RemoteCache.warning`); a :class:`CircuitBreaker`
+  stops calls after repeated failures and re-probes after a cool-down. Every call has a
+  deadline; the channel has keepalive pings.
+* RC-004 — every downloaded byte is verified against its digest and size while it arrives; a
+  mismatch is a miss with a warning.
+* RC-005 — blobs are uploaded before the manifest that references them.
+* RC-006 — zstd on the wire (local blobs already stored as zstd frames are sent as they are);
+  small blobs travel in batches bounded by the server's capabilities, large ones stream in
+  chunks, and no blob is ever held whole in memory.
+* RC-007 — ``FindMissingBlobs`` first: only what the server lacks is sent.
+* SPEC §5 — the token travels as metadata ``authorization: Bearer <token>``.
+Out of scope: TLS (``grpcs://``, SEC-005), remote execution (RX), deciding when to look up or
+store (:mod:`hazremote.execute.lifecycle`) and writing entries (:mod:`hazremote.cache.local`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+import grpc
+import zstandard
+
+from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
+from hazremote.cache.local import StoredBlob
+from hazremote.cache.manifest import Compression, Manifest, ManifestError, parse_manifest
+from hazremote.domain.digest import Digest, new_hasher
+from hazremote.domain.model import HashName
+from hazremote.logs import get_logger
+from hazremote.remote._wire import (
+    GRPC_OK,
+    WIRE_IDENTITY,
+    WIRE_ZSTD,
+    digest_from_wire,
+    digest_to_wire,
+    hash_function,
+)
+from hazremote.remote.breaker import CircuitBreaker
+from hazremote.remote.settings import RemoteConfig
+
+__all__ = ["RemoteCache", "RemoteStats", "SyncRemoteLookup", "manifest_blobs"]
+
+_T = TypeVar("_T")
+#: Used until the server's capabilities are known (and when they cannot be fetched).
+_DEFAULT_MAX_BATCH_ITEMS = 1000
+_DEFAULT_MAX_BATCH_BYTES = 4 << 20
+_DEFAULT_CHUNK = 1 << 20
+#: gRPC's own limit on one message; batches stay well below it.
+_MAX_MESSAGE = 16 << 20
+_FILE_CHUNK = 1 << 20
+_WIRE_ZSTD_LEVEL = 1
+#: Bytes of blobs prefetched per run at most (they wait on disk until restored).
+_PREFETCH_BUDGET = 512 << 20
+#: Concurrent ReadBlob streams of one client.
+_MAX_STREAMS = 4
+#: Pending uploads that finish within this long at the end of a run are not announced.
+_QUIET_DRAIN_S = 0.25
+
+
+class _RemoteFailure(Exception):
+    """A remote call failed; ``breaker`` says whether it is a sign of an unhealthy remote."""
+
+    def __init__(self, message: str, *, breaker: bool = True) -> None:
+        super().__init__(message)
+        self.breaker = breaker
+
+
+@dataclass(slots=True)
+class RemoteStats:
+    """What this client did (for the epilogue, ``bench/`` and tests)."""
+
+    lookups: int = 0
+    lookup_batches: int = 0
+    hits: int = 0
+    errors: int = 0
+    refused_by_breaker: int = 0
+    blobs_downloaded: int = 0
+    bytes_downloaded: int = 0
+    uploads: int = 0
+    uploads_failed: int = 0
+    blobs_uploaded: int = 0
+    blobs_already_present: int = 0
+    blob_upload_bytes: int = 0
+    manifests_put: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Limits:
+    max_batch_items: int = _DEFAULT_MAX_BATCH_ITEMS
+    max_batch_bytes: int = _DEFAULT_MAX_BATCH_BYTES
+    chunk: int = _DEFAULT_CHUNK
+    zstd: bool = True
+    max_blob: int | None = None
+
+
+@dataclass(slots=True)
+class _Pending:
+    key: Digest
+    future: asyncio.Future[Manifest | None] = field(repr=False)
+
+
+def manifest_blobs(manifest: Manifest) -> dict[Digest, int]:
+    """The distinct blobs a manifest references: digest → uncompressed size."""
+    blobs = {manifest.stdout.hash: manifest.stdout.size, manifest.stderr.hash: manifest.stderr.size}
+    for output in manifest.outputs:
+        blobs.setdefault(output.hash, output.size)
+    return blobs
+
+
+class RemoteCache:
+    """The remote tier of one run. Create, use and close it on one event loop.
+
+    Every public coroutine reports trouble as a value (``None`` / ``False``), never raises
+    for a remote problem: RC-003.
+    """
+
+    def __init__(
+        self,
+        config: RemoteConfig,
+        *,
+        hash_name: HashName,
+        chapter_revision: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._config = config
+        self._timeouts = config.timeouts
+        self._hash_name = hash_name
+        self._hash_fn = hash_function(hash_name)
+        self._revision = chapter_revision
+        self._breaker = CircuitBreaker(
+            failures=config.timeouts.breaker_failures,
+            cooldown_s=config.timeouts.breaker_cooldown_s,
+            clock=clock,
+        )
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {config.token}"),) if config.token else ()
+        )
+        self._channel: grpc.aio.Channel | None = None
+        self._caps_task: asyncio.Task[_Limits] | None = None
+        self._pending: list[_Pending] = []
+        #: Answers of :meth:`prefetch`, each handed out once by :meth:`lookup`.
+        self._prefetched: dict[Digest, Manifest | None] = {}
+        self._flush_handle: asyncio.Handle | None = None
+        self._uploads: set[asyncio.Task[bool]] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        self._blob_futures: dict[Digest, asyncio.Future[Path | None]] = {}
+        self._prefetch_budget = _PREFETCH_BUDGET
+        self._streams: asyncio.Semaphore | None = None
+        self._first_error: str | None = None
+        self._log = get_logger("haz.remote")
+        self.stats = RemoteStats()
+
+    @property
+    def config(self) -> RemoteConfig:
+        return self._config
+
+    @property
+    def writes(self) -> bool:
+        """RC-002: True in ``read-write`` mode (``read-only`` never uploads)."""
+        return self._config.writes
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return self._breaker
+
+    # -- lifetime -----------------------------------------------------------------------------
+
+    def _open(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            t = self._timeouts
+            keepalive_ms = max(1000, int(t.keepalive_s * 1000))
+            self._channel = grpc.aio.insecure_channel(
+                self._config.target,
+                options=[
+                    ("grpc.keepalive_time_ms", keepalive_ms),
+                    ("grpc.keepalive_timeout_ms", max(1000, int(t.lookup_s * 1000))),
+                    ("grpc.keepalive_permit_without_calls", 0),
+                    ("grpc.http2.max_pings_without_data", 0),
+                    ("grpc.max_receive_message_length", _MAX_MESSAGE),
+                    ("grpc.max_send_message_length", _MAX_MESSAGE),
+                    # A re-probe after the breaker's cool-down must find a fresh connection
+                    # attempt, not the tail of a long reconnect backoff.
+                    ("grpc.initial_reconnect_backoff_ms", 200),
+                    ("grpc.min_reconnect_backoff_ms", 200),
+                    ("grpc.max_reconnect_backoff_ms", max(200, int(t.breaker_cooldown_s * 500))),
+                    ("grpc.enable_retries", 0),
+                ],
+            )
+        return self._channel
+
+    async def close(self) -> None:
+        """Cancel what is still pending (call :meth:`drain` first) and close the channel."""
+        pending = [*self._uploads, *self._background]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._caps_task is not None and not self._caps_task.done():
+            self._caps_task.cancel()
+        if self._channel is not None:
+            await self._channel.close(grace=None)
+            self._channel = None
+
+    # -- failures and the breaker -------------------------------------------------------------
+
+    def _failed(self, what: str, error: BaseException) -> None:
+        if isinstance(error, grpc.aio.AioRpcError):
+            detail = f"{error.code().name}: {error.details() or ''}".rstrip(": ")
+            breaker = True
+        elif isinstance(error, _RemoteFailure):
+            detail, breaker = str(error), error.breaker
+        else:
+            detail, breaker = f"{type(error).__name__}: {error}", True
+        self.stats.errors += 1
+        if breaker:
+            self._breaker.failure()
+        else:
+            self._breaker.success()  # it answered (with bad data): the remote is reachable
+        message = f"{what}: {detail}"
+        if self._first_error is None:
+            self._first_error = message
+        self._log.debug("remote.error", what=what, detail=detail, url=self._config.url)
+
+    def warning(self) -> str | None:
+        """RC-003: the ONE warning of a run with remote errors (``None`` when all went well)."""
+        if self._first_error is None:
+            return None
+        more = self.stats.errors - 1
+        tail = f" (+{more} more remote error(s))" if more > 0 else ""
+        breaker = (
+            f"; circuit breaker opened {self._breaker.openings} time(s)"
+            if self._breaker.openings
+            else ""
+        )
+        return (
+            f"remote cache {self._config.url}: {self._first_error}{tail}{breaker} "
+            "(failed lookups were misses and those tasks ran locally; failed uploads were skipped)"
+        )
+
+    async def _guarded(self, what: str, call: Callable[[], Coroutine[Any, Any, _T]]) -> _T | None:
+        """Run one remote operation through the breaker; ``None`` when refused or failed."""
+        if not self._breaker.allow():
+            self.stats.refused_by_breaker += 1
+            return None
+        try:
+            result = await call()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            self._failed(what, error)
+            return None
+        self._breaker.success()
+        return result
+
+    # -- capabilities -------------------------------------------------------------------------
+
+    async def _limits(self) -> _Limits:
+        if self._caps_task is None:
+            self._caps_task = asyncio.ensure_future(self._fetch_limits())
+        return await asyncio.shield(self._caps_task)
+
+    async def _fetch_limits(self) -> _Limits:
+        stub = cache_pb2_grpc.CapabilitiesStub(self._open())
+        try:
+            caps = await stub.GetCapabilities(
+                cache_pb2.GetCapabilitiesRequest(namespace=self._config.namespace),
+                timeout=self._timeouts.connect_s,
+                metadata=self._metadata,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() is grpc.StatusCode.UNIMPLEMENTED:
+                return _Limits()
+            self._caps_task = None  # ask again on the next call (after a re-probe)
+            raise
+        return _Limits(
+            max_batch_items=caps.max_batch_items or _DEFAULT_MAX_BATCH_ITEMS,
+            max_batch_bytes=min(
+                caps.max_batch_total_size_bytes or _DEFAULT_MAX_BATCH_BYTES,
+                (caps.max_message_size_bytes or _MAX_MESSAGE) // 2,
+                _MAX_MESSAGE // 2,
+            ),
+            chunk=min(caps.stream_chunk_size_bytes or _DEFAULT_CHUNK, 4 << 20),
+            zstd=(not caps.compressions) or WIRE_ZSTD in caps.compressions,
+            max_blob=caps.max_blob_size_bytes or None,
+        )
+
+    # -- lookups ------------------------------------------------------------------------------
+
+    async def prefetch(self, keys: Sequence[Digest]) -> dict[Digest, Manifest]:
+        """Look up ``keys`` now, in as few batches as the server allows; :meth:`lookup` then
+        answers them (hit or miss) without another round trip. Returns the hits.
+
+        A failed prefetch remembers nothing: the later lookups ask again (or meet the breaker).
+        """
+        wanted = [k for k in dict.fromkeys(keys) if k not in self._prefetched]
+        if not wanted:
+            return {}
+        errors = self.stats.errors
+        self.stats.lookups += len(wanted)
+        found = await self.lookup_many(wanted)
+        if self.stats.errors == errors:
+            for key in wanted:
+                self._prefetched[key] = found.get(key)
+        return found
+
+    async def lookup(self, key: Digest) -> Manifest | None:
+        """RC-001: the remote manifest of ``key``, or ``None`` (a miss, or any error).
+
+        Lookups issued within ``coalesce_s`` of each other share one ``BatchGetManifests``.
+        """
+        if key in self._prefetched:
+            return self._prefetched.pop(key)
+        loop = asyncio.get_running_loop()
+        pending = _Pending(key=key, future=loop.create_future())
+        self._pending.append(pending)
+        if self._flush_handle is None:
+            self._flush_handle = loop.call_later(self._timeouts.coalesce_s, self._flush)
+        return await pending.future
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        batch, self._pending = self._pending, []
+        if batch:
+            task = asyncio.ensure_future(self._lookup_batch(batch))
+            task.add_done_callback(_ignore_result)
+
+    async def _lookup_batch(self, batch: list[_Pending]) -> None:
+        try:
+            self.stats.lookups += len(batch)
+            keys = list(dict.fromkeys(p.key for p in batch))
+            found = await self.lookup_many(keys)
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_result(found.get(pending.key))
+        finally:
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_result(None)
+
+    async def lookup_many(self, keys: Sequence[Digest]) -> dict[Digest, Manifest]:
+        """One or more ``BatchGetManifests`` for ``keys``: the hits (a miss is absent)."""
+        if not keys:
+            return {}
+        stub = cache_pb2_grpc.ManifestStoreStub(self._open())
+
+        async def call() -> dict[Digest, Manifest]:
+            limits = await self._limits()
+            hits: dict[Digest, Manifest] = {}
+            for start in range(0, len(keys), limits.max_batch_items):
+                part = keys[start : start + limits.max_batch_items]
+                self.stats.lookup_batches += 1
+                reply = await stub.BatchGetManifests(
+                    cache_pb2.BatchGetManifestsRequest(
+                        namespace=self._config.namespace,
+                        hash_function=self._hash_fn,
+                        keys=[k.raw for k in part],
+                    ),
+                    timeout=self._timeouts.lookup_s,
+                    metadata=self._metadata,
+                )
+                if len(reply.results) != len(part):
+                    raise _RemoteFailure(
+                        f"BatchGetManifests answered {len(reply.results)} results "
+                        f"for {len(part)} keys"
+                    )
+                for key, result in zip(part, reply.results, strict=True):
+                    if result.found:
+                        manifest = self._parse(key, bytes(result.manifest_json))
+                        if manifest is not None:
+                            hits[key] = manifest
+            return hits
+
+        found = await self._guarded("manifest lookup", call)
+        if found is None:
+            return {}
+        self.stats.hits += len(found)
+        return found
+
+    def _parse(self, key: Digest, data: bytes) -> Manifest | None:
+        try:
+            manifest = parse_manifest(
+                data, chapter_revision=self._revision, hash_name=self._hash_name
+            )
+        except ManifestError as error:
+            self._failed(
+                f"manifest {key.hex[:12]}", _RemoteFailure(f"rejected: {error}", breaker=False)
+            )
+            return None
+        if manifest.key != key:
+            self._failed(
+                f"manifest {key.hex[:12]}",
+                _RemoteFailure(f"it is for key {manifest.key.hex[:12]}", breaker=False),
+            )
+            return None
+        return manifest
+
+    # -- downloads ----------------------------------------------------------------------------
+
+    async def download(self, manifest: Manifest, dest: Path) -> dict[Digest, Path] | None:
+        """RC-004/006: every blob of ``manifest`` into ``dest/<hex>``, verified.
+
+        Blobs already requested by :meth:`prefetch_blobs` are awaited there instead.
+
+        Returns:
+            digest → file of its uncompressed bytes, or ``None`` if any blob could not be
+            fetched or did not verify (the files written so far stay in ``dest``).
+        """
+        blobs = manifest_blobs(manifest)
+        files: dict[Digest, Path] = {}
+        rest: dict[Digest, int] = {}
+        for digest, size in blobs.items():
+            future = self._blob_futures.get(digest)
+            if future is None:
+                rest[digest] = size
+                continue
+            path = await asyncio.shield(future)
+            if path is None:
+                return None  # the prefetch failed: its error is already counted
+            files[digest] = path
+        if rest:
+            got = await self._guarded(
+                f"download of {manifest.key.hex[:12]}", partial(self._fetch_blobs, rest, dest)
+            )
+            if got is None:
+                return None
+            files.update(got)
+        return files
+
+    def prefetch_blobs(self, manifests: Sequence[Manifest], dest: Path) -> None:
+        """Start downloading the blobs of ``manifests`` into ``dest`` in the background.
+
+        The union of their blobs travels in as few batches as the server's limits allow,
+        instead of one round trip per task at restore time. At most ``prefetch_budget``
+        bytes are prefetched per run (the files stay until the run's spool is removed);
+        what does not fit is fetched by :meth:`download` as usual.
+        """
+        todo: dict[Digest, int] = {}
+        for manifest in manifests:
+            for digest, size in manifest_blobs(manifest).items():
+                if digest in self._blob_futures or digest in todo:
+                    continue
+                if size > self._prefetch_budget:
+                    continue
+                self._prefetch_budget -= size
+                todo[digest] = size
+        if not todo:
+            return
+        loop = asyncio.get_running_loop()
+        futures: dict[Digest, asyncio.Future[Path | None]] = {
+            digest: loop.create_future() for digest in todo
+        }
+        self._blob_futures.update(futures)
+        task = asyncio.ensure_future(self._prefetch_run(todo, dest, futures))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _prefetch_run(
+        self,
+        todo: dict[Digest, int],
+        dest: Path,
+        futures: dict[Digest, asyncio.Future[Path | None]],
+    ) -> None:
+        got: dict[Digest, Path] | None = None
+        try:
+            got = await self._guarded(
+                f"download of {len(todo)} blob(s)", partial(self._fetch_blobs, todo, dest)
+            )
+        finally:
+            for digest, future in futures.items():
+                if not future.done():
+                    future.set_result(None if got is None else got.get(digest))
+
+    async def _fetch_blobs(self, blobs: dict[Digest, int], dest: Path) -> dict[Digest, Path]:
+        """Small blobs in batches, large ones streamed (a few at a time); raises on trouble."""
+        limits = await self._limits()
+        small: list[tuple[Digest, int]] = []
+        large: list[tuple[Digest, int]] = []
+        for digest, size in blobs.items():
+            (small if size <= limits.max_batch_bytes // 2 else large).append((digest, size))
+        jobs = [self._read_batch(part, dest) for part in _batches(small, limits)]
+        jobs += [self._read_stream(digest, size, dest) for digest, size in large]
+        files: dict[Digest, Path] = {}
+        for got in await asyncio.gather(*jobs):
+            files.update(got)
+        return files
+
+    async def _read_batch(
+        self, part: Sequence[tuple[Digest, int]], dest: Path
+    ) -> dict[Digest, Path]:
+        stub = cache_pb2_grpc.ContentStoreStub(self._open())
+        sizes = dict(part)
+        reply = await stub.BatchReadBlobs(
+            cache_pb2.BatchReadBlobsRequest(
+                hash_function=self._hash_fn,
+                digests=[digest_to_wire(d, s) for d, s in part],
+                accepted_compressions=[WIRE_ZSTD, WIRE_IDENTITY],
+            ),
+            timeout=self._timeouts.transfer_s,
+            metadata=self._metadata,
+        )
+        got: dict[Digest, Path] = {}
+        for item in reply.items:
+            ident = digest_from_wire(item.digest)
+            if ident is None or ident[0] not in sizes:
+                raise _RemoteFailure("BatchReadBlobs answered a digest that was not asked for")
+            digest = ident[0]
+            if item.status_code != GRPC_OK:
+                raise _RemoteFailure(
+                    f"blob {digest.hex[:12]}: status {item.status_code} {item.status_message}",
+                    breaker=False,
+                )
+            data = await asyncio.to_thread(
+                _decode_verified,
+                bytes(item.data),
+                item.compression,
+                digest,
+                sizes[digest],
+                self._hash_name,
+            )
+            path = dest / digest.hex
+            await asyncio.to_thread(path.write_bytes, data)
+            got[digest] = path
+            self.stats.blobs_downloaded += 1
+            self.stats.bytes_downloaded += len(data)
+        missing = set(sizes) - set(got)
+        if missing:
+            raise _RemoteFailure(f"{len(missing)} blob(s) missing from BatchReadBlobs")
+        return got
+
+    async def _read_stream(self, digest: Digest, size: int, dest: Path) -> dict[Digest, Path]:
+        if self._streams is None:
+            self._streams = asyncio.Semaphore(_MAX_STREAMS)
+        async with self._streams:
+            return await self._read_stream_now(digest, size, dest)
+
+    async def _read_stream_now(self, digest: Digest, size: int, dest: Path) -> dict[Digest, Path]:
+        stub = cache_pb2_grpc.ContentStoreStub(self._open())
+        timeout = self._timeouts.transfer_s + self._timeouts.per_mib_s * size / (1 << 20)
+        call = stub.ReadBlob(
+            cache_pb2.ReadBlobRequest(
+                hash_function=self._hash_fn,
+                digest=digest_to_wire(digest, size),
+                accepted_compressions=[WIRE_ZSTD, WIRE_IDENTITY],
+            ),
+            timeout=timeout,
+            metadata=self._metadata,
+        )
+        path = dest / digest.hex
+        sink = _VerifyingSink(path, digest=digest, size=size, hash_name=self._hash_name)
+        try:
+            first = True
+            async for chunk in call:
+                if first:
+                    sink.start(chunk.compression)
+                    first = False
+                await asyncio.to_thread(sink.write, bytes(chunk.data))
+            if first:
+                sink.start(WIRE_IDENTITY)
+            await asyncio.to_thread(sink.finish)
+        finally:
+            sink.close()
+        self.stats.blobs_downloaded += 1
+        self.stats.bytes_downloaded += size
+        return {digest: path}
+
+    # -- uploads ------------------------------------------------------------------------------
+
+    def upload_later(self, *, manifest: Manifest, blobs: Sequence[StoredBlob]) -> None:
+        """RC-002: upload in the background (never delaying the caller)."""
+        task = asyncio.ensure_future(self.upload(manifest=manifest, blobs=blobs))
+        self._uploads.add(task)
+        task.add_done_callback(self._uploads.discard)
+
+    @property
+    def pending_uploads(self) -> int:
+        return len(self._uploads)
+
+    async def drain(
+        self, *, timeout_s: float | None = None, progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Wait for background uploads, at most ``timeout_s``; returns how many were cut off.
+
+        ``progress(n)`` is called whenever the number of pending uploads changes.
+        """
+        limit = self._timeouts.upload_drain_s if timeout_s is None else timeout_s
+        deadline = asyncio.get_running_loop().time() + limit
+        if self._uploads:
+            # Most runs end with their uploads nearly done: say nothing unless they take a while.
+            await asyncio.wait(set(self._uploads), timeout=min(limit, _QUIET_DRAIN_S))
+        last = -1
+        while self._uploads:
+            if progress is not None and len(self._uploads) != last:
+                last = len(self._uploads)
+                progress(last)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            await asyncio.wait(
+                set(self._uploads), timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+        cut = len(self._uploads)
+        if cut:
+            self._failed(
+                "upload",
+                _RemoteFailure(f"{cut} upload(s) still pending after {limit:g}s", breaker=False),
+            )
+            for task in list(self._uploads):
+                task.cancel()
+            await asyncio.gather(*self._uploads, return_exceptions=True)
+        if progress is not None and last > 0:
+            progress(0)
+        return cut
+
+    async def upload(self, *, manifest: Manifest, blobs: Sequence[StoredBlob]) -> bool:
+        """RC-005/007: missing blobs first, then the manifest. True when the remote has it."""
+        if not self._config.writes:
+            return False
+        self.stats.uploads += 1
+
+        async def call() -> bool:
+            limits = await self._limits()
+            too_big = [b for b in blobs if limits.max_blob is not None and b.size > limits.max_blob]
+            if too_big:
+                raise _RemoteFailure(
+                    f"blob {too_big[0].digest.hex[:12]} ({too_big[0].size} bytes) exceeds the "
+                    f"server's limit of {limits.max_blob} bytes",
+                    breaker=False,
+                )
+            missing = await self._find_missing(blobs, limits)
+            small = [b for b in missing if b.size <= limits.max_batch_bytes // 2]
+            large = [b for b in missing if b.size > limits.max_batch_bytes // 2]
+            for part in _batches([(b, b.size) for b in small], limits):
+                await self._write_batch([b for b, _ in part], limits)
+            for blob in large:
+                await self._write_stream(blob, limits)
+            await self._put_manifest(manifest)
+            return True
+
+        done = await self._guarded(f"upload of {manifest.key.hex[:12]}", call)
+        if not done:
+            self.stats.uploads_failed += 1
+        return bool(done)
+
+    async def _find_missing(self, blobs: Sequence[StoredBlob], limits: _Limits) -> list[StoredBlob]:
+        stub = cache_pb2_grpc.ContentStoreStub(self._open())
+        by_digest = {b.digest: b for b in blobs}
+        missing: list[StoredBlob] = []
+        items = list(by_digest.values())
+        for start in range(0, len(items), limits.max_batch_items):
+            part = items[start : start + limits.max_batch_items]
+            reply = await stub.FindMissingBlobs(
+                cache_pb2.FindMissingBlobsRequest(
+                    hash_function=self._hash_fn,
+                    digests=[digest_to_wire(b.digest, b.size) for b in part],
+                ),
+                timeout=self._timeouts.lookup_s,
+                metadata=self._metadata,
+            )
+            for message in reply.missing:
+                ident = digest_from_wire(message)
+                if ident is not None and ident[0] in by_digest:
+                    missing.append(by_digest[ident[0]])
+        self.stats.blobs_already_present += len(by_digest) - len(missing)
+        return missing
+
+    async def _write_batch(self, part: Sequence[StoredBlob], limits: _Limits) -> None:
+        stub = cache_pb2_grpc.ContentStoreStub(self._open())
+        items = []
+        for blob in part:
+            data, compression = await asyncio.to_thread(_wire_bytes, blob, limits.zstd)
+            items.append(
+                cache_pb2.BatchUpdateBlobsRequest.Item(
+                    digest=digest_to_wire(blob.digest, blob.size),
+                    data=data,
+                    compression=compression,
+                )
+            )
+        reply = await stub.BatchUpdateBlobs(
+            cache_pb2.BatchUpdateBlobsRequest(hash_function=self._hash_fn, items=items),
+            timeout=self._timeouts.transfer_s,
+            metadata=self._metadata,
+        )
+        for item in reply.items:
+            if item.status_code != GRPC_OK:
+                raise _RemoteFailure(
+                    f"BatchUpdateBlobs: status {item.status_code} {item.status_message}"
+                )
+        self.stats.blobs_uploaded += len(part)
+        self.stats.blob_upload_bytes += sum(b.size for b in part)
+
+    async def _write_stream(self, blob: StoredBlob, limits: _Limits) -> None:
+        stub = cache_pb2_grpc.ContentStoreStub(self._open())
+        timeout = self._timeouts.transfer_s + self._timeouts.per_mib_s * blob.size / (1 << 20)
+        reply = await stub.WriteBlob(
+            _stream_chunks(blob, limits, self._hash_fn),
+            timeout=timeout,
+            metadata=self._metadata,
+        )
+        if reply.committed_size_bytes != blob.size:
+            raise _RemoteFailure(
+                f"WriteBlob of {blob.digest.hex[:12]} committed {reply.committed_size_bytes} "
+                f"of {blob.size} bytes"
+            )
+        self.stats.blobs_uploaded += 1
+        self.stats.blob_upload_bytes += blob.size
+
+    async def _put_manifest(self, manifest: Manifest) -> None:
+        stub = cache_pb2_grpc.ManifestStoreStub(self._open())
+        try:
+            await stub.PutManifest(
+                cache_pb2.PutManifestRequest(
+                    namespace=self._config.namespace,
+                    hash_function=self._hash_fn,
+                    key=manifest.key.raw,
+                    manifest_json=manifest.to_json(),
+                ),
+                timeout=self._timeouts.lookup_s,
+                metadata=self._metadata,
+            )
+        except grpc.aio.AioRpcError as error:
+            # RC-002: another run stored first; the remote has a result for this key.
+            if error.code() is not grpc.StatusCode.ALREADY_EXISTS:
+                raise
+        self.stats.manifests_put += 1
+
+
+class SyncRemoteLookup:
+    """A blocking ``lookup(key)`` over a :class:`RemoteCache` on a private loop thread.
+
+    For synchronous callers (``haz run --dry-run``). Use as a context manager.
+    """
+
+    def __init__(self, factory: Callable[[], RemoteCache]) -> None:
+        self._factory = factory
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._remote: RemoteCache | None = None
+
+    def __enter__(self) -> SyncRemoteLookup:
+        self._thread.start()
+        self._remote = self._run(_make(self._factory))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._remote is not None:
+            self._run(self._remote.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        future: Future[_T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return future.result()
+
+    def lookup(self, key: Digest) -> Manifest | None:
+        assert self._remote is not None
+        return self._run(self._remote.lookup(key))
+
+    def warning(self) -> str | None:
+        return None if self._remote is None else self._remote.warning()
+
+
+async def _make(factory: Callable[[], RemoteCache]) -> RemoteCache:
+    return factory()
+
+
+def _ignore_result(task: asyncio.Future[Any]) -> None:
+    with contextlib.suppress(BaseException):
+        task.result()
+
+
+def _batches(items: Iterable[tuple[_T, int]], limits: _Limits) -> Iterable[list[tuple[_T, int]]]:
+    """Groups bounded by the server's item count and total uncompressed size."""
+    part: list[tuple[_T, int]] = []
+    total = 0
+    for item, size in items:
+        if part and (len(part) >= limits.max_batch_items or total + size > limits.max_batch_bytes):
+            yield part
+            part, total = [], 0
+        part.append((item, size))
+        total += size
+    if part:
+        yield part
+
+
+def _decode_verified(
+    data: bytes, compression: Any, digest: Digest, size: int, hash_name: HashName
+) -> bytes:
+    """RC-004: the uncompressed bytes of a batch item, verified against size and digest."""
+    if compression == WIRE_ZSTD:
+        try:
+            obj = zstandard.ZstdDecompressor().decompressobj()
+            raw = obj.decompress(data)
+        except zstandard.ZstdError as error:
+            raise _RemoteFailure(
+                f"blob {digest.hex[:12]} is not a valid zstd frame: {error}", breaker=False
+            ) from None
+        if len(raw) > size:
+            raise _RemoteFailure(
+                f"blob {digest.hex[:12]} is longer than recorded (corrupt data)", breaker=False
+            )
+    elif compression == WIRE_IDENTITY:
+        raw = data
+    else:
+        raise _RemoteFailure(f"blob {digest.hex[:12]}: unknown compression {compression}")
+    hasher = new_hasher(hash_name)
+    hasher.update(raw)
+    if len(raw) != size or hasher.digest() != digest.raw:
+        raise _RemoteFailure(
+            f"blob {digest.hex[:12]} does not match its digest (corrupt data)", breaker=False
+        )
+    return raw
+
+
+class _VerifyingSink:
+    """Writes a streamed blob to a file, decompressing and hashing as it goes (RC-004)."""
+
+    def __init__(self, path: Path, *, digest: Digest, size: int, hash_name: HashName) -> None:
+        self._fh: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self._digest = digest
+        self._size = size
+        self._hasher = new_hasher(hash_name)
+        self._written = 0
+        self._decompressor: Any = None
+
+    def start(self, compression: Any) -> None:
+        if compression == WIRE_ZSTD:
+            self._decompressor = zstandard.ZstdDecompressor().decompressobj()
+        elif compression != WIRE_IDENTITY:
+            raise _RemoteFailure(f"ReadBlob: unknown compression {compression}")
+
+    def write(self, data: bytes) -> None:
+        if self._decompressor is not None:
+            try:
+                data = self._decompressor.decompress(data)
+            except zstandard.ZstdError as error:
+                raise _RemoteFailure(
+                    f"blob {self._digest.hex[:12]} is not a valid zstd frame: {error}",
+                    breaker=False,
+                ) from None
+        self._written += len(data)
+        if self._written > self._size:
+            raise _RemoteFailure(
+                f"blob {self._digest.hex[:12]} is longer than recorded (corrupt data)",
+                breaker=False,
+            )
+        self._hasher.update(data)
+        self._fh.write(data)
+
+    def finish(self) -> None:
+        if self._written != self._size or self._hasher.digest() != self._digest.raw:
+            raise _RemoteFailure(
+                f"blob {self._digest.hex[:12]} does not match its digest (corrupt data)",
+                breaker=False,
+            )
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _wire_bytes(blob: StoredBlob, zstd: bool) -> tuple[bytes, Any]:
+    """A small blob's bytes as they go on the wire (zstd when the server takes it)."""
+    data = blob.path.read_bytes()
+    if blob.compression is Compression.ZSTD:
+        if zstd:
+            return data, WIRE_ZSTD
+        return zstandard.ZstdDecompressor().decompress(data, max_output_size=blob.size), (
+            WIRE_IDENTITY
+        )
+    if zstd:
+        packed: bytes = zstandard.ZstdCompressor(
+            level=_WIRE_ZSTD_LEVEL, write_content_size=True
+        ).compress(data)
+        return packed, WIRE_ZSTD
+    return data, WIRE_IDENTITY
+
+
+async def _stream_chunks(blob: StoredBlob, limits: _Limits, hash_fn: Any) -> AsyncIterator[Any]:
+    """WriteBlob chunks of a large blob, read (and maybe compressed) a chunk at a time."""
+    reader = _ChunkReader(blob, zstd=limits.zstd, chunk=limits.chunk)
+    try:
+        first = True
+        while True:
+            data, last = await asyncio.to_thread(reader.next)
+            message = cache_pb2.WriteBlobChunk(data=data, finish=last)
+            if first:
+                message.hash_function = hash_fn
+                message.digest.CopyFrom(digest_to_wire(blob.digest, blob.size))
+                message.compression = WIRE_ZSTD if limits.zstd else WIRE_IDENTITY
+                first = False
+            yield message
+            if last:
+                return
+    finally:
+        reader.close()
+
+
+class _ChunkReader:
+    """Reads a stored blob as wire chunks: a zstd frame as is, raw bytes compressed on the fly."""
+
+    def __init__(self, blob: StoredBlob, *, zstd: bool, chunk: int) -> None:
+        self._fh: BinaryIO = open(blob.path, "rb")  # noqa: SIM115 - closed by close()
+        self._chunk = chunk
+        self._source: BinaryIO | Any = self._fh
+        self._compressor: Any = None
+        if blob.compression is Compression.ZSTD and not zstd:
+            self._source = zstandard.ZstdDecompressor().stream_reader(self._fh, closefd=False)
+        elif blob.compression is Compression.NONE and zstd:
+            self._compressor = zstandard.ZstdCompressor(level=_WIRE_ZSTD_LEVEL).compressobj(
+                size=blob.size
+            )
+        self._buffer = bytearray()
+        self._eof = False
+
+    def next(self) -> tuple[bytes, bool]:
+        """The next chunk (at most ``chunk`` bytes) and whether it is the last (maybe empty)."""
+        if self._compressor is None:
+            data: bytes = self._source.read(self._chunk)
+            return data, not data
+        # The compressor emits whole blocks (up to 128 KiB): re-cut them to the chunk size.
+        while len(self._buffer) < self._chunk and not self._eof:
+            raw: bytes = self._source.read(self._chunk)
+            if raw:
+                self._buffer += self._compressor.compress(raw)
+            else:
+                self._buffer += self._compressor.flush()
+                self._eof = True
+        out = bytes(self._buffer[: self._chunk])
+        del self._buffer[: self._chunk]
+        return out, self._eof and not self._buffer
+
+    def close(self) -> None:
+        self._fh.close()

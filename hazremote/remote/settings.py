@@ -1,0 +1,208 @@
+"""Remote cache settings: flag > environment > workspace config, resolved once per run.
+
+Spec coverage:
+* SPEC §5 — URL (``--remote``, ``HAZ_REMOTE_URL``, ``remote.url``); mode (``--remote-mode``,
+  ``HAZ_REMOTE_MODE``, ``remote.mode``, default ``read-write`` whenever a URL is set);
+  namespace (``--remote-namespace``, ``HAZ_REMOTE_NAMESPACE``, ``remote.namespace``, default
+  ``main``); token (``HAZ_REMOTE_TOKEN``, else the variable named by ``remote.token_env``).
+  Each item resolves on its own: an empty flag or variable counts as unset.
+* RC-003 — the deadlines and breaker thresholds that keep a slow remote from slowing a run.
+Out of scope: ``grpcs://`` and CA files (SEC-005, a later issue: rejected with a clear
+message), ``--remote-exec`` (RX), and talking to the server (:mod:`hazremote.remote.client`).
+This module imports no gRPC: ``haz run`` without a remote never pays for it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from hazremote.domain.model import RemoteMode, RemoteSettings
+from hazremote.errors import UsageError
+
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "ENV_MODE",
+    "ENV_NAMESPACE",
+    "ENV_TIMEOUTS",
+    "ENV_TOKEN",
+    "ENV_URL",
+    "RemoteConfig",
+    "RemoteFlags",
+    "RemoteTimeouts",
+    "parse_remote_url",
+    "parse_timeouts",
+    "resolve_remote",
+]
+
+ENV_URL = "HAZ_REMOTE_URL"
+ENV_MODE = "HAZ_REMOTE_MODE"
+ENV_NAMESPACE = "HAZ_REMOTE_NAMESPACE"
+ENV_TOKEN = "HAZ_REMOTE_TOKEN"
+#: Tuning knob (tests, slow links): ``name=value,...`` over :class:`RemoteTimeouts` fields.
+ENV_TIMEOUTS = "HAZ_REMOTE_TIMEOUTS"
+DEFAULT_NAMESPACE = "main"
+#: SPEC §5 / SEC-003: namespaces are ID-like names.
+_NAMESPACE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_HOST_PORT_RE = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>[0-9]{1,5})")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteFlags:
+    """The ``haz run`` flags, ``None`` when not given."""
+
+    url: str | None = None
+    mode: str | None = None
+    namespace: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteTimeouts:
+    """RC-003: how long the remote may take before it counts as a miss.
+
+    Attributes:
+        connect_s: First connection (and each re-probe after the breaker opened).
+        lookup_s: One manifest lookup batch.
+        transfer_s: One blob transfer (batch or stream); large blobs get more per MiB.
+        per_mib_s: Added to ``transfer_s`` for every MiB of a streamed blob.
+        upload_drain_s: How long the end of a run waits for pending uploads.
+        coalesce_s: Lookups issued within this window go out as one batch.
+        keepalive_s: gRPC keepalive ping interval on the channel.
+        breaker_failures: Consecutive failed calls that open the circuit breaker.
+        breaker_cooldown_s: How long an open breaker refuses calls before one re-probe.
+    """
+
+    connect_s: float = 2.0
+    lookup_s: float = 5.0
+    transfer_s: float = 30.0
+    per_mib_s: float = 1.0
+    upload_drain_s: float = 60.0
+    coalesce_s: float = 0.002
+    keepalive_s: float = 30.0
+    breaker_failures: int = 3
+    breaker_cooldown_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteConfig:
+    """A resolved remote cache: where, how, and as whom.
+
+    Attributes:
+        url: As given (``grpc://host:port``).
+        target: The gRPC target (``host:port``).
+        mode: READ_ONLY or READ_WRITE (OFF never yields a config).
+        namespace: The namespace to read and write.
+        token: The bearer token, or ``None`` for anonymous access.
+        timeouts: Deadlines and breaker thresholds.
+    """
+
+    url: str
+    target: str
+    mode: RemoteMode
+    namespace: str
+    token: str | None = None
+    timeouts: RemoteTimeouts = RemoteTimeouts()
+
+    @property
+    def writes(self) -> bool:
+        return self.mode is RemoteMode.READ_WRITE
+
+
+def parse_remote_url(url: str) -> str:
+    """The gRPC target (``host:port``) of a ``grpc://host:port`` URL.
+
+    Raises:
+        UsageError: any other scheme (``grpcs://`` is not supported yet) or a malformed URL.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise UsageError(f"remote URL {url!r} has no scheme: expected grpc://HOST:PORT")
+    if scheme == "grpcs":
+        raise UsageError(
+            f"remote URL {url!r}: TLS (grpcs://) is not supported yet; use grpc://HOST:PORT "
+            "on a trusted network"
+        )
+    if scheme != "grpc":
+        raise UsageError(f"remote URL {url!r}: unsupported scheme {scheme!r}, expected grpc://")
+    rest = rest.rstrip("/")
+    match = _HOST_PORT_RE.fullmatch(rest)
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise UsageError(f"remote URL {url!r}: expected grpc://HOST:PORT with a port 1..65535")
+    return rest
+
+
+def parse_timeouts(text: str) -> RemoteTimeouts:
+    """``connect_s=0.5,breaker_failures=2``: :class:`RemoteTimeouts` with those fields changed.
+
+    Raises:
+        UsageError: an unknown field or a value that is not a non-negative number.
+    """
+    fields = dict(RemoteTimeouts.__annotations__)
+    values: dict[str, float | int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep or name not in fields:
+            known = ", ".join(sorted(fields))
+            raise UsageError(f"{ENV_TIMEOUTS}: unknown item {item!r} (known: {known})")
+        try:
+            value: float | int = int(raw) if fields[name] == "int" else float(raw)
+        except ValueError:
+            raise UsageError(f"{ENV_TIMEOUTS}: {name} needs a number, got {raw!r}") from None
+        if value < 0:
+            raise UsageError(f"{ENV_TIMEOUTS}: {name} must not be negative")
+        values[name] = value
+    return RemoteTimeouts(**values)  # type: ignore[arg-type]
+
+
+def _first(*values: str | None) -> str | None:
+    for value in values:
+        if value:
+            return value
+    return None
+
+
+def resolve_remote(
+    flags: RemoteFlags,
+    *,
+    environ: Mapping[str, str],
+    config: RemoteSettings,
+    timeouts: RemoteTimeouts | None = None,
+) -> RemoteConfig | None:
+    """SPEC §5: the remote cache this run uses, or ``None`` (no URL, or mode ``off``).
+
+    Raises:
+        UsageError: an invalid URL, mode or namespace, naming where it came from.
+    """
+    mode_text = _first(flags.mode, environ.get(ENV_MODE))
+    if mode_text is not None:
+        try:
+            mode: RemoteMode | None = RemoteMode(mode_text)
+        except ValueError:
+            source = "--remote-mode" if flags.mode else ENV_MODE
+            choices = ", ".join(m.value for m in RemoteMode)
+            raise UsageError(f"{source}: invalid mode {mode_text!r} (expected {choices})") from None
+    else:
+        mode = config.mode
+    url = _first(flags.url, environ.get(ENV_URL), config.url)
+    if mode is RemoteMode.OFF or url is None:
+        return None
+    target = parse_remote_url(url)
+    namespace = _first(flags.namespace, environ.get(ENV_NAMESPACE), config.namespace)
+    namespace = namespace or DEFAULT_NAMESPACE
+    if _NAMESPACE_RE.fullmatch(namespace) is None:
+        raise UsageError(
+            f"remote namespace {namespace!r} is invalid: 1-64 characters of A-Z a-z 0-9 _ -"
+        )
+    token = _first(environ.get(ENV_TOKEN))
+    if token is None and config.token_env:
+        token = _first(environ.get(config.token_env))
+    return RemoteConfig(
+        url=url,
+        target=target,
+        mode=mode or RemoteMode.READ_WRITE,
+        namespace=namespace,
+        token=token,
+        timeouts=timeouts or parse_timeouts(environ.get(ENV_TIMEOUTS, "")),
+    )

@@ -1,0 +1,115 @@
+"""``LocalCache.import_entry``: the RC-001 backfill publishes complete, verified entries only.
+
+Spec coverage: RC-001 (a remote entry becomes a local entry), RC-004 (bytes that do not hash
+to their record are refused), CACHE-017 (staged, manifest last, atomic publish; nothing left
+behind after a failure), CACHE-015 (a manifest of another revision is refused).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from hazremote.cache import Compression, Manifest, StoreStatus
+from hazremote.domain.digest import Digest
+from tests.cache.cachekit import Env, Sinks, make_key, patterns
+
+
+def source_entry(env: Env, label: str) -> Manifest:
+    result = env.store(
+        make_key(label),
+        {"/dist/text": b"hello " * 2000, "/dist/noise": os.urandom(5000), "/dist/empty": b""},
+        stdout=b"out\n",
+        modes={"/dist/text": 0o755},
+    )
+    assert result.manifest is not None
+    return result.manifest
+
+
+def raw_files(env: Env, manifest: Manifest, into: Path) -> dict[Digest, Path]:
+    """The uncompressed bytes of every blob of ``manifest``, as a download would leave them."""
+    into.mkdir(parents=True, exist_ok=True)
+    files: dict[Digest, Path] = {}
+    for blob in env.cache.stored_blobs(manifest):
+        target = into / blob.digest.hex
+        data = blob.path.read_bytes()
+        if blob.compression is Compression.ZSTD:
+            import zstandard
+
+            data = zstandard.ZstdDecompressor().decompress(data)
+        target.write_bytes(data)
+        files[blob.digest] = target
+    return files
+
+
+def leftovers(env: Env) -> list[str]:
+    return [p.name for p in env.cache.root.rglob(".tmp-*")]
+
+
+def test_imported_entry_restores_like_the_original(
+    make_env: Callable[[str], Env], tmp_path: Path
+) -> None:
+    """RC-001: an imported entry is a normal local entry: lookup hits and restore is exact."""
+    origin, target = make_env("origin"), make_env("target")
+    manifest = source_entry(origin, "k")
+    files = raw_files(origin, manifest, tmp_path / "raw")
+    result = target.cache.import_entry(manifest, lambda digest, size: files[digest])
+    assert result.status is StoreStatus.STORED
+    found = target.cache.lookup(make_key("k"))
+    assert found.manifest is not None
+    sinks = Sinks()
+    restored = target.cache.restore(
+        found.manifest,
+        workspace_root=target.workspace,
+        output_patterns=patterns("/dist/**"),
+        stdout_sink=sinks.stdout.append,
+        stderr_sink=sinks.stderr.append,
+    )
+    assert restored.ok, restored.message
+    assert (target.workspace / "dist/text").read_bytes() == b"hello " * 2000
+    assert (target.workspace / "dist/text").stat().st_mode & 0o777 == 0o755
+    assert (target.workspace / "dist/empty").read_bytes() == b""
+    assert sinks.out == b"out\n"
+    # Importing again finds the valid entry in place: success, nothing replaced.
+    again = target.cache.import_entry(manifest, lambda digest, size: files[digest])
+    assert again.status is StoreStatus.ALREADY_PRESENT
+
+
+def test_a_fetched_blob_with_other_bytes_publishes_nothing(
+    make_env: Callable[[str], Env], tmp_path: Path
+) -> None:
+    """RC-004/CACHE-017: wrong bytes fail the import; no entry, no staging directory left."""
+    origin, target = make_env("origin"), make_env("target")
+    manifest = source_entry(origin, "k")
+    files = raw_files(origin, manifest, tmp_path / "raw")
+    victim = next(o.hash for o in manifest.outputs if o.path == "/dist/noise")
+    data = bytearray(files[victim].read_bytes())
+    data[100] ^= 0x01
+    files[victim].write_bytes(bytes(data))
+    result = target.cache.import_entry(manifest, lambda digest, size: files[digest])
+    assert result.status is StoreStatus.FAILED
+    assert result.warning is not None
+    assert "other bytes" in result.warning
+    assert target.cache.lookup(make_key("k")).manifest is None
+    assert leftovers(target) == []
+
+
+def test_a_missing_blob_or_foreign_revision_publishes_nothing(
+    make_env: Callable[[str], Env], tmp_path: Path
+) -> None:
+    """CACHE-015/CACHE-017: a fetch that fails, or a manifest of another revision, is refused."""
+    origin, target = make_env("origin"), make_env("target")
+    manifest = source_entry(origin, "k")
+
+    def no_blob(digest: Digest, size: int) -> Path:
+        raise OSError("download vanished")
+
+    failed = target.cache.import_entry(manifest, no_blob)
+    assert failed.status is StoreStatus.FAILED
+    foreign = replace(manifest, chapter_revision=manifest.chapter_revision + 1)
+    refused = target.cache.import_entry(foreign, no_blob)
+    assert refused.status is StoreStatus.FAILED
+    assert target.cache.lookup(make_key("k")).manifest is None
+    assert leftovers(target) == []

@@ -1,0 +1,461 @@
+"""The remote cache client against an in-test gRPC server on a real loopback port.
+
+Spec coverage: RC-001 (lookup, batched lookups, backfill via import), RC-002 (ALREADY_EXISTS is
+success, read-only never writes), RC-003 (errors are misses with one warning; the breaker
+opens and re-probes), RC-004 (corrupt bytes are a miss), RC-005 (blobs before manifest),
+RC-006 (large blobs stream in chunks, zstd on the wire), RC-007 (FindMissingBlobs dedup).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from hazremote.cache import Manifest, StoreStatus
+from hazremote.domain.digest import Digest
+from hazremote.domain.model import RemoteMode
+from hazremote.remote.client import RemoteCache
+from tests.cache.cachekit import HASH, REVISION, Env, Sinks, make_key, patterns
+from tests.remote.conftest import FAST, config_for
+from tests.remote.fakeserver import FakeServer
+
+_T = TypeVar("_T")
+
+
+def run(coro: Coroutine[Any, Any, _T]) -> _T:
+    return asyncio.run(coro)
+
+
+def client(url: str, **kwargs: Any) -> RemoteCache:
+    return RemoteCache(config_for(url, **kwargs), hash_name=HASH, chapter_revision=REVISION)
+
+
+def stored(env: Env, label: str, files: dict[str, bytes], **kwargs: Any) -> Manifest:
+    """Store a result in ``env``'s local cache under the key of ``label``."""
+    result = env.store(make_key(label), files, **kwargs)
+    assert result.status is StoreStatus.STORED
+    assert result.manifest is not None
+    return result.manifest
+
+
+async def upload(remote: RemoteCache, env: Env, manifest: Manifest) -> bool:
+    return await remote.upload(manifest=manifest, blobs=env.cache.stored_blobs(manifest))
+
+
+async def fetch_into(remote: RemoteCache, env: Env, key: Digest, tmp: Path) -> Manifest | None:
+    """Lookup → download → import into ``env``'s local cache (the lifecycle's RC-001 path)."""
+    manifest = await remote.lookup(key)
+    if manifest is None:
+        return None
+    tmp.mkdir(parents=True, exist_ok=True)
+    files = await remote.download(manifest, tmp)
+    if files is None:
+        return None
+    result = env.cache.import_entry(manifest, lambda digest, size: files[digest])
+    assert result.ok, result.warning
+    return env.cache.lookup(key).manifest
+
+
+def test_upload_then_lookup_from_a_second_cache_restores_identical_bytes(
+    server: FakeServer, make_env: Callable[[str], Env], tmp_path: Path
+) -> None:
+    """RC-001/CACHE-023: a result uploaded by one clone restores byte-identically in another."""
+    first, second = make_env("a"), make_env("b")
+    big = os.urandom(3000) * 2000  # compressible, several MiB: streamed
+    manifest = stored(
+        first,
+        "k1",
+        {"/dist/app.js": b"console.log(1)\n", "/dist/big.bin": big, "/dist/tool": b"#!/bin/sh\n"},
+        stdout=b"built\n",
+        stderr=b"warn\n",
+        modes={"/dist/tool": 0o755},
+    )
+
+    async def scenario() -> Manifest | None:
+        remote = client(server.url)
+        try:
+            assert await upload(remote, first, manifest)
+            assert await remote.lookup(make_key("absent")) is None  # a miss is a value
+            return await fetch_into(remote, second, make_key("k1"), tmp_path / "dl")
+        finally:
+            await remote.close()
+
+    imported = run(scenario())
+    assert imported is not None
+    sinks = Sinks()
+    result = second.cache.restore(
+        imported,
+        workspace_root=second.workspace,
+        output_patterns=patterns("/dist/**"),
+        stdout_sink=sinks.stdout.append,
+        stderr_sink=sinks.stderr.append,
+    )
+    assert result.ok, result.message
+    assert (second.workspace / "dist/big.bin").read_bytes() == big
+    assert (second.workspace / "dist/app.js").read_bytes() == b"console.log(1)\n"
+    assert (second.workspace / "dist/tool").stat().st_mode & 0o777 == 0o755
+    assert (sinks.out, sinks.err) == (b"built\n", b"warn\n")
+    assert server.state.calls["WriteBlob"] >= 1  # the big blob was streamed, not batched
+    assert server.state.calls["ReadBlob"] >= 1
+
+
+def test_lookups_issued_together_go_out_as_one_batch(
+    server: FakeServer, make_env: Callable[[str], Env]
+) -> None:
+    """RC-001: lookups of tasks that become ready together share one BatchGetManifests."""
+    env = make_env("a")
+    manifests = [stored(env, f"k{i}", {f"/dist/{i}": str(i).encode()}) for i in range(3)]
+
+    async def scenario() -> list[Manifest | None]:
+        remote = client(server.url)
+        try:
+            for manifest in manifests:
+                assert await upload(remote, env, manifest)
+            server.state.lookup_batch_sizes.clear()
+            keys = [make_key(f"k{i}") for i in range(5)]  # 3 hits, 2 misses
+            return list(await asyncio.gather(*(remote.lookup(k) for k in keys)))
+        finally:
+            await remote.close()
+
+    found = run(scenario())
+    assert [m is not None for m in found] == [True, True, True, False, False]
+    assert server.state.lookup_batch_sizes == [5]
+
+
+def test_upload_sends_only_blobs_the_server_lacks(
+    server: FakeServer, make_env: Callable[[str], Env]
+) -> None:
+    """RC-007: FindMissingBlobs first; a blob already present is not sent again."""
+    env = make_env("a")
+    shared = b"shared library bytes\n" * 100
+    one = stored(env, "one", {"/dist/lib.so": shared, "/dist/a": b"a"})
+    two = stored(env, "two", {"/dist/lib.so": shared, "/dist/b": b"b"})
+
+    async def scenario() -> None:
+        remote = client(server.url)
+        try:
+            assert await upload(remote, env, one)
+            server.state.uploaded.clear()
+            assert await upload(remote, env, two)
+            assert await upload(remote, env, two)  # identical put again: success
+        finally:
+            await remote.close()
+
+    run(scenario())
+    lib = next(o.hash for o in two.outputs if o.path == "/dist/lib.so")
+    b_blob = next(o.hash for o in two.outputs if o.path == "/dist/b")
+    assert lib.raw not in server.state.uploaded
+    assert server.state.uploaded == [b_blob.raw]  # empty streams were already there too
+
+
+def test_large_blob_streams_in_several_chunks(
+    server: FakeServer, make_env: Callable[[str], Env], tmp_path: Path
+) -> None:
+    """RC-006: a blob above the batch bound goes through WriteBlob/ReadBlob in chunks."""
+    server.state.max_batch_total = 64 * 1024
+    server.state.chunk_size = 16 * 1024
+    env, other = make_env("a"), make_env("b")
+    data = os.urandom(300 * 1024)  # incompressible: ~19 chunks of 16 KiB
+    manifest = stored(env, "big", {"/dist/blob": data})
+
+    async def scenario() -> Manifest | None:
+        remote = client(server.url)
+        try:
+            assert await upload(remote, env, manifest)
+            return await fetch_into(remote, other, make_key("big"), tmp_path / "dl")
+        finally:
+            await remote.close()
+
+    assert run(scenario()) is not None
+    assert server.state.write_chunks
+    assert max(server.state.write_chunks) > 4
+    assert server.state.calls["ReadBlob"] == 1
+    assert server.state.blobs[manifest.outputs[0].hash.raw] == data
+
+
+def test_put_answered_already_exists_is_success(
+    server: FakeServer, make_env: Callable[[str], Env]
+) -> None:
+    """RC-002: another run stored a different manifest for the key first: not an error."""
+    first, second = make_env("a"), make_env("b")
+    one = stored(first, "same-key", {"/dist/x": b"one"})
+    two = stored(second, "same-key", {"/dist/x": b"two"})
+
+    async def scenario() -> tuple[bool, bool, str | None]:
+        remote = client(server.url)
+        try:
+            return (
+                await upload(remote, first, one),
+                await upload(remote, second, two),
+                (remote.warning()),
+            )
+        finally:
+            await remote.close()
+
+    assert run(scenario()) == (True, True, None)
+
+
+def test_read_only_client_never_writes(server: FakeServer, make_env: Callable[[str], Env]) -> None:
+    """RC-002: read-only never uploads anything."""
+    env = make_env("a")
+    manifest = stored(env, "ro", {"/dist/x": b"x"})
+
+    async def scenario() -> bool:
+        remote = client(server.url, mode=RemoteMode.READ_ONLY)
+        try:
+            return await upload(remote, env, manifest)
+        finally:
+            await remote.close()
+
+    assert run(scenario()) is False
+    assert server.state.manifests == {}
+    assert server.state.blobs == {}
+
+
+def test_corrupt_blob_from_the_server_is_a_miss_with_a_warning(
+    server: FakeServer, make_env: Callable[[str], Env], tmp_path: Path
+) -> None:
+    """RC-004: bytes that do not match their digest are never used: a miss and one warning."""
+    env, other = make_env("a"), make_env("b")
+    stored_manifest = stored(env, "c", {"/dist/x": b"payload" * 10, "/dist/y": os.urandom(2 << 20)})
+
+    async def scenario() -> tuple[Manifest | None, str | None]:
+        remote = client(server.url)
+        try:
+            assert await upload(remote, env, stored_manifest)
+            server.state.corrupt_reads = True
+            return await fetch_into(remote, other, make_key("c"), tmp_path / "dl"), (
+                remote.warning()
+            )
+        finally:
+            await remote.close()
+
+    found, warning = run(scenario())
+    assert found is None
+    assert warning is not None
+    assert "corrupt data" in warning
+    assert other.cache.lookup(make_key("c")).manifest is None  # nothing was imported
+
+
+def _dead_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_server_is_a_miss_with_one_warning() -> None:
+    """RC-003: an unreachable remote is a miss; many failures still make ONE warning."""
+
+    async def scenario() -> tuple[list[Manifest | None], str | None, int]:
+        remote = client(f"grpc://127.0.0.1:{_dead_port()}")
+        try:
+            found = [await remote.lookup(make_key(str(i))) for i in range(5)]
+            return found, remote.warning(), remote.stats.refused_by_breaker
+        finally:
+            await remote.close()
+
+    found, warning, refused = run(scenario())
+    assert found == [None] * 5
+    assert warning is not None
+    assert warning.count("remote cache") == 1
+    assert refused >= 1  # FAST opens the breaker after 2 failures: later calls cost nothing
+
+
+def test_black_hole_costs_a_deadline_not_a_hang(server: FakeServer) -> None:
+    """RC-003: a server that never answers is cut off by the deadline: a miss."""
+    server.state.hang_s = 3 * FAST.lookup_s
+
+    async def scenario() -> tuple[Manifest | None, str | None]:
+        remote = client(server.url)
+        try:
+            return await remote.lookup(make_key("x")), remote.warning()
+        finally:
+            await remote.close()
+
+    found, warning = run(scenario())
+    server.state.hang_s = 0
+    assert found is None
+    assert warning is not None
+    assert "DEADLINE_EXCEEDED" in warning
+
+
+def test_breaker_opens_then_reprobes_and_recovers(
+    server: FakeServer, make_env: Callable[[str], Env]
+) -> None:
+    """RC-003: the breaker does not disable the remote for good: after the cool-down, one
+    probe goes out, and once the server is healthy again lookups hit."""
+    import grpc
+
+    env = make_env("a")
+    manifest = stored(env, "r", {"/dist/x": b"x"})
+
+    async def scenario() -> None:
+        remote = client(server.url)
+        try:
+            assert await upload(remote, env, manifest)
+            server.state.fail_with = grpc.StatusCode.UNAVAILABLE
+            assert await remote.lookup(make_key("r")) is None
+            assert await remote.lookup(make_key("r")) is None
+            calls = server.state.calls["BatchGetManifests"]
+            assert await remote.lookup(make_key("r")) is None  # breaker open: not even sent
+            assert server.state.calls["BatchGetManifests"] == calls
+            server.state.fail_with = None
+            await asyncio.sleep(FAST.breaker_cooldown_s + 0.05)
+            assert await remote.lookup(make_key("r")) is not None  # the re-probe succeeded
+            assert await remote.lookup(make_key("r")) is not None
+            assert remote.breaker.openings == 1
+        finally:
+            await remote.close()
+
+    run(scenario())
+
+
+def test_a_remote_manifest_for_another_key_is_rejected(
+    server: FakeServer, make_env: Callable[[str], Env]
+) -> None:
+    """RC-004/SEC-001: a manifest stored under the wrong key is bad data: a miss + warning."""
+    env = make_env("a")
+    manifest = stored(env, "real", {"/dist/x": b"x"})
+
+    async def scenario() -> tuple[Manifest | None, str | None]:
+        remote = client(server.url)
+        try:
+            assert await upload(remote, env, manifest)
+            document = server.state.manifests[("main", make_key("real").raw)]
+            server.state.manifests[("main", make_key("fake").raw)] = document
+            return await remote.lookup(make_key("fake")), remote.warning()
+        finally:
+            await remote.close()
+
+    found, warning = run(scenario())
+    assert found is None
+    assert warning is not None
+    assert "is for key" in warning
+
+
+@pytest.mark.parametrize("hang", [False, True])
+def test_drain_waits_for_background_uploads_bounded_by_its_timeout(
+    server: FakeServer, make_env: Callable[[str], Env], hang: bool
+) -> None:
+    """RC-002: background uploads finish at the end of the run, but never beyond a bound."""
+    env = make_env("a")
+    manifest = stored(env, "bg", {"/dist/x": b"x"})
+    server.state.hang_s = 2.0 if hang else 0.0
+
+    async def scenario() -> tuple[int, list[int]]:
+        remote = client(server.url)
+        seen: list[int] = []
+        try:
+            remote.upload_later(manifest=manifest, blobs=env.cache.stored_blobs(manifest))
+            cut = await remote.drain(timeout_s=0.3 if hang else 5.0, progress=seen.append)
+            return cut, seen
+        finally:
+            await remote.close()
+
+    cut, seen = run(scenario())
+    server.state.hang_s = 0
+    if hang:
+        assert cut == 1
+        assert seen == [1, 0]  # announced once it took a while, then cleared
+    else:
+        assert cut == 0
+        assert seen == []  # quick uploads are not announced
+        assert ("main", make_key("bg").raw) in server.state.manifests
+
+
+def test_prefetch_answers_lookups_and_batches_the_blobs_of_many_hits(
+    server: FakeServer, make_env: Callable[[str], Env], tmp_path: Path
+) -> None:
+    """RC-001/RC-006: a level's lookups go out as one batch up front, later lookups need no
+    round trip (misses included), and the blobs of all hits share one BatchReadBlobs."""
+    env = make_env("a")
+    manifests = [stored(env, f"p{i}", {f"/dist/{i}": f"data {i}".encode()}) for i in range(6)]
+
+    async def scenario() -> None:
+        remote = client(server.url)
+        try:
+            for manifest in manifests:
+                assert await upload(remote, env, manifest)
+            keys = [make_key(f"p{i}") for i in range(8)]  # 6 hits, 2 misses
+            hits = await remote.prefetch(keys)
+            assert set(hits) == set(keys[:6])
+            lookups = server.state.calls["BatchGetManifests"]
+            reads = server.state.calls["BatchReadBlobs"]
+            dest = tmp_path / "prefetched"
+            dest.mkdir()
+            remote.prefetch_blobs(list(hits.values()), dest)
+            for key in keys:
+                found = await remote.lookup(key)
+                assert (found is not None) == (key in hits)
+                if found is not None:
+                    files = await remote.download(found, tmp_path / "unused")
+                    assert files is not None
+                    assert all(path.parent == dest for path in files.values())
+            assert server.state.calls["BatchGetManifests"] == lookups
+            assert server.state.calls["BatchReadBlobs"] == reads + 1
+            assert not (tmp_path / "unused").exists()
+        finally:
+            await remote.close()
+
+    run(scenario())
+
+
+def test_a_blob_above_the_server_limit_skips_the_upload_with_a_warning(
+    server: FakeServer, make_env: Callable[[str], Env]
+) -> None:
+    """SVC-006/RC-003: the client respects the announced max blob size: nothing is sent,
+    the upload is skipped with the run's one warning, and the remote stays usable."""
+    server.state.max_blob = 1000
+    env = make_env("a")
+    manifest = stored(env, "huge", {"/dist/big": b"z" * 5000})
+
+    async def scenario() -> tuple[bool, str | None, bool]:
+        remote = client(server.url)
+        try:
+            done = await upload(remote, env, manifest)
+            return done, remote.warning(), remote.breaker.allow()
+        finally:
+            await remote.close()
+
+    done, warning, usable = run(scenario())
+    assert not done
+    assert warning is not None
+    assert "exceeds the server's limit" in warning
+    assert usable
+    assert server.state.uploaded == []
+    assert server.state.manifests == {}
+
+
+def test_token_travels_as_bearer_metadata_and_auth_failure_is_a_miss(
+    server: FakeServer, make_env: Callable[[str], Env]
+) -> None:
+    """SPEC §5/RC-003: `authorization: Bearer <token>`; a refused token is a miss + warning."""
+    from dataclasses import replace
+
+    server.state.tokens = {"s3cret"}
+    env = make_env("a")
+    manifest = stored(env, "auth", {"/dist/x": b"x"})
+
+    async def scenario(token: str | None) -> tuple[Manifest | None, str | None]:
+        config = replace(config_for(server.url), token=token)
+        remote = RemoteCache(config, hash_name=HASH, chapter_revision=REVISION)
+        try:
+            if token is not None:
+                assert await upload(remote, env, manifest)
+            return await remote.lookup(make_key("auth")), remote.warning()
+        finally:
+            await remote.close()
+
+    found, warning = run(scenario("s3cret"))
+    assert found is not None
+    assert warning is None
+    refused, warning = run(scenario(None))
+    assert refused is None
+    assert warning is not None
+    assert "UNAUTHENTICATED" in warning
