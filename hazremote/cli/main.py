@@ -170,6 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--max-size", metavar="B", help="clean: oldest first down to B (e.g. 10GB)")
     cache.add_argument("--dry-run", action="store_true", help="clean: list, delete nothing")
 
+    doctor = _command(
+        sub,
+        "doctor",
+        handler="hazremote.cli.doctor:run",
+        help_text="check the configuration, the local cache and the remote cache service",
+        examples="  haz doctor\n  haz doctor --remote grpc://cache.internal:7070\n",
+    )
+    doctor.add_argument("--remote", metavar="URL", help="the remote cache to check")
+
     check = _command(
         sub,
         "check",
