@@ -8,7 +8,6 @@ Checks, each printed as one ``ok`` / ``warn`` / ``FAIL`` line:
   and round-trip latency (median of 3 ``GetCapabilities`` calls), server version, hash
   functions (the workspace's must be supported), clock skew, and the token's name, scope,
   namespaces and read-through chain as the *server* sees them (SEC-002/003).
-Out of scope: TLS (``grpcs://`` is a later issue and reported as unsupported by settings).
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 from hazremote.errors import HazError
+from hazremote.remote.settings import RemoteConfig
 
 #: Clock skew beyond this is worth a warning: entry ages and token expiry depend on clocks.
 SKEW_WARN_S = 5.0
@@ -37,14 +37,20 @@ def _print(check: Check) -> None:
     print(f"{check.status:<4}  {check.name}: {check.detail}")
 
 
-def _remote_checks(target: str, token: str | None, namespace: str, hash_value: str) -> list[Check]:
+def _remote_checks(remote: RemoteConfig, hash_value: str) -> list[Check]:
     import grpc
 
     from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc, digest_pb2
+    from hazremote.remote.channel import sync_channel
 
+    target, token, namespace = remote.target, remote.token, remote.namespace
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
     checks: list[Check] = []
-    with grpc.insecure_channel(target) as channel:
+    try:
+        channel = sync_channel(remote)
+    except HazError as error:
+        return [Check("FAIL", "remote", str(error))]
+    with channel:
         stub = cache_pb2_grpc.CapabilitiesStub(channel)
         request = cache_pb2.GetCapabilitiesRequest(namespace=namespace)
         samples: list[float] = []
@@ -151,7 +157,10 @@ def run(args: argparse.Namespace) -> int:
         )
     try:
         remote = resolve_remote(
-            RemoteFlags(url=args.remote), environ=os.environ, config=workspace.settings.remote
+            RemoteFlags(url=args.remote, ca=args.remote_ca),
+            environ=os.environ,
+            config=workspace.settings.remote,
+            root=context.root,
         )
     except HazError as error:
         checks.append(Check("FAIL", "remote", str(error)))
@@ -160,9 +169,7 @@ def run(args: argparse.Namespace) -> int:
         if remote is None:
             checks.append(Check("ok", "remote", "none configured (local cache only)"))
     if remote is not None:
-        checks += _remote_checks(
-            remote.target, remote.token, remote.namespace, workspace.settings.cache.hash.value
-        )
+        checks += _remote_checks(remote, workspace.settings.cache.hash.value)
     for check in checks:
         _print(check)
     return 1 if any(c.status == "FAIL" for c in checks) else 0

@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--remote-namespace", metavar="NS", help="remote cache namespace (default main)"
     )
+    run.add_argument(
+        "--remote-ca", metavar="FILE", help="CA certificate of a grpcs:// (TLS) remote"
+    )
 
     why = _command(
         sub,
@@ -178,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         examples="  haz doctor\n  haz doctor --remote grpc://cache.internal:7070\n",
     )
     doctor.add_argument("--remote", metavar="URL", help="the remote cache to check")
+    doctor.add_argument("--remote-ca", metavar="FILE", help="CA certificate of a grpcs:// remote")
 
     check = _command(
         sub,

@@ -18,7 +18,8 @@ Spec coverage:
   client per run, created only when a remote is configured (no gRPC import otherwise); the
   end of a run waits for pending uploads (bounded, with a progress line); the remote's one
   warning joins the run's warnings; ``--dry-run`` shows ``remote hit``.
-Out of scope: ``--remote-exec`` and ``--remote-ca`` (later issues).
+* SEC-005 — ``grpcs://`` remotes use TLS; ``--remote-ca`` (``HAZ_REMOTE_CA``, ``remote.tls``).
+Out of scope: ``--remote-exec`` (a later issue).
 """
 
 from __future__ import annotations
@@ -122,8 +123,11 @@ def remote_config(context: WorkspaceContext, args: argparse.Namespace) -> Remote
         url=getattr(args, "remote", None),
         mode=getattr(args, "remote_mode", None),
         namespace=getattr(args, "remote_namespace", None),
+        ca=getattr(args, "remote_ca", None),
     )
-    return resolve_remote(flags, environ=os.environ, config=context.workspace.settings.remote)
+    return resolve_remote(
+        flags, environ=os.environ, config=context.workspace.settings.remote, root=context.root
+    )
 
 
 def _dry_run(

@@ -55,6 +55,7 @@ from hazremote.remote._wire import (
     hash_function,
 )
 from hazremote.remote.breaker import CircuitBreaker
+from hazremote.remote.channel import aio_channel
 from hazremote.remote.settings import RemoteConfig
 
 __all__ = ["RemoteCache", "RemoteStats", "SyncRemoteLookup", "manifest_blobs"]
@@ -188,8 +189,8 @@ class RemoteCache:
         if self._channel is None:
             t = self._timeouts
             keepalive_ms = max(1000, int(t.keepalive_s * 1000))
-            self._channel = grpc.aio.insecure_channel(
-                self._config.target,
+            self._channel = aio_channel(
+                self._config,
                 options=[
                     ("grpc.keepalive_time_ms", keepalive_ms),
                     ("grpc.keepalive_timeout_ms", max(1000, int(t.lookup_s * 1000))),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from hazremote.domain.model import RemoteMode, RemoteSettings
 from hazremote.errors import UsageError
@@ -31,6 +32,7 @@ __all__ = [
     "RemoteConfig",
     "RemoteFlags",
     "RemoteTimeouts",
+    "RemoteTls",
     "parse_remote_url",
     "parse_timeouts",
     "resolve_remote",
@@ -40,6 +42,9 @@ ENV_URL = "HAZ_REMOTE_URL"
 ENV_MODE = "HAZ_REMOTE_MODE"
 ENV_NAMESPACE = "HAZ_REMOTE_NAMESPACE"
 ENV_TOKEN = "HAZ_REMOTE_TOKEN"
+ENV_CA = "HAZ_REMOTE_CA"
+ENV_CERT = "HAZ_REMOTE_CERT"
+ENV_KEY = "HAZ_REMOTE_KEY"
 #: Tuning knob (tests, slow links): ``name=value,...`` over :class:`RemoteTimeouts` fields.
 ENV_TIMEOUTS = "HAZ_REMOTE_TIMEOUTS"
 DEFAULT_NAMESPACE = "main"
@@ -55,6 +60,7 @@ class RemoteFlags:
     url: str | None = None
     mode: str | None = None
     namespace: str | None = None
+    ca: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,6 +91,33 @@ class RemoteTimeouts:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteTls:
+    """SEC-005: a ``grpcs://`` remote. ``ca`` None means the system's trusted roots;
+    ``cert``/``key`` present a client certificate (mutual TLS)."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    def credentials_bytes(self) -> tuple[bytes | None, bytes | None, bytes | None]:
+        """(root certificates, private key, certificate chain) for gRPC's SSL credentials.
+
+        Raises:
+            UsageError: a file cannot be read (named in the message).
+        """
+
+        def read(path: Path | None, what: str) -> bytes | None:
+            if path is None:
+                return None
+            try:
+                return path.read_bytes()
+            except OSError as error:
+                raise UsageError(f"remote TLS {what} {path}: {error.strerror or error}") from None
+
+        return read(self.ca, "CA"), read(self.key, "key"), read(self.cert, "certificate")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RemoteConfig:
     """A resolved remote cache: where, how, and as whom.
 
@@ -103,6 +136,7 @@ class RemoteConfig:
     namespace: str
     token: str | None = None
     timeouts: RemoteTimeouts = RemoteTimeouts()
+    tls: RemoteTls | None = None
 
     @property
     def writes(self) -> bool:
@@ -110,21 +144,18 @@ class RemoteConfig:
 
 
 def parse_remote_url(url: str) -> str:
-    """The gRPC target (``host:port``) of a ``grpc://host:port`` URL.
+    """The gRPC target (``host:port``) of a ``grpc://`` or ``grpcs://`` (TLS) URL.
 
     Raises:
-        UsageError: any other scheme (``grpcs://`` is not supported yet) or a malformed URL.
+        UsageError: any other scheme or a malformed URL.
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise UsageError(f"remote URL {url!r} has no scheme: expected grpc://HOST:PORT")
-    if scheme == "grpcs":
+    if scheme not in ("grpc", "grpcs"):
         raise UsageError(
-            f"remote URL {url!r}: TLS (grpcs://) is not supported yet; use grpc://HOST:PORT "
-            "on a trusted network"
+            f"remote URL {url!r}: unsupported scheme {scheme!r}, expected grpc:// or grpcs://"
         )
-    if scheme != "grpc":
-        raise UsageError(f"remote URL {url!r}: unsupported scheme {scheme!r}, expected grpc://")
     rest = rest.rstrip("/")
     match = _HOST_PORT_RE.fullmatch(rest)
     if match is None or not 0 < int(match["port"]) < 65536:
@@ -169,6 +200,7 @@ def resolve_remote(
     environ: Mapping[str, str],
     config: RemoteSettings,
     timeouts: RemoteTimeouts | None = None,
+    root: Path | None = None,
 ) -> RemoteConfig | None:
     """SPEC §5: the remote cache this run uses, or ``None`` (no URL, or mode ``off``).
 
@@ -198,6 +230,24 @@ def resolve_remote(
     token = _first(environ.get(ENV_TOKEN))
     if token is None and config.token_env:
         token = _first(environ.get(config.token_env))
+    tls: RemoteTls | None = None
+    if url.startswith("grpcs://"):
+
+        def path(text: str | None) -> Path | None:
+            if not text:
+                return None
+            candidate = Path(text).expanduser()
+            return candidate if candidate.is_absolute() or root is None else root / candidate
+
+        tls = RemoteTls(
+            ca=path(_first(flags.ca, environ.get(ENV_CA), config.tls.ca)),
+            cert=path(_first(environ.get(ENV_CERT), config.tls.cert)),
+            key=path(_first(environ.get(ENV_KEY), config.tls.key)),
+        )
+        if (tls.cert is None) != (tls.key is None):
+            raise UsageError("remote TLS: a client certificate and its key go together")
+    elif flags.ca:
+        raise UsageError(f"--remote-ca needs a grpcs:// remote, not {url!r}")
     return RemoteConfig(
         url=url,
         target=target,
@@ -205,4 +255,5 @@ def resolve_remote(
         namespace=namespace,
         token=token,
         timeouts=timeouts or parse_timeouts(environ.get(ENV_TIMEOUTS, "")),
+        tls=tls,
     )

@@ -95,8 +95,8 @@ def test_token_from_haz_remote_token_else_the_configured_variable() -> None:
 @pytest.mark.parametrize(
     ("url", "fragment"),
     [
-        ("grpcs://h:443", "TLS"),
         ("http://h:80", "unsupported scheme"),
+        ("grpcs://h", "HOST:PORT"),
         ("h:7070", "no scheme"),
         ("grpc://h", "HOST:PORT"),
         ("grpc://h:0", "HOST:PORT"),
@@ -104,7 +104,7 @@ def test_token_from_haz_remote_token_else_the_configured_variable() -> None:
     ],
 )
 def test_bad_urls_are_usage_errors_with_a_clear_message(url: str, fragment: str) -> None:
-    """SPEC §5 / SEC-005 (later): only grpc://HOST:PORT for now; grpcs is refused clearly."""
+    """SPEC §5: grpc://HOST:PORT or grpcs://HOST:PORT (TLS, SEC-005), nothing else."""
     with pytest.raises(UsageError, match=fragment):
         parse_remote_url(url)
 
@@ -182,3 +182,42 @@ def test_breaker_half_open_probe_that_never_reports_frees_after_a_cooldown() -> 
     assert not breaker.allow()
     clock.now = 10.0
     assert breaker.allow()  # another probe
+
+
+def test_grpcs_resolves_tls_files_relative_to_the_workspace(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SEC-005: a grpcs:// remote carries its CA (flag > env > config) and client cert/key."""
+    from hazremote.domain.model import RemoteSettings, TlsSettings
+
+    config = RemoteSettings(
+        url="grpcs://cache:443", tls=TlsSettings(ca="certs/ca.pem", cert="c.pem", key="c.key")
+    )
+    resolved = resolve_remote(RemoteFlags(), environ={}, config=config, root=tmp_path)
+    assert resolved is not None
+    assert resolved.target == "cache:443"
+    assert resolved.tls is not None
+    assert (resolved.tls.ca, resolved.tls.cert, resolved.tls.key) == (
+        tmp_path / "certs/ca.pem",
+        tmp_path / "c.pem",
+        tmp_path / "c.key",
+    )
+    flag = resolve_remote(
+        RemoteFlags(ca="/etc/ca.pem"), environ={"HAZ_REMOTE_CA": "/env.pem"}, config=config
+    )
+    assert flag is not None
+    assert flag.tls is not None
+    assert str(flag.tls.ca) == "/etc/ca.pem"
+    plain = resolve_remote(RemoteFlags(url="grpc://h:1"), environ={}, config=RemoteSettings())
+    assert plain is not None
+    assert plain.tls is None
+
+
+def test_tls_misconfiguration_is_a_usage_error() -> None:
+    from hazremote.domain.model import RemoteSettings, TlsSettings
+
+    with pytest.raises(UsageError, match="needs a grpcs:// remote"):
+        resolve_remote(
+            RemoteFlags(url="grpc://h:1", ca="/ca.pem"), environ={}, config=RemoteSettings()
+        )
+    half = RemoteSettings(url="grpcs://h:1", tls=TlsSettings(cert="c.pem"))
+    with pytest.raises(UsageError, match="go together"):
+        resolve_remote(RemoteFlags(), environ={}, config=half)

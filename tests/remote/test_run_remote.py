@@ -226,12 +226,15 @@ def test_dry_run_predicts_remote_hits(haz: HazRunner, make_workspace, server: Fa
     assert "remote hit" not in without.out
 
 
-def test_grpcs_urls_are_refused_with_a_clear_message(haz: HazRunner, make_workspace) -> None:
-    """SEC-005 is a later issue: grpcs:// is a usage error (exit 2), not a silent fallback."""
+def test_an_unreadable_tls_ca_is_a_usage_error(haz: HazRunner, make_workspace) -> None:
+    """SEC-005: a grpcs:// remote whose CA file is missing is a usage error (exit 2) naming
+    the file, not a silent plaintext fallback."""
     root = make_workspace(files())
-    result = haz("run", "--workspace", "--remote", "grpcs://cache:443", cwd=root)
+    result = haz(
+        "run", "--workspace", "--remote", "grpcs://127.0.0.1:9", "--remote-ca", "nope.pem", cwd=root
+    )
     assert result.code == 2
-    assert "TLS" in result.stderr
+    assert "nope.pem" in result.stderr
 
 
 def test_a_run_without_a_remote_does_not_import_grpc(make_workspace) -> None:
