@@ -12,7 +12,9 @@ Spec coverage:
   ``--blob-grace D``) with the same storage settings.
 * SEC-006 — ``haz-cache-service admin list-producers | purge --producer NAME
   [--namespace NS]``.
-Out of scope (later issues): ``--tokens``, ``--tls-*``, ``--queue``.
+* SEC-002 / SEC-005 — ``--tokens FILE``, ``--tls-cert F --tls-key F [--tls-client-ca F]``; an
+  invalid tokens file or unreadable TLS file is exit 2; SIGHUP reloads the tokens file.
+Out of scope (a later issue): ``--queue``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ _HELP = {
     "log_format": "console | json (default json)",
     "shutdown_grace": "time in-flight RPCs get after SIGTERM (default 10s)",
     "storage_threads": "threads running blocking storage calls (default 32)",
+    "tokens": "tokens file (YAML; SEC-002); without it the service is open to every caller",
+    "tls_cert": "PEM certificate chain: serve TLS (with --tls-key)",
+    "tls_key": "PEM private key of --tls-cert",
+    "tls_client_ca": "PEM CA bundle: require client certificates it signed (mutual TLS)",
     "max_blob_size": "largest blob accepted, uncompressed (default 4GiB)",
     "max_batch_items": "largest number of digests or keys per batch call (default 1000)",
     "max_batch_total_size": "largest uncompressed payload of one batch call (default 4MiB)",
@@ -60,6 +66,10 @@ _METAVARS = {
     "log_format": "FORMAT",
     "shutdown_grace": "DURATION",
     "storage_threads": "N",
+    "tokens": "FILE",
+    "tls_cert": "FILE",
+    "tls_key": "FILE",
+    "tls_client_ca": "FILE",
     "max_blob_size": "SIZE",
     "max_batch_items": "N",
     "max_batch_total_size": "SIZE",
@@ -165,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return asyncio.run(run(config))
         return _housekeeping(command, namespace, config)
-    except ValueError as exc:  # bad values the factory or housekeeping found
+    except (ValueError, ServiceConfigError) as exc:  # bad values found later: storage, tokens
         return _fail(str(exc), 2)
     except (ServiceStartError, StorageError) as exc:
         return _fail(str(exc), 1)

@@ -12,7 +12,13 @@ Spec coverage:
   the other limits live in the domain objects and servicers.
 * §5 — when ready, one line ``listening on HOST:PORT`` on stderr (port 0 shows the real port).
 * EXEC-021 — a failure to bind or to open storage is :class:`ServiceStartError` (exit 1).
-Out of scope: tokens (SEC-002, the :class:`Authenticator` seam is here), TLS (SEC-005).
+* SEC-002/003 — ``config.tokens`` becomes a :class:`~cache_service.auth.TokenAuthority`
+  that the one access interceptor asks (authentication and authorization), watched for
+  changes while serving; :func:`run` also reloads it on SIGHUP. Without tokens the service is
+  open and :func:`run` logs a warning saying so.
+* SEC-005 — ``tls_cert``/``tls_key`` serve TLS only (no plaintext port); with
+  ``tls_client_ca`` client certificates signed by that CA are required (mutual TLS). An
+  unreadable file is a :class:`~cache_service.config.ServiceConfigError` (exit 2).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -32,9 +39,10 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
 from cache_service import __version__
+from cache_service.auth import TokenAuthority
 from cache_service.cas import BlobLimits, BlobService
-from cache_service.config import Address, ServiceConfig
-from cache_service.identity import Authenticator, OpenAccess
+from cache_service.config import Address, ServiceConfig, ServiceConfigError
+from cache_service.identity import Authenticator, Authorizer, OpenAccess
 from cache_service.manifests import ManifestService
 from cache_service.observe import AccessInterceptor, ServiceMetrics
 from cache_service.offload import Offload, StreamSlots
@@ -49,7 +57,14 @@ from cache_service.storage.factory import StorageConfig, open_storage
 from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 from hazremote.logs import get_logger
 
-__all__ = ["RunningServer", "ServiceStartError", "open_configured_storage", "run", "serve"]
+__all__ = [
+    "RunningServer",
+    "ServiceStartError",
+    "open_configured_storage",
+    "run",
+    "serve",
+    "server_credentials",
+]
 
 _log = get_logger("cache_service")
 
@@ -102,6 +117,33 @@ def open_configured_storage(
         raise ServiceStartError(f"cannot open storage {config.storage}: {exc}") from exc
 
 
+def _read_pem(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ServiceConfigError(f"{path}: cannot read {what}: {exc.strerror}") from None
+
+
+def server_credentials(config: ServiceConfig) -> grpc.ServerCredentials | None:
+    """SEC-005: TLS credentials from ``config`` (``None``: plaintext).
+
+    Raises:
+        ServiceConfigError: a certificate, key or CA file cannot be read.
+    """
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    chain = _read_pem(config.tls_cert, "TLS certificate (--tls-cert)")
+    key = _read_pem(config.tls_key, "TLS key (--tls-key)")
+    client_ca = (
+        None
+        if config.tls_client_ca is None
+        else _read_pem(config.tls_client_ca, "client CA (--tls-client-ca)")
+    )
+    return grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
 def _grpc_options(config: ServiceConfig) -> list[tuple[str, Any]]:
     size = config.limits.max_message_size
     return [
@@ -126,12 +168,23 @@ async def serve(
         config: Listen addresses, storage, limits.
         storage: Stores to use instead of opening ``config.storage`` (tests); the blob store
             must verify writes (wrap a leaf in ``VerifyingBlobStore``).
-        authenticator: Who calls (default: open access, every call ``anonymous``).
+        authenticator: Who calls (default: ``config.tokens`` as a
+            :class:`~cache_service.auth.TokenAuthority`, else open access, every call
+            ``anonymous``). One that is also an
+            :class:`~cache_service.identity.Authorizer` authorizes every call too; a
+            :class:`~cache_service.auth.TokenAuthority` with a file is watched for changes.
 
     Raises:
         ServiceStartError: a port cannot be bound or storage cannot be opened.
+        ServiceConfigError: the tokens file is invalid, or a TLS file cannot be read (exit 2).
         ValueError: the storage URL or read-cache settings are invalid (a config error).
     """
+    if authenticator is None:
+        authenticator = (
+            OpenAccess() if config.tokens is None else TokenAuthority.open(config.tokens)
+        )
+    authorizer = authenticator if isinstance(authenticator, Authorizer) else None
+    credentials = server_credentials(config)
     metrics = ServiceMetrics()
     blobs, manifests = (
         storage
@@ -154,12 +207,16 @@ async def serve(
         on_lookup=metrics.manifest_lookup,
     )
     interceptor = AccessInterceptor(
-        metrics=metrics, authenticator=authenticator if authenticator is not None else OpenAccess()
+        metrics=metrics, authenticator=authenticator, authorizer=authorizer
     )
     server = grpc.aio.server(interceptors=[interceptor], options=_grpc_options(config))
     cache_pb2_grpc.add_CapabilitiesServicer_to_server(
         CapabilitiesServicer(
-            info=ServerInfo(version=__version__, max_message_size=limits.max_message_size),
+            info=ServerInfo(
+                version=__version__,
+                max_message_size=limits.max_message_size,
+                auth_disabled=isinstance(authenticator, OpenAccess),
+            ),
             limits=blob_limits,
         ),
         server,
@@ -188,7 +245,11 @@ async def serve(
         server,
     )
     try:
-        port = server.add_insecure_port(str(config.listen))
+        port = (
+            server.add_insecure_port(str(config.listen))
+            if credentials is None
+            else server.add_secure_port(str(config.listen), credentials)
+        )
     except RuntimeError as exc:
         port = 0
         reason = str(exc)
@@ -199,6 +260,11 @@ async def serve(
         raise ServiceStartError(f"cannot listen on {config.listen}: {reason}")
     await server.start()
     httpd = None
+    watcher = (
+        asyncio.create_task(authenticator.watch())
+        if isinstance(authenticator, TokenAuthority)
+        else None
+    )
     try:
         metrics_port = None
         if config.metrics_listen is not None:
@@ -217,6 +283,10 @@ async def serve(
             host=config.listen.host, port=port, metrics_port=metrics_port, metrics=metrics
         )
     finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         await health.enter_graceful_shutdown()
         await server.stop(config.shutdown_grace)
         if httpd is not None:
@@ -231,8 +301,14 @@ async def run(config: ServiceConfig) -> int:
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    async with serve(config) as server:
-        _log.warning("no tokens file: the service is open to every caller (anonymous read-write)")
+    authority = None if config.tokens is None else TokenAuthority.open(config.tokens)
+    if authority is not None:
+        loop.add_signal_handler(signal.SIGHUP, authority.reload)
+    async with serve(config, authenticator=authority) as server:
+        if authority is None:
+            _log.warning(
+                "no tokens file: the service is open to every caller (anonymous read-write)"
+            )
         print(f"listening on {server.address}", file=sys.stderr, flush=True)
         _log.info(
             "serving",
@@ -240,6 +316,9 @@ async def run(config: ServiceConfig) -> int:
             storage=config.storage,
             metrics_port=server.metrics_port,
             version=__version__,
+            tls=config.tls_cert is not None,
+            mutual_tls=config.tls_client_ca is not None,
+            tokens=None if config.tokens is None else str(config.tokens),
         )
         await stopping.wait()
         _log.info("shutting down", grace_s=config.shutdown_grace)

@@ -10,8 +10,12 @@ Spec coverage:
   ``HAZ_CACHE_MAX_*`` variables) and validated against the others.
 * EXEC-021 — any unknown key or bad value is a :class:`ServiceConfigError` (exit 2) whose
   message names where the value came from.
-Out of scope: ``--tokens``, ``--tls-*`` and ``--queue`` (later issues); what a storage URL
-means (``cache_service.storage.factory``).
+* SEC-002 — ``--tokens FILE`` (``HAZ_CACHE_TOKENS``, ``tokens:``): the tokens file's path
+  (its content is parsed by :mod:`cache_service.auth`).
+* SEC-005 — ``--tls-cert F --tls-key F [--tls-client-ca F]`` (``HAZ_CACHE_TLS_*``,
+  ``tls_cert:`` …): certificate and key go together; a client CA needs them.
+Out of scope: ``--queue`` (a later issue); what a storage URL means
+(``cache_service.storage.factory``); reading the certificate files (``cache_service.app``).
 """
 
 from __future__ import annotations
@@ -99,6 +103,13 @@ class ServiceConfig:
     #: Threads running blocking storage calls.
     storage_threads: int = 32
     limits: Limits = field(default_factory=Limits)
+    #: SEC-002: the tokens file; ``None`` means open access (a warning at start).
+    tokens: Path | None = None
+    #: SEC-005: PEM server certificate chain and private key (TLS when set).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: SEC-005: PEM CA bundle; when set, clients must present a certificate it signed.
+    tls_client_ca: Path | None = None
 
 
 def parse_address(text: str) -> Address:
@@ -192,6 +203,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(key="log_format", parse=_choice(LOG_FORMATS)),
     Setting(key="shutdown_grace", parse=_duration),
     Setting(key="storage_threads", parse=_positive_int),
+    Setting(key="tokens", parse=_path),
+    Setting(key="tls_cert", parse=_path),
+    Setting(key="tls_key", parse=_path),
+    Setting(key="tls_client_ca", parse=_path),
     Setting(key="limits.max_blob_size", parse=_positive_size),
     Setting(key="limits.max_batch_items", parse=_positive_int),
     Setting(key="limits.max_batch_total_size", parse=_positive_size),
@@ -270,6 +285,10 @@ def resolve_config(*, flags: Mapping[str, object | None], env: Mapping[str, str]
     read_cache_size = values.get("read_cache_size")
     if read_cache_size is not None and read_cache_dir is None:
         raise ServiceConfigError("--read-cache-size needs --read-cache DIR")
+    if ("tls_cert" in values) != ("tls_key" in values):
+        raise ServiceConfigError("--tls-cert and --tls-key go together")
+    if "tls_client_ca" in values and "tls_cert" not in values:
+        raise ServiceConfigError("--tls-client-ca needs --tls-cert and --tls-key")
     return ServiceConfig(
         storage=values.get("storage", default_storage_url(env)),
         s3_endpoint=values.get("s3_endpoint"),
@@ -280,7 +299,17 @@ def resolve_config(*, flags: Mapping[str, object | None], env: Mapping[str, str]
         limits=limits,
         **{
             k: values[k]
-            for k in ("listen", "log_level", "log_format", "shutdown_grace", "storage_threads")
+            for k in (
+                "listen",
+                "log_level",
+                "log_format",
+                "shutdown_grace",
+                "storage_threads",
+                "tokens",
+                "tls_cert",
+                "tls_key",
+                "tls_client_ca",
+            )
             if k in values
         },
     )

@@ -6,17 +6,65 @@ Spec coverage:
   :class:`Identity` or refuses; :class:`OpenAccess` (the default, no ``--tokens``) lets every
   call in as ``anonymous``. The tokens file and its statuses arrive in a later issue as another
   ``Authenticator`` plugged into the same interceptor (:mod:`cache_service.observe`).
-Out of scope: tokens, scopes, namespaces per token.
+* SEC-002/003 (values) — an identity may carry the :class:`Grant` of its token (namespaces,
+  scope, read-through chain, ``execute``, role); an :class:`Authorizer` refuses a call with
+  :class:`AccessDeniedError` (``PERMISSION_DENIED``). The tokens file, its reload and the
+  method table live in :mod:`cache_service.auth`.
+Out of scope: parsing tokens, deciding access (both :mod:`cache_service.auth`).
 """
 
 from __future__ import annotations
 
 import contextvars
+import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol, runtime_checkable
 
-__all__ = ["ANONYMOUS", "Authenticator", "Identity", "OpenAccess", "current_identity"]
+__all__ = [
+    "ANONYMOUS",
+    "AccessDeniedError",
+    "Authenticator",
+    "Authorizer",
+    "Grant",
+    "Identity",
+    "OpenAccess",
+    "Scope",
+    "current_identity",
+]
+
+Scope = Literal["read", "read-write"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Grant:
+    """What a token (or anonymous access) may do (SEC-002/003)."""
+
+    #: Namespace patterns it may use (``*`` globs, e.g. ``pr-*``).
+    namespaces: tuple[str, ...]
+    scope: Scope = "read"
+    #: Namespaces a lookup continues in after a miss, in order; readable, never writable.
+    read_through: tuple[str, ...] = ()
+    execute: bool = False
+    #: ``"worker"``: may lease actions and publish their results.
+    role: str | None = None
+
+    def matches(self, namespace: str) -> bool:
+        """True when ``namespace`` is one of the token's own namespaces."""
+        return any(fnmatch.fnmatchcase(namespace, p) for p in self.namespaces)
+
+    def scope_for(self, namespace: str) -> Scope | None:
+        """The scope in ``namespace``: its own scope in its namespaces, ``read`` in its
+        read-through namespaces, ``None`` elsewhere."""
+        if self.matches(namespace):
+            return self.scope
+        if namespace in self.read_through:
+            return "read"
+        return None
+
+    def lookup_chain(self, namespace: str) -> tuple[str, ...]:
+        """SEC-003: where a lookup in ``namespace`` looks, in order."""
+        return (namespace, *(ns for ns in self.read_through if ns != namespace))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -24,6 +72,14 @@ class Identity:
     """An authenticated caller: a token name, a worker id, or ``anonymous``."""
 
     name: str
+    #: What it may do; ``None`` when access is open (no tokens file) or not established.
+    grant: Grant | None = None
+
+
+class AccessDeniedError(PermissionError):
+    """A known caller may not do this (``PERMISSION_DENIED``); any other
+    :class:`PermissionError` from the seam means the caller is not known
+    (``UNAUTHENTICATED``)."""
 
 
 ANONYMOUS = Identity(name="anonymous")
@@ -41,6 +97,19 @@ class Authenticator(Protocol):
 
         Raises:
             PermissionError: the call must be refused (mapped to ``UNAUTHENTICATED``).
+        """
+        ...
+
+
+@runtime_checkable
+class Authorizer(Protocol):
+    """Decides whether an authenticated caller may make a call (SEC-002/003)."""
+
+    def authorize(self, identity: Identity, *, method: str, namespace: str) -> None:
+        """Return when allowed.
+
+        Raises:
+            AccessDeniedError: the caller may not (``PERMISSION_DENIED``).
         """
         ...
 

@@ -8,9 +8,10 @@ Spec coverage:
   document's key must be the request's key and its hash function the request's.
 * RC-005 — a put is accepted only when every blob it references (stdout, stderr, outputs) is
   present; otherwise :class:`MissingBlobsError` names the first missing blob.
-* SEC-003 (groundwork) — namespaces are ID-like names (``[A-Za-z0-9_-]``, 1–64 bytes, first
-  character alphanumeric), validated on every call; lookups never cross namespaces (the
-  read-through chain of tokens arrives with the tokens issue).
+* SEC-003 — namespaces are ID-like names (``[A-Za-z0-9_-]``, 1–64 bytes, first character
+  alphanumeric), validated on every call; :meth:`ManifestService.lookup` follows a
+  read-through chain (the requested namespace, then the token's read-through namespaces, in
+  order) and reports where each key was found; a lookup never leaves its chain.
 * SEC-004 — an existing manifest is immutable: an identical put (outputs, streams, exit code;
   not timestamps, duration or producer) answers ``created=False``, a different one raises
   :class:`ManifestConflictError` and the original stays — unless the original's blobs are gone,
@@ -142,6 +143,37 @@ class ManifestService:
                 f"{len(keys)} keys in one batch; the limit is {self._max_batch_items}"
             )
         return [self.get(namespace, hash_name, key) for key in keys]
+
+    def lookup(
+        self, chain: Sequence[str], hash_name: HashName, keys: Sequence[Digest]
+    ) -> list[tuple[bytes, str] | None]:
+        """SEC-003: each key's document and the namespace it was found in, trying the
+        namespaces of ``chain`` in order (one hit-or-miss count per key); None on a miss.
+
+        Raises:
+            InvalidRequestError: a namespace of the chain is not a valid name.
+            LimitExceededError: more keys than the batch limit.
+        """
+        if not chain:
+            raise InvalidRequestError("a lookup needs at least one namespace")
+        for namespace in chain:
+            validate_namespace(namespace)
+        if len(keys) > self._max_batch_items:
+            raise LimitExceededError(
+                f"{len(keys)} keys in one batch; the limit is {self._max_batch_items}"
+            )
+        results: list[tuple[bytes, str] | None] = []
+        for key in keys:
+            found = None
+            for namespace in chain:
+                document = self._manifests.get(namespace, hash_name, key)
+                if document is not None:
+                    found = (document, namespace)
+                    break
+            if self._on_lookup is not None:
+                self._on_lookup(found is not None)
+            results.append(found)
+        return results
 
     def put(
         self, namespace: str, hash_name: HashName, key: Digest, document: bytes, *, producer: str

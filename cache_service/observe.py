@@ -8,7 +8,11 @@ Spec coverage:
 * SEC-002 (seam) — the interceptor asks an :class:`~cache_service.identity.Authenticator`
   who calls and binds the identity for the handler (SEC-006 producer); a refusal is
   ``UNAUTHENTICATED``. Health checking and reflection are never authenticated.
-Out of scope: tokens (a later issue brings an ``Authenticator``), status mapping (``_status``).
+* SEC-002/003 — with an :class:`~cache_service.identity.Authorizer` (the tokens file,
+  :mod:`cache_service.auth`), the same interceptor then authorizes the call against the
+  request's namespace; :class:`~cache_service.identity.AccessDeniedError` is
+  ``PERMISSION_DENIED``. The access event names the token as ``identity``.
+Out of scope: parsing tokens (:mod:`cache_service.auth`), status mapping (``_status``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from cache_service.identity import (
     ANONYMOUS,
+    AccessDeniedError,
     Authenticator,
+    Authorizer,
     Identity,
     reset_identity,
     set_identity,
@@ -139,9 +145,16 @@ def _size(message: Any) -> int:
 class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Wraps every handler: authenticate, bind identity, count, time, log once."""
 
-    def __init__(self, *, metrics: ServiceMetrics, authenticator: Authenticator) -> None:
+    def __init__(
+        self,
+        *,
+        metrics: ServiceMetrics,
+        authenticator: Authenticator,
+        authorizer: Authorizer | None = None,
+    ) -> None:
         self._metrics = metrics
         self._authenticator = authenticator
+        self._authorizer = authorizer
 
     async def intercept_service(
         self,
@@ -174,8 +187,10 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     # -- wrappers -------------------------------------------------------------------------
 
-    async def _begin(self, method: str, request: Any, context: Any, *, stream_in: bool) -> _Rpc:
-        rpc = _Rpc(method=method, peer=str(context.peer()))
+    async def _begin(self, rpc: _Rpc, request: Any, context: Any, *, stream_in: bool) -> None:
+        """Fill ``rpc`` in place, so a refused call is still logged with its identity."""
+        method = rpc.method
+        rpc.peer = str(context.peer())
         if not stream_in:
             rpc.bytes_in = _size(request)
             rpc.namespace = str(getattr(request, "namespace", ""))
@@ -185,9 +200,12 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             }
             try:
                 rpc.identity = self._authenticator.authenticate(method=method, metadata=metadata)
+                if self._authorizer is not None:
+                    self._authorizer.authorize(rpc.identity, method=method, namespace=rpc.namespace)
+            except AccessDeniedError as exc:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
             except PermissionError as exc:
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
-        return rpc
 
     def _counting(self, rpc: _Rpc, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         async def counted() -> AsyncIterator[Any]:
@@ -203,7 +221,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             error: BaseException | None = None
             token = None
             try:
-                rpc = await self._begin(method, request, context, stream_in=stream_in)
+                await self._begin(rpc, request, context, stream_in=stream_in)
                 token = set_identity(rpc.identity)
                 if stream_in:
                     request = self._counting(rpc, request)
@@ -226,7 +244,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             error: BaseException | None = None
             token = None
             try:
-                rpc = await self._begin(method, request, context, stream_in=stream_in)
+                await self._begin(rpc, request, context, stream_in=stream_in)
                 token = set_identity(rpc.identity)
                 if stream_in:
                     request = self._counting(rpc, request)

@@ -3,8 +3,11 @@
 Spec coverage:
 * SVC-006 — the configured limits are reported, so clients size batches and chunks to them.
 * §5 ``haz doctor`` — server version and clock (for clock skew).
-* SEC-002 (groundwork) — ``auth_disabled`` is true until the tokens issue lands.
-Out of scope: token fields (empty without tokens).
+* SEC-002/003 — ``auth_disabled`` is true without a tokens file; the ``token_*`` fields
+  describe the caller's token as the server sees it (name, scope in the request's namespace,
+  namespace patterns, read-through chain) — empty for anonymous callers and open access,
+  except that anonymous read access reports its scope and namespaces.
+Out of scope: authorization (:mod:`cache_service.auth`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cache_service.cas import BlobLimits
+from cache_service.identity import ANONYMOUS, current_identity
 from cache_service.servicers._status import maps_errors
 from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 from hazremote.domain.digest import HASH_IDS
@@ -47,8 +51,10 @@ class CapabilitiesServicer(cache_pb2_grpc.CapabilitiesServicer):  # type: ignore
     async def GetCapabilities(
         self, request: cache_pb2.GetCapabilitiesRequest, context: Any
     ) -> cache_pb2.ServerCapabilities:
-        del request, context
-        return cache_pb2.ServerCapabilities(
+        del context
+        identity = current_identity()
+        grant = identity.grant
+        reply = cache_pb2.ServerCapabilities(
             server_version=self._info.version,
             server_time_unix_ms=int(self._clock() * 1000),
             hash_functions=sorted(HASH_IDS.values()),  # type: ignore[arg-type]
@@ -60,3 +66,10 @@ class CapabilitiesServicer(cache_pb2_grpc.CapabilitiesServicer):  # type: ignore
             stream_chunk_size_bytes=self._limits.stream_chunk_size,
             auth_disabled=self._info.auth_disabled,
         )
+        if identity.name != ANONYMOUS.name:
+            reply.token_name = identity.name
+        if grant is not None:
+            reply.token_scope = grant.scope_for(request.namespace) or ""
+            reply.token_namespaces.extend(grant.namespaces)
+            reply.token_read_through.extend(grant.read_through)
+        return reply

@@ -5,7 +5,10 @@ Spec coverage:
 * SEC-006 — the producer is :func:`~cache_service.identity.current_identity`, bound by the
   interceptor from the authenticated call.
 * A miss is ``found=false``, never an error status.
-Out of scope: read-through namespaces of tokens (SEC-003, tokens issue).
+* SEC-003 — a lookup in namespace N by a token with ``read_through`` tries N, then each
+  read-through namespace in order, and answers ``found_in_namespace``; without a token grant
+  (open access) only N. Whether the caller may use N at all is the interceptor's decision.
+Out of scope: authorization (:mod:`cache_service.auth`).
 """
 
 from __future__ import annotations
@@ -22,12 +25,18 @@ from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 __all__ = ["ManifestStoreServicer"]
 
 
-def _result(document: bytes | None, namespace: str) -> cache_pb2.GetManifestResponse:
-    if document is None:
+def _result(found: tuple[bytes, str] | None) -> cache_pb2.GetManifestResponse:
+    if found is None:
         return cache_pb2.GetManifestResponse(found=False)
+    document, namespace = found
     return cache_pb2.GetManifestResponse(
         found=True, manifest_json=document, found_in_namespace=namespace
     )
+
+
+def _chain(namespace: str) -> tuple[str, ...]:
+    grant = current_identity().grant
+    return (namespace,) if grant is None else grant.lookup_chain(namespace)
 
 
 class ManifestStoreServicer(cache_pb2_grpc.ManifestStoreServicer):  # type: ignore[misc]
@@ -39,25 +48,26 @@ class ManifestStoreServicer(cache_pb2_grpc.ManifestStoreServicer):  # type: igno
     async def GetManifest(
         self, request: cache_pb2.GetManifestRequest, context: Any
     ) -> cache_pb2.GetManifestResponse:
-        document = await self._offload(
-            self._manifests.get,
-            request.namespace,
+        (found,) = await self._offload(
+            self._manifests.lookup,
+            _chain(request.namespace),
             hash_name(request.hash_function),
-            key_digest(request.key),
+            [key_digest(request.key)],
         )
-        return _result(document, request.namespace)
+        return _result(found)
 
     @maps_errors
     async def BatchGetManifests(
         self, request: cache_pb2.BatchGetManifestsRequest, context: Any
     ) -> cache_pb2.BatchGetManifestsResponse:
         keys = [key_digest(key) for key in request.keys]
-        documents = await self._offload(
-            self._manifests.get_many, request.namespace, hash_name(request.hash_function), keys
+        found = await self._offload(
+            self._manifests.lookup,
+            _chain(request.namespace),
+            hash_name(request.hash_function),
+            keys,
         )
-        return cache_pb2.BatchGetManifestsResponse(
-            results=[_result(document, request.namespace) for document in documents]
-        )
+        return cache_pb2.BatchGetManifestsResponse(results=[_result(item) for item in found])
 
     @maps_errors
     async def PutManifest(

@@ -1,0 +1,26 @@
+"""Tokens, namespaces and read-through (SEC-002, SEC-003, SEC-006): the tokens file
+(:mod:`.tokens`) and the :class:`TokenAuthority` the access interceptor asks (:mod:`.authority`).
+
+Spec coverage: see the two modules. Out of scope: TLS (``cache_service.app``).
+"""
+
+from cache_service.auth.authority import METHOD_ACCESS, Access, TokenAuthority, hash_secret
+from cache_service.auth.tokens import (
+    TokenEntry,
+    TokensFile,
+    TokensFileError,
+    load_tokens,
+    parse_tokens,
+)
+
+__all__ = [
+    "METHOD_ACCESS",
+    "Access",
+    "TokenAuthority",
+    "TokenEntry",
+    "TokensFile",
+    "TokensFileError",
+    "hash_secret",
+    "load_tokens",
+    "parse_tokens",
+]
