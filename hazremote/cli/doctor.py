@@ -67,7 +67,12 @@ def _remote_checks(remote: RemoteConfig, hash_value: str) -> list[Check]:
             return [Check("FAIL", "remote", f"{target}: {code}: {detail}")]
         assert reply is not None
         latency_ms = statistics.median(samples) * 1000
-        checks.append(Check("ok", "remote", f"{target} reachable, {latency_ms:.1f} ms round trip"))
+        transport = "TLS" if remote.tls is not None else "plaintext"
+        checks.append(
+            Check(
+                "ok", "remote", f"{target} reachable ({transport}), {latency_ms:.1f} ms round trip"
+            )
+        )
         checks.append(Check("ok", "server version", reply.server_version or "unknown"))
         names = {
             digest_pb2.HASH_FUNCTION_BLAKE3: "blake3",
