@@ -21,6 +21,7 @@ _LEVELS = {
 }
 _settings = {"level": "warning", "format": "console"}
 _configured = False
+_generation = [0]  # bumped by every configuration: loggers built earlier rebuild themselves
 
 
 def configure_logging(*, level: str = "warning", fmt: str = "console") -> None:
@@ -60,12 +61,15 @@ def _configure() -> None:
         cache_logger_on_first_use=False,
     )
     _configured = True
+    _generation[0] += 1
 
 
 class _LazyLogger:
     def __init__(self, name: str, bound: dict[str, Any]) -> None:
         self._name = name
         self._bound = bound
+        self._logger: Any = None
+        self._generation = -1
 
     def bind(self, **fields: Any) -> _LazyLogger:
         return _LazyLogger(self._name, {**self._bound, **fields})
@@ -75,10 +79,14 @@ class _LazyLogger:
             return
         if not _configured:
             _configure()
-        import structlog
+        if self._logger is None or self._generation != _generation[0]:
+            # Built once per configuration: a server logs one event per RPC (SVC-004), and
+            # re-binding a structlog logger per event costs more than rendering it.
+            import structlog
 
-        logger = structlog.get_logger(self._name).bind(**self._bound)
-        getattr(logger, method)(event, **fields)
+            self._logger = structlog.get_logger(self._name).bind(**self._bound)
+            self._generation = _generation[0]
+        getattr(self._logger, method)(event, **fields)
 
     def debug(self, event: str, **fields: Any) -> None:
         self._emit("debug", event, fields)
