@@ -18,6 +18,7 @@ Out of scope: parsing tokens (:mod:`cache_service.auth`), status mapping (``_sta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -132,7 +133,7 @@ def _code_of(context: Any, error: BaseException | None) -> grpc.StatusCode:
                 return candidate
     if error is None:
         return grpc.StatusCode.OK
-    if isinstance(error, asyncio.CancelledError):
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
         return grpc.StatusCode.CANCELLED
     return grpc.StatusCode.UNKNOWN
 
@@ -255,9 +256,12 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 error = exc
                 raise
             finally:
-                if token is not None:
-                    reset_identity(token)
                 self._finish(rpc, context, error)
+                if token is not None:
+                    # A stream the client abandoned is closed (GeneratorExit) by a finalizer
+                    # in another context, where the token cannot be reset: nothing to undo.
+                    with contextlib.suppress(ValueError):
+                        reset_identity(token)
 
         return wrapped
 

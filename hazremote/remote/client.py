@@ -199,9 +199,12 @@ class RemoteCache:
                     ("grpc.max_receive_message_length", _MAX_MESSAGE),
                     ("grpc.max_send_message_length", _MAX_MESSAGE),
                     # A re-probe after the breaker's cool-down must find a fresh connection
-                    # attempt, not the tail of a long reconnect backoff.
+                    # attempt, not the tail of a long reconnect backoff. gRPC also uses
+                    # min_reconnect_backoff as the deadline of one connection attempt
+                    # (handshake included): it must be the connect deadline, not 200 ms, or
+                    # a slow link or a loaded server never connects.
                     ("grpc.initial_reconnect_backoff_ms", 200),
-                    ("grpc.min_reconnect_backoff_ms", 200),
+                    ("grpc.min_reconnect_backoff_ms", max(200, int(t.connect_s * 1000))),
                     ("grpc.max_reconnect_backoff_ms", max(200, int(t.breaker_cooldown_s * 500))),
                     ("grpc.enable_retries", 0),
                 ],

