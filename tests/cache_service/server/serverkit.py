@@ -83,9 +83,17 @@ class ServerThread:
 
 @contextlib.contextmanager
 def running_server(
-    config: ServiceConfig | None = None, *, authenticator: Authenticator | None = None
+    config: ServiceConfig | None = None,
+    *,
+    authenticator: Authenticator | None = None,
+    config_storage: bool = False,
 ) -> Iterator[ServerThread]:
-    """Start :func:`serve` in a thread with its own event loop; stop it on exit."""
+    """Start :func:`serve` in a thread with its own event loop; stop it on exit.
+
+    By default the server runs over in-memory stores exposed as ``blob_leaf`` and
+    ``manifest_store``; with ``config_storage`` it opens ``config.storage`` (disk, S3) through
+    the real factory instead, and those two attributes are unused.
+    """
     config = config or server_config()
     leaf = MemoryBlobStore()
     manifests = MemoryManifestStore()
@@ -96,7 +104,7 @@ def running_server(
 
     async def main() -> None:
         try:
-            storage = (VerifyingBlobStore(inner=leaf), manifests)
+            storage = None if config_storage else (VerifyingBlobStore(inner=leaf), manifests)
             async with serve(config, storage=storage, authenticator=authenticator) as running:
                 ready.append(running)
                 started.set()
