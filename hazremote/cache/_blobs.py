@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,12 +83,31 @@ class BlobCodec:
         if not 1 <= level <= 22:
             raise ValueError(f"zstd level must be 1..22, got {level}")
         self._hash_name = hash_name
-        # Our own digest verifies every read, so zstd's checksum would be a second, redundant
-        # one. The content size goes into every frame header: lookups compare it.
-        self._cctx = zstandard.ZstdCompressor(
-            level=level, write_content_size=True, write_checksum=False
-        )
-        self._dctx = zstandard.ZstdDecompressor()
+        self._level = level
+        # zstandard's (de)compression contexts must never be used by two threads at once (the
+        # cache is used from a thread pool: sharing one crashed the interpreter), so each
+        # thread gets its own, created on first use.
+        self._local = threading.local()
+
+    @property
+    def _cctx(self) -> zstandard.ZstdCompressor:
+        cctx: zstandard.ZstdCompressor | None = getattr(self._local, "cctx", None)
+        if cctx is None:
+            # Our own digest verifies every read, so zstd's checksum would be a second,
+            # redundant one. The content size goes into every frame header: lookups compare it.
+            cctx = zstandard.ZstdCompressor(
+                level=self._level, write_content_size=True, write_checksum=False
+            )
+            self._local.cctx = cctx
+        return cctx
+
+    @property
+    def _dctx(self) -> zstandard.ZstdDecompressor:
+        dctx: zstandard.ZstdDecompressor | None = getattr(self._local, "dctx", None)
+        if dctx is None:
+            dctx = zstandard.ZstdDecompressor()
+            self._local.dctx = dctx
+        return dctx
 
     @property
     def hash_name(self) -> HashName:

@@ -168,8 +168,11 @@ class _Workspace:
         except FileNotFoundError:
             if not create:
                 return None
-            os.mkdir(name, 0o777, dir_fd=parent_fd)
-            self.created.append((parent_fd, name))
+            try:
+                os.mkdir(name, 0o777, dir_fd=parent_fd)
+                self.created.append((parent_fd, name))
+            except FileExistsError:
+                pass  # created meanwhile by a concurrent restore or task: use it (checked below)
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
         except OSError as exc:
             if exc.errno not in (errno.ELOOP, errno.ENOTDIR):

@@ -1,0 +1,344 @@
+"""Remote-hit replay against local-hit replay, haz and Turborepo alike (issue 5).
+
+For N = 200 and N = 1,000 packages of the synthetic monorepo (``bench/synthetic.py``) this
+measures, as medians of ``--runs`` runs each:
+
+* haz: a real ``haz-cache-service`` subprocess (file storage in a temporary directory) is filled
+  by one ``haz run --workspace --remote grpc://...`` in a first clone; a SECOND clone at another
+  path then times
+  (a) the remote replay — ``.haz/cache`` and every ``packages/*/dist`` deleted, every task must
+      be a ``remote-cache`` hit (checked through ``--summary-json``; anything else aborts), and
+  (b) the local replay — the same command again, every task a ``local-cache`` hit;
+* Turborepo: a ``turborepo-remote-cache`` server (npm, local storage) is filled by one
+  ``turbo run build`` in clone 1; clone 2 then times the remote replay (``.turbo`` and every
+  ``dist`` deleted; the output must say every task was cached) and the local replay.
+
+Prints one table: N, the four medians and haz/turbo for the remote replay (target <= 1.0).
+Turborepo runs each task through ``npm run``, so its one cold populating run at N = 1,000 takes
+minutes. ``--no-turbo`` measures haz alone; ``--sizes 200`` one size. Every started server is
+stopped by its PID.
+
+By default any bad haz attempt aborts. ``--retries K`` discards up to K attempts that crashed
+or were not all hits, and ``--accept-misses`` keeps remote replays in which some tasks ran
+``fresh`` instead; both are reported on stderr and under the table, never silently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._util import WORK, work_dir
+from bench.synthetic import write_synthetic
+
+BIN = Path(sys.executable).parent
+HAZ = str(BIN / "haz")
+HAZ_SERVICE = str(BIN / "haz-cache-service")
+TURBO = WORK / "turbo-install" / "node_modules" / ".bin" / "turbo"
+TRC_HOME = WORK / "trc-install"
+TRC_CLI = TRC_HOME / "node_modules" / "turborepo-remote-cache" / "dist" / "cli.js"
+TURBO_TOKEN = "bench-token"
+TURBO_TEAM = "bench"
+# An installed haz has byte-compiled modules; with PYTHONDONTWRITEBYTECODE set every run would
+# recompile them (~60 ms) and the figure would measure that instead.
+ENV = {
+    **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+    "TURBO_TELEMETRY_DISABLED": "1",
+    "DO_NOT_TRACK": "1",
+    "NO_COLOR": "1",
+}
+LISTENING = re.compile(r"listening on (\S+):(\d+)")
+
+
+class BadRun(Exception):
+    """A measured run failed or was not the replay it claims to be."""
+
+
+def run(argv: list[str], cwd: Path) -> tuple[float, str]:
+    """Run ``argv`` in ``cwd``; wall seconds and stdout. A non-zero exit raises BadRun."""
+    start = time.perf_counter()
+    result = subprocess.run(argv, cwd=cwd, env=ENV, capture_output=True, check=False)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise BadRun(
+            f"{argv} failed ({result.returncode}):\n{result.stdout.decode()[-2000:]}"
+            f"\n{result.stderr.decode()[-2000:]}"
+        )
+    return elapsed, result.stdout.decode()
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop one started server by its PID: SIGTERM, then SIGKILL after 10 s."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@contextmanager
+def haz_service(storage: Path, log: Path) -> Iterator[str]:
+    """A ``haz-cache-service`` on a free port; yields ``grpc://HOST:PORT``.
+
+    Its stderr goes to ``log`` (a file, so a chatty service never blocks on a full pipe), which
+    is polled for the ``listening on HOST:PORT`` line.
+    """
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [HAZ_SERVICE, "--listen", "127.0.0.1:0", "--storage", str(storage)],
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while (match := LISTENING.search(log.read_text(errors="replace"))) is None:
+            if proc.poll() is not None:
+                raise SystemExit(
+                    f"haz-cache-service exited ({proc.returncode}):\n{log.read_text()}"
+                )
+            if time.monotonic() > deadline:
+                raise SystemExit("haz-cache-service did not report its address within 30 s")
+            time.sleep(0.05)
+        yield f"grpc://{match.group(1)}:{match.group(2)}"
+    finally:
+        stop(proc)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def turbo_cache_server(storage: Path) -> Iterator[str]:
+    """A ``turborepo-remote-cache`` server with local storage; yields its base URL."""
+    port = free_port()
+    env = {
+        **ENV,
+        "STORAGE_PROVIDER": "local",
+        "STORAGE_PATH": str(storage),
+        "STORAGE_PATH_USE_TMP_FOLDER": "false",
+        "TURBO_TOKEN": TURBO_TOKEN,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "LOG_LEVEL": "warn",
+        "ENABLE_STATUS_LOG": "false",
+    }
+    proc = subprocess.Popen(
+        ["node", str(TRC_CLI)],
+        cwd=TRC_HOME,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"turborepo-remote-cache exited ({proc.returncode})")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("turborepo-remote-cache did not listen within 30 s") from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+def ensure_trc() -> None:
+    if TRC_CLI.exists():
+        return
+    TRC_HOME.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["npm", "init", "-y"], cwd=TRC_HOME, capture_output=True, check=True)
+    subprocess.run(
+        ["npm", "install", "turborepo-remote-cache"], cwd=TRC_HOME, capture_output=True, check=True
+    )
+
+
+def clone(root: Path, size: int, *, turbo: bool) -> None:
+    """One clone of the synthetic monorepo (same seed, so same contents at another path)."""
+    write_synthetic(root, packages=size)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    if turbo:
+        (root / "node_modules").symlink_to(TURBO.parent.parent)
+
+
+def remove_outputs(root: Path) -> None:
+    for dist in (root / "packages").glob("*/dist"):
+        shutil.rmtree(dist)
+
+
+def check_haz_sources(summary: Path, expected: str, size: int, *, tolerate: bool = False) -> int:
+    """Every task of the run came from ``expected`` (RC-008 / EXEC-041), else BadRun.
+
+    With ``tolerate``, tasks that ran ``fresh`` instead are allowed and counted (returned).
+    """
+    tasks = json.loads(summary.read_text())["tasks"]
+    sources: dict[str | None, int] = {}
+    for task in tasks:
+        sources[task["source"]] = sources.get(task["source"], 0) + 1
+    fresh = sources.get("fresh", 0) if tolerate else 0
+    if len(tasks) != size or sources.get(expected, 0) + fresh != size:
+        raise BadRun(f"haz replay expected {size} x {expected!r}, got {sources}")
+    if fresh:
+        print(f"  tolerated: {sources}", file=sys.stderr, flush=True)
+    return fresh
+
+
+def check_turbo_cached(stdout: str, size: int) -> None:
+    """Turbo's run summary line says every task was a cache hit, else BadRun."""
+    match = re.search(r"Cached:\s+(\d+) cached, (\d+) total", stdout)
+    if match is None or match.groups() != (str(size), str(size)):
+        raise BadRun(f"turbo replay not fully cached: {match.group(0) if match else stdout}")
+
+
+def measure_haz(
+    size: int, runs: int, scratch: Path, *, retries: int, accept_misses: bool
+) -> tuple[float, float, int, int]:
+    """Medians of the haz remote and local replays, bad attempts discarded, misses tolerated."""
+    first, second = work_dir(f"remote-{size}-haz-a"), work_dir(f"remote-{size}-haz-b")
+    clone(first, size, turbo=False)
+    clone(second, size, turbo=False)
+    summary = scratch / "summary.json"
+    with haz_service(scratch / "haz-store", scratch / "haz-service.log") as url:
+        argv = [HAZ, "run", "--workspace", "--remote", url, "--summary-json", str(summary)]
+        bad = misses = 0
+        while True:  # populate the service; a crashed attempt is rerun (the rest then runs)
+            try:
+                run(argv, first)
+                break
+            except BadRun as error:
+                bad += 1
+                print(f"N = {size}: BAD haz populate {bad}: {error}", file=sys.stderr, flush=True)
+                if bad > retries:
+                    raise SystemExit(f"haz: {bad} bad attempts (--retries {retries})") from error
+        remote: list[float] = []
+        local: list[float] = []
+        while len(remote) < runs:
+            shutil.rmtree(second / ".haz" / "cache", ignore_errors=True)
+            remove_outputs(second)
+            summary.unlink(missing_ok=True)
+            try:
+                remote_seconds = run(argv, second)[0]
+                missed = check_haz_sources(summary, "remote-cache", size, tolerate=accept_misses)
+                local_seconds = run(argv, second)[0]
+                check_haz_sources(summary, "local-cache", size)
+            except BadRun as error:
+                bad += 1
+                print(f"N = {size}: BAD haz attempt {bad}: {error}", file=sys.stderr, flush=True)
+                if bad > retries:
+                    raise SystemExit(f"haz: {bad} bad attempts (--retries {retries})") from error
+                continue
+            misses += missed
+            remote.append(remote_seconds)
+            local.append(local_seconds)
+    return statistics.median(remote), statistics.median(local), bad, misses
+
+
+def measure_turbo(size: int, runs: int, scratch: Path) -> tuple[float, float]:
+    first, second = work_dir(f"remote-{size}-turbo-a"), work_dir(f"remote-{size}-turbo-b")
+    clone(first, size, turbo=True)
+    clone(second, size, turbo=True)
+    with turbo_cache_server(scratch / "trc-store") as api:
+        argv = [
+            str(TURBO),
+            "run",
+            "build",
+            f"--api={api}",
+            f"--token={TURBO_TOKEN}",
+            f"--team={TURBO_TEAM}",
+        ]
+        run(argv, first)
+        remote: list[float] = []
+        local: list[float] = []
+        for _ in range(runs):
+            shutil.rmtree(second / ".turbo", ignore_errors=True)
+            remove_outputs(second)
+            seconds, stdout = run(argv, second)
+            check_turbo_cached(stdout, size)
+            remote.append(seconds)
+            seconds, stdout = run(argv, second)
+            check_turbo_cached(stdout, size)
+            local.append(seconds)
+    return statistics.median(remote), statistics.median(local)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[200, 1000])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-turbo", action="store_true")
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        help="discard up to this many failed or not-all-hit haz attempts (each is reported)",
+    )
+    parser.add_argument(
+        "--accept-misses",
+        action="store_true",
+        help="keep haz remote replays in which some tasks ran fresh (counted and reported)",
+    )
+    args = parser.parse_args()
+    turbo = not args.no_turbo and TURBO.exists() and shutil.which("node") is not None
+    if turbo:
+        ensure_trc()
+    for package in ("hazremote", "cache_service"):
+        compileall.compile_dir(Path(__file__).resolve().parent.parent / package, quiet=1)
+    rows = []
+    for size in args.sizes:
+        with tempfile.TemporaryDirectory(prefix="haz-remote-bench-") as tmp:
+            try:
+                haz = measure_haz(
+                    size,
+                    args.runs,
+                    Path(tmp),
+                    retries=args.retries,
+                    accept_misses=args.accept_misses,
+                )
+                other = measure_turbo(size, args.runs, Path(tmp)) if turbo else None
+            except BadRun as error:
+                raise SystemExit(str(error)) from error
+        rows.append((size, haz, other))
+        print(f"N = {size}: haz {haz}, turbo {other}", file=sys.stderr, flush=True)
+    print(f"\nremote-hit vs local-hit replay, median of {args.runs} runs (seconds)")
+    header = ["N", "haz remote", "haz local", "turbo remote", "turbo local", "haz/turbo remote"]
+    print("".join(f"{h:>17}" for h in header))
+    for size, (haz_remote, haz_local, _, _), other in rows:
+        line = f"{size:>17}{haz_remote:>16.3f}s{haz_local:>16.3f}s"
+        if other is not None:
+            line += f"{other[0]:>16.3f}s{other[1]:>16.3f}s{haz_remote / other[0]:>16.2f}x"
+        print(line)
+    for size, (_, _, bad, misses), _ in rows:
+        if bad:
+            print(f"N = {size}: {bad} bad haz attempt(s) discarded (see stderr)")
+        if misses:
+            print(f"N = {size}: {misses} task(s) ran fresh instead of a remote hit (kept)")
+
+
+if __name__ == "__main__":
+    main()
