@@ -556,20 +556,24 @@ class InputResolver:
                 else:
                     unknown.append(name)
                     unknown_paths.append(path)
+
+        def enter(path: str) -> None:
+            stack.append(path)
+            self._walk(
+                path,
+                depth + 1,
+                max_depth=max_depth,
+                regex=regex,
+                strip=strip,
+                out=out,
+                stack=stack,
+            )
+            stack.pop()
+
         if descend:
             for name in dirs:
                 path = prefix + name
-                stack.append(path)
-                self._walk(
-                    path,
-                    depth + 1,
-                    max_depth=max_depth,
-                    regex=regex,
-                    strip=strip,
-                    out=out,
-                    stack=stack,
-                )
-                stack.pop()
+                enter(path)
         for name in links:
             path = prefix + name
             st = self._followed_stat(path)
@@ -580,17 +584,7 @@ class InputResolver:
                 if match(path[strip:]):
                     out.append(path)
             elif is_directory(st) and descend and not self._is_loop(st, stack):
-                stack.append(path)
-                self._walk(
-                    path,
-                    depth + 1,
-                    max_depth=max_depth,
-                    regex=regex,
-                    strip=strip,
-                    out=out,
-                    stack=stack,
-                )
-                stack.pop()
+                enter(path)
         if unknown:
             self._stat_new_files(directory, unknown, unknown_paths, out)
 
