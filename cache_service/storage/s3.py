@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, BinaryIO, Literal, NoReturn
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -111,7 +111,7 @@ class S3Settings:
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
     max_attempts: int = 3
-    retry_mode: str = "standard"
+    retry_mode: Literal["legacy", "standard", "adaptive"] = "standard"
     max_pool_connections: int = 32
 
 
