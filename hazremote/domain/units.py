@@ -63,7 +63,13 @@ def parse_duration(value: object) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """Render seconds the way the epilogue shows them (``0.4s``, ``12.3s``, ``2m05s``)."""
+    """Render seconds the way the epilogue shows them (``38ms``, ``0.4s``, ``12.3s``, ``2m05s``).
+
+    Under a tenth of a second milliseconds are shown: a fully cached run says ``Time: 38ms``,
+    not a puzzling ``0.0s``.
+    """
+    if seconds < 0.1:
+        return f"{seconds * 1000:.0f}ms"
     if seconds < 60:
         return f"{seconds:.1f}s"
     minutes, rest = divmod(round(seconds), 60)

@@ -104,7 +104,14 @@ def test_parse_size_rejects_bad_forms(value: object, message: str) -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0.42, "0.4s"), (12.34, "12.3s"), (59.9, "59.9s"), (125, "2m05s"), (3725, "1h02m")],
+    [
+        (0.038, "38ms"),
+        (0.42, "0.4s"),
+        (12.34, "12.3s"),
+        (59.9, "59.9s"),
+        (125, "2m05s"),
+        (3725, "1h02m"),
+    ],
 )
 def test_format_duration(seconds: float, text: str) -> None:
     """EXEC epilogue: short human durations."""
