@@ -37,7 +37,9 @@ USE = py(
     "pathlib.Path('out.txt').write_text(str(len(data)));"
     "print('used', len(data))"
 )
-FAST = "connect_s=1,lookup_s=1,transfer_s=5,breaker_failures=2,breaker_cooldown_s=0.5"
+# Short enough that a black-holed remote costs a test a few seconds, long enough that a
+# loaded CI machine (2 pytest workers, SeaweedFS, services) does not turn hits into misses.
+FAST = "connect_s=2,lookup_s=2,transfer_s=10,breaker_failures=2,breaker_cooldown_s=0.5"
 
 
 def files(*, app_reads_lib: bool = True) -> dict[str, str]:
