@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -143,3 +143,41 @@ def make_blob(data: bytes | None = None, *, hash_name: HashName = HashName.BLAKE
         data = os.urandom(random.randint(1, 3000))
     ref = BlobRef(hash_name=hash_name, digest=digest_bytes(hash_name, data), size=len(data))
     return Blob(data=data, ref=ref, stored=compress_bytes(data))
+
+
+MIB = 1024 * 1024
+
+
+def large_random_blob(*, mib: int, seed: int) -> tuple[BlobRef, bytes]:
+    """A ``mib``-MiB incompressible blob built chunk by chunk: its ref and its stored form.
+
+    The digest is known only after every byte was seen, as when a client streams a file.
+    """
+    from cache_service.storage.verifying import compress_chunks
+    from hazremote.domain.digest import Digest, new_hasher
+
+    rng = random.Random(seed)
+    hasher = new_hasher(HashName.BLAKE3)
+
+    def source() -> Iterator[bytes]:
+        for _ in range(mib):
+            chunk = rng.randbytes(MIB)
+            hasher.update(chunk)
+            yield chunk
+
+    stored = b"".join(compress_chunks(source(), level=1))
+    ref = BlobRef(hash_name=HashName.BLAKE3, digest=Digest(hasher.digest()), size=mib * MIB)
+    return ref, stored
+
+
+def assert_decodes_to(reader: BinaryIO, ref: BlobRef) -> None:
+    """The stored form read back decompresses to ``ref``'s size and digest (RC-004)."""
+    from cache_service.storage.verifying import decompress_chunks
+    from hazremote.domain.digest import new_hasher
+
+    check = new_hasher(ref.hash_name)
+    total = 0
+    for chunk in decompress_chunks(reader):
+        check.update(chunk)
+        total += len(chunk)
+    assert (total, check.digest()) == (ref.size, ref.digest.raw)

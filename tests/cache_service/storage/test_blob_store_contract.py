@@ -6,8 +6,6 @@ slow = memory or S3). Writes go through :class:`VerifyingBlobStore` as the facto
 
 from __future__ import annotations
 
-import io
-import random
 import re
 from collections.abc import Iterator
 
@@ -17,12 +15,14 @@ from cache_service.storage.base import BlobRef, BlobVerificationError
 from cache_service.storage.verifying import (
     VerifyingBlobStore,
     compress_bytes,
-    compress_chunks,
-    decompress_chunks,
 )
-from hazremote.domain.digest import Digest, new_hasher
 from hazremote.domain.model import HashName
-from tests.cache_service.storage.conftest import BlobBackend, make_blob
+from tests.cache_service.storage.conftest import (
+    BlobBackend,
+    assert_decodes_to,
+    large_random_blob,
+    make_blob,
+)
 
 _MIB = 1024 * 1024
 
@@ -48,36 +48,14 @@ def test_round_trip_of_a_small_blob(blob_backend: BlobBackend) -> None:
 
 def test_round_trip_of_a_large_streamed_blob(blob_backend: BlobBackend) -> None:
     """RC-006: a 20 MiB blob streams in and out in chunks (multipart on S3) and verifies."""
-    rng = random.Random(7)
-    hasher = new_hasher(HashName.BLAKE3)
-    chunks_sent = 20
-
-    def source() -> Iterator[bytes]:
-        for _ in range(chunks_sent):
-            chunk = rng.randbytes(_MIB)
-            hasher.update(chunk)
-            yield chunk
-
-    # Compress to a spool first: the digest is known only after the bytes were seen.
-    spool = io.BytesIO()
-    for piece in compress_chunks(source(), level=1):
-        spool.write(piece)
-    ref = BlobRef(
-        hash_name=HashName.BLAKE3, digest=Digest(hasher.digest()), size=chunks_sent * _MIB
-    )
-    stored = spool.getvalue()
+    ref, stored = large_random_blob(mib=20, seed=7)
     store = VerifyingBlobStore(inner=blob_backend.store)
     store.write(ref, (stored[i : i + _MIB] for i in range(0, len(stored), _MIB)))
 
     reader = store.open_read(ref)
     assert reader is not None
-    check = new_hasher(HashName.BLAKE3)
-    total = 0
     with reader:
-        for chunk in decompress_chunks(reader):
-            check.update(chunk)
-            total += len(chunk)
-    assert (total, check.digest()) == (ref.size, ref.digest.raw)
+        assert_decodes_to(reader, ref)
 
 
 def test_missing_reports_absent_refs_in_request_order(blob_backend: BlobBackend) -> None:

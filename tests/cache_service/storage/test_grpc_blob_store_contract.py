@@ -10,8 +10,6 @@ writes publishing nothing, corrupt stored data surfacing as an error on read. No
 
 from __future__ import annotations
 
-import io
-import random
 import uuid
 from collections.abc import Iterator
 
@@ -22,14 +20,11 @@ from cache_service.storage.base import BlobRef, BlobVerificationError, StorageEr
 from cache_service.storage.verifying import (
     VerifyingBlobStore,
     compress_bytes,
-    compress_chunks,
-    decompress_chunks,
 )
-from hazremote.domain.digest import Digest, new_hasher
 from hazremote.domain.model import HashName
 from hazremote.remote.blobstore import GrpcBlobStore
 from tests.cache_service.server.serverkit import ServerThread, running_server, server_config
-from tests.cache_service.storage.conftest import make_blob
+from tests.cache_service.storage.conftest import assert_decodes_to, large_random_blob, make_blob
 
 _MIB = 1024 * 1024
 #: Small batch and chunk bounds, a blob bound above the large-blob test.
@@ -83,21 +78,7 @@ def test_round_trip_of_a_small_blob(store: GrpcBlobStore, server: ServerThread) 
 
 def test_round_trip_of_a_large_streamed_blob(store: GrpcBlobStore) -> None:
     """RC-006: a 12 MiB blob streams out and back in bounded chunks and verifies."""
-    rng = random.Random(11)
-    hasher = new_hasher(HashName.BLAKE3)
-    pieces = 12
-
-    def source() -> Iterator[bytes]:
-        for _ in range(pieces):
-            chunk = rng.randbytes(_MIB)
-            hasher.update(chunk)
-            yield chunk
-
-    spool = io.BytesIO()
-    for piece in compress_chunks(source(), level=1):
-        spool.write(piece)
-    stored = spool.getvalue()
-    ref = BlobRef(hash_name=HashName.BLAKE3, digest=Digest(hasher.digest()), size=pieces * _MIB)
+    ref, stored = large_random_blob(mib=12, seed=11)
     store.write(ref, (stored[i : i + 3 * _MIB] for i in range(0, len(stored), 3 * _MIB)))
 
     reader = store.open_read(ref)
@@ -105,12 +86,7 @@ def test_round_trip_of_a_large_streamed_blob(store: GrpcBlobStore) -> None:
     with reader:
         assert reader.read() == stored
         reader.seek(0)
-        check = new_hasher(HashName.BLAKE3)
-        total = 0
-        for chunk in decompress_chunks(reader):
-            check.update(chunk)
-            total += len(chunk)
-    assert (total, check.digest()) == (ref.size, ref.digest.raw)
+        assert_decodes_to(reader, ref)
 
 
 def test_missing_reports_absent_refs_in_request_order_across_batches(
