@@ -23,6 +23,7 @@ from functools import lru_cache
 from hazremote.errors import PatternError
 
 __all__ = [
+    "CONTROL_DIRS",
     "GLOB_CHARS",
     "PathPattern",
     "compile_glob",
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 GLOB_CHARS = frozenset("*?[{")
+#: PATH: directories at the workspace root that never hold inputs nor walked outputs.
+CONTROL_DIRS = frozenset({".haz", ".git"})
 
 
 def is_glob(text: str) -> bool:

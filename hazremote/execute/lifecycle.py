@@ -201,7 +201,6 @@ class LocalLifecycle:
         self._producer = producer
         self._clock = clock
         self._remote = remote
-        self._spools = str(spool_dir)
         self._root_str = str(workspace_root).rstrip("/")
         self._fs = OsFilesystem()
         self._key_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="haz-keys")
@@ -309,9 +308,10 @@ class LocalLifecycle:
         self, task: Task, predecessors: tuple[PredecessorStreams, ...], cancel: Cancellation
     ) -> ProbeResult:
         started = self._clock()
+        spools = str(self._spool_dir)  # typeshed wants a str here
         with (
-            tempfile.SpooledTemporaryFile(max_size=1 << 20, mode="w+b", dir=self._spools) as out,
-            tempfile.SpooledTemporaryFile(max_size=1 << 20, mode="w+b", dir=self._spools) as err,
+            tempfile.SpooledTemporaryFile(max_size=1 << 20, mode="w+b", dir=spools) as out,
+            tempfile.SpooledTemporaryFile(max_size=1 << 20, mode="w+b", dir=spools) as err,
         ):
             # One hop to the key thread does everything a probe needs; the event loop only
             # renders. (Three hops per task used to dominate a fully cached replay.)
@@ -408,7 +408,7 @@ class LocalLifecycle:
         manifest = await remote.lookup(derived.key)
         if manifest is None:
             return None
-        with tempfile.TemporaryDirectory(prefix="remote-", dir=self._spools) as tmp:
+        with tempfile.TemporaryDirectory(prefix="remote-", dir=self._spool_dir) as tmp:
             files = await remote.download(manifest, Path(tmp))
             if files is None:
                 return None

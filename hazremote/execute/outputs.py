@@ -16,11 +16,9 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from hazremote.domain.patterns import PathPattern
+from hazremote.domain.patterns import CONTROL_DIRS, PathPattern
 
-__all__ = ["CONTROL_DIRS", "materialised_outputs"]
-
-CONTROL_DIRS = frozenset({".haz", ".git"})
+__all__ = ["materialised_outputs"]
 
 
 def _is_file(path: str) -> bool:

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from hazremote.domain.model import EnvSpec, Task
-from hazremote.domain.patterns import PathPattern, compile_glob, patterns_overlap
+from hazremote.domain.patterns import CONTROL_DIRS, PathPattern, compile_glob, patterns_overlap
 from hazremote.domain.refs import TaskId
 from hazremote.errors import HazError
 from hazremote.keys.components import (
@@ -85,8 +85,6 @@ __all__ = [
     "resolve_env",
 ]
 
-#: Directories at the workspace root that never hold inputs (PATH rules).
-CONTROL_DIRS = frozenset({".haz", ".git"})
 _CONTROL_PREFIXES = tuple(f"/{name}/" for name in sorted(CONTROL_DIRS))
 _FILE_TYPE_MASK = 0o170000  # stat.S_IFMT, inlined on the hot path
 
