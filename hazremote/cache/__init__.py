@@ -38,7 +38,7 @@ from hazremote.cache.manifest import (
 from hazremote.cache.tier import (
     ByteSink,
     CacheTier,
-    CurrentDigest,
+    KnownDigests,
     LookupResult,
     LookupStatus,
     OutputFile,
@@ -57,8 +57,8 @@ __all__ = [
     "CleanReason",
     "CleanReport",
     "Compression",
-    "CurrentDigest",
     "FsyncPolicy",
+    "KnownDigests",
     "LocalCache",
     "LookupResult",
     "LookupStatus",

@@ -35,7 +35,7 @@ from typing import BinaryIO, Protocol
 
 from hazremote.cache._blobs import CHUNK_SIZE, BlobCorrupt
 from hazremote.cache.manifest import Manifest, OutputRecord, StreamRecord, workspace_path_problem
-from hazremote.cache.tier import ByteSink, CurrentDigest, RestoreResult, RestoreStatus
+from hazremote.cache.tier import ByteSink, KnownDigests, RestoreResult, RestoreStatus
 from hazremote.domain.digest import Digest, new_hasher
 from hazremote.domain.model import HashName
 from hazremote.domain.patterns import PathPattern
@@ -226,19 +226,21 @@ class _ModeFix:
 def _is_current(
     ws: _Workspace,
     record: OutputRecord,
-    current_digest: CurrentDigest | None,
+    known_digests: KnownDigests | None,
     hash_name: HashName,
     mode_fixes: list[_ModeFix],
 ) -> bool:
     """True when the destination already holds the recorded bytes.
 
-    A current file with other permission bits is noted in ``mode_fixes``, applied only when
-    the whole restore publishes.
+    The caller's stat cache answers for an unchanged file; a file it does not know is hashed
+    and reported to it, so the next replay reads nothing. A current file with other
+    permission bits is noted in ``mode_fixes``, applied only when the whole restore publishes.
     """
     directory, _, name = record.path.rpartition("/")
     if not ws.probe(directory):
         return False
     dir_fd = ws.fd(directory)
+    observed_ns = known_digests.now_ns() if known_digests is not None else 0
     try:
         info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
@@ -251,17 +253,21 @@ def _is_current(
         )
     if not stat.S_ISREG(info.st_mode) or info.st_size != record.size:
         return False
-    known = current_digest(record.path) if current_digest is not None else None
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    try:
-        digest = known if known is not None else _hash_existing(fd, hash_name)
-        if digest != record.hash:
-            return False
-        wanted = record.mode & RESTORED_MODE_MASK
-        if stat.S_IMODE(os.fstat(fd).st_mode) != wanted:
-            mode_fixes.append(_ModeFix(dir_fd=dir_fd, name=name, mode=wanted))
-    finally:
-        os.close(fd)
+    known = known_digests.lookup(record.path, info) if known_digests is not None else None
+    if known is None:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            known = _hash_existing(fd, hash_name)
+            info = os.fstat(fd)  # what was hashed, should the file have been swapped meanwhile
+        finally:
+            os.close(fd)
+        if known_digests is not None:
+            known_digests.record(record.path, info, known, observed_ns=observed_ns)
+    if known != record.hash:
+        return False
+    wanted = record.mode & RESTORED_MODE_MASK
+    if stat.S_IMODE(info.st_mode) != wanted:
+        mode_fixes.append(_ModeFix(dir_fd=dir_fd, name=name, mode=wanted))
     return True
 
 
@@ -349,7 +355,7 @@ def restore_into_workspace(
     output_patterns: Sequence[PathPattern],
     stdout_sink: ByteSink,
     stderr_sink: ByteSink,
-    current_digest: CurrentDigest | None,
+    known_digests: KnownDigests | None,
     blobs: BlobReader,
 ) -> RestoreOutcome:
     """Restore ``manifest`` into ``workspace_root``; see the module docstring for the rules.
@@ -373,7 +379,7 @@ def restore_into_workspace(
         to_write = [
             r
             for r in manifest.outputs
-            if not _is_current(ws, r, current_digest, hash_name, mode_fixes)
+            if not _is_current(ws, r, known_digests, hash_name, mode_fixes)
         ]
         unchanged = len(manifest.outputs) - len(to_write)
         # Phase 2: stage and verify everything; nothing is visible under its final name yet.

@@ -62,7 +62,7 @@ from hazremote.cache.manifest import (
 )
 from hazremote.cache.tier import (
     ByteSink,
-    CurrentDigest,
+    KnownDigests,
     LookupResult,
     LookupStatus,
     OutputFile,
@@ -599,7 +599,7 @@ class LocalCache:
         output_patterns: Sequence[PathPattern],
         stdout_sink: ByteSink,
         stderr_sink: ByteSink,
-        current_digest: CurrentDigest | None = None,
+        known_digests: KnownDigests | None = None,
     ) -> RestoreResult:
         """CACHE-019..020, SEC-001: restore a manifest returned by :meth:`lookup`.
 
@@ -613,7 +613,7 @@ class LocalCache:
             output_patterns=output_patterns,
             stdout_sink=stdout_sink,
             stderr_sink=stderr_sink,
-            current_digest=current_digest,
+            known_digests=known_digests,
             blobs=_EntryBlobs(entry, self._codec),
         )
         if outcome.entry_at_fault:

@@ -16,6 +16,7 @@ order in which the executor consults them.
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from hazremote.keys.components import KeyComponents
 __all__ = [
     "ByteSink",
     "CacheTier",
-    "CurrentDigest",
+    "KnownDigests",
     "LookupResult",
     "LookupStatus",
     "OutputFile",
@@ -41,9 +42,26 @@ __all__ = [
 
 #: Receives recorded stdout/stderr bytes in chunks (EXEC-017 replays them through the observer).
 ByteSink = Callable[[bytes], None]
-#: The caller's stat cache: the digest of the workspace-absolute ``path`` as it is on disk now,
-#: or ``None`` when unknown or absent (the cache then hashes the file itself if it must).
-CurrentDigest = Callable[[str], Digest | None]
+
+
+class KnownDigests(Protocol):
+    """The caller's stat cache, asked before an existing output is re-read (CACHE-020);
+    :class:`hazremote.keys.statcache.StatCache` is one.
+
+    Paths are workspace-absolute; ``st`` is the ``lstat`` of the regular file at that path.
+    """
+
+    def now_ns(self) -> int:
+        """The clock to read *before* stat-ing a file whose digest will be reported."""
+        ...
+
+    def lookup(self, path: str, st: os.stat_result) -> Digest | None:
+        """The digest of the file if ``st`` proves it unchanged since it was recorded."""
+        ...
+
+    def record(self, path: str, st: os.stat_result, digest: Digest, *, observed_ns: int) -> object:
+        """The restore hashed the file (stat ``st``, clock ``observed_ns`` read before)."""
+        ...
 
 
 class LookupStatus(enum.Enum):
@@ -161,7 +179,7 @@ class CacheTier(Protocol):
         output_patterns: Sequence[PathPattern],
         stdout_sink: ByteSink,
         stderr_sink: ByteSink,
-        current_digest: CurrentDigest | None = None,
+        known_digests: KnownDigests | None = None,
     ) -> RestoreResult:
         """CACHE-019..020, SEC-001: write outputs into the workspace and replay the streams."""
         ...

@@ -384,7 +384,7 @@ class LocalLifecycle:
             output_patterns=task.outputs,
             stdout_sink=partial(_write_all, stdout),
             stderr_sink=partial(_write_all, stderr),
-            current_digest=self._current_digest,
+            known_digests=self._deriver.stat_cache,
         )
         if restored.written:
             self._deriver.outputs_written(task.outputs)
@@ -423,14 +423,6 @@ class LocalLifecycle:
             spool.seek(0)
             spool.truncate()
         return await self._on_key_thread(partial(self._restore_sync, task, derived, stdout, stderr))
-
-    def _current_digest(self, path: str) -> Digest | None:
-        """The stat cache's digest of an existing output, so current files are not re-read."""
-        try:
-            st = self._fs.stat(self._root_str + path)
-        except OSError:
-            return None
-        return self._deriver.stat_cache.lookup(path, st)
 
     def _replay(self, task: TaskId, stdout: IO[bytes], stderr: IO[bytes]) -> None:
         for spool, emit in (

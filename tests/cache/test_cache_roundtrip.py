@@ -177,30 +177,83 @@ def test_current_outputs_are_left_alone(env: Env) -> None:
     assert (result.written, result.unchanged) == (1, 1)
 
 
-def test_current_digest_callback_answers_for_the_stat_cache(env: Env) -> None:
-    """CACHE-020: the caller's stat cache is asked instead of re-reading the file."""
-    key = make_key("stat-cache")
-    assert env.store(key, {"/dist/a.js": JS}).ok
-    asked: list[str] = []
+class _Digests:
+    """A scripted stat cache (the KnownDigests port): fixed answers, every call noted."""
 
-    def current(path: str) -> Digest | None:
-        asked.append(path)
-        return digest_bytes(HASH, b"something else")  # the stat cache says: changed
+    def __init__(self, answer: Digest | None) -> None:
+        self.answer = answer
+        self.asked: list[str] = []
+        self.recorded: list[tuple[str, int, Digest, int]] = []
+        self.clock = 1_000
 
+    def now_ns(self) -> int:
+        self.clock += 1
+        return self.clock
+
+    def lookup(self, path: str, st: os.stat_result) -> Digest | None:
+        self.asked.append(path)
+        return self.answer
+
+    def record(self, path: str, st: os.stat_result, digest: Digest, *, observed_ns: int) -> bool:
+        self.recorded.append((path, st.st_ino, digest, observed_ns))
+        return True
+
+
+def restore_with(
+    env: Env, key: Digest, digests: _Digests, outputs: str = "dist/**"
+) -> RestoreResult:
     manifest = env.cache.lookup(key).manifest
     assert manifest is not None
-    inode = (env.workspace / "dist/a.js").stat().st_ino
-    result = env.cache.restore(
+    return env.cache.restore(
         manifest,
         workspace_root=env.workspace,
-        output_patterns=patterns("dist/**"),
+        output_patterns=patterns(outputs),
         stdout_sink=lambda _: None,
         stderr_sink=lambda _: None,
-        current_digest=current,
+        known_digests=digests,
     )
-    assert asked == ["/dist/a.js"]
+
+
+def test_the_stat_cache_answers_instead_of_re_reading_the_file(env: Env) -> None:
+    """CACHE-020: the caller's stat cache is asked first; its answer is trusted."""
+    key = make_key("stat-cache")
+    assert env.store(key, {"/dist/a.js": JS}).ok
+    digests = _Digests(digest_bytes(HASH, b"something else"))  # the stat cache says: changed
+    inode = (env.workspace / "dist/a.js").stat().st_ino
+    result = restore_with(env, key, digests)
+    assert digests.asked == ["/dist/a.js"]
+    assert digests.recorded == []  # answered: nothing was hashed
     assert result.written == 1
     assert (env.workspace / "dist/a.js").stat().st_ino != inode
+
+
+def test_a_current_file_the_stat_cache_vouches_for_is_kept_unread(env: Env) -> None:
+    """CACHE-020: an unchanged output known to the stat cache is neither read nor rewritten."""
+    key = make_key("stat-cache-hit")
+    assert env.store(key, {"/dist/a.js": JS}).ok
+    digests = _Digests(digest_bytes(HASH, JS))
+    inode = (env.workspace / "dist/a.js").stat().st_ino
+    result = restore_with(env, key, digests)
+    assert (result.written, result.unchanged) == (0, 1)
+    assert digests.recorded == []
+    assert (env.workspace / "dist/a.js").stat().st_ino == inode
+
+
+def test_an_output_hashed_by_the_restore_is_reported_to_the_stat_cache(env: Env) -> None:
+    """A current output the stat cache did not know is hashed once and recorded, with the
+    clock read before its stat (the racy rule), so the next replay reads nothing."""
+    key = make_key("stat-cache-learn")
+    assert env.store(key, {"/dist/a.js": JS, "/dist/b": b"b"}).ok
+    (env.workspace / "dist/b").write_bytes(b"B")  # same size, other bytes
+    digests = _Digests(None)
+    result = restore_with(env, key, digests)
+    assert (result.written, result.unchanged) == (1, 1)
+    recorded = {path: (ino, digest, clock) for path, ino, digest, clock in digests.recorded}
+    assert set(recorded) == {"/dist/a.js", "/dist/b"}
+    assert recorded["/dist/a.js"][0] == (env.workspace / "dist/a.js").stat().st_ino
+    assert recorded["/dist/a.js"][1] == digest_bytes(HASH, JS)
+    assert recorded["/dist/b"][1] == digest_bytes(HASH, b"B")  # what was on disk, not the entry
+    assert all(clock > 1_000 for _, _, clock in recorded.values())
 
 
 def test_current_output_with_another_mode_gets_the_recorded_mode(env: Env) -> None:
