@@ -42,10 +42,16 @@ class WorkspaceContext:
         return tuple(t for t in self.graph.tasks if t.project == name)
 
 
-def open_workspace(args: argparse.Namespace, *, cwd: Path | None = None) -> WorkspaceContext:
-    """Discover, load and validate the workspace; raise ConfigError/GraphError/UsageError."""
-    from hazremote.config import bearing_project, find_workspace_root, load_workspace
-    from hazremote.graph import build_graph
+def open_workspace(
+    args: argparse.Namespace, *, cwd: Path | None = None, snapshot: bool = False
+) -> WorkspaceContext:
+    """Discover, load and validate the workspace; raise ConfigError/GraphError/UsageError.
+
+    With ``snapshot``, the loaded workspace and graph are reused from
+    ``.haz/state/workspace.snapshot`` while no configuration file changed
+    (:mod:`hazremote.config.snapshot`); commands that already keep state there use it.
+    """
+    from hazremote.config import bearing_project, find_workspace_root
 
     here = Path(cwd if cwd is not None else os.getcwd()).resolve()
     if getattr(args, "workspace_root", None):
@@ -60,11 +66,28 @@ def open_workspace(args: argparse.Namespace, *, cwd: Path | None = None) -> Work
                 "(run `haz init` to create one)"
             )
         root = found
-    workspace = load_workspace(root)
-    graph = build_graph(workspace)
+    workspace, graph = _load(root, snapshot=snapshot)
     return WorkspaceContext(
         workspace=workspace, graph=graph, bearing=bearing_project(workspace, here), cwd=here
     )
+
+
+def _load(root: Path, *, snapshot: bool) -> tuple[Workspace, TaskGraph]:
+    def build() -> tuple[tuple[Workspace, TaskGraph], frozenset[str]]:
+        from hazremote.config import load_workspace_traced  # imports PyYAML: only when loading
+        from hazremote.graph import build_graph
+
+        workspace, seen = load_workspace_traced(root)
+        return (workspace, build_graph(workspace)), seen
+
+    if not snapshot:
+        return build()[0]
+    from hazremote.config.snapshot import WorkspaceSnapshot
+
+    loaded: tuple[Workspace, TaskGraph] = WorkspaceSnapshot(
+        root / ".haz" / "state", root
+    ).load_or_build(build)
+    return loaded
 
 
 def resolve_targets(context: WorkspaceContext, targets: Iterable[str]) -> tuple[TaskId, ...]:

@@ -62,7 +62,7 @@ def render_json(graph: TaskGraph, nodes: list[TaskId], edges: list[Edge]) -> str
 
 
 def run(args: argparse.Namespace) -> int:
-    context = open_workspace(args)
+    context = open_workspace(args, snapshot=True)
     graph = context.graph
     if args.targets:
         nodes = list(graph.run_set(resolve_targets(context, args.targets)))

@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
         for field, expr in (("project", args.projects), ("task", args.tasks), ("tags", args.tags))
         if expr is not None
     ]
-    context = open_workspace(args)
+    context = open_workspace(args, snapshot=True)
     graph = context.graph
     rows = []
     for task_id, task in graph.tasks.items():

@@ -291,7 +291,7 @@ async def _execute(
 
 
 def run(args: argparse.Namespace) -> int:
-    context = open_workspace(args)
+    context = open_workspace(args, snapshot=True)
     run_set = select_run_set(context, args)
     remote = remote_config(context, args)
     if args.dry_run:

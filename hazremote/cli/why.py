@@ -56,7 +56,7 @@ def _components(components: KeyComponents, *, predecessors: bool) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    context = open_workspace(args)
+    context = open_workspace(args, snapshot=True)
     matches = resolve_targets(context, [args.task])
     if len(matches) != 1:
         names = ", ".join(str(m) for m in matches)

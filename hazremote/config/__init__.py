@@ -12,7 +12,22 @@ Out of scope: overlay merge, reference resolution and graph checks (``hazremote.
 resolving remote settings against flags and environment (``hazremote.cli``).
 """
 
-from hazremote.config._discovery import bearing_project, find_workspace_root
-from hazremote.config._loader import load_workspace
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["bearing_project", "find_workspace_root", "load_workspace"]
+from hazremote.config._discovery import bearing_project, find_workspace_root
+
+if TYPE_CHECKING:
+    from hazremote.config._loader import load_workspace, load_workspace_traced
+
+
+def __getattr__(name: str) -> Any:
+    # The loader (and PyYAML with it) is imported on first use: a command served by a
+    # workspace snapshot never needs it.
+    if name in ("load_workspace", "load_workspace_traced"):
+        from hazremote.config import _loader
+
+        return getattr(_loader, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["bearing_project", "find_workspace_root", "load_workspace", "load_workspace_traced"]

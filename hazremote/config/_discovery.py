@@ -23,13 +23,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from hazremote.config._schema import Checker
-from hazremote.config._settings import ProjectEntry
 from hazremote.domain.model import Project, Workspace
 from hazremote.domain.patterns import PathPattern, is_glob, parse_pattern, validate_relative_path
 from hazremote.errors import Diagnostic, PatternError
+
+if TYPE_CHECKING:  # the YAML side stays unimported when a snapshot serves the workspace
+    from hazremote.config._schema import Checker
+    from hazremote.config._settings import ProjectEntry
 
 __all__ = [
     "PROJECT_FILE",
@@ -78,8 +80,13 @@ def _relative(path: Path, root: Path) -> str | None:
     return "" if rel == "." else rel
 
 
-def read_file(path: str) -> bytes | OSError | None:
-    """The bytes of ``path``; ``None`` when it does not exist; the error when unreadable."""
+def read_file(path: str, seen: set[str]) -> bytes | OSError | None:
+    """The bytes of ``path``; ``None`` when it does not exist; the error when unreadable.
+
+    ``path`` is added to ``seen``: what a load looked at, present or not (see
+    :mod:`hazremote.config.snapshot`).
+    """
+    seen.add(path)
     try:
         with open(path, "rb") as handle:
             return handle.read()
@@ -102,16 +109,17 @@ class FoundProject:
 
 
 def select_projects(
-    root: Path, entries: list[ProjectEntry], checker: Checker
+    root: Path, entries: list[ProjectEntry], checker: Checker, seen: set[str]
 ) -> list[FoundProject]:
     """DISC-003/005: the project directories, in the order the entries select them.
 
     ``checker`` is the ``workspace.yml`` checker: bad entries and literal directories without
-    a ``haz.yml`` are reported there, at the entry's key path and line.
+    a ``haz.yml`` are reported there, at the entry's key path and line. Every file probed and
+    directory listed is added to ``seen``.
     """
     root_str = str(root)
     if not entries:
-        data = read_file(f"{root_str}/{PROJECT_FILE}")
+        data = read_file(f"{root_str}/{PROJECT_FILE}", seen)
         if isinstance(data, OSError):
             checker.diagnostics.append(
                 Diagnostic(
@@ -125,7 +133,7 @@ def select_projects(
         return [] if data is None else [FoundProject(dir="", data=data, entry=None)]
 
     found: dict[str, FoundProject] = {}
-    walker = _DirWalker(root_str)
+    walker = _DirWalker(root_str, seen)
     for entry in entries:
         problem = _entry_problem(entry.text)
         if problem is not None:
@@ -136,7 +144,7 @@ def select_projects(
             for directory in walker.matches(pattern):
                 if directory in found:
                     continue
-                data = read_file(f"{root_str}/{directory}/{PROJECT_FILE}")
+                data = read_file(f"{root_str}/{directory}/{PROJECT_FILE}", seen)
                 if isinstance(data, OSError):
                     checker.error_at_line(
                         entry.key_path,
@@ -150,7 +158,7 @@ def select_projects(
         if directory in found:
             continue
         file = f"{root_str}/{directory}/{PROJECT_FILE}" if directory else f"{root_str}/haz.yml"
-        data = read_file(file)
+        data = read_file(file, seen)
         if isinstance(data, OSError) or data is None:
             checker.error_at_line(entry.key_path, entry.line, _missing(root, entry.text, data))
             continue
@@ -184,18 +192,21 @@ def _missing(root: Path, text: str, error: OSError | None) -> str:
 class _DirWalker:
     """Directory listings below the root, each read at most once per load."""
 
-    __slots__ = ("_listings", "_root")
+    __slots__ = ("_listings", "_root", "_seen")
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, seen: set[str]) -> None:
         self._root = root
         self._listings: dict[str, list[str]] = {}
+        self._seen = seen
 
     def _subdirs(self, rel: str) -> list[str]:
         listing = self._listings.get(rel)
         if listing is None:
             listing = []
+            path = f"{self._root}/{rel}" if rel else self._root
+            self._seen.add(path)
             try:
-                with os.scandir(f"{self._root}/{rel}" if rel else self._root) as it:
+                with os.scandir(path) as it:
                     for entry in it:
                         if entry.name not in _SKIP_DIRS and entry.is_dir(follow_symlinks=False):
                             listing.append(entry.name)

@@ -57,8 +57,17 @@ def load_workspace(root: Path) -> Workspace:
     Raises:
         ConfigError: carrying every diagnostic of the load (CFG-040).
     """
+    return load_workspace_traced(root)[0]
+
+
+def load_workspace_traced(root: Path) -> tuple[Workspace, frozenset[str]]:
+    """:func:`load_workspace`, and the absolute path of every file the load read or probed
+    and every directory it listed, present or not: the workspace is a function of their
+    contents alone, which is what :mod:`hazremote.config.snapshot` relies on."""
+    seen: set[str] = set()
     with _gc_paused():
-        return _load(root.resolve())
+        workspace = _load(root.resolve(), seen)
+    return workspace, frozenset(seen)
 
 
 @contextmanager
@@ -78,10 +87,10 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _load(root: Path) -> Workspace:
+def _load(root: Path, seen: set[str]) -> Workspace:
     diagnostics: list[Diagnostic] = []
     ws_checker = Checker(WORKSPACE_FILE, diagnostics)
-    data = read_file(str(root / WORKSPACE_FILE))
+    data = read_file(str(root / WORKSPACE_FILE), seen)
     if data is None or isinstance(data, OSError):
         reason = "not found" if data is None else f"cannot be read: {data.strerror}"
         raise ConfigError(
@@ -94,11 +103,12 @@ def _load(root: Path) -> Workspace:
         raise ConfigError(diagnostics)
 
     parsed = [
-        _parse_project(found, diagnostics) for found in select_projects(root, entries, ws_checker)
+        _parse_project(found, diagnostics)
+        for found in select_projects(root, entries, ws_checker, seen)
     ]
     projects = [p for p in parsed if p is not None]
     _check_unique_names(projects, diagnostics)
-    overlays = _load_overlays(root, diagnostics)
+    overlays = _load_overlays(root, diagnostics, seen)
 
     if diagnostics:
         raise ConfigError(sorted(diagnostics, key=Diagnostic.sort_key))
@@ -225,7 +235,8 @@ def _check_unique_names(projects: list[_Parsed], diagnostics: list[Diagnostic]) 
         )
 
 
-def _load_overlays(root: Path, diagnostics: list[Diagnostic]) -> list[Overlay]:
+def _load_overlays(root: Path, diagnostics: list[Diagnostic], seen: set[str]) -> list[Overlay]:
+    seen.add(str(root / _OVERLAY_DIR))
     try:
         with os.scandir(root / _OVERLAY_DIR) as it:
             names = sorted(entry.name for entry in it if entry.is_file())
@@ -253,17 +264,17 @@ def _load_overlays(root: Path, diagnostics: list[Diagnostic]) -> list[Overlay]:
             continue
         if not file_name.endswith(".yml"):
             continue
-        overlay = _parse_overlay(root, file_name, file, diagnostics)
+        overlay = _parse_overlay(root, file_name, file, diagnostics, seen)
         if overlay is not None:
             overlays.append(overlay)
     return overlays
 
 
 def _parse_overlay(
-    root: Path, file_name: str, file: str, diagnostics: list[Diagnostic]
+    root: Path, file_name: str, file: str, diagnostics: list[Diagnostic], seen: set[str]
 ) -> Overlay | None:
     checker = Checker(file, diagnostics)
-    data = read_file(str(root / file))
+    data = read_file(str(root / file), seen)
     if data is None or isinstance(data, OSError):
         reason = "vanished" if data is None else data.strerror
         checker.error_at_line("", None, f"cannot read: {reason}")

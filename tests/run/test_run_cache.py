@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 from tests.run.conftest import HazRunner, py
+from tests.support.workspaces import write_files
 
 BUILD = py(
     "import os, sys, pathlib;"
@@ -100,6 +102,34 @@ def test_changing_an_input_reruns_the_task_and_its_dependants(
     result = haz("run", "--workspace", cwd=root)
     assert result.sources() == {"app:build": "fresh", "lib:build": "fresh"}
     assert b"CHANGED" in result.stdout
+
+
+def test_an_edited_haz_yml_is_seen_by_the_next_run_despite_the_workspace_snapshot(
+    haz: HazRunner, make_workspace
+) -> None:
+    """hazremote.config.snapshot: the second run is served by the snapshot; an edit to a
+    command (and a project added) after that is seen by the third."""
+    root = lib_workspace(make_workspace)
+    time.sleep(0.03)  # past the racy tick of the files just written
+    assert haz("run", "--workspace", cwd=root).code == 0
+    assert (root / ".haz/state/workspace.snapshot").is_file()
+    assert haz("run", "--workspace", cwd=root).sources() == {
+        "app:build": "local-cache",
+        "lib:build": "local-cache",
+    }
+    (root / "app/haz.yml").write_text(
+        (root / "app/haz.yml").read_text().replace("print(open", "print('edited', open")
+    )
+    write_files(root, {"extra/haz.yml": f"tasks:\n  build:\n    command: {py('print(7)')}\n"})
+    (root / ".haz/workspace.yml").write_text("projects: [lib, app, extra]\n")
+    third = haz("run", "--workspace", cwd=root)
+    assert third.code == 0, third.stderr
+    assert third.sources() == {
+        "app:build": "fresh",
+        "extra:build": "fresh",
+        "lib:build": "local-cache",
+    }
+    assert b"edited" in third.stdout
 
 
 def test_failed_runs_are_never_stored(haz: HazRunner, make_workspace) -> None:

@@ -1,0 +1,213 @@
+"""The workspace snapshot (hazremote.config.snapshot): reused only while nothing it depends on
+changed; every change to configuration is seen on the next load (DISC-003/005, CFG-040)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hazremote.config import load_workspace, load_workspace_traced
+from hazremote.config import snapshot as snapshot_module
+from hazremote.config.snapshot import SNAPSHOT_NAME, WorkspaceSnapshot
+from hazremote.domain.model import Workspace
+from hazremote.errors import ConfigError
+from hazremote.graph import TaskGraph, build_graph
+from tests.support.workspaces import write_files
+
+BASE = {
+    ".haz/workspace.yml": "projects: [packages/*, tools]\n",
+    "packages/a/haz.yml": "tasks:\n  build:\n    command: [echo, a]\n",
+    "packages/b/haz.yml": "tasks:\n  build:\n    command: [echo, b]\n    deps: [a:build]\n",
+    "packages/not-a-project/README": "no haz.yml here\n",
+    "tools/haz.yml": "name: tools\ntasks:\n  lint:\n    command: [echo, lint]\n",
+}
+
+
+class Loads:
+    """Opens the workspace through a snapshot, counting real loads."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.builds = 0
+
+    def build(self) -> tuple[tuple[Workspace, TaskGraph], frozenset[str]]:
+        self.builds += 1
+        workspace, seen = load_workspace_traced(self.root)
+        return (workspace, build_graph(workspace)), seen
+
+    def open(self) -> tuple[Workspace, TaskGraph]:
+        snapshot = WorkspaceSnapshot(self.root / ".haz" / "state", self.root)
+        loaded: tuple[Workspace, TaskGraph] = snapshot.load_or_build(self.build)
+        return loaded
+
+    @property
+    def file(self) -> Path:
+        return self.root / ".haz" / "state" / SNAPSHOT_NAME
+
+
+def settle() -> None:
+    """Let the file system clock tick past the files just written (the racy rule)."""
+    time.sleep(0.03)
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Loads:
+    root = write_files(tmp_path / "ws", BASE).resolve()
+    settle()
+    loads = Loads(root)
+    loads.open()
+    assert loads.builds == 1
+    assert loads.file.is_file()
+    return loads
+
+
+def commands(workspace: Workspace) -> dict[str, Any]:
+    return {
+        f"{p.name}:{name}": spec.action
+        for p in workspace.projects
+        for name, spec in p.tasks.items()
+    }
+
+
+def test_an_unchanged_workspace_is_served_by_the_snapshot_equal_to_a_fresh_load(
+    ws: Loads,
+) -> None:
+    workspace, graph = ws.open()
+    assert ws.builds == 1
+    fresh = load_workspace(ws.root)
+    assert workspace == fresh
+    assert graph == build_graph(fresh)
+    assert graph.hard_dependants(next(t for t in graph.tasks if t.project == "a")) == tuple(
+        t for t in graph.tasks if t.project == "b"
+    )
+
+
+def test_an_edited_project_file_is_seen_even_with_the_same_size(ws: Loads) -> None:
+    target = ws.root / "packages/a/haz.yml"
+    target.write_text(target.read_text().replace("echo, a]", "echo, A]"))
+    workspace, _ = ws.open()
+    assert ws.builds == 2
+    assert "A" in str(commands(workspace)["a:build"])
+
+
+@pytest.mark.parametrize(
+    ("change", "expected_projects"),
+    [
+        (lambda root: write_files(root, {"packages/c/haz.yml": "tasks: {}\n"}), 4),
+        (lambda root: (root / "packages/not-a-project/haz.yml").write_text("tasks: {}\n"), 4),
+        (lambda root: (root / "packages/b/haz.yml").unlink(), 2),
+        (lambda root: (root / "packages/b").rename(root / "packages/b2"), 3),
+    ],
+    ids=["new project dir", "haz.yml added to a dir", "haz.yml removed", "project renamed"],
+)
+def test_projects_added_or_removed_under_a_glob_are_seen(
+    ws: Loads, change: Any, expected_projects: int
+) -> None:
+    change(ws.root)
+    workspace, _ = ws.open()
+    assert ws.builds == 2
+    assert len(workspace.projects) == expected_projects
+    assert workspace == load_workspace(ws.root)
+
+
+def test_an_overlay_added_or_edited_is_seen(ws: Loads) -> None:
+    overlay = ws.root / ".haz/tasks/extra.yml"
+    write_files(ws.root, {".haz/tasks/extra.yml": "tagsFilter: [lib]\ntasks: {}\n"})
+    settle()
+    workspace, _ = ws.open()
+    assert ws.builds == 2
+    assert len(workspace.overlays) == 1
+    ws.open()
+    assert ws.builds == 2  # published again, and served
+    overlay.write_text("tagsFilter: [app]\ntasks: {}\n")
+    workspace, _ = ws.open()
+    assert ws.builds == 3
+    assert workspace == load_workspace(ws.root)
+    assert workspace.overlays[0].tags_filter == ("app",)
+
+
+def test_a_broken_file_is_reported_every_time_and_the_snapshot_never_masks_it(ws: Loads) -> None:
+    (ws.root / "packages/a/haz.yml").write_text("tasks: [unclosed\n")
+    for _ in range(2):
+        with pytest.raises(ConfigError, match="invalid YAML"):
+            ws.open()
+    (ws.root / "packages/a/haz.yml").write_text(BASE["packages/a/haz.yml"])
+    workspace, _ = ws.open()
+    assert workspace == load_workspace(ws.root)
+
+
+def test_a_file_changed_during_the_load_tick_is_never_published(tmp_path: Path) -> None:
+    """Racy timestamps: a file as new as the load itself could change again unseen."""
+    root = write_files(tmp_path / "ws", BASE).resolve()
+    future = time.time() + 3600
+    os.utime(root / "packages/a/haz.yml", (future, future))
+    loads = Loads(root)
+    loads.open()
+    assert not loads.file.exists()
+    assert [p.name for p in (root / ".haz/state").iterdir()] == []  # no temporary left behind
+    loads.open()
+    assert loads.builds == 2
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [b"", b"not a pickle", b"\x80\x05garbage", None],
+    ids=["empty", "text", "bad pickle", "truncated"],
+)
+def test_a_damaged_snapshot_means_a_normal_load_and_is_replaced(
+    ws: Loads, damage: bytes | None
+) -> None:
+    data = ws.file.read_bytes()
+    ws.file.write_bytes(data[: len(data) // 2] if damage is None else damage)
+    workspace, _ = ws.open()
+    assert ws.builds == 2
+    assert workspace == load_workspace(ws.root)
+    ws.open()
+    assert ws.builds == 2  # rewritten whole
+
+
+def test_a_snapshot_copied_to_another_root_is_not_used(ws: Loads, tmp_path: Path) -> None:
+    other = tmp_path / "copy"
+    os.rename(ws.root, other)
+    moved = Loads(other.resolve())
+    workspace, _ = moved.open()
+    assert moved.builds == 1
+    assert workspace.root == other.resolve()
+
+
+def test_a_snapshot_of_other_code_is_not_used(ws: Loads, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = snapshot_module._code_fingerprint
+    monkeypatch.setattr(snapshot_module, "_code_fingerprint", lambda: (*original(), "other"))
+    ws.open()
+    assert ws.builds == 2
+
+
+def test_loading_never_fails_because_the_snapshot_cannot_be_written(
+    tmp_path: Path,
+) -> None:
+    root = write_files(tmp_path / "ws", BASE).resolve()
+    (root / ".haz/state").write_text("a file where the state directory should be")
+    settle()
+    loads = Loads(root)
+    workspace, _ = loads.open()
+    assert workspace == load_workspace(root)
+    assert (root / ".haz/state").read_text().startswith("a file")
+
+
+def test_the_trace_names_every_file_read_and_directory_listed(tmp_path: Path) -> None:
+    root = write_files(tmp_path / "ws", BASE).resolve()
+    _, seen = load_workspace_traced(root)
+    expected = {
+        f"{root}/.haz/workspace.yml",
+        f"{root}/.haz/tasks",
+        f"{root}/packages",
+        f"{root}/packages/a/haz.yml",
+        f"{root}/packages/b/haz.yml",
+        f"{root}/packages/not-a-project/haz.yml",
+        f"{root}/tools/haz.yml",
+    }
+    assert expected <= seen
