@@ -360,24 +360,35 @@ def _recorded_input(value: object, where: str) -> RecordedInput:
 
 def _recorded_inputs(value: object, where: str) -> tuple[RecordedInput, ...]:
     """``key_components.inputs``: the largest list of a manifest, so well-formed items take a
-    fast path with the same checks; anything unusual goes through :func:`_recorded_input`,
-    which names the exact location of the problem."""
+    fast path of C-level string checks that accepts a subset of what :func:`_recorded_input`
+    accepts (plain paths: no ``.``-prefixed segment, ASCII); anything else goes through it,
+    which names the exact location of a problem."""
     items = _list(value, where)
     parsed: list[RecordedInput] = []
-    fullmatch = _HEX64.fullmatch
+    append = parsed.append
+    fromhex = bytes.fromhex
     for index, item in enumerate(items):
-        if (
-            type(item) is list
-            and len(item) == 2
-            and type(item[0]) is str
-            and type(item[1]) is str
-            and item[0].isascii()
-            and fullmatch(item[1]) is not None
-            and workspace_path_problem(item[0]) is None
-        ):
-            parsed.append(RecordedInput(path=item[0], hash=Digest(bytes.fromhex(item[1]))))
-        else:
-            parsed.append(_recorded_input(item, f"{where}[{index}]"))
+        if type(item) is list and len(item) == 2:
+            path, text = item
+            if (
+                type(path) is str
+                and type(text) is str
+                and len(text) == 64
+                and path[:1] == "/"
+                and path.isascii()
+                and "//" not in path
+                and "/." not in path
+                and path[-1] != "/"
+                and "\x00" not in path
+            ):
+                try:
+                    raw = fromhex(text)
+                except ValueError:
+                    raw = b""
+                if raw.hex() == text:  # exactly 64 lowercase hex digits
+                    append(RecordedInput(path=path, hash=Digest(raw)))
+                    continue
+        append(_recorded_input(item, f"{where}[{index}]"))
     return tuple(parsed)
 
 

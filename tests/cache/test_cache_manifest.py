@@ -173,6 +173,21 @@ CORRUPTIONS = [
     ("env pair too long", _set("key_components.env.0", ["A", "set", "v"]), "list of 2 items"),
     ("bad predecessor id", _set("key_components.predecessors.0.0", "gen"), "task id"),
     ("bad input path", _set("key_components.inputs.0.0", "/a/../b"), "'..' segment"),
+    # Recorded inputs have a fast path for plain items; these must all fall out of it.
+    ("input dot segment", _set("key_components.inputs.0.0", "/a/./b"), "inputs[0][0]"),
+    ("input empty segment", _set("key_components.inputs.0.0", "/a//b"), "empty segment"),
+    ("input trailing slash", _set("key_components.inputs.0.0", "/a/"), "empty segment"),
+    ("input relative", _set("key_components.inputs.0.0", "a/b"), "not workspace-absolute"),
+    ("input NUL", _set("key_components.inputs.0.0", "/a\x00b"), "NUL"),
+    ("input uppercase hex", _set("key_components.inputs.0.1", D1.hex.upper()), "inputs[0][1]"),
+    (
+        "input hex with spaces",
+        _set("key_components.inputs.0.1", D1.hex[:62] + " 0"),
+        "inputs[0][1]: expected 64 lowercase hex",
+    ),
+    ("input hash not a string", _set("key_components.inputs.0.1", 7), "inputs[0][1]"),
+    ("input pair too long", _set("key_components.inputs.0", ["/a", D1.hex, 1]), "2 items"),
+    ("input not a list", _set("key_components.inputs.0", "/a"), "inputs[0]: expected a list"),
     ("bad output pattern", _set("key_components.outputs.0", "/a/[b"), "unclosed"),
     ("relative output pattern", _set("key_components.outputs.0", "out/*"), "not workspace"),
 ]
@@ -190,6 +205,17 @@ def test_invalid_documents_raise_a_precise_manifest_error(mutate: Any, message: 
         parse(json.dumps(doc, ensure_ascii=True).encode())
     assert not isinstance(caught.value, ManifestSchemaError)
     assert message in str(caught.value)
+
+
+def test_recorded_inputs_outside_the_fast_path_parse_the_same() -> None:
+    """Dot files and non-ASCII paths are valid inputs; they take the checked slow path."""
+    doc = document()
+    doc["key_components"]["inputs"] = [["/.eslintrc", D1.hex], ["/src/é.ts", D2.hex]]
+    manifest = parse(json.dumps(doc, ensure_ascii=False).encode())
+    assert [(i.path, i.hash) for i in manifest.key_components.inputs] == [
+        ("/.eslintrc", D1),
+        ("/src/é.ts", D2),
+    ]
 
 
 def test_duplicate_output_paths_are_rejected() -> None:
