@@ -70,7 +70,7 @@ from hazremote.cache.tier import (
     StoreResult,
     StoreStatus,
 )
-from hazremote.domain.digest import Digest
+from hazremote.domain.digest import Digest, digest_bytes
 from hazremote.domain.model import HashName
 from hazremote.domain.patterns import PathPattern
 from hazremote.keys.components import KeyComponents
@@ -99,6 +99,9 @@ OUTPUTS_DIR = "outputs"
 #: ``bench/bench_zstd_level.py``: +5 % ratio over level 1 for ~12 % more compression CPU;
 #: level 6 compresses 3x slower for +1.5 %. Decompression speed is the same for all three.
 DEFAULT_COMPRESSION_LEVEL = 3
+#: Remote blobs up to this size are imported uncompressed, linked rather than re-encoded: at
+#: this size compression saves little disk and re-encoding costs more than the download.
+IMPORT_AS_IS_MAX = 64 * 1024
 #: A staging directory younger than this may belong to a store in progress.
 DEFAULT_TEMP_GRACE_S = 3600.0
 
@@ -521,10 +524,12 @@ class LocalCache:
         """RC-001: publish an entry for ``manifest`` whose blobs come from ``fetch_blob``.
 
         ``manifest`` must come from :func:`parse_manifest` (strict); its revision and hash
-        function must be this cache's. Every blob is re-encoded at rest with this cache's
-        codec while being hashed, and must hash to its record; the manifest (with the local
-        ``compression`` markers) is written last and the entry published with one rename,
-        exactly as :meth:`store` does. Never raises for bad data or I/O trouble.
+        function must be this cache's. Every blob must hash to its record: blobs up to
+        :data:`IMPORT_AS_IS_MAX` are kept uncompressed (hard-linked to the fetched file when
+        possible: its name may be unlinked afterwards, never its bytes rewritten), larger ones
+        are re-encoded at rest with this cache's codec while being hashed. The manifest (with
+        the local ``compression`` markers) is written last and the entry published with one
+        rename, exactly as :meth:`store` does. Never raises for bad data or I/O trouble.
 
         Returns:
             STORED, ALREADY_PRESENT (a valid entry existed: kept), or FAILED with a warning.
@@ -545,7 +550,10 @@ class LocalCache:
             (staging / OUTPUTS_DIR).mkdir()
 
             def put(digest: Digest, size: int, dest: Path) -> Compression:
-                blob = self._codec.encode_file(fetch_blob(digest, size), dest, fsync=fsync)
+                source = fetch_blob(digest, size)
+                if size <= IMPORT_AS_IS_MAX:
+                    return self._import_as_is(source, digest, size, dest, fsync=fsync)
+                blob = self._codec.encode_file(source, dest, fsync=fsync)
                 if blob.digest != digest or blob.size != size:
                     raise ValueError(f"the fetched blob {digest.hex} holds other bytes")
                 return blob.compression
@@ -588,6 +596,32 @@ class LocalCache:
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
             raise
+
+    def _import_as_is(
+        self, source: Path, digest: Digest, size: int, dest: Path, *, fsync: bool
+    ) -> Compression:
+        """A small fetched blob, verified, becomes the entry's blob uncompressed: hard-linked
+        when the download is on this file system (no bytes written), else copied."""
+        with open(source, "rb") as fh:
+            data = fh.read(size + 1)
+        if len(data) != size or digest_bytes(self._hash_name, data) != digest:
+            raise ValueError(f"the fetched blob {digest.hex} holds other bytes")
+        try:
+            os.link(source, dest)
+        except OSError:
+            with open(dest, "xb") as out:
+                out.write(data)
+                out.flush()
+                if fsync:
+                    os.fsync(out.fileno())
+        else:
+            if fsync:  # the download itself was not synced
+                fd = os.open(dest, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        return Compression.NONE
 
     # -- restore -----------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import shutil
 import socket
 import tempfile
 import time
@@ -62,6 +63,8 @@ __all__ = ["CachePolicy", "LocalLifecycle", "RemoteTier", "classify", "default_p
 
 _T = TypeVar("_T")
 _CHUNK = 1 << 16
+#: The run spool's directory of downloaded remote blobs (shared by every hit of the run).
+_REMOTE_BLOBS = "remote-blobs"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -273,7 +276,7 @@ class LocalLifecycle:
             asked += len(wanted)
             hits = await remote.prefetch(wanted) if wanted else {}
             if hits:
-                blobs_dir = self._spool_dir / "remote-blobs"
+                blobs_dir = self._spool_dir / _REMOTE_BLOBS
                 blobs_dir.mkdir(exist_ok=True)
                 remote.prefetch_blobs(list(hits.values()), blobs_dir)
             for task_id, (key, local) in derived.items():
@@ -378,8 +381,18 @@ class LocalLifecycle:
         lookup = self._cache.lookup(derived.key)
         if lookup.manifest is None:
             return None
+        return self._restore_manifest(task, derived, lookup.manifest, stdout, stderr)
+
+    def _restore_manifest(
+        self,
+        task: Task,
+        derived: DerivedKey,
+        manifest: Manifest,
+        stdout: IO[bytes],
+        stderr: IO[bytes],
+    ) -> Manifest | None:
         restored = self._cache.restore(
-            lookup.manifest,
+            manifest,
             workspace_root=self._root,
             output_patterns=task.outputs,
             stdout_sink=partial(_write_all, stdout),
@@ -394,7 +407,7 @@ class LocalLifecycle:
                 f"({restored.status.value}: {restored.message}); running the task"
             )
             return None
-        return lookup.manifest
+        return manifest
 
     async def _remote_hit(
         self,
@@ -404,17 +417,26 @@ class LocalLifecycle:
         stdout: IO[bytes],
         stderr: IO[bytes],
     ) -> Manifest | None:
-        """RC-001: look up remotely, backfill the local cache, restore from it."""
+        """RC-001: look up remotely, backfill the local cache, restore from it.
+
+        Prefetched blobs are already in the run's spool; the others go to a directory of
+        this hit, created only if there are any and removed after the import.
+        """
         manifest = await remote.lookup(derived.key)
         if manifest is None:
             return None
-        with tempfile.TemporaryDirectory(prefix="remote-", dir=self._spool_dir) as tmp:
-            files = await remote.download(manifest, Path(tmp))
+        own_dir = self._spool_dir / f"remote-{uuid.uuid4().hex}"
+        files: Mapping[Digest, Path] | None = None
+        try:
+            files = await remote.download(manifest, own_dir)
             if files is None:
                 return None
             imported = await self._on(
                 self._io_pool, partial(self._cache.import_entry, manifest, _fetched(files))
             )
+        finally:
+            if files is None or any(path.parent == own_dir for path in files.values()):
+                await self._on(self._io_pool, partial(shutil.rmtree, own_dir, ignore_errors=True))
         if not imported.ok:
             self.warnings.append(f"{task.id}: {imported.warning}; running the task")
             return None
@@ -422,7 +444,12 @@ class LocalLifecycle:
         for spool in (stdout, stderr):
             spool.seek(0)
             spool.truncate()
-        return await self._on_key_thread(partial(self._restore_sync, task, derived, stdout, stderr))
+        if imported.status is StoreStatus.STORED and imported.manifest is not None:
+            # Just published from verified blobs: restore it without looking it up again.
+            restore = partial(self._restore_manifest, task, derived, imported.manifest)
+        else:
+            restore = partial(self._restore_sync, task, derived)
+        return await self._on_key_thread(partial(restore, stdout, stderr))
 
     def _replay(self, task: TaskId, stdout: IO[bytes], stderr: IO[bytes]) -> None:
         for spool, emit in (

@@ -113,3 +113,60 @@ def test_a_missing_blob_or_foreign_revision_publishes_nothing(
     assert refused.status is StoreStatus.FAILED
     assert target.cache.lookup(make_key("k")).manifest is None
     assert leftovers(target) == []
+
+
+def test_small_blobs_are_linked_as_is_and_large_ones_re_encoded(
+    make_env: Callable[[str], Env], tmp_path: Path
+) -> None:
+    """Small fetched blobs are verified and hard-linked (no bytes rewritten, stored
+    uncompressed); a large compressible one is compressed at rest. The download's names can
+    go away afterwards: the entry keeps its bytes."""
+    origin, target = make_env("origin"), make_env("target")
+    big = b"compressible line\n" * 10_000  # 180 KB
+    stored = origin.store(make_key("mixed"), {"/dist/big": big, "/dist/small": b"small"})
+    assert stored.manifest is not None
+    manifest = stored.manifest
+    files = raw_files(origin, manifest, tmp_path / "raw")
+    result = target.cache.import_entry(manifest, lambda digest, size: files[digest])
+    assert result.status is StoreStatus.STORED
+    assert result.manifest is not None
+    by_path = {o.path: o for o in result.manifest.outputs}
+    assert by_path["/dist/small"].compression is Compression.NONE
+    assert by_path["/dist/big"].compression is Compression.ZSTD
+    blobs = {b.digest: b.path for b in target.cache.stored_blobs(result.manifest)}
+    small = by_path["/dist/small"].hash
+    assert blobs[small].stat().st_ino == files[small].stat().st_ino
+    for path in files.values():
+        path.unlink()
+    found = target.cache.lookup(make_key("mixed"))
+    assert found.manifest is not None
+    sinks = Sinks()
+    restored = target.cache.restore(
+        found.manifest,
+        workspace_root=target.workspace,
+        output_patterns=patterns("/dist/**"),
+        stdout_sink=sinks.stdout.append,
+        stderr_sink=sinks.stderr.append,
+    )
+    assert restored.ok, restored.message
+    assert (target.workspace / "dist/big").read_bytes() == big
+    assert (target.workspace / "dist/small").read_bytes() == b"small"
+
+
+def test_a_large_fetched_blob_with_other_bytes_publishes_nothing(
+    make_env: Callable[[str], Env], tmp_path: Path
+) -> None:
+    """RC-004 on the re-encoding path too (blobs above the as-is limit)."""
+    origin, target = make_env("origin"), make_env("target")
+    stored = origin.store(make_key("big"), {"/dist/big": os.urandom(100_000)})
+    assert stored.manifest is not None
+    files = raw_files(origin, stored.manifest, tmp_path / "raw")
+    victim = stored.manifest.outputs[0].hash
+    data = bytearray(files[victim].read_bytes())
+    data[-1] ^= 0x01
+    files[victim].write_bytes(bytes(data))
+    result = target.cache.import_entry(stored.manifest, lambda digest, size: files[digest])
+    assert result.status is StoreStatus.FAILED
+    assert "other bytes" in (result.warning or "")
+    assert target.cache.lookup(make_key("big")).manifest is None
+    assert leftovers(target) == []
