@@ -182,7 +182,11 @@ def ensure_trc() -> None:
 def clone(root: Path, size: int, *, turbo: bool) -> None:
     """One clone of the synthetic monorepo (same seed, so same contents at another path)."""
     write_synthetic(root, packages=size)
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    # Turborepo hashes through git's index: commit the sources, as in a real checkout.
+    git = ["git", "-c", "user.email=bench@haz", "-c", "user.name=bench"]
+    subprocess.run([*git, "init", "-q"], cwd=root, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-qm", "synthetic"], cwd=root, check=True)
     if turbo:
         (root / "node_modules").symlink_to(TURBO.parent.parent)
 

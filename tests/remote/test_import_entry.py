@@ -44,6 +44,22 @@ def raw_files(env: Env, manifest: Manifest, into: Path) -> dict[Digest, Path]:
     return files
 
 
+def restore_entry(env: Env, label: str) -> Sinks:
+    """Look the entry up in ``env`` and restore it; it must succeed. Returns its streams."""
+    found = env.cache.lookup(make_key(label))
+    assert found.manifest is not None
+    sinks = Sinks()
+    restored = env.cache.restore(
+        found.manifest,
+        workspace_root=env.workspace,
+        output_patterns=patterns("/dist/**"),
+        stdout_sink=sinks.stdout.append,
+        stderr_sink=sinks.stderr.append,
+    )
+    assert restored.ok, restored.message
+    return sinks
+
+
 def leftovers(env: Env) -> list[str]:
     return [p.name for p in env.cache.root.rglob(".tmp-*")]
 
@@ -57,17 +73,7 @@ def test_imported_entry_restores_like_the_original(
     files = raw_files(origin, manifest, tmp_path / "raw")
     result = target.cache.import_entry(manifest, lambda digest, size: files[digest])
     assert result.status is StoreStatus.STORED
-    found = target.cache.lookup(make_key("k"))
-    assert found.manifest is not None
-    sinks = Sinks()
-    restored = target.cache.restore(
-        found.manifest,
-        workspace_root=target.workspace,
-        output_patterns=patterns("/dist/**"),
-        stdout_sink=sinks.stdout.append,
-        stderr_sink=sinks.stderr.append,
-    )
-    assert restored.ok, restored.message
+    sinks = restore_entry(target, "k")
     assert (target.workspace / "dist/text").read_bytes() == b"hello " * 2000
     assert (target.workspace / "dist/text").stat().st_mode & 0o777 == 0o755
     assert (target.workspace / "dist/empty").read_bytes() == b""
@@ -138,17 +144,7 @@ def test_small_blobs_are_linked_as_is_and_large_ones_re_encoded(
     assert blobs[small].stat().st_ino == files[small].stat().st_ino
     for path in files.values():
         path.unlink()
-    found = target.cache.lookup(make_key("mixed"))
-    assert found.manifest is not None
-    sinks = Sinks()
-    restored = target.cache.restore(
-        found.manifest,
-        workspace_root=target.workspace,
-        output_patterns=patterns("/dist/**"),
-        stdout_sink=sinks.stdout.append,
-        stderr_sink=sinks.stderr.append,
-    )
-    assert restored.ok, restored.message
+    restore_entry(target, "mixed")
     assert (target.workspace / "dist/big").read_bytes() == big
     assert (target.workspace / "dist/small").read_bytes() == b"small"
 
