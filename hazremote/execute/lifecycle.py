@@ -431,12 +431,35 @@ class LocalLifecycle:
             files = await remote.download(manifest, own_dir)
             if files is None:
                 return None
-            imported = await self._on(
-                self._io_pool, partial(self._cache.import_entry, manifest, _fetched(files))
+            # One call imports and restores: a replay of remote hits pays one hand-off (or
+            # none, inline) per task, as a local one does.
+            return await self._on_key_thread(
+                partial(
+                    self._import_sync,
+                    task,
+                    derived,
+                    manifest=manifest,
+                    files=files,
+                    stdout=stdout,
+                    stderr=stderr,
+                )
             )
         finally:
             if files is None or any(path.parent == own_dir for path in files.values()):
                 await self._on(self._io_pool, partial(shutil.rmtree, own_dir, ignore_errors=True))
+
+    def _import_sync(
+        self,
+        task: Task,
+        derived: DerivedKey,
+        *,
+        manifest: Manifest,
+        files: Mapping[Digest, Path],
+        stdout: IO[bytes],
+        stderr: IO[bytes],
+    ) -> Manifest | None:
+        """RC-001 backfill of a remote hit, then its restore (the manifest means "restored")."""
+        imported = self._cache.import_entry(manifest, _fetched(files))
         if not imported.ok:
             self.warnings.append(f"{task.id}: {imported.warning}; running the task")
             return None
@@ -445,11 +468,9 @@ class LocalLifecycle:
             spool.seek(0)
             spool.truncate()
         if imported.status is StoreStatus.STORED and imported.manifest is not None:
-            # Just published from verified blobs: restore it without looking it up again.
-            restore = partial(self._restore_manifest, task, derived, imported.manifest)
-        else:
-            restore = partial(self._restore_sync, task, derived)
-        return await self._on_key_thread(partial(restore, stdout, stderr))
+            # Just published from verified blobs: restored without a second lookup.
+            return self._restore_manifest(task, derived, imported.manifest, stdout, stderr)
+        return self._restore_sync(task, derived, stdout, stderr)
 
     def _replay(self, task: TaskId, stdout: IO[bytes], stderr: IO[bytes]) -> None:
         for spool, emit in (
