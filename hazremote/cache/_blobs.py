@@ -84,6 +84,7 @@ class BlobCodec:
             raise ValueError(f"zstd level must be 1..22, got {level}")
         self._hash_name = hash_name
         self._level = level
+        self._empty_digest = Digest(new_hasher(hash_name).digest())
         # zstandard's (de)compression contexts must never be used by two threads at once (the
         # cache is used from a thread pool: sharing one crashed the interpreter), so each
         # thread gets its own, created on first use.
@@ -215,6 +216,12 @@ class BlobCodec:
             OSError: raised by ``write`` (the destination), passed through unchanged.
         """
         label = os.path.basename(blob)
+        if size == 0 and compression is Compression.NONE:
+            # An empty blob has nothing to read (most stderr streams): only its record can
+            # be wrong. Lookups already checked the file's size.
+            if digest != self._empty_digest:
+                raise BlobCorrupt(f"blob {label}: an empty blob does not hash to {digest.hex}")
+            return
         try:
             fh = open(blob, "rb", buffering=0)  # noqa: SIM115 - closed below
         except OSError as exc:

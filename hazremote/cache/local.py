@@ -272,6 +272,7 @@ class LocalCache:
         self._fsync = fsync
         self._clock = clock
         self._temp_grace_s = temp_grace_s
+        self._shards_seen: set[str] = set()  # shard directories known to exist
 
     @property
     def root(self) -> Path:
@@ -380,13 +381,7 @@ class LocalCache:
             return _store_failed(key, problem)
         staging: Path | None = None
         try:
-            shard = self._root / key.hex[:2]
-            if not shard.is_dir():
-                shard.mkdir(parents=True, exist_ok=True)
-                if self._fsync is FsyncPolicy.FULL:
-                    _fsync_dir(self._root)  # the new shard's own directory entry
-            staging = shard / f"{_TEMP_PREFIX}{key.hex}-{secrets.token_hex(6)}"
-            staging.mkdir()
+            staging = self._new_staging(key)
             manifest = self._stage(
                 staging,
                 key=key,
@@ -470,6 +465,31 @@ class LocalCache:
             _fsync_dir(staging)
         return manifest
 
+    def _new_staging(self, key: Digest) -> Path:
+        """A new staging directory in the shard of ``key`` (CACHE-017).
+
+        Shard directories are created once and then remembered, saving a system call per
+        store; one removed meanwhile (``haz cache clear`` elsewhere) is created again.
+        """
+        name = key.hex[:2]
+        shard = self._root / name
+        if name not in self._shards_seen:
+            self._make_shard(shard)
+            self._shards_seen.add(name)
+        staging = shard / f"{_TEMP_PREFIX}{key.hex}-{secrets.token_hex(6)}"
+        try:
+            staging.mkdir()
+        except FileNotFoundError:
+            self._make_shard(shard)
+            staging.mkdir()
+        return staging
+
+    def _make_shard(self, shard: Path) -> None:
+        if not shard.is_dir():
+            shard.mkdir(parents=True, exist_ok=True)
+            if self._fsync is FsyncPolicy.FULL:
+                _fsync_dir(self._root)  # the new shard's own directory entry
+
     def _publish(self, key: Digest, staging: Path) -> StoreStatus:
         entry = self.entry_dir(key)
         for attempt in range(2):
@@ -543,10 +563,7 @@ class LocalCache:
         fsync = self._fsync is FsyncPolicy.FULL
         staging: Path | None = None
         try:
-            shard = self._root / key.hex[:2]
-            shard.mkdir(parents=True, exist_ok=True)
-            staging = shard / f"{_TEMP_PREFIX}{key.hex}-{secrets.token_hex(6)}"
-            staging.mkdir()
+            staging = self._new_staging(key)
             (staging / OUTPUTS_DIR).mkdir()
 
             def put(digest: Digest, size: int, dest: Path) -> Compression:

@@ -197,7 +197,15 @@ RESTORE_CASES: list[tuple[str, Callable[[Path], object]]] = [
         lambda e: blob(e, JS).write_bytes(blob(e, JS).read_bytes()[:40]),
     ),
     ("stdout: right size, wrong bytes", lambda e: (e / "stdout").write_bytes(b"HELLO\n")),
+    (
+        "empty stderr recorded with another digest (not read: its record is checked)",
+        lambda e: edit_manifest(e, _stderr_hash_of_something),
+    ),
 ]
+
+
+def _stderr_hash_of_something(doc: dict[str, Any]) -> None:
+    doc["stderr"]["hash"] = digest_bytes(HASH, b"something").hex
 
 
 @pytest.mark.parametrize("damage", [pytest.param(d, id=name) for name, d in RESTORE_CASES])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -289,3 +290,15 @@ def test_interrupt_during_a_store_removes_the_staging_directory(
             producer="p",
         )
     assert shard_children(env, key) == []
+
+
+def test_a_shard_removed_by_another_process_is_created_again(env: Env) -> None:
+    """CACHE-017: shard directories are remembered once created; a `haz cache clear` in
+    another process between two stores must not make the second fail."""
+    first = Digest(bytes([0xAB]) + bytes(31))
+    second = Digest(bytes([0xAB]) + bytes(30) + b"\x01")
+    assert env.store(first, {"/dist/a": b"a"}).ok
+    shutil.rmtree(env.cache.root / "ab")  # what a clear elsewhere does
+    result = env.store(second, {"/dist/b": b"b"})
+    assert result.ok, result.warning
+    assert env.cache.lookup(second).hit
