@@ -51,6 +51,7 @@ __all__ = ["SNAPSHOT_NAME", "WorkspaceSnapshot"]
 SNAPSHOT_NAME: Final = "workspace.snapshot"
 _FORMAT: Final = 1
 _CODE_PACKAGES: Final = ("config", "graph", "domain")
+_ABANDONED_NS: Final = 3600 * 10**9
 
 # (file type bits, inode, size, mtime ns, ctime ns), or None for a path that did not exist.
 _Signature = tuple[int, int, int, int, int] | None
@@ -162,6 +163,18 @@ class WorkspaceSnapshot:
         except Exception:  # a snapshot is an optimisation, never an error
             with contextlib.suppress(OSError):
                 os.unlink(start.temp)
+            return
+        self._remove_abandoned(start.clock_ns)
+
+    def _remove_abandoned(self, now_ns: int) -> None:
+        """Temporary files of loads killed before publishing, older than an hour."""
+        with contextlib.suppress(OSError), os.scandir(self._path.parent) as it:
+            for entry in it:
+                if entry.name.startswith(f".{SNAPSHOT_NAME}.") and (
+                    entry.stat(follow_symlinks=False).st_mtime_ns < now_ns - _ABANDONED_NS
+                ):
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -211,3 +211,19 @@ def test_the_trace_names_every_file_read_and_directory_listed(tmp_path: Path) ->
         f"{root}/tools/haz.yml",
     }
     assert expected <= seen
+
+
+def test_temporary_files_of_killed_loads_are_removed_after_an_hour(ws: Loads) -> None:
+    state = ws.root / ".haz" / "state"
+    old, recent = state / f".{SNAPSHOT_NAME}.old", state / f".{SNAPSHOT_NAME}.recent"
+    for path in (old, recent):
+        path.write_bytes(b"half written")
+    long_ago = time.time() - 7200
+    os.utime(old, (long_ago, long_ago))
+    (ws.root / "packages/a/haz.yml").write_text(BASE["packages/a/haz.yml"] + "# edited\n")
+    settle()
+    ws.open()
+    assert ws.builds == 2
+    assert not old.exists()
+    assert recent.exists()  # may belong to a load running right now
+    assert sorted(p.name for p in state.iterdir()) == sorted([SNAPSHOT_NAME, recent.name])
