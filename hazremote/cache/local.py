@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hazremote.cache._blobs import BlobCodec, EncodedBlob, zstd_content_size
+from hazremote.cache._blobs import BlobCodec, BlobCorrupt, EncodedBlob, zstd_content_size
 from hazremote.cache._restore import reserved_path_problem, restore_into_workspace
 from hazremote.cache.manifest import (
     Compression,
@@ -232,6 +232,31 @@ class _EntryBlobs:
             size=record.size,
             digest=record.hash,
             write=write,
+        )
+
+
+class _FetchedBlobs:
+    """Reads blobs from downloaded files of their uncompressed bytes (a ``BlobReader``)."""
+
+    def __init__(self, files: Mapping[Digest, Path], codec: BlobCodec) -> None:
+        self._files = files
+        self._codec = codec
+
+    def decode_output(self, record: OutputRecord, write: Callable[[bytes], object]) -> None:
+        self._decode(record.hash, record.size, write)
+
+    def decode_stream(
+        self, name: str, record: StreamRecord, write: Callable[[bytes], object]
+    ) -> None:
+        del name
+        self._decode(record.hash, record.size, write)
+
+    def _decode(self, digest: Digest, size: int, write: Callable[[bytes], object]) -> None:
+        path = self._files.get(digest)
+        if path is None:
+            raise BlobCorrupt(f"blob {digest.hex} was not fetched")
+        self._codec.decode(
+            path, compression=Compression.NONE, size=size, digest=digest, write=write
         )
 
 
@@ -675,6 +700,32 @@ class LocalCache:
             with contextlib.suppress(OSError):
                 os.utime(entry / MANIFEST_NAME, (now, now))
         return outcome.result
+
+    def restore_fetched(
+        self,
+        manifest: Manifest,
+        files: Mapping[Digest, Path],
+        *,
+        workspace_root: Path,
+        output_patterns: Sequence[PathPattern],
+        stdout_sink: ByteSink,
+        stderr_sink: ByteSink,
+        known_digests: KnownDigests | None = None,
+    ) -> RestoreResult:
+        """RC-001: restore a remote manifest straight from its downloaded blobs (``files``:
+        digest → file of the uncompressed bytes, as for :meth:`import_entry`), so the
+        backfill of the local cache can follow off the critical path. The same rules as
+        :meth:`restore` apply (every byte verified again, SEC-001 confinement); there is no
+        local entry to remove when something is wrong."""
+        return restore_into_workspace(
+            manifest,
+            workspace_root=workspace_root,
+            output_patterns=output_patterns,
+            stdout_sink=stdout_sink,
+            stderr_sink=stderr_sink,
+            known_digests=known_digests,
+            blobs=_FetchedBlobs(files, self._codec),
+        ).result
 
     def remove(self, key: Digest) -> bool:
         """Remove the entry of ``key`` if present; True when this call removed it."""

@@ -43,7 +43,7 @@ from typing import IO, Protocol, TypeVar
 from hazremote.cache.index import TaskIndex
 from hazremote.cache.local import LocalCache, StoredBlob
 from hazremote.cache.manifest import Manifest
-from hazremote.cache.tier import OutputFile, StoreStatus
+from hazremote.cache.tier import OutputFile, RestoreResult, StoreStatus
 from hazremote.domain.digest import Digest
 from hazremote.domain.model import CommandAction, HashName, Task
 from hazremote.domain.refs import TaskId
@@ -399,6 +399,11 @@ class LocalLifecycle:
             stderr_sink=partial(_write_all, stderr),
             known_digests=self._deriver.stat_cache,
         )
+        return self._restored(task, derived, manifest, restored)
+
+    def _restored(
+        self, task: Task, derived: DerivedKey, manifest: Manifest, restored: RestoreResult
+    ) -> Manifest | None:
         if restored.written:
             self._deriver.outputs_written(task.outputs)
         if not restored.ok:
@@ -417,25 +422,25 @@ class LocalLifecycle:
         stdout: IO[bytes],
         stderr: IO[bytes],
     ) -> Manifest | None:
-        """RC-001: look up remotely, backfill the local cache, restore from it.
+        """RC-001: look up remotely, restore from the downloaded blobs, backfill the local
+        cache in the background (off the critical path: the run waits for it at the end).
 
         Prefetched blobs are already in the run's spool; the others go to a directory of
-        this hit, created only if there are any and removed after the import.
+        this hit, created only if there are any and removed after the backfill.
         """
         manifest = await remote.lookup(derived.key)
         if manifest is None:
             return None
         own_dir = self._spool_dir / f"remote-{uuid.uuid4().hex}"
         files: Mapping[Digest, Path] | None = None
+        restored: Manifest | None = None
         try:
             files = await remote.download(manifest, own_dir)
             if files is None:
                 return None
-            # One call imports and restores: a replay of remote hits pays one hand-off (or
-            # none, inline) per task, as a local one does.
-            return await self._on_key_thread(
+            restored = await self._on_key_thread(
                 partial(
-                    self._import_sync,
+                    self._restore_fetched,
                     task,
                     derived,
                     manifest=manifest,
@@ -444,11 +449,17 @@ class LocalLifecycle:
                     stderr=stderr,
                 )
             )
+            return restored
         finally:
-            if files is None or any(path.parent == own_dir for path in files.values()):
+            owns = files is None or any(path.parent == own_dir for path in files.values())
+            if restored is not None and files is not None:
+                self._io_pool.submit(
+                    self._backfill, task, manifest, files, own_dir if owns else None
+                )
+            elif owns:
                 await self._on(self._io_pool, partial(shutil.rmtree, own_dir, ignore_errors=True))
 
-    def _import_sync(
+    def _restore_fetched(
         self,
         task: Task,
         derived: DerivedKey,
@@ -458,19 +469,32 @@ class LocalLifecycle:
         stdout: IO[bytes],
         stderr: IO[bytes],
     ) -> Manifest | None:
-        """RC-001 backfill of a remote hit, then its restore (the manifest means "restored")."""
-        imported = self._cache.import_entry(manifest, _fetched(files))
-        if not imported.ok:
-            self.warnings.append(f"{task.id}: {imported.warning}; running the task")
-            return None
         # A failed local restore may have left partial streams behind.
         for spool in (stdout, stderr):
             spool.seek(0)
             spool.truncate()
-        if imported.status is StoreStatus.STORED and imported.manifest is not None:
-            # Just published from verified blobs: restored without a second lookup.
-            return self._restore_manifest(task, derived, imported.manifest, stdout, stderr)
-        return self._restore_sync(task, derived, stdout, stderr)
+        restored = self._cache.restore_fetched(
+            manifest,
+            files,
+            workspace_root=self._root,
+            output_patterns=task.outputs,
+            stdout_sink=partial(_write_all, stdout),
+            stderr_sink=partial(_write_all, stderr),
+            known_digests=self._deriver.stat_cache,
+        )
+        return self._restored(task, derived, manifest, restored)
+
+    def _backfill(
+        self, task: Task, manifest: Manifest, files: Mapping[Digest, Path], own_dir: Path | None
+    ) -> None:
+        """RC-001: the remote entry becomes a local one (on the I/O pool; ``close`` waits)."""
+        try:
+            imported = self._cache.import_entry(manifest, _fetched(files))
+            if not imported.ok:
+                self.warnings.append(f"{task.id}: {imported.warning}")
+        finally:
+            if own_dir is not None:
+                shutil.rmtree(own_dir, ignore_errors=True)
 
     def _replay(self, task: TaskId, stdout: IO[bytes], stderr: IO[bytes]) -> None:
         for spool, emit in (

@@ -78,6 +78,10 @@ def test_hostile_remote_manifests_are_refused_and_write_nothing(
     assert not (second / victim).exists()
     assert list(outside.iterdir()) == []
     assert not (second / "lib" / "dist" / "extra.sh").exists()
+    # The refused entry is not backfilled into the local cache either (RC-001).
+    cached = [p for p in (second / ".haz" / "cache").rglob("*") if p.is_file()]
+    assert cached
+    assert all(p.read_bytes() != EVIL for p in cached)
 
 
 def test_setuid_bits_from_the_remote_are_never_restored(

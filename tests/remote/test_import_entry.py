@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from hazremote.cache import Compression, Manifest, StoreStatus
+from hazremote.cache import Compression, Manifest, RestoreResult, RestoreStatus, StoreStatus
 from hazremote.domain.digest import Digest
 from tests.cache.cachekit import Env, Sinks, make_key, patterns
 
@@ -166,3 +166,42 @@ def test_a_large_fetched_blob_with_other_bytes_publishes_nothing(
     assert "other bytes" in (result.warning or "")
     assert target.cache.lookup(make_key("big")).manifest is None
     assert leftovers(target) == []
+
+
+def test_restore_fetched_restores_from_the_download_and_verifies_every_byte(
+    make_env: Callable[[str], Env], tmp_path: Path
+) -> None:
+    """RC-001: a remote hit is restored from its downloaded files before any backfill; a
+    file with other bytes, or a blob that was not fetched, is CORRUPT and changes nothing."""
+    origin, target = make_env("origin"), make_env("target")
+    manifest = source_entry(origin, "k")
+    files = raw_files(origin, manifest, tmp_path / "raw")
+
+    def restore(with_files: dict[Digest, Path]) -> tuple[RestoreResult, Sinks]:
+        sinks = Sinks()
+        result = target.cache.restore_fetched(
+            manifest,
+            with_files,
+            workspace_root=target.workspace,
+            output_patterns=patterns("/dist/**"),
+            stdout_sink=sinks.stdout.append,
+            stderr_sink=sinks.stderr.append,
+        )
+        return result, sinks
+
+    victim = next(o.hash for o in manifest.outputs if o.path == "/dist/noise")
+    bad = dict(files)
+    bad[victim] = tmp_path / "swapped"
+    bad[victim].write_bytes(os.urandom(5000))
+    missing = {d: p for d, p in files.items() if d != victim}
+    for broken in (bad, missing):
+        result, sinks = restore(broken)
+        assert result.status is RestoreStatus.CORRUPT
+        assert not (target.workspace / "dist").exists()
+        assert sinks.out == b""
+
+    result, sinks = restore(files)
+    assert result.ok
+    assert (target.workspace / "dist/text").read_bytes() == b"hello " * 2000
+    assert sinks.out == b"out\n"
+    assert target.cache.lookup(make_key("k")).manifest is None  # nothing imported by a restore
