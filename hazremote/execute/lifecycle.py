@@ -208,6 +208,9 @@ class LocalLifecycle:
         self._fs = OsFilesystem()
         self._key_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="haz-keys")
         self._io_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="haz-cache")
+        # RC-001 backfills, one at a time: more threads only fight over the GIL (and the
+        # file system's journal) with the restores on the critical path.
+        self._backfill_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="haz-backfill")
         self._processes = 0  # tasks spawned and not yet finished
         self._key_jobs = 0  # calls outstanding on the key thread
         #: Tasks whose final record this lifecycle already reported to the observer.
@@ -217,6 +220,7 @@ class LocalLifecycle:
     def close(self) -> None:
         self._key_thread.shutdown(wait=True)
         self._io_pool.shutdown(wait=True)
+        self._backfill_pool.shutdown(wait=True)
 
     async def _on(self, pool: ThreadPoolExecutor, fn: Callable[[], _T]) -> _T:
         return await asyncio.get_running_loop().run_in_executor(pool, fn)
@@ -453,7 +457,7 @@ class LocalLifecycle:
         finally:
             owns = files is None or any(path.parent == own_dir for path in files.values())
             if restored is not None and files is not None:
-                self._io_pool.submit(
+                self._backfill_pool.submit(
                     self._backfill, task, manifest, files, own_dir if owns else None
                 )
             elif owns:

@@ -31,7 +31,7 @@ import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -169,6 +169,11 @@ class RemoteCache:
         self._first_error: str | None = None
         self._log = get_logger("haz.remote")
         self.stats = RemoteStats()
+        # Verifying, writing and reading blob files happen here, not in asyncio's default
+        # pool: its many threads, each wanting the GIL between two system calls, used to
+        # spend more time handing it over (futex calls in the tens of thousands per replay)
+        # than working. Two threads still overlap zstd and hashing, which release the GIL.
+        self._files = ThreadPoolExecutor(max_workers=2, thread_name_prefix="haz-remote-files")
 
     @property
     def config(self) -> RemoteConfig:
@@ -223,6 +228,10 @@ class RemoteCache:
         if self._channel is not None:
             await self._channel.close(grace=None)
             self._channel = None
+        self._files.shutdown(wait=True)
+
+    async def _on_files(self, fn: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._files, partial(fn, *args))
 
     # -- failures and the breaker -------------------------------------------------------------
 
@@ -541,7 +550,7 @@ class RemoteCache:
             raise _RemoteFailure(f"{len(missing)} blob(s) missing from BatchReadBlobs")
         # One thread hop for the whole batch: verifying and writing ~100 small blobs costs
         # less than handing each to the pool.
-        got = await asyncio.to_thread(self._write_verified, items, sizes, dest)
+        got = await self._on_files(self._write_verified, items, sizes, dest)
         self.stats.blobs_downloaded += len(got)
         self.stats.bytes_downloaded += sum(sizes[digest] for digest in got)
         return got
@@ -584,10 +593,10 @@ class RemoteCache:
                 if first:
                     sink.start(chunk.compression)
                     first = False
-                await asyncio.to_thread(sink.write, bytes(chunk.data))
+                await self._on_files(sink.write, bytes(chunk.data))
             if first:
                 sink.start(WIRE_IDENTITY)
-            await asyncio.to_thread(sink.finish)
+            await self._on_files(sink.finish)
         finally:
             sink.close()
         self.stats.blobs_downloaded += 1
@@ -698,7 +707,7 @@ class RemoteCache:
         stub = cache_pb2_grpc.ContentStoreStub(self._open())
         items = []
         for blob in part:
-            data, compression = await asyncio.to_thread(_wire_bytes, blob, limits.zstd)
+            data, compression = await self._on_files(_wire_bytes, blob, limits.zstd)
             items.append(
                 cache_pb2.BatchUpdateBlobsRequest.Item(
                     digest=digest_to_wire(blob.digest, blob.size),
