@@ -644,8 +644,7 @@ class LocalCache:
     ) -> Compression:
         """A small fetched blob, verified, becomes the entry's blob uncompressed: hard-linked
         when the download is on this file system (no bytes written), else copied."""
-        with open(source, "rb") as fh:
-            data = fh.read(size + 1)
+        data = _read_small(source, size + 1)
         if len(data) != size or digest_bytes(self._hash_name, data) != digest:
             raise ValueError(f"the fetched blob {digest.hex} holds other bytes")
         try:
@@ -923,6 +922,19 @@ def _outputs_problem(outputs: Sequence[OutputFile]) -> str | None:
             return f"output path {output.path!r} is listed twice"
         seen.add(output.path)
     return None
+
+
+def _read_small(path: Path, limit: int) -> bytes:
+    """Up to ``limit`` bytes of a small file, in as few system calls as it takes."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        parts: list[bytes] = []
+        while limit > 0 and (chunk := os.read(fd, limit)):
+            parts.append(chunk)
+            limit -= len(chunk)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

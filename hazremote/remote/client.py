@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
@@ -562,8 +563,13 @@ class RemoteCache:
         for digest, data, compression in items:
             raw = _decode_verified(bytes(data), compression, digest, sizes[digest], self._hash_name)
             path = dest / digest.hex
-            with open(path, "wb") as fh:
-                fh.write(raw)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                view = memoryview(raw)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
             got[digest] = path
         return got
 
