@@ -1,10 +1,20 @@
-"""Suite-wide configuration: hypothesis profiles (a bounded ``ci`` profile is the default)."""
+"""Suite-wide configuration: hypothesis profiles (a bounded ``ci`` profile is the default) and
+a private ``XDG_STATE_HOME``."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 from hypothesis import HealthCheck, settings
+
+# haz keeps a per-user secret for its workspace snapshots under XDG_STATE_HOME: tests (and
+# the haz processes they start) get their own, never the real home's.
+_STATE_HOME = tempfile.mkdtemp(prefix="haz-test-state-")
+os.environ["XDG_STATE_HOME"] = _STATE_HOME
+atexit.register(shutil.rmtree, _STATE_HOME, True)
 
 settings.register_profile(
     "ci",

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hazremote.config._trace import Trace
 from hazremote.domain.model import Project, Workspace
 from hazremote.domain.refs import TaskId, parse_cli_target
 from hazremote.errors import UsageError
@@ -73,7 +74,7 @@ def open_workspace(
 
 
 def _load(root: Path, *, snapshot: bool) -> tuple[Workspace, TaskGraph]:
-    def build() -> tuple[tuple[Workspace, TaskGraph], frozenset[str]]:
+    def build() -> tuple[tuple[Workspace, TaskGraph], Trace]:
         from hazremote.config import load_workspace_traced  # imports PyYAML: only when loading
         from hazremote.graph import build_graph
 
@@ -82,11 +83,12 @@ def _load(root: Path, *, snapshot: bool) -> tuple[Workspace, TaskGraph]:
 
     if not snapshot:
         return build()[0]
-    from hazremote.config.snapshot import WorkspaceSnapshot
+    from hazremote.config.snapshot import WorkspaceSnapshot, default_key_file
 
-    loaded: tuple[Workspace, TaskGraph] = WorkspaceSnapshot(
-        root / ".haz" / "state", root
-    ).load_or_build(build)
+    snapshots = WorkspaceSnapshot(
+        root / ".haz" / "state", root, key_file=default_key_file(os.environ)
+    )
+    loaded: tuple[Workspace, TaskGraph] = snapshots.load_or_build(build)
     return loaded
 
 

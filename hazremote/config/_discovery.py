@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from hazremote.config._trace import Trace, path_signature, stat_signature
 from hazremote.domain.model import Project, Workspace
 from hazremote.domain.patterns import PathPattern, is_glob, parse_pattern, validate_relative_path
 from hazremote.errors import Diagnostic, PatternError
@@ -80,19 +81,20 @@ def _relative(path: Path, root: Path) -> str | None:
     return "" if rel == "." else rel
 
 
-def read_file(path: str, seen: set[str]) -> bytes | OSError | None:
+def read_file(path: str, seen: Trace) -> bytes | OSError | None:
     """The bytes of ``path``; ``None`` when it does not exist; the error when unreadable.
 
-    ``path`` is added to ``seen``: what a load looked at, present or not (see
-    :mod:`hazremote.config.snapshot`).
+    ``seen`` records the file's signature as read (from the open file), or ``None``.
     """
-    seen.add(path)
     try:
         with open(path, "rb") as handle:
+            seen[path] = stat_signature(os.fstat(handle.fileno()))
             return handle.read()
     except (FileNotFoundError, NotADirectoryError):
+        seen[path] = None
         return None
     except OSError as exc:
+        seen[path] = None  # the load fails: nothing is kept
         return exc
 
 
@@ -109,13 +111,13 @@ class FoundProject:
 
 
 def select_projects(
-    root: Path, entries: list[ProjectEntry], checker: Checker, seen: set[str]
+    root: Path, entries: list[ProjectEntry], checker: Checker, seen: Trace
 ) -> list[FoundProject]:
     """DISC-003/005: the project directories, in the order the entries select them.
 
     ``checker`` is the ``workspace.yml`` checker: bad entries and literal directories without
     a ``haz.yml`` are reported there, at the entry's key path and line. Every file probed and
-    directory listed is added to ``seen``.
+    directory listed is recorded in ``seen``.
     """
     root_str = str(root)
     if not entries:
@@ -194,7 +196,7 @@ class _DirWalker:
 
     __slots__ = ("_listings", "_root", "_seen")
 
-    def __init__(self, root: str, seen: set[str]) -> None:
+    def __init__(self, root: str, seen: Trace) -> None:
         self._root = root
         self._listings: dict[str, list[str]] = {}
         self._seen = seen
@@ -204,7 +206,7 @@ class _DirWalker:
         if listing is None:
             listing = []
             path = f"{self._root}/{rel}" if rel else self._root
-            self._seen.add(path)
+            self._seen[path] = path_signature(path)  # before listing: a later change shows
             try:
                 with os.scandir(path) as it:
                     for entry in it:

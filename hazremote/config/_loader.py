@@ -39,6 +39,7 @@ from hazremote.config._discovery import (
 from hazremote.config._schema import Checker, compose
 from hazremote.config._settings import ProjectEntry, parse_workspace_file
 from hazremote.config._tasks import parse_tasks
+from hazremote.config._trace import Trace, path_signature
 from hazremote.domain.model import Overlay, Project, TaskSpec, Workspace
 from hazremote.domain.names import is_valid_name, name_problem, sanitize_name
 from hazremote.errors import ConfigError, Diagnostic
@@ -60,14 +61,14 @@ def load_workspace(root: Path) -> Workspace:
     return load_workspace_traced(root)[0]
 
 
-def load_workspace_traced(root: Path) -> tuple[Workspace, frozenset[str]]:
-    """:func:`load_workspace`, and the absolute path of every file the load read or probed
-    and every directory it listed, present or not: the workspace is a function of their
-    contents alone, which is what :mod:`hazremote.config.snapshot` relies on."""
-    seen: set[str] = set()
+def load_workspace_traced(root: Path) -> tuple[Workspace, Trace]:
+    """:func:`load_workspace`, and the signature, as the load saw it, of every file it read
+    or probed and every directory it listed, present or not (:mod:`._trace`): the workspace
+    is a function of their contents alone, which :mod:`hazremote.config.snapshot` relies on."""
+    seen: Trace = {}
     with _gc_paused():
         workspace = _load(root.resolve(), seen)
-    return workspace, frozenset(seen)
+    return workspace, seen
 
 
 @contextmanager
@@ -87,7 +88,7 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _load(root: Path, seen: set[str]) -> Workspace:
+def _load(root: Path, seen: Trace) -> Workspace:
     diagnostics: list[Diagnostic] = []
     ws_checker = Checker(WORKSPACE_FILE, diagnostics)
     data = read_file(str(root / WORKSPACE_FILE), seen)
@@ -235,11 +236,12 @@ def _check_unique_names(projects: list[_Parsed], diagnostics: list[Diagnostic]) 
         )
 
 
-def _load_overlays(root: Path, diagnostics: list[Diagnostic], seen: set[str]) -> list[Overlay]:
-    seen.add(str(root / _OVERLAY_DIR))
+def _load_overlays(root: Path, diagnostics: list[Diagnostic], seen: Trace) -> list[Overlay]:
+    directory = str(root / _OVERLAY_DIR)
+    seen[directory] = path_signature(directory)  # before listing: a later change shows
     try:
-        with os.scandir(root / _OVERLAY_DIR) as it:
-            names = sorted(entry.name for entry in it if entry.is_file())
+        with os.scandir(directory) as it:
+            entries = [(entry.name, entry.is_file()) for entry in it]
     except (FileNotFoundError, NotADirectoryError):
         return []
     except OSError as exc:
@@ -249,6 +251,12 @@ def _load_overlays(root: Path, diagnostics: list[Diagnostic], seen: set[str]) ->
             )
         )
         return []
+    names = sorted(name for name, is_file in entries if is_file)
+    for name, is_file in entries:
+        if not is_file and name.endswith((".yml", ".yaml")):
+            # Skipped today (a dangling link, a directory); a snapshot must notice the day
+            # it becomes a file.
+            seen[f"{directory}/{name}"] = path_signature(f"{directory}/{name}")
     overlays: list[Overlay] = []
     for file_name in names:
         file = f"{_OVERLAY_DIR}/{file_name}"
@@ -271,7 +279,7 @@ def _load_overlays(root: Path, diagnostics: list[Diagnostic], seen: set[str]) ->
 
 
 def _parse_overlay(
-    root: Path, file_name: str, file: str, diagnostics: list[Diagnostic], seen: set[str]
+    root: Path, file_name: str, file: str, diagnostics: list[Diagnostic], seen: Trace
 ) -> Overlay | None:
     checker = Checker(file, diagnostics)
     data = read_file(str(root / file), seen)

@@ -3,8 +3,12 @@ changed; every change to configuration is seen on the next load (DISC-003/005, C
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +16,7 @@ import pytest
 
 from hazremote.config import load_workspace, load_workspace_traced
 from hazremote.config import snapshot as snapshot_module
+from hazremote.config._trace import Trace
 from hazremote.config.snapshot import SNAPSHOT_NAME, WorkspaceSnapshot
 from hazremote.domain.model import Workspace
 from hazremote.errors import ConfigError
@@ -28,19 +33,26 @@ BASE = {
 
 
 class Loads:
-    """Opens the workspace through a snapshot, counting real loads."""
+    """Opens the workspace through a snapshot, counting real loads; ``during`` runs between
+    the load and the publication (a change made while the load was running)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, key_file: Path | None = None) -> None:
         self.root = root
+        self.key_file: Path | None = key_file or root.parent / "user-state" / "snapshot.key"
         self.builds = 0
+        self.during: Callable[[], object] | None = None
 
-    def build(self) -> tuple[tuple[Workspace, TaskGraph], frozenset[str]]:
+    def build(self) -> tuple[tuple[Workspace, TaskGraph], Trace]:
         self.builds += 1
         workspace, seen = load_workspace_traced(self.root)
+        if self.during is not None:
+            self.during()
         return (workspace, build_graph(workspace)), seen
 
     def open(self) -> tuple[Workspace, TaskGraph]:
-        snapshot = WorkspaceSnapshot(self.root / ".haz" / "state", self.root)
+        snapshot = WorkspaceSnapshot(
+            self.root / ".haz" / "state", self.root, key_file=self.key_file
+        )
         loaded: tuple[Workspace, TaskGraph] = snapshot.load_or_build(self.build)
         return loaded
 
@@ -173,7 +185,7 @@ def test_a_damaged_snapshot_means_a_normal_load_and_is_replaced(
 def test_a_snapshot_copied_to_another_root_is_not_used(ws: Loads, tmp_path: Path) -> None:
     other = tmp_path / "copy"
     os.rename(ws.root, other)
-    moved = Loads(other.resolve())
+    moved = Loads(other.resolve(), key_file=ws.key_file)
     workspace, _ = moved.open()
     assert moved.builds == 1
     assert workspace.root == other.resolve()
@@ -210,7 +222,9 @@ def test_the_trace_names_every_file_read_and_directory_listed(tmp_path: Path) ->
         f"{root}/packages/not-a-project/haz.yml",
         f"{root}/tools/haz.yml",
     }
-    assert expected <= seen
+    assert expected <= set(seen)
+    assert seen[f"{root}/packages/not-a-project/haz.yml"] is None  # probed, absent
+    assert seen[f"{root}/packages/a/haz.yml"] is not None
 
 
 def test_temporary_files_of_killed_loads_are_removed_after_an_hour(ws: Loads) -> None:
@@ -227,3 +241,102 @@ def test_temporary_files_of_killed_loads_are_removed_after_an_hour(ws: Loads) ->
     assert not old.exists()
     assert recent.exists()  # may belong to a load running right now
     assert sorted(p.name for p in state.iterdir()) == sorted([SNAPSHOT_NAME, recent.name])
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda root: (root / "packages/b/haz.yml").unlink(),
+        lambda root: shutil.rmtree(root / "tools"),
+        lambda root: (root / "packages/a/haz.yml").write_text("tasks: {}\n"),
+    ],
+    ids=["glob project file deleted", "literal project dir deleted", "file edited"],
+)
+def test_a_change_during_the_load_is_never_published(tmp_path: Path, change: Any) -> None:
+    """A file deleted or edited after the load read it (before publication) would otherwise
+    leave a snapshot of what no longer exists; a fresh load must see the change."""
+    root = write_files(tmp_path / "ws", BASE).resolve()
+    settle()
+    loads = Loads(root)
+    loads.during = lambda: change(root)
+    loads.open()
+    assert not loads.file.exists()
+    loads.during = None
+    with contextlib.suppress(ConfigError):  # a deleted literal project is an error now
+        workspace, _ = loads.open()
+        assert workspace == load_workspace(root)
+    assert loads.builds == 2
+
+
+def test_a_planted_or_foreign_snapshot_is_never_unpickled(ws: Loads, tmp_path: Path) -> None:
+    """A snapshot committed to a repository (or written under another user's key) could run
+    code when unpickled: without this user's MAC it is ignored, and replaced."""
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (os.system, (f"touch {marker}",))
+
+    body = pickle.dumps(Evil())
+    for forged in (body, bytes(32) + body, ws.file.read_bytes()[:32] + body):
+        ws.file.write_bytes(forged)
+        workspace, _ = ws.open()
+        assert not marker.exists()
+        assert workspace == load_workspace(ws.root)
+    assert ws.builds == 4
+    other_user = Loads(ws.root, key_file=tmp_path / "other-user" / "snapshot.key")
+    other_user.open()
+    assert other_user.builds == 1  # ws's snapshot is not valid under another key
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "group-writable"])
+def test_a_snapshot_that_is_not_a_private_regular_file_is_ignored(ws: Loads, kind: str) -> None:
+    real = ws.file.read_bytes()
+    ws.file.unlink()
+    if kind == "symlink":
+        elsewhere = ws.root / "elsewhere"
+        elsewhere.write_bytes(real)
+        ws.file.symlink_to(elsewhere)
+    elif kind == "fifo":
+        os.mkfifo(ws.file)  # reading it would block forever
+    else:
+        ws.file.write_bytes(real)
+        ws.file.chmod(0o664)
+    ws.open()
+    assert ws.builds == 2
+
+
+def test_without_a_key_location_there_is_no_snapshot(tmp_path: Path) -> None:
+    root = write_files(tmp_path / "ws", BASE).resolve()
+    settle()
+    loads = Loads(root)
+    loads.key_file = None
+    loads.open()
+    loads.open()
+    assert loads.builds == 2
+    assert not (root / ".haz" / "state").exists()
+
+
+def test_a_failed_load_leaves_no_temporary_file(ws: Loads) -> None:
+    (ws.root / "packages/a/haz.yml").write_text("tasks: [unclosed\n")
+    for _ in range(3):
+        with pytest.raises(ConfigError):
+            ws.open()
+    state = ws.root / ".haz" / "state"
+    assert sorted(p.name for p in state.iterdir()) == [SNAPSHOT_NAME]
+
+
+def test_an_overlay_link_that_starts_resolving_is_seen(ws: Loads) -> None:
+    """A dangling `.haz/tasks/*.yml` symlink is skipped; the day its target appears the
+    listing does not change, so the link itself must be traced."""
+    (ws.root / ".haz/tasks").mkdir()
+    (ws.root / ".haz/tasks/ci.yml").symlink_to(ws.root / "shared-ci.yml")
+    settle()
+    workspace, _ = ws.open()
+    assert workspace.overlays == ()
+    ws.open()
+    builds = ws.builds
+    (ws.root / "shared-ci.yml").write_text("tagsFilter: [lib]\ntasks: {}\n")
+    workspace, _ = ws.open()
+    assert ws.builds == builds + 1
+    assert [o.name for o in workspace.overlays] == ["ci"]
