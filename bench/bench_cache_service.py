@@ -19,10 +19,12 @@ share one GIL. Prints medians (of ``--quick`` 3 / full 5 repetitions) and ratios
    (``--quick``: 256 MiB) in 1 MiB chunks beside raw gRPC streaming of the same bytes
    (target ≥ 50 %), with peak RSS of the blob client and of the server (target < 300 MB).
    Three blobs (a new one each repetition; each is deleted from the store after its reads).
-   The client neither hashes nor decompresses downloads; the raw server neither stores nor
-   inspects bytes, so the ratios price the service's verify/compress/store work.
+   The client neither hashes nor decompresses downloads (and encodes/decodes the messages
+   with one copy, like the raw client); the raw server neither stores nor inspects bytes, so
+   the ratios price the service's verify/compress/store work.
 
-Usage: ``.venv/bin/python bench/bench_cache_service.py [--quick]``
+Usage: ``.venv/bin/python bench/bench_cache_service.py [--quick] [--only lookups,s3,blobs]``
+(``--only`` runs just the named sections, e.g. ``--only lookups,s3`` for 1 and 2.)
 """
 
 from __future__ import annotations
@@ -654,14 +656,40 @@ def bench_blobs(plan: Plan, work: Path, echo: ServerProcess) -> None:
 # -- main ---------------------------------------------------------------------------------------
 
 
-async def run_grpc_phases(plan: Plan, work: Path, echo: ServerProcess) -> None:
-    await bench_lookups(plan, work, echo)
-    await bench_s3(plan, work)
+SECTIONS = ("lookups", "s3", "blobs")
+
+
+async def run_grpc_phases(
+    plan: Plan, work: Path, echo: ServerProcess, sections: frozenset[str]
+) -> None:
+    if "lookups" in sections:
+        await bench_lookups(plan, work, echo)
+    if "s3" in sections:
+        await bench_s3(plan, work)
+
+
+def parse_sections(text: str) -> frozenset[str]:
+    """``lookups,s3`` → the named sections (argparse type of ``--only``)."""
+    names = frozenset(name.strip() for name in text.split(",") if name.strip())
+    unknown = names - set(SECTIONS)
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown section(s) {', '.join(sorted(unknown)) or '(none)'}; choose from "
+            + ", ".join(SECTIONS)
+        )
+    return names
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, 256 MiB blob")
+    parser.add_argument(
+        "--only",
+        type=parse_sections,
+        default=frozenset(SECTIONS),
+        metavar="SECTIONS",
+        help="comma-separated sections to run: lookups (1), s3 (2), blobs (3); default all",
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     work = work_dir("cache_service")
@@ -673,8 +701,9 @@ def main(argv: list[str]) -> int:
             f"{os.cpu_count()} CPUs; service pid per phase, echo pid {echo.pid})",
             flush=True,
         )
-        asyncio.run(run_grpc_phases(plan, work, echo))
-        bench_blobs(plan, work, echo)
+        asyncio.run(run_grpc_phases(plan, work, echo, args.only))
+        if "blobs" in args.only:
+            bench_blobs(plan, work, echo)
         print(f"\n   raw echo server peak RSS {echo.peak_rss_mib():.0f} MiB")
     finally:
         stop_all()

@@ -2,10 +2,12 @@
 
 Spec coverage:
 * SVC-001 — storage comes from :func:`cache_service.storage.factory.open_storage` (the only
-  place that knows backends); blocking storage calls run in a bounded thread pool.
+  place that knows backends); blocking storage calls run in a bounded thread pool (a
+  manifest lookup the store can answer without I/O runs on the event loop instead).
 * SVC-004 — gRPC health checking (``grpc.health.v1``, every service ``SERVING``), server
   reflection, Prometheus metrics on a separate HTTP port (``metrics_listen``), one structured
-  access event per RPC (:mod:`cache_service.observe`).
+  access event per RPC (:mod:`cache_service.observe`; every service registers through the
+  access interceptor's registrar, which wraps each method handler once).
 * SVC-005 — on SIGTERM/SIGINT: health turns ``NOT_SERVING``, the server stops accepting, and
   in-flight RPCs get ``shutdown_grace`` seconds to finish.
 * SVC-006 — ``max_message_size`` becomes gRPC's message limits (``RESOURCE_EXHAUSTED`` beyond);
@@ -35,7 +37,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry, start_http_server
 
 from cache_service import __version__
@@ -209,7 +211,10 @@ async def serve(
     interceptor = AccessInterceptor(
         metrics=metrics, authenticator=authenticator, authorizer=authorizer
     )
-    server = grpc.aio.server(interceptors=[interceptor], options=_grpc_options(config))
+    server = grpc.aio.server(options=_grpc_options(config))
+    # Every service registers through the registrar, which wraps each method handler once
+    # with the access interceptor (no per-RPC grpc.aio interceptor).
+    registrar = interceptor.registrar(server)
     cache_pb2_grpc.add_CapabilitiesServicer_to_server(
         CapabilitiesServicer(
             info=ServerInfo(
@@ -219,7 +224,7 @@ async def serve(
             ),
             limits=blob_limits,
         ),
-        server,
+        registrar,
     )
     cache_pb2_grpc.add_ContentStoreServicer_to_server(
         ContentStoreServicer(
@@ -227,22 +232,26 @@ async def serve(
             offload=offload,
             slots=StreamSlots(limit=limits.max_concurrent_streams),
         ),
-        server,
+        registrar,
     )
     cache_pb2_grpc.add_ManifestStoreServicer_to_server(
-        ManifestStoreServicer(manifests=manifest_service, offload=offload), server
+        ManifestStoreServicer(manifests=manifest_service, offload=offload), registrar
     )
     health = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, registrar)
     for name in ("", *SERVICE_NAMES):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (
-            *SERVICE_NAMES,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
+    # enable_server_reflection() picks the asyncio servicer only for a grpc.aio.Server
+    # instance; the registrar is not one, so register the asyncio servicer directly.
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        reflection.aio.ReflectionServicer(
+            (
+                *SERVICE_NAMES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            )
         ),
-        server,
+        registrar,
     )
     try:
         port = (

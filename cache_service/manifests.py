@@ -1,6 +1,8 @@
 """Manifests as the service sees them: validation, completeness, immutability, producer.
 
-Synchronous and blocking like the storage ports; the servicers run it in a thread pool.
+Synchronous and blocking like the storage ports; the servicers run it in a thread pool, except
+:meth:`ManifestService.lookup_nowait`, which never waits for I/O (see
+:meth:`~cache_service.storage.base.ManifestStore.get_nowait`).
 
 Spec coverage:
 * CACHE-011 — a put is parsed strictly with :func:`hazremote.cache.manifest.parse_manifest`
@@ -26,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 from cache_service.errors import (
     InvalidRequestError,
@@ -33,7 +36,7 @@ from cache_service.errors import (
     ManifestConflictError,
     MissingBlobsError,
 )
-from cache_service.storage.base import BlobRef, BlobStore, ManifestStore
+from cache_service.storage.base import WOULD_BLOCK, BlobRef, BlobStore, ManifestStore, WouldBlock
 from hazremote.cache.manifest import (
     Manifest,
     ManifestError,
@@ -144,6 +147,22 @@ class ManifestService:
             )
         return [self.get(namespace, hash_name, key) for key in keys]
 
+    def _check_lookup(self, chain: Sequence[str], keys: Sequence[Digest]) -> None:
+        if not chain:
+            raise InvalidRequestError("a lookup needs at least one namespace")
+        for namespace in chain:
+            validate_namespace(namespace)
+        if len(keys) > self._max_batch_items:
+            raise LimitExceededError(
+                f"{len(keys)} keys in one batch; the limit is {self._max_batch_items}"
+            )
+
+    def _counted(self, results: list[tuple[bytes, str] | None]) -> list[tuple[bytes, str] | None]:
+        if self._on_lookup is not None:
+            for found in results:
+                self._on_lookup(found is not None)
+        return results
+
     def lookup(
         self, chain: Sequence[str], hash_name: HashName, keys: Sequence[Digest]
     ) -> list[tuple[bytes, str] | None]:
@@ -154,14 +173,7 @@ class ManifestService:
             InvalidRequestError: a namespace of the chain is not a valid name.
             LimitExceededError: more keys than the batch limit.
         """
-        if not chain:
-            raise InvalidRequestError("a lookup needs at least one namespace")
-        for namespace in chain:
-            validate_namespace(namespace)
-        if len(keys) > self._max_batch_items:
-            raise LimitExceededError(
-                f"{len(keys)} keys in one batch; the limit is {self._max_batch_items}"
-            )
+        self._check_lookup(chain, keys)
         results: list[tuple[bytes, str] | None] = []
         for key in keys:
             found = None
@@ -170,10 +182,33 @@ class ManifestService:
                 if document is not None:
                     found = (document, namespace)
                     break
-            if self._on_lookup is not None:
-                self._on_lookup(found is not None)
             results.append(found)
-        return results
+        return self._counted(results)
+
+    def lookup_nowait(
+        self, chain: Sequence[str], hash_name: HashName, keys: Sequence[Digest]
+    ) -> list[tuple[bytes, str] | None] | Literal[WouldBlock.WOULD_BLOCK]:
+        """:meth:`lookup` without waiting for I/O (safe on an event loop): its answer when
+        the store can give every document that way, else :data:`WOULD_BLOCK` (nothing is
+        counted then; call :meth:`lookup` from a worker thread).
+
+        Raises:
+            InvalidRequestError: a namespace of the chain is not a valid name.
+            LimitExceededError: more keys than the batch limit.
+        """
+        self._check_lookup(chain, keys)
+        results: list[tuple[bytes, str] | None] = []
+        for key in keys:
+            found = None
+            for namespace in chain:
+                document = self._manifests.get_nowait(namespace, hash_name, key)
+                if document is WOULD_BLOCK:
+                    return WOULD_BLOCK
+                if document is not None:
+                    found = (document, namespace)
+                    break
+            results.append(found)
+        return self._counted(results)
 
     def put(
         self, namespace: str, hash_name: HashName, key: Digest, document: bytes, *, producer: str

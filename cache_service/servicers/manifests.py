@@ -5,6 +5,9 @@ Spec coverage:
 * SEC-006 — the producer is :func:`~cache_service.identity.current_identity`, bound by the
   interceptor from the authenticated call.
 * A miss is ``found=false``, never an error status.
+* SVC-001 — a lookup of a few keys is first tried without waiting for I/O, on the event loop
+  (a manifest the OS has cached, :meth:`ManifestService.lookup_nowait`); otherwise, and for
+  larger batches, it runs in the storage thread pool.
 * SEC-003 — a lookup in namespace N by a token with ``read_through`` tries N, then each
   read-through namespace in order, and answers ``found_in_namespace``; without a token grant
   (open access) only N. Whether the caller may use N at all is the interceptor's decision.
@@ -13,6 +16,7 @@ Out of scope: authorization (:mod:`cache_service.auth`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from cache_service.identity import current_identity
@@ -20,9 +24,17 @@ from cache_service.manifests import ManifestService
 from cache_service.offload import Offload
 from cache_service.servicers._convert import hash_name, key_digest
 from cache_service.servicers._status import maps_errors
+from cache_service.storage.base import WOULD_BLOCK
 from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
+from hazremote.domain.digest import Digest
+from hazremote.domain.model import HashName
 
 __all__ = ["ManifestStoreServicer"]
+
+#: Lookups of at most this many keys first try to answer on the event loop
+#: (:meth:`ManifestService.lookup_nowait`): a thread-pool hop costs more CPU than reading a
+#: few cached files, and a larger batch would hold the loop too long.
+INLINE_LOOKUP_KEYS = 8
 
 
 def _result(found: tuple[bytes, str] | None) -> cache_pb2.GetManifestResponse:
@@ -44,15 +56,23 @@ class ManifestStoreServicer(cache_pb2_grpc.ManifestStoreServicer):  # type: igno
         self._manifests = manifests
         self._offload = offload
 
+    async def _lookup(
+        self, namespace: str, hash_function: int, keys: Sequence[Digest]
+    ) -> list[tuple[bytes, str] | None]:
+        chain = _chain(namespace)
+        name: HashName = hash_name(hash_function)
+        if len(keys) <= INLINE_LOOKUP_KEYS:
+            found = self._manifests.lookup_nowait(chain, name, keys)
+            if found is not WOULD_BLOCK:
+                return found
+        return await self._offload(self._manifests.lookup, chain, name, keys)
+
     @maps_errors
     async def GetManifest(
         self, request: cache_pb2.GetManifestRequest, context: Any
     ) -> cache_pb2.GetManifestResponse:
-        (found,) = await self._offload(
-            self._manifests.lookup,
-            _chain(request.namespace),
-            hash_name(request.hash_function),
-            [key_digest(request.key)],
+        (found,) = await self._lookup(
+            request.namespace, request.hash_function, (key_digest(request.key),)
         )
         return _result(found)
 
@@ -61,12 +81,7 @@ class ManifestStoreServicer(cache_pb2_grpc.ManifestStoreServicer):  # type: igno
         self, request: cache_pb2.BatchGetManifestsRequest, context: Any
     ) -> cache_pb2.BatchGetManifestsResponse:
         keys = [key_digest(key) for key in request.keys]
-        found = await self._offload(
-            self._manifests.lookup,
-            _chain(request.namespace),
-            hash_name(request.hash_function),
-            keys,
-        )
+        found = await self._lookup(request.namespace, request.hash_function, keys)
         return cache_pb2.BatchGetManifestsResponse(results=[_result(item) for item in found])
 
     @maps_errors

@@ -14,20 +14,24 @@ Spec coverage:
 Out of scope: gRPC, authentication, and the manifest's own schema (``hazremote.cache``).
 
 Every method is synchronous; the gRPC server calls them from a thread pool (boto3 and file
-I/O are blocking anyway). Implementations must be safe for concurrent use by many threads
+I/O are blocking anyway) — except :meth:`ManifestStore.get_nowait`, which never waits for I/O
+and so runs on the event loop (a thread-pool hop costs more than reading a small manifest the
+OS already has in memory). Implementations must be safe for concurrent use by many threads
 and by several server replicas sharing the same backing storage.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Final, Literal, Protocol
 
 from hazremote.domain.digest import Digest
 from hazremote.domain.model import HashName
 
 __all__ = [
+    "WOULD_BLOCK",
     "BlobInfo",
     "BlobNotFoundError",
     "BlobRef",
@@ -36,7 +40,18 @@ __all__ = [
     "ManifestInfo",
     "ManifestStore",
     "StorageError",
+    "WouldBlock",
 ]
+
+
+class WouldBlock(enum.Enum):
+    """The answer of a non-blocking read that cannot answer without waiting for I/O."""
+
+    WOULD_BLOCK = "would block"
+
+
+#: :meth:`ManifestStore.get_nowait`: "ask :meth:`ManifestStore.get` from a worker thread".
+WOULD_BLOCK: Final = WouldBlock.WOULD_BLOCK
 
 
 class StorageError(Exception):
@@ -110,6 +125,15 @@ class ManifestStore(Protocol):
     """CACHE-011 manifest documents per (namespace, hash function, key)."""
 
     def get(self, namespace: str, hash_name: HashName, key: Digest) -> bytes | None: ...
+
+    def get_nowait(
+        self, namespace: str, hash_name: HashName, key: Digest
+    ) -> bytes | Literal[WouldBlock.WOULD_BLOCK] | None:
+        """What :meth:`get` answers, when that needs no waiting for I/O (memory, a file in
+        the OS page cache); otherwise :data:`WOULD_BLOCK`. Cheap enough to call on an event
+        loop: a store that cannot tell without I/O (S3) always answers :data:`WOULD_BLOCK`.
+        """
+        ...
 
     def put_if_absent(
         self, namespace: str, hash_name: HashName, key: Digest, document: bytes

@@ -92,6 +92,9 @@ class MemoryManifestStore:
             entry = self._docs.get(name)
         return None if entry is None else entry.data
 
+    def get_nowait(self, namespace: str, hash_name: HashName, key: Digest) -> bytes | None:
+        return self.get(namespace, hash_name, key)
+
     def put_if_absent(
         self, namespace: str, hash_name: HashName, key: Digest, document: bytes
     ) -> bool:

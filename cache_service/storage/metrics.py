@@ -15,11 +15,19 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Literal, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from cache_service.storage.base import BlobInfo, BlobRef, BlobStore, ManifestInfo, ManifestStore
+from cache_service.storage.base import (
+    WOULD_BLOCK,
+    BlobInfo,
+    BlobRef,
+    BlobStore,
+    ManifestInfo,
+    ManifestStore,
+    WouldBlock,
+)
 from hazremote.domain.digest import Digest
 from hazremote.domain.model import HashName
 
@@ -53,9 +61,27 @@ class StorageMetrics:
             registry=registry,
         )
 
+        # Label children resolved once: ``labels()`` locks and hashes on every call.
+        self._series: dict[tuple[str, str, bool], tuple[Any, Any]] = {}
+        self._bytes: dict[tuple[str, str], Any] = {}
+
     def observe(self, store: str, operation: str, started: float, *, ok: bool) -> None:
-        self.operations.labels(store, operation, "ok" if ok else "error").inc()
-        self.seconds.labels(store, operation).observe(time.perf_counter() - started)
+        series = self._series.get((store, operation, ok))
+        if series is None:
+            series = (
+                self.operations.labels(store, operation, "ok" if ok else "error"),
+                self.seconds.labels(store, operation),
+            )
+            self._series[(store, operation, ok)] = series
+        series[0].inc()
+        series[1].observe(time.perf_counter() - started)
+
+    def moved(self, store: str, direction: str, count: int) -> None:
+        """Count ``count`` stored bytes read or written (``direction``)."""
+        child = self._bytes.get((store, direction))
+        if child is None:
+            child = self._bytes[(store, direction)] = self.bytes.labels(store, direction)
+        child.inc(count)
 
     def timed(self, store: str, operation: str, call: Callable[[], _T]) -> _T:
         started = time.perf_counter()
@@ -88,7 +114,7 @@ class _CountingReader(io.RawIOBase):
             self._metrics.observe(self._store, "read_stream", self._started, ok=False)
             raise
         view[: len(data)] = data
-        self._metrics.bytes.labels(self._store, "read").inc(len(data))
+        self._metrics.moved(self._store, "read", len(data))
         return len(data)
 
     def close(self) -> None:
@@ -126,7 +152,7 @@ class MetricsBlobStore:
     def write(self, ref: BlobRef, stored: Iterable[bytes]) -> None:
         def counted() -> Iterator[bytes]:
             for chunk in stored:
-                self._metrics.bytes.labels(self._store, "write").inc(len(chunk))
+                self._metrics.moved(self._store, "write", len(chunk))
                 yield chunk
 
         self._metrics.timed(self._store, "write", lambda: self._inner.write(ref, counted()))
@@ -151,7 +177,25 @@ class MetricsManifestStore:
             self._store, "manifest_get", lambda: self._inner.get(namespace, hash_name, key)
         )
         if document is not None:
-            self._metrics.bytes.labels(self._store, "read").inc(len(document))
+            self._metrics.moved(self._store, "read", len(document))
+        return document
+
+    def get_nowait(
+        self, namespace: str, hash_name: HashName, key: Digest
+    ) -> bytes | Literal[WouldBlock.WOULD_BLOCK] | None:
+        """Counted as a ``manifest_get`` when it answers; a :data:`WOULD_BLOCK` is not an
+        operation (the :meth:`get` that follows is)."""
+        started = time.perf_counter()
+        try:
+            document = self._inner.get_nowait(namespace, hash_name, key)
+        except BaseException:
+            self._metrics.observe(self._store, "manifest_get", started, ok=False)
+            raise
+        if document is WOULD_BLOCK:
+            return document
+        self._metrics.observe(self._store, "manifest_get", started, ok=True)
+        if document is not None:
+            self._metrics.moved(self._store, "read", len(document))
         return document
 
     def put_if_absent(
@@ -163,7 +207,7 @@ class MetricsManifestStore:
             lambda: self._inner.put_if_absent(namespace, hash_name, key, document),
         )
         if stored:
-            self._metrics.bytes.labels(self._store, "write").inc(len(document))
+            self._metrics.moved(self._store, "write", len(document))
         return stored
 
     def replace(self, namespace: str, hash_name: HashName, key: Digest, document: bytes) -> None:
@@ -172,7 +216,7 @@ class MetricsManifestStore:
             "manifest_replace",
             lambda: self._inner.replace(namespace, hash_name, key, document),
         )
-        self._metrics.bytes.labels(self._store, "write").inc(len(document))
+        self._metrics.moved(self._store, "write", len(document))
 
     def delete(self, namespace: str, hash_name: HashName, key: Digest) -> None:
         self._metrics.timed(

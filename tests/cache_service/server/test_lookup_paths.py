@@ -1,0 +1,236 @@
+"""Where a manifest lookup runs (issue 5): on the event loop when the store can answer
+without I/O, in the storage thread pool otherwise — with the same answers, statuses and
+metrics either way; and the access interceptor wraps each method once, not per RPC."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import grpc
+import pytest
+from prometheus_client import CollectorRegistry
+
+from cache_service.app import RunningServer, serve
+from cache_service.identity import OpenAccess
+from cache_service.manifests import ManifestService
+from cache_service.observe import AccessInterceptor, ServiceMetrics
+from cache_service.servicers.manifests import INLINE_LOOKUP_KEYS
+from cache_service.storage.base import WOULD_BLOCK, ManifestInfo, WouldBlock
+from cache_service.storage.memory import MemoryBlobStore, MemoryManifestStore
+from cache_service.storage.verifying import VerifyingBlobStore
+from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
+from hazremote.domain.digest import Digest, digest_bytes
+from hazremote.domain.model import HashName
+from tests.cache_service.server.serverkit import BLAKE3, server_config
+
+B3 = HashName.BLAKE3
+
+
+def _key(label: str) -> Digest:
+    return digest_bytes(B3, label.encode())
+
+
+@dataclass
+class _RecordingManifests:
+    """A ManifestStore over memory that records which thread each read ran on; with
+    ``blocks`` its fast path always answers WOULD_BLOCK (like S3)."""
+
+    blocks: bool = False
+    inner: MemoryManifestStore = field(default_factory=MemoryManifestStore)
+    get_threads: list[int] = field(default_factory=list)
+    nowait_threads: list[int] = field(default_factory=list)
+
+    def get(self, namespace: str, hash_name: HashName, key: Digest) -> bytes | None:
+        self.get_threads.append(threading.get_ident())
+        return self.inner.get(namespace, hash_name, key)
+
+    def get_nowait(
+        self, namespace: str, hash_name: HashName, key: Digest
+    ) -> bytes | Literal[WouldBlock.WOULD_BLOCK] | None:
+        self.nowait_threads.append(threading.get_ident())
+        if self.blocks:
+            return WOULD_BLOCK
+        return self.inner.get(namespace, hash_name, key)
+
+    def put_if_absent(
+        self, namespace: str, hash_name: HashName, key: Digest, document: bytes
+    ) -> bool:
+        return self.inner.put_if_absent(namespace, hash_name, key, document)
+
+    def replace(self, namespace: str, hash_name: HashName, key: Digest, document: bytes) -> None:
+        self.inner.replace(namespace, hash_name, key, document)
+
+    def delete(self, namespace: str, hash_name: HashName, key: Digest) -> None:
+        self.inner.delete(namespace, hash_name, key)
+
+    def iterate(self, namespace: str | None = None) -> Iterator[ManifestInfo]:
+        return self.inner.iterate(namespace)
+
+
+@dataclass
+class _Served:
+    running: RunningServer
+    loop_thread: int
+    stub: cache_pb2_grpc.ManifestStoreStub
+
+
+@contextlib.contextmanager
+def _serving(manifests: _RecordingManifests) -> Iterator[_Served]:
+    """:func:`serve` over ``manifests`` in a thread of its own (its event loop's thread)."""
+    ready: list[tuple[RunningServer, int]] = []
+    failure: list[BaseException] = []
+    started, stop = threading.Event(), threading.Event()
+
+    async def main() -> None:
+        try:
+            storage = (VerifyingBlobStore(inner=MemoryBlobStore()), manifests)
+            async with serve(server_config(), storage=storage) as running:
+                ready.append((running, threading.get_ident()))
+                started.set()
+                while not stop.is_set():
+                    await asyncio.sleep(0.02)
+        except BaseException as exc:
+            failure.append(exc)
+            started.set()
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    started.wait(30)
+    if failure:
+        raise failure[0]
+    running, loop_thread = ready[0]
+    channel = grpc.insecure_channel(running.address)
+    try:
+        yield _Served(
+            running=running,
+            loop_thread=loop_thread,
+            stub=cache_pb2_grpc.ManifestStoreStub(channel),
+        )
+    finally:
+        channel.close()
+        stop.set()
+        thread.join(30)
+
+
+def _lookups(running: RunningServer, result: str) -> float:
+    value = running.metrics.registry.get_sample_value(
+        "haz_cache_manifest_lookups_total", {"result": result}
+    )
+    return 0.0 if value is None else value
+
+
+def _get(served: _Served, key: Digest) -> cache_pb2.GetManifestResponse:
+    return served.stub.GetManifest(
+        cache_pb2.GetManifestRequest(namespace="main", hash_function=BLAKE3, key=key.raw)
+    )
+
+
+def test_a_lookup_the_store_answers_without_io_runs_on_the_event_loop() -> None:
+    manifests = _RecordingManifests()
+    manifests.inner.put_if_absent("main", B3, _key("hit"), b"doc")
+    with _serving(manifests) as served:
+        hit, miss = _get(served, _key("hit")), _get(served, _key("miss"))
+        assert (hit.found, hit.manifest_json, hit.found_in_namespace) == (True, b"doc", "main")
+        assert not miss.found
+        assert manifests.get_threads == [], "no thread-pool read when the fast path answers"
+        assert set(manifests.nowait_threads) == {served.loop_thread}
+        assert (_lookups(served.running, "hit"), _lookups(served.running, "miss")) == (1, 1)
+
+
+def test_a_lookup_that_would_block_runs_in_the_thread_pool_with_the_same_answer() -> None:
+    manifests = _RecordingManifests(blocks=True)
+    manifests.inner.put_if_absent("main", B3, _key("hit"), b"doc")
+    with _serving(manifests) as served:
+        hit, miss = _get(served, _key("hit")), _get(served, _key("miss"))
+        assert (hit.found, hit.manifest_json) == (True, b"doc")
+        assert not miss.found
+        assert len(manifests.get_threads) == 2
+        assert served.loop_thread not in manifests.get_threads
+        # Counted once per lookup, by the path that answered.
+        assert (_lookups(served.running, "hit"), _lookups(served.running, "miss")) == (1, 1)
+
+
+def test_a_large_batch_goes_to_the_thread_pool_directly() -> None:
+    """A batch larger than INLINE_LOOKUP_KEYS would hold the event loop too long."""
+    manifests = _RecordingManifests()
+    keys = [_key(f"k{i}") for i in range(INLINE_LOOKUP_KEYS + 1)]
+    manifests.inner.put_if_absent("main", B3, keys[0], b"first")
+    with _serving(manifests) as served:
+        reply = served.stub.BatchGetManifests(
+            cache_pb2.BatchGetManifestsRequest(
+                namespace="main", hash_function=BLAKE3, keys=[k.raw for k in keys]
+            )
+        )
+        assert [r.found for r in reply.results] == [True] + [False] * INLINE_LOOKUP_KEYS
+        assert manifests.nowait_threads == []
+        assert len(manifests.get_threads) == len(keys)
+        small = served.stub.BatchGetManifests(
+            cache_pb2.BatchGetManifestsRequest(
+                namespace="main", hash_function=BLAKE3, keys=[k.raw for k in keys[:2]]
+            )
+        )
+        assert [r.found for r in small.results] == [True, False]
+        assert len(manifests.get_threads) == len(keys), "a small batch takes the fast path"
+
+
+@pytest.mark.parametrize("blocks", [False, True])
+def test_lookup_nowait_follows_the_read_through_chain_and_counts_once(blocks: bool) -> None:
+    """SEC-003 on the fast path; a WOULD_BLOCK answer counts nothing (the pool lookup does)."""
+    store = _RecordingManifests(blocks=blocks)
+    store.inner.put_if_absent("main", B3, _key("trunk"), b"from main")
+    store.inner.put_if_absent("pr-1", B3, _key("own"), b"from pr")
+    counted: list[bool] = []
+    service = ManifestService(
+        manifests=store,
+        blobs=MemoryBlobStore(),
+        max_batch_items=10,
+        on_lookup=counted.append,
+    )
+    keys = [_key("own"), _key("trunk"), _key("nowhere")]
+    found = service.lookup_nowait(("pr-1", "main"), B3, keys)
+    if blocks:
+        assert found is WOULD_BLOCK
+        assert counted == []
+        found = service.lookup(("pr-1", "main"), B3, keys)
+    assert found == [(b"from pr", "pr-1"), (b"from main", "main"), None]
+    assert counted == [True, True, False]
+
+
+def test_each_method_handler_is_wrapped_once() -> None:
+    """The interceptor wraps a method when it is first seen, not on every RPC."""
+    interceptor = AccessInterceptor(
+        metrics=ServiceMetrics(CollectorRegistry()), authenticator=OpenAccess()
+    )
+    added: list[Any] = []
+    registered: dict[str, Any] = {}
+
+    class _Server:
+        def add_generic_rpc_handlers(self, handlers: Any) -> None:
+            added.extend(handlers)
+
+        def add_registered_method_handlers(self, service: str, handlers: Any) -> None:
+            registered.update({f"/{service}/{name}": h for name, h in handlers.items()})
+
+    servicer = cache_pb2_grpc.ManifestStoreServicer()
+    cache_pb2_grpc.add_ManifestStoreServicer_to_server(
+        servicer,
+        interceptor.registrar(_Server()),  # type: ignore[arg-type]
+    )
+    method = "/haz.remote.v1.ManifestStore/GetManifest"
+
+    @dataclass
+    class _Details:
+        method: str
+        invocation_metadata: tuple[tuple[str, str], ...] = ()
+
+    (generic,) = added
+    first = generic.service(_Details(method))
+    assert first is generic.service(_Details(method))
+    assert generic.service(_Details("/haz.remote.v1.ManifestStore/Nope")) is None
+    assert first.unary_unary is not servicer.GetManifest
+    assert registered[method].unary_unary is not servicer.GetManifest
