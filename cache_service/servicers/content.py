@@ -5,7 +5,9 @@ Spec coverage:
   a status per item (``status_of`` decides the code, here as everywhere).
 * SVC-006 — stream slots bound concurrent ReadBlob/WriteBlob streams (``RESOURCE_EXHAUSTED``).
 * WriteBlob is verified while streaming; a stream that ends without ``finish`` (client went
-  away) publishes nothing.
+  away) publishes nothing. The event loop receives up to :data:`RECEIVE_AHEAD` messages ahead
+  of the storage thread, and a storage thread reads ReadBlob chunks up to :data:`READ_AHEAD`
+  ahead of the one being sent, so network and storage work overlap with bounded memory.
 Out of scope: the logic itself (``cache_service.cas``), status mapping (``_status``).
 """
 
@@ -13,7 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
+import threading
 from collections.abc import AsyncIterator, Generator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from cache_service.cas import BlobService, WriteItem
@@ -40,18 +45,165 @@ __all__ = ["ContentStoreServicer"]
 STREAM_IDLE_TIMEOUT_S = 60.0
 
 
+#: WriteBlob messages received ahead of the storage thread storing them (memory: this many
+#: chunks), so receiving and storing overlap.
+RECEIVE_AHEAD = 2
+#: ReadBlob chunks read (and verified) ahead of the one being sent.
+READ_AHEAD = 2
+#: A ReadBlob reading thread whose client takes no chunk for this long returns to the pool.
+READ_PARK_S = 0.05
+
+
+class _Inbox:
+    """Receives a WriteBlob stream on the event loop, up to :data:`RECEIVE_AHEAD` messages
+    ahead of the storage thread that takes them with :meth:`get` (bounded memory, RC-006).
+
+    The storage thread wakes the event loop only when the inbox was full."""
+
+    def __init__(self, requests: AsyncIterator[cache_pb2.WriteBlobChunk], first: Any) -> None:
+        self._requests = requests
+        self._loop = asyncio.get_running_loop()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._room = asyncio.Event()
+        self._full = False
+        self._task = None if first.finish else self._loop.create_task(self._receive())
+
+    async def _receive(self) -> None:
+        try:
+            while True:
+                while self._queue.qsize() >= RECEIVE_AHEAD:
+                    self._room.clear()
+                    self._full = True
+                    if self._queue.qsize() >= RECEIVE_AHEAD:  # not taken in between
+                        await self._room.wait()
+                    self._full = False
+                message = await _next_or_none(self._requests)
+                self._queue.put(message)
+                if message is None or message.finish:
+                    return
+        except Exception as exc:  # the stream broke: the storage thread raises it
+            self._queue.put(_Broken(exc))
+
+    def get(self) -> Any:
+        """The next message (None: the stream ended), in the storage thread.
+
+        Raises:
+            TimeoutError: the client sent nothing for :data:`STREAM_IDLE_TIMEOUT_S`.
+        """
+        try:
+            item = self._queue.get(timeout=STREAM_IDLE_TIMEOUT_S)
+        except queue.Empty:
+            raise TimeoutError(
+                f"WriteBlob client silent for {STREAM_IDLE_TIMEOUT_S:.0f} s"
+            ) from None
+        if self._full:
+            self._loop.call_soon_threadsafe(self._room.set)
+        if isinstance(item, _Broken):
+            raise item.error
+        return item
+
+    def close(self) -> None:
+        """Stop receiving; a storage thread still waiting (the call was cancelled) gets an
+        error at once, so it removes what it wrote."""
+        if self._task is not None:
+            self._task.cancel()
+        self._queue.put(_Broken(InvalidRequestError("WriteBlob call ended")))
+
+
+class _Outbox:
+    """Reads a ReadBlob stream's chunks in a storage thread, up to :data:`READ_AHEAD` chunks
+    ahead of the event loop that sends them (:meth:`get`).
+
+    The reading thread stays only while the client keeps up: when no chunk is taken for
+    :data:`READ_PARK_S` it returns to the pool, and :meth:`get` starts a new one, so clients
+    that stop reading never hold the storage threads other calls need."""
+
+    def __init__(self, chunks: Generator[bytes, None, None], offload: Offload) -> None:
+        self._chunks = chunks
+        self._offload = offload
+        self._loop = asyncio.get_running_loop()
+        self._ready: asyncio.Queue[bytes | _Broken | None] = asyncio.Queue()
+        self._room = threading.Semaphore(READ_AHEAD)
+        self._stopped = False
+        self._ended = False  # the last item (end or error) was read
+        self._waiting = 0  # items delivered and not yet taken (event loop only)
+        self._reader: asyncio.Future[None] | None = None
+        self._start()
+
+    def _start(self) -> None:
+        self._reader = asyncio.ensure_future(self._offload(self._read))
+
+    def _read(self) -> None:
+        """In a storage thread: read chunks (verified as they are read) while there is room."""
+        deliver = self._loop.call_soon_threadsafe
+        try:
+            while self._room.acquire(timeout=READ_PARK_S):
+                if self._stopped:
+                    return
+                chunk = next(self._chunks, None)
+                deliver(self._arrived, chunk)
+                if chunk is None:
+                    return
+        except Exception as exc:  # e.g. CorruptBlobError at the end of the stored data
+            deliver(self._arrived, _Broken(exc))
+            return
+        deliver(self._parked)
+
+    def _arrived(self, item: bytes | _Broken | None) -> None:
+        self._waiting += 1
+        self._ended = self._ended or not isinstance(item, bytes)
+        self._ready.put_nowait(item)
+
+    def _parked(self) -> None:
+        # Chunks taken since the thread gave up make room for a new one.
+        if not self._stopped and not self._ended and self._waiting < READ_AHEAD:
+            self._start()
+        else:
+            self._reader = None
+
+    async def get(self) -> bytes | None:
+        """The next chunk, or None after the last.
+
+        Raises:
+            Exception: what reading the stored data raised.
+        """
+        item = await self._ready.get()
+        self._waiting -= 1
+        self._room.release()
+        if self._reader is None and not self._ended:
+            self._start()
+        if isinstance(item, _Broken):
+            raise item.error
+        return item
+
+    async def close(self) -> None:
+        """Stop reading (the client may have gone away) and release the stored data."""
+        self._stopped = True
+        self._room.release()
+        while (reader := self._reader) is not None and not reader.done():
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(reader)
+            if self._reader is reader:
+                break
+        await self._offload(_close_quietly, self._chunks)
+
+
+def _close_quietly(chunks: Generator[bytes, None, None]) -> None:
+    """Release the stored data of a stream (its reading thread has returned)."""
+    with contextlib.suppress(ValueError):  # "generator already executing": it ends on its own
+        chunks.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Broken:
+    error: Exception
+
+
 async def _next_or_none(iterator: AsyncIterator[Any]) -> Any:
     try:
         return await iterator.__anext__()
     except StopAsyncIteration:
         return None
-
-
-def _close_quietly(chunks: Generator[bytes, None, None]) -> None:
-    """Release the stored data of an abandoned stream. A read cancelled while its thread was
-    inside the generator leaves it running; it then finishes on its own."""
-    with contextlib.suppress(ValueError):  # "generator already executing"
-        chunks.close()
 
 
 class ContentStoreServicer(cache_pb2_grpc.ContentStoreServicer):  # type: ignore[misc]
@@ -123,8 +275,9 @@ class ContentStoreServicer(cache_pb2_grpc.ContentStoreServicer):  # type: ignore
             )
             compression = wire_compression(stream.encoding)
             sent = False
+            outbox = _Outbox(stream.chunks, self._offload)
             try:
-                while (chunk := await self._offload(next, stream.chunks, None)) is not None:
+                while (chunk := await outbox.get()) is not None:
                     if sent:
                         yield cache_pb2.ReadBlobChunk(data=chunk)
                     else:
@@ -133,7 +286,7 @@ class ContentStoreServicer(cache_pb2_grpc.ContentStoreServicer):  # type: ignore
                 if not sent:  # an empty remainder still tells the client its encoding
                     yield cache_pb2.ReadBlobChunk(compression=compression)
             finally:
-                await self._offload(_close_quietly, stream.chunks)
+                await outbox.close()  # the stream slot is given back only then
 
     @maps_errors
     async def WriteBlob(
@@ -144,22 +297,24 @@ class ContentStoreServicer(cache_pb2_grpc.ContentStoreServicer):  # type: ignore
             raise InvalidRequestError("WriteBlob stream carried no chunk")
         ref = blob_ref(first.hash_function, first.digest)
         encoding = encoding_of(first.compression)
-        loop = asyncio.get_running_loop()
+        inbox = _Inbox(request_iterator, first)
 
         def chunks() -> Iterator[bytes]:
-            # Runs in a storage thread: pulls each message from the event loop as the store
-            # consumes the previous one, so memory holds one chunk at a time (RC-006).
+            # Runs in a storage thread, while the event loop receives the next messages.
             message = first
             while True:
-                if message.data:
-                    yield message.data
+                data = message.data  # each access copies the bytes out of the message
+                if data:
+                    yield data
                 if message.finish:
                     return
-                future = asyncio.run_coroutine_threadsafe(_next_or_none(request_iterator), loop)
-                message = future.result(timeout=STREAM_IDLE_TIMEOUT_S)
+                message = inbox.get()
                 if message is None:
                     raise InvalidRequestError("WriteBlob stream ended before its finish chunk")
 
-        with self._slots.hold():
-            committed = await self._offload(self._blobs.write_stream, ref, encoding, chunks())
+        try:
+            with self._slots.hold():
+                committed = await self._offload(self._blobs.write_stream, ref, encoding, chunks())
+        finally:
+            inbox.close()
         return cache_pb2.WriteBlobResponse(committed_size_bytes=committed)
