@@ -213,6 +213,8 @@ class LocalLifecycle:
         self._backfill_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="haz-backfill")
         self._processes = 0  # tasks spawned and not yet finished
         self._key_jobs = 0  # calls outstanding on the key thread
+        #: Local hits found by :meth:`prefetch_remote`, each handed to its probe once.
+        self._looked_up: dict[Digest, Manifest] = {}
         #: Tasks whose final record this lifecycle already reported to the observer.
         self.reported: set[TaskId] = set()
         self.warnings: list[str] = []
@@ -307,7 +309,10 @@ class LocalLifecycle:
                 key = self._deriver.derive(task, preds).key
             except InputError:
                 continue
-            derived[task_id] = (key, self._cache.lookup(key).manifest)
+            manifest = self._cache.lookup(key).manifest
+            if manifest is not None:
+                self._looked_up[key] = manifest  # the probe restores it without a second parse
+            derived[task_id] = (key, manifest)
         return derived
 
     # -- probe: key, lookup, restore ------------------------------------------------------------
@@ -381,11 +386,17 @@ class LocalLifecycle:
     def _restore_sync(
         self, task: Task, derived: DerivedKey, stdout: IO[bytes], stderr: IO[bytes]
     ) -> Manifest | None:
-        """Look up locally and restore (on the key thread); the manifest means "restored"."""
-        lookup = self._cache.lookup(derived.key)
-        if lookup.manifest is None:
-            return None
-        return self._restore_manifest(task, derived, lookup.manifest, stdout, stderr)
+        """Look up locally and restore (on the key thread); the manifest means "restored".
+
+        A hit found by the remote lookahead is used as it was found: if the entry vanished
+        meanwhile, the restore fails (every blob is verified) and the task runs.
+        """
+        manifest = self._looked_up.pop(derived.key, None)
+        if manifest is None:
+            manifest = self._cache.lookup(derived.key).manifest
+            if manifest is None:
+                return None
+        return self._restore_manifest(task, derived, manifest, stdout, stderr)
 
     def _restore_manifest(
         self,
