@@ -223,9 +223,9 @@ async def _execute(
     remote = None
     if remote_settings is not None:
         from hazremote.keys.framing import CHAPTER_REVISION
-        from hazremote.remote.client import RemoteCache
+        from hazremote.remote.lazy import LazyRemote
 
-        remote = RemoteCache(
+        remote = LazyRemote(
             remote_settings, hash_name=settings.cache.hash, chapter_revision=CHAPTER_REVISION
         )
     lifecycle = LocalLifecycle(

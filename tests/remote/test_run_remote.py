@@ -259,3 +259,29 @@ def test_a_run_without_a_remote_does_not_import_grpc(make_workspace) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("ok")
+
+
+def test_a_local_replay_with_a_remote_configured_does_not_import_grpc(
+    haz: HazRunner, make_workspace, server: FakeServer
+) -> None:
+    """RC-001 (design): when every task hits locally the remote is never needed, so gRPC is
+    never loaded (~40 ms); a run that needs the remote still uses it."""
+    root = make_workspace(files())
+    first = haz("run", "--workspace", cwd=root, env=remote_env(server.url))
+    assert first.sources() == {"app:build": "fresh", "lib:build": "fresh"}
+    code = (
+        "import sys; from hazremote.cli.main import main; rc = main(['run', '--workspace']);"
+        "assert rc == 0, rc; assert 'grpc' not in sys.modules, 'grpc imported';"
+        "print('ok')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        env={**os.environ, **remote_env(server.url)},
+        capture_output=True,
+        text=True,
+        errors="replace",
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("ok")

@@ -1,0 +1,80 @@
+"""The remote tier of a run, created on first use (RC-001..003).
+
+Importing gRPC and the generated messages costs ~40 ms, a tenth of a fully cached replay of
+1,000 tasks. A run whose every task hits locally never talks to the remote (the lookahead
+only asks for keys without a local hit, and nothing is uploaded), so :class:`LazyRemote`
+builds the :class:`~hazremote.remote.client.RemoteCache` — and imports gRPC — only when a
+lookup, download or upload actually needs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hazremote.cache.local import StoredBlob
+from hazremote.cache.manifest import Manifest
+from hazremote.domain.digest import Digest
+from hazremote.domain.model import HashName
+from hazremote.remote.settings import RemoteConfig
+
+if TYPE_CHECKING:
+    from hazremote.remote.client import RemoteCache
+
+__all__ = ["LazyRemote"]
+
+
+class LazyRemote:
+    """Implements the lifecycle's ``RemoteTier`` and what ``haz run`` asks at the end."""
+
+    def __init__(self, config: RemoteConfig, *, hash_name: HashName, chapter_revision: int) -> None:
+        self._config = config
+        self._hash_name = hash_name
+        self._revision = chapter_revision
+        self._client: RemoteCache | None = None
+
+    def _remote(self) -> RemoteCache:
+        if self._client is None:
+            from hazremote.remote.client import RemoteCache
+
+            self._client = RemoteCache(
+                self._config, hash_name=self._hash_name, chapter_revision=self._revision
+            )
+        return self._client
+
+    @property
+    def writes(self) -> bool:
+        return self._config.writes
+
+    async def lookup(self, key: Digest) -> Manifest | None:
+        return await self._remote().lookup(key)
+
+    async def prefetch(self, keys: Sequence[Digest]) -> Mapping[Digest, Manifest]:
+        if not keys:
+            return {}
+        return await self._remote().prefetch(keys)
+
+    def prefetch_blobs(self, manifests: Sequence[Manifest], dest: Path) -> None:
+        if manifests:
+            self._remote().prefetch_blobs(manifests, dest)
+
+    async def download(self, manifest: Manifest, dest: Path) -> Mapping[Digest, Path] | None:
+        return await self._remote().download(manifest, dest)
+
+    def upload_later(self, *, manifest: Manifest, blobs: Sequence[StoredBlob]) -> None:
+        self._remote().upload_later(manifest=manifest, blobs=blobs)
+
+    async def drain(self, *, progress: Callable[[int], None] | None = None) -> int:
+        """RC-002: wait for pending uploads (none when the client was never needed)."""
+        if self._client is None:
+            return 0
+        return await self._client.drain(progress=progress)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    def warning(self) -> str | None:
+        """RC-003: the run's one remote warning, if any."""
+        return None if self._client is None else self._client.warning()
