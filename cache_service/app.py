@@ -12,6 +12,7 @@ Spec coverage:
   in-flight RPCs get ``shutdown_grace`` seconds to finish.
 * SVC-006 — ``max_message_size`` becomes gRPC's message limits (``RESOURCE_EXHAUSTED`` beyond);
   the other limits live in the domain objects and servicers.
+* Issue 5 — :func:`run` tunes glibc's allocator for blob streams (:func:`tune_malloc`).
 * §5 — when ready, one line ``listening on HOST:PORT`` on stderr (port 0 shows the real port).
 * EXEC-021 — a failure to bind or to open storage is :class:`ServiceStartError` (exit 1).
 * SEC-002/003 — ``config.tokens`` becomes a :class:`~cache_service.auth.TokenAuthority`
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -66,6 +68,7 @@ __all__ = [
     "run",
     "serve",
     "server_credentials",
+    "tune_malloc",
 ]
 
 _log = get_logger("cache_service")
@@ -304,8 +307,30 @@ async def serve(
         offload.shutdown()
 
 
+#: glibc ``mallopt`` parameters (malloc.h) and the values :func:`tune_malloc` sets: blob
+#: streams allocate and free several 1 MiB buffers per MiB (messages, chunks, frames); with
+#: glibc's defaults many of those are fresh mmaps or trimmed heap, so every page faults in
+#: again (~220 page faults per MiB). Served from the heap and not trimmed below 32 MiB, they
+#: are reused: WriteBlob ~+20 % on the 2-core bench, peak RSS unchanged (issue 5).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MALLOC_SETTINGS = ((_M_MMAP_THRESHOLD, 4 << 20), (_M_TRIM_THRESHOLD, 32 << 20))
+
+
+def tune_malloc() -> bool:
+    """Apply :data:`MALLOC_SETTINGS` to glibc's allocator; False where there is no glibc
+    ``mallopt`` (e.g. musl, macOS) or it refuses a setting."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    return all(mallopt(param, value) == 1 for param, value in MALLOC_SETTINGS)
+
+
 async def run(config: ServiceConfig) -> int:
     """Serve until SIGTERM or SIGINT, then shut down gracefully (SVC-005); returns 0."""
+    tune_malloc()
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, BinaryIO, Literal, TypeVar
+from typing import Any, BinaryIO, Literal, TypeVar, cast
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -95,6 +95,9 @@ class StorageMetrics:
 
 
 class _CountingReader(io.RawIOBase):
+    """Counts the bytes read; :meth:`read` hands out the inner reader's chunks as they are (no
+    buffer in between, so a chunk is not copied: issue 5)."""
+
     def __init__(self, inner: BinaryIO, metrics: StorageMetrics, store: str) -> None:
         self._inner = inner
         self._metrics = metrics
@@ -105,16 +108,23 @@ class _CountingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
+    def read(self, size: int | None = -1) -> bytes:
         try:
-            data = self._inner.read(len(view))
+            data = self._inner.read(-1 if size is None else size)
         except BaseException:
             self._failed = True
             self._metrics.observe(self._store, "read_stream", self._started, ok=False)
             raise
-        view[: len(data)] = data
         self._metrics.moved(self._store, "read", len(data))
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
         return len(data)
 
     def close(self) -> None:
@@ -146,8 +156,7 @@ class MetricsBlobStore:
         reader = self._metrics.timed(self._store, "open_read", lambda: self._inner.open_read(ref))
         if reader is None:
             return None
-        counted = _CountingReader(reader, self._metrics, self._store)
-        return io.BufferedReader(counted, buffer_size=256 * 1024)
+        return cast(BinaryIO, _CountingReader(reader, self._metrics, self._store))
 
     def write(self, ref: BlobRef, stored: Iterable[bytes]) -> None:
         def counted() -> Iterator[bytes]:
