@@ -73,6 +73,9 @@ def median_of(runs: int, setup: Callable[[], None], argv: list[str], cwd: Path) 
     samples = []
     for _ in range(runs):
         setup()
+        # Flush what earlier runs left dirty (a cold run writes thousands of files): its
+        # writeback would otherwise slow the metadata work of whichever run comes next.
+        os.sync()
         samples.append(timed(argv, cwd))
     return statistics.median(samples)
 
