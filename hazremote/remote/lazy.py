@@ -29,6 +29,8 @@ class LazyRemote:
     """Implements the lifecycle's ``RemoteTier`` and what ``haz run`` asks at the end."""
 
     def __init__(self, config: RemoteConfig, *, hash_name: HashName, chapter_revision: int) -> None:
+        if config.tls is not None:
+            config.tls.credentials_bytes()  # SEC-005: unreadable TLS files fail the run at once
         self._config = config
         self._hash_name = hash_name
         self._revision = chapter_revision
