@@ -254,6 +254,11 @@ def measure_haz(
                 missed = check_haz_sources(summary, "remote-cache", size, tolerate=accept_misses)
                 local_seconds = run(argv, second)[0]
                 check_haz_sources(summary, "local-cache", size)
+                print(
+                    f"  haz N = {size}: remote {remote_seconds:.3f}s, local {local_seconds:.3f}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
             except BadRun as error:
                 bad += 1
                 print(f"N = {size}: BAD haz attempt {bad}: {error}", file=sys.stderr, flush=True)
