@@ -675,11 +675,17 @@ class LocalCache:
         stdout_sink: ByteSink,
         stderr_sink: ByteSink,
         known_digests: KnownDigests | None = None,
+        fetched: Mapping[Digest, Path] | None = None,
     ) -> RestoreResult:
         """CACHE-019..020, SEC-001: restore a manifest returned by :meth:`lookup`.
 
         Any status but RESTORED means the task must run; an entry whose data was at fault
         (wrong bytes, missing blob, undeclared or reserved path) is removed first.
+
+        With ``fetched`` (digest → file of the uncompressed bytes, as for
+        :meth:`import_entry`), a remote manifest is restored straight from its download
+        (RC-001), so the backfill of the local cache can follow off the critical path: the
+        same rules apply, every byte is verified again, and there is no entry to touch.
         """
         entry = self.entry_dir(manifest.key)
         outcome = restore_into_workspace(
@@ -689,8 +695,12 @@ class LocalCache:
             stdout_sink=stdout_sink,
             stderr_sink=stderr_sink,
             known_digests=known_digests,
-            blobs=_EntryBlobs(entry, self._codec),
+            blobs=_EntryBlobs(entry, self._codec)
+            if fetched is None
+            else _FetchedBlobs(fetched, self._codec),
         )
+        if fetched is not None:
+            return outcome.result
         if outcome.entry_at_fault:
             return replace(outcome.result, entry_removed=self._discard(entry))
         if outcome.result.ok:
@@ -699,32 +709,6 @@ class LocalCache:
             with contextlib.suppress(OSError):
                 os.utime(entry / MANIFEST_NAME, (now, now))
         return outcome.result
-
-    def restore_fetched(
-        self,
-        manifest: Manifest,
-        files: Mapping[Digest, Path],
-        *,
-        workspace_root: Path,
-        output_patterns: Sequence[PathPattern],
-        stdout_sink: ByteSink,
-        stderr_sink: ByteSink,
-        known_digests: KnownDigests | None = None,
-    ) -> RestoreResult:
-        """RC-001: restore a remote manifest straight from its downloaded blobs (``files``:
-        digest → file of the uncompressed bytes, as for :meth:`import_entry`), so the
-        backfill of the local cache can follow off the critical path. The same rules as
-        :meth:`restore` apply (every byte verified again, SEC-001 confinement); there is no
-        local entry to remove when something is wrong."""
-        return restore_into_workspace(
-            manifest,
-            workspace_root=workspace_root,
-            output_patterns=output_patterns,
-            stdout_sink=stdout_sink,
-            stderr_sink=stderr_sink,
-            known_digests=known_digests,
-            blobs=_FetchedBlobs(files, self._codec),
-        ).result
 
     def remove(self, key: Digest) -> bool:
         """Remove the entry of ``key`` if present; True when this call removed it."""

@@ -43,7 +43,7 @@ from typing import IO, Protocol, TypeVar
 from hazremote.cache.index import TaskIndex
 from hazremote.cache.local import LocalCache, StoredBlob
 from hazremote.cache.manifest import Manifest
-from hazremote.cache.tier import OutputFile, RestoreResult, StoreStatus
+from hazremote.cache.tier import OutputFile, StoreStatus
 from hazremote.domain.digest import Digest
 from hazremote.domain.model import CommandAction, HashName, Task
 from hazremote.domain.refs import TaskId
@@ -405,6 +405,8 @@ class LocalLifecycle:
         manifest: Manifest,
         stdout: IO[bytes],
         stderr: IO[bytes],
+        *,
+        fetched: Mapping[Digest, Path] | None = None,
     ) -> Manifest | None:
         restored = self._cache.restore(
             manifest,
@@ -413,12 +415,8 @@ class LocalLifecycle:
             stdout_sink=partial(_write_all, stdout),
             stderr_sink=partial(_write_all, stderr),
             known_digests=self._deriver.stat_cache,
+            fetched=fetched,
         )
-        return self._restored(task, derived, manifest, restored)
-
-    def _restored(
-        self, task: Task, derived: DerivedKey, manifest: Manifest, restored: RestoreResult
-    ) -> Manifest | None:
         if restored.written:
             self._deriver.outputs_written(task.outputs)
         if not restored.ok:
@@ -488,16 +486,7 @@ class LocalLifecycle:
         for spool in (stdout, stderr):
             spool.seek(0)
             spool.truncate()
-        restored = self._cache.restore_fetched(
-            manifest,
-            files,
-            workspace_root=self._root,
-            output_patterns=task.outputs,
-            stdout_sink=partial(_write_all, stdout),
-            stderr_sink=partial(_write_all, stderr),
-            known_digests=self._deriver.stat_cache,
-        )
-        return self._restored(task, derived, manifest, restored)
+        return self._restore_manifest(task, derived, manifest, stdout, stderr, fetched=files)
 
     def _backfill(
         self, task: Task, manifest: Manifest, files: Mapping[Digest, Path], own_dir: Path | None

@@ -168,7 +168,7 @@ def test_a_large_fetched_blob_with_other_bytes_publishes_nothing(
     assert leftovers(target) == []
 
 
-def test_restore_fetched_restores_from_the_download_and_verifies_every_byte(
+def test_a_restore_from_fetched_files_verifies_every_byte(
     make_env: Callable[[str], Env], tmp_path: Path
 ) -> None:
     """RC-001: a remote hit is restored from its downloaded files before any backfill; a
@@ -179,9 +179,9 @@ def test_restore_fetched_restores_from_the_download_and_verifies_every_byte(
 
     def restore(with_files: dict[Digest, Path]) -> tuple[RestoreResult, Sinks]:
         sinks = Sinks()
-        result = target.cache.restore_fetched(
+        result = target.cache.restore(
             manifest,
-            with_files,
+            fetched=with_files,
             workspace_root=target.workspace,
             output_patterns=patterns("/dist/**"),
             stdout_sink=sinks.stdout.append,
