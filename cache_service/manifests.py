@@ -173,17 +173,9 @@ class ManifestService:
             InvalidRequestError: a namespace of the chain is not a valid name.
             LimitExceededError: more keys than the batch limit.
         """
-        self._check_lookup(chain, keys)
-        results: list[tuple[bytes, str] | None] = []
-        for key in keys:
-            found = None
-            for namespace in chain:
-                document = self._manifests.get(namespace, hash_name, key)
-                if document is not None:
-                    found = (document, namespace)
-                    break
-            results.append(found)
-        return self._counted(results)
+        found = self._search(self._manifests.get, chain, hash_name, keys)
+        assert found is not WOULD_BLOCK  # get() always answers
+        return found
 
     def lookup_nowait(
         self, chain: Sequence[str], hash_name: HashName, keys: Sequence[Digest]
@@ -196,14 +188,24 @@ class ManifestService:
             InvalidRequestError: a namespace of the chain is not a valid name.
             LimitExceededError: more keys than the batch limit.
         """
+        return self._search(self._manifests.get_nowait, chain, hash_name, keys)
+
+    def _search(
+        self,
+        get: Callable[[str, HashName, Digest], bytes | Literal[WouldBlock.WOULD_BLOCK] | None],
+        chain: Sequence[str],
+        hash_name: HashName,
+        keys: Sequence[Digest],
+    ) -> list[tuple[bytes, str] | None] | Literal[WouldBlock.WOULD_BLOCK]:
+        """Each key in the namespaces of ``chain``, in order, through ``get``."""
         self._check_lookup(chain, keys)
         results: list[tuple[bytes, str] | None] = []
         for key in keys:
             found = None
             for namespace in chain:
-                document = self._manifests.get_nowait(namespace, hash_name, key)
+                document = get(namespace, hash_name, key)
                 if document is WOULD_BLOCK:
-                    return WOULD_BLOCK
+                    return WOULD_BLOCK  # nothing counted: the caller asks again with get()
                 if document is not None:
                     found = (document, namespace)
                     break
