@@ -304,6 +304,25 @@ class AccessInterceptor:
         rpc.namespace = str(getattr(request, "namespace", ""))
         return request
 
+    async def _enter(
+        self,
+        series: _MethodSeries,
+        codec: _MessageCodec,
+        rpc: _Rpc,
+        raw: Any,
+        context: Any,
+        *,
+        stream_in: bool,
+    ) -> tuple[Any, Any]:
+        """Every wrapper's start: the peer, the decoded request, authorisation (a refusal
+        aborts the RPC), and the caller's identity for the handler (its reset token)."""
+        rpc.peer = str(context.peer())
+        request = self._request(rpc, codec, raw, stream_in=stream_in)
+        refused = self._admit(series, rpc, context)
+        if refused is not None:
+            await context.abort(*refused)
+        return request, set_identity(rpc.identity)
+
     def _unary(
         self, series: _MethodSeries, codec: _MessageCodec, behavior: Any, *, stream_in: bool
     ) -> Any:
@@ -312,12 +331,9 @@ class AccessInterceptor:
             error: BaseException | None = None
             token = None
             try:
-                rpc.peer = str(context.peer())
-                request = self._request(rpc, codec, raw, stream_in=stream_in)
-                refused = self._admit(series, rpc, context)
-                if refused is not None:
-                    await context.abort(*refused)
-                token = set_identity(rpc.identity)
+                request, token = await self._enter(
+                    series, codec, rpc, raw, context, stream_in=stream_in
+                )
                 response = await behavior(request, context)
                 if response is None:  # gRPC discards it when the handler set an error code
                     return None
@@ -343,12 +359,9 @@ class AccessInterceptor:
             token = None
             encode = codec.encode
             try:
-                rpc.peer = str(context.peer())
-                request = self._request(rpc, codec, raw, stream_in=stream_in)
-                refused = self._admit(series, rpc, context)
-                if refused is not None:
-                    await context.abort(*refused)
-                token = set_identity(rpc.identity)
+                request, token = await self._enter(
+                    series, codec, rpc, raw, context, stream_in=stream_in
+                )
                 async for response in behavior(request, context):
                     encoded = encode(response)
                     rpc.bytes_out += len(encoded)
@@ -378,12 +391,9 @@ class AccessInterceptor:
             token = None
             writing = None
             try:
-                rpc.peer = str(context.peer())
-                request = self._request(rpc, codec, raw, stream_in=stream_in)
-                refused = self._admit(series, rpc, context)
-                if refused is not None:
-                    await context.abort(*refused)
-                token = set_identity(rpc.identity)
+                request, token = await self._enter(
+                    series, codec, rpc, raw, context, stream_in=stream_in
+                )
                 writing = _WRITING.set(rpc)
                 await behavior(request, context)
             except BaseException as exc:
