@@ -15,6 +15,7 @@ import zstandard
 from cache_service.app import RunningServer, serve
 from cache_service.config import Address, Limits, ServiceConfig
 from cache_service.identity import Authenticator
+from cache_service.storage.base import ManifestStore
 from cache_service.storage.memory import MemoryBlobStore, MemoryManifestStore
 from cache_service.storage.verifying import VerifyingBlobStore
 from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc, digest_pb2
@@ -66,6 +67,7 @@ class ServerThread:
     manifest_store: MemoryManifestStore
     channel: grpc.Channel
     stop: threading.Event = field(default_factory=threading.Event)
+    loop_thread: int = 0  # the thread running the server's event loop
 
     @property
     def target(self) -> str:
@@ -87,26 +89,29 @@ def running_server(
     *,
     authenticator: Authenticator | None = None,
     config_storage: bool = False,
+    manifests: ManifestStore | None = None,
 ) -> Iterator[ServerThread]:
     """Start :func:`serve` in a thread with its own event loop; stop it on exit.
 
     By default the server runs over in-memory stores exposed as ``blob_leaf`` and
     ``manifest_store``; with ``config_storage`` it opens ``config.storage`` (disk, S3) through
-    the real factory instead, and those two attributes are unused.
+    the real factory instead, and those two attributes are unused. ``manifests`` replaces
+    the in-memory manifest store (e.g. a recording wrapper around it).
     """
     config = config or server_config()
     leaf = MemoryBlobStore()
-    manifests = MemoryManifestStore()
-    ready: list[RunningServer] = []
+    memory = MemoryManifestStore()
+    served = manifests if manifests is not None else memory
+    ready: list[tuple[RunningServer, int]] = []
     failure: list[BaseException] = []
     started = threading.Event()
     stop = threading.Event()
 
     async def main() -> None:
         try:
-            storage = None if config_storage else (VerifyingBlobStore(inner=leaf), manifests)
+            storage = None if config_storage else (VerifyingBlobStore(inner=leaf), served)
             async with serve(config, storage=storage, authenticator=authenticator) as running:
-                ready.append(running)
+                ready.append((running, threading.get_ident()))
                 started.set()
                 while not stop.is_set():
                     await asyncio.sleep(0.02)
@@ -119,7 +124,7 @@ def running_server(
     started.wait(30)
     if failure:
         raise failure[0]
-    running = ready[0]
+    running, loop_thread = ready[0]
     channel = grpc.insecure_channel(
         running.address,
         options=[
@@ -129,7 +134,12 @@ def running_server(
     )
     try:
         yield ServerThread(
-            running=running, blob_leaf=leaf, manifest_store=manifests, channel=channel, stop=stop
+            running=running,
+            blob_leaf=leaf,
+            manifest_store=memory,
+            channel=channel,
+            stop=stop,
+            loop_thread=loop_thread,
         )
     finally:
         channel.close()

@@ -4,29 +4,25 @@ metrics either way; and the access interceptor wraps each method once, not per R
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
-from cache_service.app import RunningServer, serve
+from cache_service.app import RunningServer
 from cache_service.identity import OpenAccess
 from cache_service.manifests import ManifestService
 from cache_service.observe import AccessInterceptor, ServiceMetrics
 from cache_service.servicers.manifests import INLINE_LOOKUP_KEYS
 from cache_service.storage.base import WOULD_BLOCK, ManifestInfo, WouldBlock
 from cache_service.storage.memory import MemoryBlobStore, MemoryManifestStore
-from cache_service.storage.verifying import VerifyingBlobStore
 from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 from hazremote.domain.digest import Digest, digest_bytes
 from hazremote.domain.model import HashName
-from tests.cache_service.server.serverkit import BLAKE3, server_config
+from tests.cache_service.server.serverkit import BLAKE3, ServerThread, running_server
 
 B3 = HashName.BLAKE3
 
@@ -72,51 +68,6 @@ class _RecordingManifests:
         return self.inner.iterate(namespace)
 
 
-@dataclass
-class _Served:
-    running: RunningServer
-    loop_thread: int
-    stub: cache_pb2_grpc.ManifestStoreStub
-
-
-@contextlib.contextmanager
-def _serving(manifests: _RecordingManifests) -> Iterator[_Served]:
-    """:func:`serve` over ``manifests`` in a thread of its own (its event loop's thread)."""
-    ready: list[tuple[RunningServer, int]] = []
-    failure: list[BaseException] = []
-    started, stop = threading.Event(), threading.Event()
-
-    async def main() -> None:
-        try:
-            storage = (VerifyingBlobStore(inner=MemoryBlobStore()), manifests)
-            async with serve(server_config(), storage=storage) as running:
-                ready.append((running, threading.get_ident()))
-                started.set()
-                while not stop.is_set():
-                    await asyncio.sleep(0.02)
-        except BaseException as exc:
-            failure.append(exc)
-            started.set()
-
-    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
-    thread.start()
-    started.wait(30)
-    if failure:
-        raise failure[0]
-    running, loop_thread = ready[0]
-    channel = grpc.insecure_channel(running.address)
-    try:
-        yield _Served(
-            running=running,
-            loop_thread=loop_thread,
-            stub=cache_pb2_grpc.ManifestStoreStub(channel),
-        )
-    finally:
-        channel.close()
-        stop.set()
-        thread.join(30)
-
-
 def _lookups(running: RunningServer, result: str) -> float:
     value = running.metrics.registry.get_sample_value(
         "haz_cache_manifest_lookups_total", {"result": result}
@@ -124,8 +75,8 @@ def _lookups(running: RunningServer, result: str) -> float:
     return 0.0 if value is None else value
 
 
-def _get(served: _Served, key: Digest) -> cache_pb2.GetManifestResponse:
-    return served.stub.GetManifest(
+def _get(served: ServerThread, key: Digest) -> cache_pb2.GetManifestResponse:
+    return served.manifests().GetManifest(
         cache_pb2.GetManifestRequest(namespace="main", hash_function=BLAKE3, key=key.raw)
     )
 
@@ -133,7 +84,7 @@ def _get(served: _Served, key: Digest) -> cache_pb2.GetManifestResponse:
 def test_a_lookup_the_store_answers_without_io_runs_on_the_event_loop() -> None:
     manifests = _RecordingManifests()
     manifests.inner.put_if_absent("main", B3, _key("hit"), b"doc")
-    with _serving(manifests) as served:
+    with running_server(manifests=manifests) as served:
         hit, miss = _get(served, _key("hit")), _get(served, _key("miss"))
         assert (hit.found, hit.manifest_json, hit.found_in_namespace) == (True, b"doc", "main")
         assert not miss.found
@@ -145,7 +96,7 @@ def test_a_lookup_the_store_answers_without_io_runs_on_the_event_loop() -> None:
 def test_a_lookup_that_would_block_runs_in_the_thread_pool_with_the_same_answer() -> None:
     manifests = _RecordingManifests(blocks=True)
     manifests.inner.put_if_absent("main", B3, _key("hit"), b"doc")
-    with _serving(manifests) as served:
+    with running_server(manifests=manifests) as served:
         hit, miss = _get(served, _key("hit")), _get(served, _key("miss"))
         assert (hit.found, hit.manifest_json) == (True, b"doc")
         assert not miss.found
@@ -160,8 +111,8 @@ def test_a_large_batch_goes_to_the_thread_pool_directly() -> None:
     manifests = _RecordingManifests()
     keys = [_key(f"k{i}") for i in range(INLINE_LOOKUP_KEYS + 1)]
     manifests.inner.put_if_absent("main", B3, keys[0], b"first")
-    with _serving(manifests) as served:
-        reply = served.stub.BatchGetManifests(
+    with running_server(manifests=manifests) as served:
+        reply = served.manifests().BatchGetManifests(
             cache_pb2.BatchGetManifestsRequest(
                 namespace="main", hash_function=BLAKE3, keys=[k.raw for k in keys]
             )
@@ -169,7 +120,7 @@ def test_a_large_batch_goes_to_the_thread_pool_directly() -> None:
         assert [r.found for r in reply.results] == [True] + [False] * INLINE_LOOKUP_KEYS
         assert manifests.nowait_threads == []
         assert len(manifests.get_threads) == len(keys)
-        small = served.stub.BatchGetManifests(
+        small = served.manifests().BatchGetManifests(
             cache_pb2.BatchGetManifestsRequest(
                 namespace="main", hash_function=BLAKE3, keys=[k.raw for k in keys[:2]]
             )
