@@ -4,10 +4,8 @@ metrics either way; and the access interceptor wraps each method once, not per R
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -17,11 +15,12 @@ from cache_service.identity import OpenAccess
 from cache_service.manifests import ManifestService
 from cache_service.observe import AccessInterceptor, ServiceMetrics
 from cache_service.servicers.manifests import INLINE_LOOKUP_KEYS
-from cache_service.storage.base import WOULD_BLOCK, ManifestInfo, WouldBlock
-from cache_service.storage.memory import MemoryBlobStore, MemoryManifestStore
+from cache_service.storage.base import WOULD_BLOCK
+from cache_service.storage.memory import MemoryBlobStore
 from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 from hazremote.domain.digest import Digest, digest_bytes
 from hazremote.domain.model import HashName
+from tests.cache_service.manifestkit import RecordingManifests
 from tests.cache_service.server.serverkit import BLAKE3, ServerThread, running_server
 
 B3 = HashName.BLAKE3
@@ -29,43 +28,6 @@ B3 = HashName.BLAKE3
 
 def _key(label: str) -> Digest:
     return digest_bytes(B3, label.encode())
-
-
-@dataclass
-class _RecordingManifests:
-    """A ManifestStore over memory that records which thread each read ran on; with
-    ``blocks`` its fast path always answers WOULD_BLOCK (like S3)."""
-
-    blocks: bool = False
-    inner: MemoryManifestStore = field(default_factory=MemoryManifestStore)
-    get_threads: list[int] = field(default_factory=list)
-    nowait_threads: list[int] = field(default_factory=list)
-
-    def get(self, namespace: str, hash_name: HashName, key: Digest) -> bytes | None:
-        self.get_threads.append(threading.get_ident())
-        return self.inner.get(namespace, hash_name, key)
-
-    def get_nowait(
-        self, namespace: str, hash_name: HashName, key: Digest
-    ) -> bytes | Literal[WouldBlock.WOULD_BLOCK] | None:
-        self.nowait_threads.append(threading.get_ident())
-        if self.blocks:
-            return WOULD_BLOCK
-        return self.inner.get(namespace, hash_name, key)
-
-    def put_if_absent(
-        self, namespace: str, hash_name: HashName, key: Digest, document: bytes
-    ) -> bool:
-        return self.inner.put_if_absent(namespace, hash_name, key, document)
-
-    def replace(self, namespace: str, hash_name: HashName, key: Digest, document: bytes) -> None:
-        self.inner.replace(namespace, hash_name, key, document)
-
-    def delete(self, namespace: str, hash_name: HashName, key: Digest) -> None:
-        self.inner.delete(namespace, hash_name, key)
-
-    def iterate(self, namespace: str | None = None) -> Iterator[ManifestInfo]:
-        return self.inner.iterate(namespace)
 
 
 def _lookups(running: RunningServer, result: str) -> float:
@@ -82,7 +44,7 @@ def _get(served: ServerThread, key: Digest) -> cache_pb2.GetManifestResponse:
 
 
 def test_a_lookup_the_store_answers_without_io_runs_on_the_event_loop() -> None:
-    manifests = _RecordingManifests()
+    manifests = RecordingManifests()
     manifests.inner.put_if_absent("main", B3, _key("hit"), b"doc")
     with running_server(manifests=manifests) as served:
         hit, miss = _get(served, _key("hit")), _get(served, _key("miss"))
@@ -94,7 +56,7 @@ def test_a_lookup_the_store_answers_without_io_runs_on_the_event_loop() -> None:
 
 
 def test_a_lookup_that_would_block_runs_in_the_thread_pool_with_the_same_answer() -> None:
-    manifests = _RecordingManifests(blocks=True)
+    manifests = RecordingManifests(blocks=True)
     manifests.inner.put_if_absent("main", B3, _key("hit"), b"doc")
     with running_server(manifests=manifests) as served:
         hit, miss = _get(served, _key("hit")), _get(served, _key("miss"))
@@ -108,7 +70,7 @@ def test_a_lookup_that_would_block_runs_in_the_thread_pool_with_the_same_answer(
 
 def test_a_large_batch_goes_to_the_thread_pool_directly() -> None:
     """A batch larger than INLINE_LOOKUP_KEYS would hold the event loop too long."""
-    manifests = _RecordingManifests()
+    manifests = RecordingManifests()
     keys = [_key(f"k{i}") for i in range(INLINE_LOOKUP_KEYS + 1)]
     manifests.inner.put_if_absent("main", B3, keys[0], b"first")
     with running_server(manifests=manifests) as served:
@@ -132,7 +94,7 @@ def test_a_large_batch_goes_to_the_thread_pool_directly() -> None:
 @pytest.mark.parametrize("blocks", [False, True])
 def test_lookup_nowait_follows_the_read_through_chain_and_counts_once(blocks: bool) -> None:
     """SEC-003 on the fast path; a WOULD_BLOCK answer counts nothing (the pool lookup does)."""
-    store = _RecordingManifests(blocks=blocks)
+    store = RecordingManifests(blocks=blocks)
     store.inner.put_if_absent("main", B3, _key("trunk"), b"from main")
     store.inner.put_if_absent("pr-1", B3, _key("own"), b"from pr")
     counted: list[bool] = []

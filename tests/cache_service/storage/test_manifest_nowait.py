@@ -8,21 +8,20 @@ leaf answers from the page cache only; the metrics decorator counts an answer as
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 import pytest
 from botocore.utils import parse_timestamp
 from prometheus_client import CollectorRegistry
 
-from cache_service.storage.base import WOULD_BLOCK, ManifestInfo, WouldBlock
+from cache_service.storage.base import WOULD_BLOCK
 from cache_service.storage.disk import DiskManifestStore
 from cache_service.storage.memory import MemoryManifestStore
 from cache_service.storage.metrics import MetricsManifestStore, StorageMetrics
 from cache_service.storage.s3 import _parse_timestamp
 from hazremote.domain.digest import Digest, digest_bytes
 from hazremote.domain.model import HashName
+from tests.cache_service.manifestkit import RecordingManifests
 from tests.cache_service.storage.conftest import ManifestBackend
 
 B3 = HashName.BLAKE3
@@ -96,35 +95,6 @@ def test_disk_answers_would_block_when_the_page_cache_lacks_the_document(
     assert store.get("main", B3, key) == document
 
 
-class _BlockingManifests:
-    """A ManifestStore fake whose fast path always needs I/O (like S3)."""
-
-    def __init__(self) -> None:
-        self.inner = MemoryManifestStore()
-
-    def get(self, namespace: str, hash_name: HashName, key: Digest) -> bytes | None:
-        return self.inner.get(namespace, hash_name, key)
-
-    def get_nowait(
-        self, namespace: str, hash_name: HashName, key: Digest
-    ) -> Literal[WouldBlock.WOULD_BLOCK]:
-        return WOULD_BLOCK
-
-    def put_if_absent(
-        self, namespace: str, hash_name: HashName, key: Digest, document: bytes
-    ) -> bool:
-        return self.inner.put_if_absent(namespace, hash_name, key, document)
-
-    def replace(self, namespace: str, hash_name: HashName, key: Digest, document: bytes) -> None:
-        self.inner.replace(namespace, hash_name, key, document)
-
-    def delete(self, namespace: str, hash_name: HashName, key: Digest) -> None:
-        self.inner.delete(namespace, hash_name, key)
-
-    def iterate(self, namespace: str | None = None) -> Iterator[ManifestInfo]:
-        return self.inner.iterate(namespace)
-
-
 def _value(registry: CollectorRegistry, name: str, **labels: str) -> float:
     value = registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
@@ -136,7 +106,7 @@ def test_metrics_count_nowait_answers_but_not_would_block() -> None:
     registry = CollectorRegistry()
     metrics = StorageMetrics(registry)
     fast = MetricsManifestStore(inner=MemoryManifestStore(), metrics=metrics, store="memory")
-    slow = MetricsManifestStore(inner=_BlockingManifests(), metrics=metrics, store="s3")
+    slow = MetricsManifestStore(inner=RecordingManifests(blocks=True), metrics=metrics, store="s3")
     key = _key("counted")
     fast.put_if_absent("main", B3, key, b"12345")
     slow.put_if_absent("main", B3, key, b"12345")
