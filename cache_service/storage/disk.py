@@ -45,6 +45,7 @@ from cache_service.storage.base import (
     StorageError,
     WouldBlock,
 )
+from hazremote.cache._blobs import write_all
 from hazremote.domain.digest import Digest
 from hazremote.domain.model import HashName
 
@@ -153,7 +154,7 @@ def _write_blob_temp(directory: Path, chunks: Iterable[bytes], *, fsync: bool, w
     try:
         for chunk in chunks:
             try:
-                _write_all(fd, chunk)
+                write_all(fd, chunk)
             except OSError as exc:
                 raise StorageError(f"{what}: {exc}") from exc
             if flusher is not None:
@@ -179,12 +180,6 @@ def _write_blob_temp(directory: Path, chunks: Iterable[bytes], *, fsync: bool, w
             temp.unlink()
         raise StorageError(f"{what}: {exc}") from exc
     return temp
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _publish(temp: Path, path: Path, *, fsync: bool, what: str) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "BlobCodec",
     "BlobCorrupt",
     "EncodedBlob",
+    "write_all",
     "zstd_content_size",
 ]
 
@@ -47,6 +48,13 @@ PROBE_SIZE = 64 * 1024
 MAX_COMPRESSED_SHARE = 0.9
 #: The longest zstd frame header (magic + descriptor + window + dict id + content size).
 _ZSTD_HEADER_MAX = 18
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write every byte of ``data`` to ``fd`` (``os.write`` may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class BlobCorrupt(Exception):

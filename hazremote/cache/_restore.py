@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from hazremote.cache._blobs import CHUNK_SIZE, BlobCorrupt
+from hazremote.cache._blobs import CHUNK_SIZE, BlobCorrupt, write_all
 from hazremote.cache.manifest import Manifest, OutputRecord, StreamRecord, workspace_path_problem
 from hazremote.cache.tier import ByteSink, KnownDigests, RestoreResult, RestoreStatus
 from hazremote.domain.digest import Digest, new_hasher
@@ -283,7 +283,7 @@ def _stage(ws: _Workspace, record: OutputRecord, blobs: BlobReader) -> _Staged:
     )
     staged = _Staged(record=record, dir_fd=dir_fd, name=name, temp=temp)
     try:
-        blobs.decode_output(record, lambda data: _write_all(fd, data))
+        blobs.decode_output(record, lambda data: write_all(fd, data))
         os.fchmod(fd, record.mode & RESTORED_MODE_MASK)
     except BaseException:
         os.close(fd)
@@ -300,12 +300,6 @@ def _chmod_nofollow(fix: _ModeFix) -> None:
         os.fchmod(fd, fix.mode)
     finally:
         os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _unlink_quietly(staged: _Staged) -> None:

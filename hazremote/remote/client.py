@@ -42,6 +42,7 @@ import grpc
 import zstandard
 
 from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
+from hazremote.cache._blobs import write_all
 from hazremote.cache.local import StoredBlob
 from hazremote.cache.manifest import Compression, Manifest, ManifestError, parse_manifest
 from hazremote.domain.digest import Digest, new_hasher
@@ -565,9 +566,7 @@ class RemoteCache:
             path = dest / digest.hex
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
-                view = memoryview(raw)
-                while view:
-                    view = view[os.write(fd, view) :]
+                write_all(fd, raw)
             finally:
                 os.close(fd)
             got[digest] = path
