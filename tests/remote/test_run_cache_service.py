@@ -10,11 +10,8 @@ stream in chunks), RC-002 (read-only never writes: the server's store is unchang
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +20,9 @@ import pytest
 
 from tests.remote.test_run_remote import FAST, files, snapshot, warning_lines
 from tests.run.conftest import HazRunner, py
+from tests.support.fixtures import service_process
 
 pytestmark = pytest.mark.e2e
-
-SERVICE = str(Path(sys.executable).parent / "haz-cache-service")
 
 
 @dataclass
@@ -49,43 +45,10 @@ def service(tmp_path: Path) -> Iterator[Service]:
     """A real ``haz-cache-service`` on a free loopback port, with a small batch bound so
     multi-hundred-KiB outputs take the streaming path (RC-006)."""
     store = tmp_path / "service-store"
-    log = tmp_path / "service.log"
-    with open(log, "wb") as sink:
-        process = subprocess.Popen(
-            [
-                SERVICE,
-                "--listen",
-                "127.0.0.1:0",
-                "--storage",
-                str(store),
-                "--max-batch-total-size",
-                "64KiB",
-                "--stream-chunk-size",
-                "32KiB",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        address = None
-        while address is None:
-            match = re.search(r"listening on (\S+)", log.read_text(errors="replace"))
-            if match:
-                address = match.group(1)
-            elif process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"haz-cache-service did not start:\n{log.read_text()}")
-            else:
-                time.sleep(0.05)
-        yield Service(process=process, url=f"grpc://{address}", store=store, log=log)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    args = ["--storage", str(store), "--max-batch-total-size", "64KiB"]
+    args += ["--stream-chunk-size", "32KiB"]
+    with service_process(tmp_path / "service.log", args, stop_grace_s=15) as running:
+        yield Service(process=running.process, url=running.url, store=store, log=running.log)
 
 
 def env_for(service: Service, **extra: str) -> dict[str, str]:

@@ -145,6 +145,33 @@ def make_blob(data: bytes | None = None, *, hash_name: HashName = HashName.BLAKE
     return Blob(data=data, ref=ref, stored=compress_bytes(data))
 
 
+def damaged_blob(data: bytes, case: str) -> tuple[Blob, BlobRef, bytes]:
+    """RC-004 write cases: the honest blob of ``data``, and the ref and stored bytes of the
+    damage named by ``case`` (a claim or a body that does not match)."""
+    good = make_blob(data)
+    ref, stored = good.ref, good.stored
+    if case == "wrong_digest":
+        other = make_blob(bytes(reversed(data)))
+        ref = BlobRef(hash_name=HashName.BLAKE3, digest=other.ref.digest, size=len(data))
+    elif case == "size_too_small":
+        ref = BlobRef(hash_name=ref.hash_name, digest=ref.digest, size=ref.size - 1)
+    elif case == "size_too_large":
+        ref = BlobRef(hash_name=ref.hash_name, digest=ref.digest, size=ref.size + 1)
+    elif case == "garbage":
+        stored = b"\x00 definitely not zstd" * 4
+    elif case == "corrupt_body":
+        stored = stored[:20] + bytes(b ^ 0x5A for b in stored[20:40]) + stored[40:]
+    elif case == "not_compressed":
+        stored = data
+    elif case == "truncated":
+        stored = stored[:-3]
+    elif case == "two_frames":
+        stored = stored + compress_bytes(b"")
+    else:
+        raise ValueError(f"unknown damage {case!r}")
+    return good, ref, stored
+
+
 MIB = 1024 * 1024
 
 

@@ -20,6 +20,7 @@ from hazremote.domain.model import HashName
 from tests.cache_service.storage.conftest import (
     BlobBackend,
     assert_decodes_to,
+    damaged_blob,
     large_random_blob,
     make_blob,
 )
@@ -114,11 +115,6 @@ def test_a_write_whose_stream_fails_publishes_nothing(blob_backend: BlobBackend)
         assert blob_backend.names() == set()
 
 
-def _wrong_digest(data: bytes) -> BlobRef:
-    other = make_blob(bytes(reversed(data)))
-    return BlobRef(hash_name=HashName.BLAKE3, digest=other.ref.digest, size=len(data))
-
-
 @pytest.mark.parametrize(
     ("case", "message"),
     [
@@ -137,24 +133,7 @@ def test_verifying_store_rejects_mismatched_writes(
 ) -> None:
     """RC-004: bytes not matching digest/size, or not one zstd frame, are rejected unpublished."""
     data = b"the real content of a blob " * 50
-    good = make_blob(data)
-    ref, stored = good.ref, good.stored
-    if case == "wrong_digest":
-        ref = _wrong_digest(data)
-    elif case == "size_too_small":
-        ref = BlobRef(hash_name=ref.hash_name, digest=ref.digest, size=ref.size - 1)
-    elif case == "size_too_large":
-        ref = BlobRef(hash_name=ref.hash_name, digest=ref.digest, size=ref.size + 1)
-    elif case == "garbage":
-        stored = b"\x00 definitely not zstd" * 4
-    elif case == "corrupt_body":
-        stored = stored[:20] + bytes(b ^ 0x5A for b in stored[20:40]) + stored[40:]
-    elif case == "not_compressed":
-        stored = data
-    elif case == "truncated":
-        stored = stored[:-3]
-    elif case == "two_frames":
-        stored = stored + compress_bytes(b"")
+    good, ref, stored = damaged_blob(data, case)
     store = VerifyingBlobStore(inner=blob_backend.store)
     with pytest.raises(BlobVerificationError, match=message):
         store.write(ref, (stored[i : i + 16] for i in range(0, len(stored), 16)))

@@ -24,7 +24,12 @@ from cache_service.storage.verifying import (
 from hazremote.domain.model import HashName
 from hazremote.remote.blobstore import GrpcBlobStore
 from tests.cache_service.server.serverkit import ServerThread, running_server, server_config
-from tests.cache_service.storage.conftest import assert_decodes_to, large_random_blob, make_blob
+from tests.cache_service.storage.conftest import (
+    assert_decodes_to,
+    damaged_blob,
+    large_random_blob,
+    make_blob,
+)
 
 _MIB = 1024 * 1024
 #: Small batch and chunk bounds, a blob bound above the large-blob test.
@@ -116,11 +121,6 @@ def test_writing_an_existing_blob_again_succeeds(
     assert [info.ref for info in server.blob_leaf.iterate()].count(blob.ref) == 1
 
 
-def _wrong_digest(data: bytes) -> BlobRef:
-    other = make_blob(bytes(reversed(data)))
-    return BlobRef(hash_name=HashName.BLAKE3, digest=other.ref.digest, size=len(data))
-
-
 @pytest.mark.parametrize(
     "case",
     ["wrong_digest", "size_too_small", "size_too_large", "garbage", "truncated", "two_frames"],
@@ -131,20 +131,7 @@ def test_wrong_bytes_are_rejected_and_stay_invisible(
     """RC-004: the service verifies a write; a mismatch is BlobVerificationError and nothing
     is published (neither under the claimed ref nor the real one)."""
     data = unique(b"the real content of a blob " * 50)
-    good = make_blob(data)
-    ref, stored = good.ref, good.stored
-    if case == "wrong_digest":
-        ref = _wrong_digest(data)
-    elif case == "size_too_small":
-        ref = BlobRef(hash_name=ref.hash_name, digest=ref.digest, size=ref.size - 1)
-    elif case == "size_too_large":
-        ref = BlobRef(hash_name=ref.hash_name, digest=ref.digest, size=ref.size + 1)
-    elif case == "garbage":
-        stored = b"\x00 definitely not zstd" * 4
-    elif case == "truncated":
-        stored = stored[:-3]
-    elif case == "two_frames":
-        stored = stored + compress_bytes(b"")
+    good, ref, stored = damaged_blob(data, case)
     with pytest.raises(BlobVerificationError):
         store.write(ref, (stored[i : i + 16] for i in range(0, len(stored), 16)))
     assert store.missing([ref, good.ref]) == [ref, good.ref]
