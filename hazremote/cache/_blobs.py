@@ -8,6 +8,9 @@ Spec coverage:
 * CACHE-019..020 — decoding verifies size and digest of the decompressed bytes while they are
   produced; a zstd frame announces its content size, which lookups compare with the manifest.
 * RC-006 — no blob is held whole in memory: files larger than one chunk are streamed.
+* RC-004 — a :class:`VerifiedBlob` holds bytes that matched their digest and size when
+  :func:`verified_blob` made it (a small remote download kept in memory): its holders restore
+  and import it without hashing it again.
 Out of scope: where blobs live and what is done with a bad one (``local``).
 """
 
@@ -25,7 +28,7 @@ from typing import BinaryIO
 import zstandard
 
 from hazremote.cache.manifest import Compression
-from hazremote.domain.digest import Digest, Hasher, new_hasher
+from hazremote.domain.digest import Digest, Hasher, digest_bytes, new_hasher
 from hazremote.domain.model import HashName
 
 __all__ = [
@@ -34,6 +37,9 @@ __all__ = [
     "BlobCodec",
     "BlobCorrupt",
     "EncodedBlob",
+    "FetchedBlob",
+    "VerifiedBlob",
+    "verified_blob",
     "write_all",
     "zstd_content_size",
 ]
@@ -59,6 +65,35 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
 
 class BlobCorrupt(Exception):
     """A stored blob is missing, unreadable, or decodes to other bytes than recorded."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedBlob:
+    """A blob's uncompressed bytes, checked against ``digest`` and their length when
+    :func:`verified_blob` made it: make one only there."""
+
+    digest: Digest
+    data: bytes
+
+    def holds(self, digest: Digest, size: int) -> bool:
+        """Whether this is the blob of ``digest`` and ``size`` (no hashing needed)."""
+        return self.digest == digest and len(self.data) == size
+
+
+def verified_blob(data: bytes, *, digest: Digest, size: int, hash_name: HashName) -> VerifiedBlob:
+    """RC-004: ``data`` as a :class:`VerifiedBlob` if it has ``size`` bytes hashing to ``digest``.
+
+    Raises:
+        BlobCorrupt: naming the blob.
+    """
+    if len(data) != size or digest_bytes(hash_name, data) != digest:
+        raise BlobCorrupt(f"blob {digest.hex[:12]} does not match its digest (corrupt data)")
+    return VerifiedBlob(digest, data)
+
+
+#: A blob fetched from the remote tier: its verified bytes in memory, or a file of its
+#: uncompressed bytes (verified by whoever reads it).
+FetchedBlob = VerifiedBlob | Path
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,6 +193,23 @@ class BlobCodec:
             compression=compression,
             mode=stat.S_IMODE(info.st_mode) & 0o777,
         )
+
+    def encode_bytes(self, data: bytes, dest: Path, *, fsync: bool) -> Compression:
+        """Write ``data`` to the new file ``dest``, compressed when that pays (as a file of
+        that content would be by :meth:`encode_file`); the caller knows its digest."""
+        with open(dest, "xb") as out:
+            if len(data) < CHUNK_SIZE:
+                compression = self._write_small(data, out)
+            else:
+                compression = self._choose(data)
+                if compression is Compression.ZSTD:
+                    out.write(self._cctx.compress(data))
+                else:
+                    out.write(data)
+            out.flush()
+            if fsync:
+                os.fsync(out.fileno())
+        return compression
 
     def _write_small(self, data: bytes, out: BinaryIO) -> Compression:
         if len(data) >= MIN_COMPRESS_SIZE:

@@ -47,7 +47,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hazremote.cache._blobs import BlobCodec, BlobCorrupt, EncodedBlob, zstd_content_size
+from hazremote.cache._blobs import (
+    BlobCodec,
+    BlobCorrupt,
+    EncodedBlob,
+    FetchedBlob,
+    VerifiedBlob,
+    write_all,
+    zstd_content_size,
+)
 from hazremote.cache._restore import reserved_path_problem, restore_into_workspace
 from hazremote.cache.manifest import (
     Compression,
@@ -83,10 +91,12 @@ __all__ = [
     "CacheInfo",
     "CleanReason",
     "CleanReport",
+    "FetchedBlob",
     "FsyncPolicy",
     "LocalCache",
     "RemovedItem",
     "StoredBlob",
+    "VerifiedBlob",
     "resolve_cache_root",
 ]
 
@@ -195,7 +205,7 @@ class StoredBlob:
 
 
 #: Supplies a file holding the verified, uncompressed bytes of a blob (RC-001 import).
-FetchBlob = Callable[[Digest, int], Path]
+FetchBlob = Callable[[Digest, int], FetchedBlob]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -236,10 +246,11 @@ class _EntryBlobs:
 
 
 class _FetchedBlobs:
-    """Reads blobs from downloaded files of their uncompressed bytes (a ``BlobReader``)."""
+    """Reads blobs fetched from the remote tier (a ``BlobReader``): verified bytes as they are,
+    files of uncompressed bytes verified while read."""
 
-    def __init__(self, files: Mapping[Digest, Path], codec: BlobCodec) -> None:
-        self._files = files
+    def __init__(self, fetched: Mapping[Digest, FetchedBlob], codec: BlobCodec) -> None:
+        self._fetched = fetched
         self._codec = codec
 
     def decode_output(self, record: OutputRecord, write: Callable[[bytes], object]) -> None:
@@ -252,11 +263,16 @@ class _FetchedBlobs:
         self._decode(record.hash, record.size, write)
 
     def _decode(self, digest: Digest, size: int, write: Callable[[bytes], object]) -> None:
-        path = self._files.get(digest)
-        if path is None:
+        blob = self._fetched.get(digest)
+        if blob is None:
             raise BlobCorrupt(f"blob {digest.hex} was not fetched")
+        if isinstance(blob, VerifiedBlob):
+            if not blob.holds(digest, size):
+                raise BlobCorrupt(f"blob {digest.hex} was fetched as another blob")
+            write(blob.data)  # hashed when it was downloaded
+            return
         self._codec.decode(
-            path, compression=Compression.NONE, size=size, digest=digest, write=write
+            blob, compression=Compression.NONE, size=size, digest=digest, write=write
         )
 
 
@@ -569,12 +585,14 @@ class LocalCache:
         """RC-001: publish an entry for ``manifest`` whose blobs come from ``fetch_blob``.
 
         ``manifest`` must come from :func:`parse_manifest` (strict); its revision and hash
-        function must be this cache's. Every blob must hash to its record: blobs up to
-        :data:`IMPORT_AS_IS_MAX` are kept uncompressed (hard-linked to the fetched file when
-        possible: its name may be unlinked afterwards, never its bytes rewritten), larger ones
-        are re-encoded at rest with this cache's codec while being hashed. The manifest (with
-        the local ``compression`` markers) is written last and the entry published with one
-        rename, exactly as :meth:`store` does. Never raises for bad data or I/O trouble.
+        function must be this cache's. A :class:`VerifiedBlob` is written as it is (up to
+        :data:`IMPORT_AS_IS_MAX`) or encoded, without hashing it again; every fetched file
+        must hash to its record: files up to :data:`IMPORT_AS_IS_MAX` are kept uncompressed
+        (hard-linked to the fetched file when possible: its name may be unlinked afterwards,
+        never its bytes rewritten), larger ones are re-encoded at rest with this cache's codec
+        while being hashed. The manifest (with the local ``compression`` markers) is written
+        last and the entry published with one rename, exactly as :meth:`store` does. Never
+        raises for bad data or I/O trouble.
 
         Returns:
             STORED, ALREADY_PRESENT (a valid entry existed: kept), or FAILED with a warning.
@@ -593,6 +611,10 @@ class LocalCache:
 
             def put(digest: Digest, size: int, dest: Path) -> Compression:
                 source = fetch_blob(digest, size)
+                if isinstance(source, VerifiedBlob):
+                    if not source.holds(digest, size):
+                        raise ValueError(f"the fetched blob {digest.hex} is another blob")
+                    return self._import_verified(source, dest, fsync=fsync)
                 if size <= IMPORT_AS_IS_MAX:
                     return self._import_as_is(source, digest, size, dest, fsync=fsync)
                 blob = self._codec.encode_file(source, dest, fsync=fsync)
@@ -639,6 +661,19 @@ class LocalCache:
                 shutil.rmtree(staging, ignore_errors=True)
             raise
 
+    def _import_verified(self, blob: VerifiedBlob, dest: Path, *, fsync: bool) -> Compression:
+        """A blob already verified in memory is written as it is (small) or encoded (large)."""
+        if len(blob.data) > IMPORT_AS_IS_MAX:
+            return self._codec.encode_bytes(blob.data, dest, fsync=fsync)
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        try:
+            write_all(fd, blob.data)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        return Compression.NONE
+
     def _import_as_is(
         self, source: Path, digest: Digest, size: int, dest: Path, *, fsync: bool
     ) -> Compression:
@@ -675,17 +710,17 @@ class LocalCache:
         stdout_sink: ByteSink,
         stderr_sink: ByteSink,
         known_digests: KnownDigests | None = None,
-        fetched: Mapping[Digest, Path] | None = None,
+        fetched: Mapping[Digest, FetchedBlob] | None = None,
     ) -> RestoreResult:
         """CACHE-019..020, SEC-001: restore a manifest returned by :meth:`lookup`.
 
         Any status but RESTORED means the task must run; an entry whose data was at fault
         (wrong bytes, missing blob, undeclared or reserved path) is removed first.
 
-        With ``fetched`` (digest → file of the uncompressed bytes, as for
+        With ``fetched`` (digest → verified bytes or a file of the uncompressed bytes, as for
         :meth:`import_entry`), a remote manifest is restored straight from its download
         (RC-001), so the backfill of the local cache can follow off the critical path: the
-        same rules apply, every byte is verified again, and there is no entry to touch.
+        same rules apply, every file's bytes are verified again, and there is no entry to touch.
         """
         entry = self.entry_dir(manifest.key)
         outcome = restore_into_workspace(

@@ -42,7 +42,13 @@ import grpc
 import zstandard
 
 from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
-from hazremote.cache._blobs import write_all
+from hazremote.cache._blobs import (
+    BlobCorrupt,
+    FetchedBlob,
+    VerifiedBlob,
+    verified_blob,
+    write_all,
+)
 from hazremote.cache.local import StoredBlob
 from hazremote.cache.manifest import Compression, Manifest, ManifestError, parse_manifest
 from hazremote.domain.digest import Digest, new_hasher
@@ -73,6 +79,9 @@ _FILE_CHUNK = 1 << 20
 _WIRE_ZSTD_LEVEL = 1
 #: Bytes of blobs prefetched per run at most (they wait on disk until restored).
 _PREFETCH_BUDGET = 512 << 20
+#: Downloaded batch blobs are kept in memory, verified, up to this many bytes per run (then
+#: written to files): a remote hit restores and backfills them without touching a spool file.
+_MEMORY_BUDGET = 64 << 20
 #: Concurrent ReadBlob streams of one client.
 _MAX_STREAMS = 4
 #: Pending uploads that finish within this long at the end of a run are not announced.
@@ -143,6 +152,7 @@ class RemoteCache:
         hash_name: HashName,
         chapter_revision: int,
         clock: Callable[[], float] = time.monotonic,
+        memory_budget: int = _MEMORY_BUDGET,
     ) -> None:
         self._config = config
         self._timeouts = config.timeouts
@@ -165,8 +175,9 @@ class RemoteCache:
         self._flush_handle: asyncio.Handle | None = None
         self._uploads: set[asyncio.Task[bool]] = set()
         self._background: set[asyncio.Task[None]] = set()
-        self._blob_futures: dict[Digest, asyncio.Future[Path | None]] = {}
+        self._blob_futures: dict[Digest, asyncio.Future[FetchedBlob | None]] = {}
         self._prefetch_budget = _PREFETCH_BUDGET
+        self._memory_budget = memory_budget
         self._streams: asyncio.Semaphore | None = None
         self._first_error: str | None = None
         self._log = get_logger("haz.remote")
@@ -430,46 +441,46 @@ class RemoteCache:
 
     # -- downloads ----------------------------------------------------------------------------
 
-    async def download(self, manifest: Manifest, dest: Path) -> dict[Digest, Path] | None:
-        """RC-004/006: every blob of ``manifest``, verified, as files of its uncompressed bytes.
+    async def download(self, manifest: Manifest, dest: Path) -> dict[Digest, FetchedBlob] | None:
+        """RC-004/006: every blob of ``manifest``, verified: small ones as bytes in memory
+        (within the run's memory budget), the others as files of their uncompressed bytes.
 
-        Blobs requested by :meth:`prefetch_blobs` are awaited there (their files are in the
-        prefetch directory); the others are fetched into ``dest/<hex>``, ``dest`` being
-        created only then, for this call alone.
+        Blobs requested by :meth:`prefetch_blobs` are awaited there; the others are fetched
+        now, their files going to ``dest/<hex>`` (``dest`` created only then, for this call).
 
         Returns:
-            digest → file, or ``None`` if any blob could not be fetched or did not verify
+            digest → blob, or ``None`` if any blob could not be fetched or did not verify
             (the files written so far stay in ``dest``).
         """
         blobs = manifest_blobs(manifest)
-        files: dict[Digest, Path] = {}
+        fetched: dict[Digest, FetchedBlob] = {}
         rest: dict[Digest, int] = {}
         for digest, size in blobs.items():
             future = self._blob_futures.get(digest)
             if future is None:
                 rest[digest] = size
                 continue
-            path = await asyncio.shield(future)
-            if path is None:
+            blob = await asyncio.shield(future)
+            if blob is None:
                 return None  # the prefetch failed: its error is already counted
-            files[digest] = path
+            fetched[digest] = blob
         if rest:
-            dest.mkdir(parents=True, exist_ok=True)
             got = await self._guarded(
                 f"download of {manifest.key.hex[:12]}", partial(self._fetch_blobs, rest, dest)
             )
             if got is None:
                 return None
-            files.update(got)
-        return files
+            fetched.update(got)
+        return fetched
 
     def prefetch_blobs(self, manifests: Sequence[Manifest], dest: Path) -> None:
         """Start downloading the blobs of ``manifests`` into ``dest`` in the background.
 
         The union of their blobs travels in as few batches as the server's limits allow,
         instead of one round trip per task at restore time. At most ``prefetch_budget``
-        bytes are prefetched per run (the files stay until the run's spool is removed);
-        what does not fit is fetched by :meth:`download` as usual.
+        bytes are prefetched per run (kept until the run ends: in memory within its memory
+        budget, the rest as files in ``dest``); what does not fit is fetched by
+        :meth:`download` as usual.
         """
         todo: dict[Digest, int] = {}
         for manifest in manifests:
@@ -483,7 +494,7 @@ class RemoteCache:
         if not todo:
             return
         loop = asyncio.get_running_loop()
-        futures: dict[Digest, asyncio.Future[Path | None]] = {
+        futures: dict[Digest, asyncio.Future[FetchedBlob | None]] = {
             digest: loop.create_future() for digest in todo
         }
         self._blob_futures.update(futures)
@@ -495,9 +506,9 @@ class RemoteCache:
         self,
         todo: dict[Digest, int],
         dest: Path,
-        futures: dict[Digest, asyncio.Future[Path | None]],
+        futures: dict[Digest, asyncio.Future[FetchedBlob | None]],
     ) -> None:
-        got: dict[Digest, Path] | None = None
+        got: dict[Digest, FetchedBlob] | None = None
         try:
             got = await self._guarded(
                 f"download of {len(todo)} blob(s)", partial(self._fetch_blobs, todo, dest)
@@ -507,7 +518,7 @@ class RemoteCache:
                 if not future.done():
                     future.set_result(None if got is None else got.get(digest))
 
-    async def _fetch_blobs(self, blobs: dict[Digest, int], dest: Path) -> dict[Digest, Path]:
+    async def _fetch_blobs(self, blobs: dict[Digest, int], dest: Path) -> dict[Digest, FetchedBlob]:
         """Small blobs in batches, large ones streamed (a few at a time); raises on trouble."""
         limits = await self._limits()
         small: list[tuple[Digest, int]] = []
@@ -516,14 +527,14 @@ class RemoteCache:
             (small if size <= limits.max_batch_bytes // 2 else large).append((digest, size))
         jobs = [self._read_batch(part, dest) for part in _batches(small, limits)]
         jobs += [self._read_stream(digest, size, dest) for digest, size in large]
-        files: dict[Digest, Path] = {}
+        fetched: dict[Digest, FetchedBlob] = {}
         for got in await asyncio.gather(*jobs):
-            files.update(got)
-        return files
+            fetched.update(got)
+        return fetched
 
     async def _read_batch(
         self, part: Sequence[tuple[Digest, int]], dest: Path
-    ) -> dict[Digest, Path]:
+    ) -> dict[Digest, FetchedBlob]:
         stub = cache_pb2_grpc.ContentStoreStub(self._open())
         sizes = dict(part)
         reply = await stub.BatchReadBlobs(
@@ -550,35 +561,53 @@ class RemoteCache:
         missing = set(sizes) - {digest for digest, _, _ in items}
         if missing:
             raise _RemoteFailure(f"{len(missing)} blob(s) missing from BatchReadBlobs")
-        # One thread hop for the whole batch: verifying and writing ~100 small blobs costs
-        # less than handing each to the pool.
-        got = await self._on_files(self._write_verified, items, sizes, dest)
+        # Blobs that fit the memory budget are verified here, on the event loop: a thread
+        # hop per batch, and that thread's fight for the GIL with the restores, cost more
+        # than decompressing and hashing a few small blobs. The rest go to files in one hop.
+        got: dict[Digest, FetchedBlob] = {}
+        spill: list[tuple[Digest, Any, Any]] = []
+        for digest, data, compression in items:
+            size = sizes[digest]
+            if size > self._memory_budget:
+                spill.append((digest, data, compression))
+                continue
+            self._memory_budget -= size
+            got[digest] = _decode_verified(bytes(data), compression, digest, size, self._hash_name)
+        if spill:
+            got.update(await self._on_files(self._write_verified, spill, sizes, dest))
         self.stats.blobs_downloaded += len(got)
         self.stats.bytes_downloaded += sum(sizes[digest] for digest in got)
         return got
 
     def _write_verified(
         self, items: Sequence[tuple[Digest, Any, Any]], sizes: dict[Digest, int], dest: Path
-    ) -> dict[Digest, Path]:
-        got: dict[Digest, Path] = {}
+    ) -> dict[Digest, FetchedBlob]:
+        dest.mkdir(parents=True, exist_ok=True)
+        got: dict[Digest, FetchedBlob] = {}
         for digest, data, compression in items:
-            raw = _decode_verified(bytes(data), compression, digest, sizes[digest], self._hash_name)
+            blob = _decode_verified(
+                bytes(data), compression, digest, sizes[digest], self._hash_name
+            )
             path = dest / digest.hex
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
-                write_all(fd, raw)
+                write_all(fd, blob.data)
             finally:
                 os.close(fd)
             got[digest] = path
         return got
 
-    async def _read_stream(self, digest: Digest, size: int, dest: Path) -> dict[Digest, Path]:
+    async def _read_stream(
+        self, digest: Digest, size: int, dest: Path
+    ) -> dict[Digest, FetchedBlob]:
         if self._streams is None:
             self._streams = asyncio.Semaphore(_MAX_STREAMS)
         async with self._streams:
             return await self._read_stream_now(digest, size, dest)
 
-    async def _read_stream_now(self, digest: Digest, size: int, dest: Path) -> dict[Digest, Path]:
+    async def _read_stream_now(
+        self, digest: Digest, size: int, dest: Path
+    ) -> dict[Digest, FetchedBlob]:
         stub = cache_pb2_grpc.ContentStoreStub(self._open())
         timeout = self._timeouts.transfer_s + self._timeouts.per_mib_s * size / (1 << 20)
         call = stub.ReadBlob(
@@ -590,6 +619,7 @@ class RemoteCache:
             timeout=timeout,
             metadata=self._metadata,
         )
+        dest.mkdir(parents=True, exist_ok=True)
         path = dest / digest.hex
         sink = _VerifyingSink(path, digest=digest, size=size, hash_name=self._hash_name)
         try:
@@ -830,7 +860,7 @@ def _batches(items: Iterable[tuple[_T, int]], limits: _Limits) -> Iterable[list[
 
 def _decode_verified(
     data: bytes, compression: Any, digest: Digest, size: int, hash_name: HashName
-) -> bytes:
+) -> VerifiedBlob:
     """RC-004: the uncompressed bytes of a batch item, verified against size and digest."""
     if compression == WIRE_ZSTD:
         try:
@@ -848,13 +878,10 @@ def _decode_verified(
         raw = data
     else:
         raise _RemoteFailure(f"blob {digest.hex[:12]}: unknown compression {compression}")
-    hasher = new_hasher(hash_name)
-    hasher.update(raw)
-    if len(raw) != size or hasher.digest() != digest.raw:
-        raise _RemoteFailure(
-            f"blob {digest.hex[:12]} does not match its digest (corrupt data)", breaker=False
-        )
-    return raw
+    try:
+        return verified_blob(raw, digest=digest, size=size, hash_name=hash_name)
+    except BlobCorrupt as error:
+        raise _RemoteFailure(str(error), breaker=False) from None
 
 
 class _VerifyingSink:

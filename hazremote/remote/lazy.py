@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hazremote.cache.local import StoredBlob
+from hazremote.cache.local import FetchedBlob, StoredBlob
 from hazremote.cache.manifest import Manifest
 from hazremote.domain.digest import Digest
 from hazremote.domain.model import HashName
@@ -61,7 +61,7 @@ class LazyRemote:
         if manifests:
             self._remote().prefetch_blobs(manifests, dest)
 
-    async def download(self, manifest: Manifest, dest: Path) -> Mapping[Digest, Path] | None:
+    async def download(self, manifest: Manifest, dest: Path) -> Mapping[Digest, FetchedBlob] | None:
         return await self._remote().download(manifest, dest)
 
     def upload_later(self, *, manifest: Manifest, blobs: Sequence[StoredBlob]) -> None:

@@ -2,7 +2,9 @@
 
 Spec coverage: RC-001 (a remote entry becomes a local entry), RC-004 (bytes that do not hash
 to their record are refused), CACHE-017 (staged, manifest last, atomic publish; nothing left
-behind after a failure), CACHE-015 (a manifest of another revision is refused).
+behind after a failure), CACHE-015 (a manifest of another revision is refused). Fetched
+blobs come as files (verified when read) or as ``VerifiedBlob`` bytes kept in memory by the
+download (trusted for their own digest only).
 """
 
 from __future__ import annotations
@@ -12,9 +14,14 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from hazremote.cache import Compression, Manifest, RestoreResult, RestoreStatus, StoreStatus
-from hazremote.domain.digest import Digest
-from tests.cache.cachekit import Env, Sinks, make_key, patterns
+from hazremote.cache._blobs import BlobCorrupt
+from hazremote.cache._blobs import verified_blob as make_verified_blob
+from hazremote.cache.local import FetchedBlob, VerifiedBlob
+from hazremote.domain.digest import Digest, digest_bytes
+from tests.cache.cachekit import HASH, Env, Sinks, make_key, patterns
 
 
 def source_entry(env: Env, label: str) -> Manifest:
@@ -42,6 +49,18 @@ def raw_files(env: Env, manifest: Manifest, into: Path) -> dict[Digest, Path]:
         target.write_bytes(data)
         files[blob.digest] = target
     return files
+
+
+def in_memory(files: dict[Digest, Path]) -> dict[Digest, FetchedBlob]:
+    """The same blobs as a download keeps them in memory (verified while it reads them)."""
+    return {
+        digest: verified_blob(path.read_bytes(), digest=digest, size=path.stat().st_size)
+        for digest, path in files.items()
+    }
+
+
+def verified_blob(data: bytes, *, digest: Digest, size: int) -> VerifiedBlob:
+    return make_verified_blob(data, digest=digest, size=size, hash_name=HASH)
 
 
 def restore_entry(env: Env, label: str) -> Sinks:
@@ -205,3 +224,83 @@ def test_a_restore_from_fetched_files_verifies_every_byte(
     assert (target.workspace / "dist/text").read_bytes() == b"hello " * 2000
     assert sinks.out == b"out\n"
     assert target.cache.lookup(make_key("k")).manifest is None  # nothing imported by a restore
+
+
+def test_verified_bytes_in_memory_import_and_restore_like_files(
+    make_env: Callable[[str], Env], tmp_path: Path
+) -> None:
+    """RC-001: blobs a download kept in memory restore and import exactly as files would;
+    the small ones are stored as they are, a large compressible one compressed at rest."""
+    origin, target = make_env("origin"), make_env("target")
+    big = b"compressible line\n" * 10_000  # 180 KB: above the as-is bound
+    stored = origin.store(
+        make_key("mem"), {"/dist/big": big, "/dist/small": b"small", "/dist/empty": b""}
+    )
+    assert stored.manifest is not None
+    manifest = stored.manifest
+    blobs = in_memory(raw_files(origin, manifest, tmp_path / "raw"))
+    sinks = Sinks()
+    restored = target.cache.restore(
+        manifest,
+        fetched=blobs,
+        workspace_root=target.workspace,
+        output_patterns=patterns("/dist/**"),
+        stdout_sink=sinks.stdout.append,
+        stderr_sink=sinks.stderr.append,
+    )
+    assert restored.ok, restored.message
+    assert (target.workspace / "dist/big").read_bytes() == big
+    result = target.cache.import_entry(manifest, lambda digest, size: blobs[digest])
+    assert result.status is StoreStatus.STORED
+    assert result.manifest is not None
+    by_path = {o.path: o for o in result.manifest.outputs}
+    assert by_path["/dist/small"].compression is Compression.NONE
+    assert by_path["/dist/big"].compression is Compression.ZSTD
+    for path in ("dist/big", "dist/small", "dist/empty"):
+        (target.workspace / path).unlink()
+    restore_entry(target, "mem")
+    assert (target.workspace / "dist/big").read_bytes() == big
+    assert (target.workspace / "dist/small").read_bytes() == b"small"
+
+
+def test_verified_bytes_of_another_blob_are_refused(
+    make_env: Callable[[str], Env], tmp_path: Path
+) -> None:
+    """RC-004: a VerifiedBlob vouches for its own digest only: handed over for another blob
+    it fails the restore (CORRUPT, nothing written) and the import (no entry, no staging)."""
+    origin, target = make_env("origin"), make_env("target")
+    manifest = source_entry(origin, "k")
+    blobs = in_memory(raw_files(origin, manifest, tmp_path / "raw"))
+    text = next(o.hash for o in manifest.outputs if o.path == "/dist/text")
+    noise = next(o.hash for o in manifest.outputs if o.path == "/dist/noise")
+    swapped = {**blobs, text: blobs[noise]}
+    sinks = Sinks()
+    restored = target.cache.restore(
+        manifest,
+        fetched=swapped,
+        workspace_root=target.workspace,
+        output_patterns=patterns("/dist/**"),
+        stdout_sink=sinks.stdout.append,
+        stderr_sink=sinks.stderr.append,
+    )
+    assert restored.status is RestoreStatus.CORRUPT
+    assert not (target.workspace / "dist").exists()
+    result = target.cache.import_entry(manifest, lambda digest, size: swapped[digest])
+    assert result.status is StoreStatus.FAILED
+    assert "is another blob" in (result.warning or "")
+    assert target.cache.lookup(make_key("k")).manifest is None
+    assert leftovers(target) == []
+
+
+def test_verified_blob_refuses_bytes_that_do_not_match() -> None:
+    """RC-004: a VerifiedBlob is only made from bytes of the right size and digest."""
+    good = verified_blob(b"payload", digest=make_digest(b"payload"), size=7)
+    assert good.holds(make_digest(b"payload"), 7)
+    with pytest.raises(BlobCorrupt, match="does not match its digest"):
+        verified_blob(b"payloaD", digest=make_digest(b"payload"), size=7)
+    with pytest.raises(BlobCorrupt, match="does not match its digest"):
+        verified_blob(b"payload", digest=make_digest(b"payload"), size=8)
+
+
+def make_digest(data: bytes) -> Digest:
+    return digest_bytes(HASH, data)

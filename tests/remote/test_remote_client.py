@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import pytest
 
 from hazremote.cache import Manifest, StoreStatus
+from hazremote.cache.local import VerifiedBlob
 from hazremote.domain.digest import Digest
 from hazremote.domain.model import RemoteMode
 from hazremote.remote.client import RemoteCache
@@ -32,8 +33,13 @@ def run(coro: Coroutine[Any, Any, _T]) -> _T:
     return asyncio.run(coro)
 
 
-def client(url: str, **kwargs: Any) -> RemoteCache:
-    return RemoteCache(config_for(url, **kwargs), hash_name=HASH, chapter_revision=REVISION)
+def client(url: str, *, memory_budget: int | None = None, **kwargs: Any) -> RemoteCache:
+    config = config_for(url, **kwargs)
+    if memory_budget is None:
+        return RemoteCache(config, hash_name=HASH, chapter_revision=REVISION)
+    return RemoteCache(
+        config, hash_name=HASH, chapter_revision=REVISION, memory_budget=memory_budget
+    )
 
 
 def stored(env: Env, label: str, files: dict[str, bytes], **kwargs: Any) -> Manifest:
@@ -218,15 +224,16 @@ def test_read_only_client_never_writes(server: FakeServer, make_env: Callable[[s
     assert server.state.blobs == {}
 
 
+@pytest.mark.parametrize("memory_budget", [0, None], ids=["as-files", "in-memory"])
 def test_corrupt_blob_from_the_server_is_a_miss_with_a_warning(
-    server: FakeServer, make_env: Callable[[str], Env], tmp_path: Path
+    server: FakeServer, make_env: Callable[[str], Env], tmp_path: Path, memory_budget: int | None
 ) -> None:
     """RC-004: bytes that do not match their digest are never used: a miss and one warning."""
     env, other = make_env("a"), make_env("b")
     stored_manifest = stored(env, "c", {"/dist/x": b"payload" * 10, "/dist/y": os.urandom(2 << 20)})
 
     async def scenario() -> tuple[Manifest | None, str | None]:
-        remote = client(server.url)
+        remote = client(server.url, memory_budget=memory_budget)
         try:
             assert await upload(remote, env, stored_manifest)
             server.state.corrupt_reads = True
@@ -373,7 +380,8 @@ def test_prefetch_answers_lookups_and_batches_the_blobs_of_many_hits(
     server: FakeServer, make_env: Callable[[str], Env], tmp_path: Path
 ) -> None:
     """RC-001/RC-006: a level's lookups go out as one batch up front, later lookups need no
-    round trip (misses included), and the blobs of all hits share one BatchReadBlobs."""
+    round trip (misses included), and the blobs of all hits share one BatchReadBlobs; small
+    blobs stay in memory, verified, and no spool file is written."""
     env = make_env("a")
     manifests = [stored(env, f"p{i}", {f"/dist/{i}": f"data {i}".encode()}) for i in range(6)]
 
@@ -394,16 +402,61 @@ def test_prefetch_answers_lookups_and_batches_the_blobs_of_many_hits(
                 found = await remote.lookup(key)
                 assert (found is not None) == (key in hits)
                 if found is not None:
-                    files = await remote.download(found, tmp_path / "unused")
-                    assert files is not None
-                    assert all(path.parent == dest for path in files.values())
+                    blobs = await remote.download(found, tmp_path / "unused")
+                    assert blobs is not None
+                    assert all(isinstance(blob, VerifiedBlob) for blob in blobs.values())
             assert server.state.calls["BatchGetManifests"] == lookups
             assert server.state.calls["BatchReadBlobs"] == reads + 1
             assert not (tmp_path / "unused").exists()
+            assert list(dest.iterdir()) == []
         finally:
             await remote.close()
 
     run(scenario())
+
+
+def test_batch_blobs_past_the_memory_budget_arrive_as_verified_files(
+    server: FakeServer, make_env: Callable[[str], Env], tmp_path: Path
+) -> None:
+    """RC-006: downloaded small blobs stay in memory only within the client's budget; the
+    rest are written to files in the download directory, and both restore identically."""
+    first, second = make_env("a"), make_env("b")
+    manifest = stored(first, "m", {"/dist/a": b"a" * 100, "/dist/b": b"b" * 200}, stdout=b"out\n")
+
+    async def scenario() -> Manifest | None:
+        remote = client(server.url, memory_budget=150)
+        try:
+            assert await upload(remote, first, manifest)
+            found = await remote.lookup(make_key("m"))
+            assert found is not None
+            blobs = await remote.download(found, tmp_path / "dl")
+            assert blobs is not None
+            kept = [blob for blob in blobs.values() if isinstance(blob, VerifiedBlob)]
+            files = [blob for blob in blobs.values() if isinstance(blob, Path)]
+            assert kept
+            assert files
+            assert sum(len(blob.data) for blob in kept) <= 150
+            assert all(path.parent == tmp_path / "dl" for path in files)
+            result = second.cache.import_entry(found, lambda digest, size: blobs[digest])
+            assert result.ok, result.warning
+            return second.cache.lookup(make_key("m")).manifest
+        finally:
+            await remote.close()
+
+    imported = run(scenario())
+    assert imported is not None
+    sinks = Sinks()
+    result = second.cache.restore(
+        imported,
+        workspace_root=second.workspace,
+        output_patterns=patterns("/dist/**"),
+        stdout_sink=sinks.stdout.append,
+        stderr_sink=sinks.stderr.append,
+    )
+    assert result.ok, result.message
+    assert (second.workspace / "dist/a").read_bytes() == b"a" * 100
+    assert (second.workspace / "dist/b").read_bytes() == b"b" * 200
+    assert sinks.out == b"out\n"
 
 
 def test_a_blob_above_the_server_limit_skips_the_upload_with_a_warning(
