@@ -157,6 +157,10 @@ class BlobCodec:
     def hash_name(self) -> HashName:
         return self._hash_name
 
+    @property
+    def level(self) -> int:
+        return self._level
+
     # -- encoding ------------------------------------------------------------------------------
 
     def encode_file(self, source: Path, dest: Path, *, fsync: bool) -> EncodedBlob:

@@ -89,6 +89,7 @@ __all__ = [
     "DEFAULT_TEMP_GRACE_S",
     "MANIFEST_NAME",
     "CacheInfo",
+    "CacheOptions",
     "CleanReason",
     "CleanReport",
     "FetchedBlob",
@@ -209,6 +210,17 @@ FetchBlob = Callable[[Digest, int], FetchedBlob]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CacheOptions:
+    """The arguments a :class:`LocalCache` was opened with (clock and grace aside)."""
+
+    root: Path
+    hash_name: HashName
+    chapter_revision: int
+    compression_level: int
+    fsync: FsyncPolicy
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _Scanned:
     path: Path
     key: str
@@ -318,6 +330,17 @@ class LocalCache:
     @property
     def root(self) -> Path:
         return self._root
+
+    @property
+    def options(self) -> CacheOptions:
+        """What another process needs to open this cache the same way (the backfill)."""
+        return CacheOptions(
+            root=self._root,
+            hash_name=self._hash_name,
+            chapter_revision=self._revision,
+            compression_level=self._codec.level,
+            fsync=self._fsync,
+        )
 
     def entry_dir(self, key: Digest) -> Path:
         return self._root / key.hex[:2] / key.hex

@@ -195,6 +195,7 @@ async def _execute(
     args: argparse.Namespace,
     remote_settings: RemoteConfig | None,
 ) -> tuple[list[TaskRecord], int, bool, int | None]:
+    from hazremote.cache.backfill import ProcessBackfill
     from hazremote.execute.lifecycle import CachePolicy, LocalLifecycle, default_producer
     from hazremote.execute.progress import color_enabled, console_observer
     from hazremote.execute.scheduler import Cancellation, SchedulingLimits, run_graph
@@ -228,11 +229,12 @@ async def _execute(
         remote = LazyRemote(
             remote_settings, hash_name=settings.cache.hash, chapter_revision=CHAPTER_REVISION
         )
+    cache = open_cache(context.workspace)
     lifecycle = LocalLifecycle(
         workspace_root=context.root,
         hash_name=settings.cache.hash,
         deriver=deriver,
-        cache=open_cache(context.workspace),
+        cache=cache,
         index=open_index(context.workspace),
         spawner=SubprocessSpawner(),
         observer=observer,
@@ -241,6 +243,7 @@ async def _execute(
         grace_period_s=settings.execution.grace_period_s,
         producer=default_producer(),
         remote=remote,
+        backfill=ProcessBackfill(cache.options, log_dir=spool_dir),
     )
 
     class Events:

@@ -15,9 +15,10 @@ Spec coverage:
   fresh run, after the restore succeeded (never a half-replayed stream).
 * EXEC-008/009 — the spawner runs the process; :func:`classify` maps its outcome to a record.
 * RC-001 — with a :class:`RemoteTier`, a local miss is looked up remotely; a remote hit is
-  downloaded (verified), imported into the local cache as a new entry (the backfill) and then
-  restored through the local cache exactly like a local hit (SEC-001, CACHE-019), and recorded
-  as ``remote-cache`` (RC-008). Any remote trouble is a miss and the task runs (RC-003).
+  downloaded (verified), restored from the download by the same rules as a local hit
+  (SEC-001, CACHE-019), recorded as ``remote-cache`` (RC-008), and handed to the
+  :class:`Backfill`, which imports it into the local cache off the critical path. Any remote
+  trouble is a miss and the task runs (RC-003).
 * RC-002 — in ``read-write`` mode a stored result is handed to the remote tier for a
   background upload after the local store; dependants are released without waiting for it.
 Out of scope: ordering, caps and mutexes (:mod:`.scheduler`); the remote protocol, its
@@ -42,7 +43,7 @@ from pathlib import Path
 from typing import IO, Protocol, TypeVar
 
 from hazremote.cache.index import TaskIndex
-from hazremote.cache.local import FetchedBlob, LocalCache, StoredBlob, VerifiedBlob
+from hazremote.cache.local import FetchedBlob, LocalCache, StoredBlob
 from hazremote.cache.manifest import Manifest
 from hazremote.cache.tier import OutputFile, StoreStatus
 from hazremote.domain.digest import Digest
@@ -110,6 +111,30 @@ class RemoteTier(Protocol):
         ...
 
 
+class Backfill(Protocol):
+    """RC-001: turns restored remote hits into local entries, off the critical path
+    (:class:`hazremote.cache.backfill.ProcessBackfill`)."""
+
+    def start(self) -> None:
+        """Get ready now: remote hits are coming."""
+        ...
+
+    def submit(
+        self,
+        *,
+        label: str,
+        manifest: Manifest,
+        blobs: Mapping[Digest, FetchedBlob],
+        cleanup: Path | None,
+    ) -> None:
+        """Import ``manifest`` with its fetched ``blobs``; remove ``cleanup`` afterwards."""
+        ...
+
+    def close(self) -> list[str]:
+        """Wait for every import; the warnings."""
+        ...
+
+
 def default_producer() -> str:
     """``user@host``: who stored a local entry (the server sets its own for remote ones)."""
     try:
@@ -149,14 +174,6 @@ def classify(
     )
 
 
-def _fetched(blobs: Mapping[Digest, FetchedBlob]) -> Callable[[Digest, int], FetchedBlob]:
-    def fetch(digest: Digest, size: int) -> FetchedBlob:
-        del size  # import_entry checks it
-        return blobs[digest]
-
-    return fetch
-
-
 def _write_all(spool: IO[bytes], data: bytes) -> None:
     spool.write(data)
 
@@ -192,6 +209,7 @@ class LocalLifecycle:
         producer: str,
         clock: Callable[[], float] = time.monotonic,
         remote: RemoteTier | None = None,
+        backfill: Backfill,
     ) -> None:
         self._root = workspace_root
         self._hash_name = hash_name
@@ -206,13 +224,11 @@ class LocalLifecycle:
         self._producer = producer
         self._clock = clock
         self._remote = remote
+        self._backfill = backfill
         self._root_str = str(workspace_root).rstrip("/")
         self._fs = OsFilesystem()
         self._key_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="haz-keys")
         self._io_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="haz-cache")
-        # RC-001 backfills, one at a time: more threads only fight over the GIL (and the
-        # file system's journal) with the restores on the critical path.
-        self._backfill_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="haz-backfill")
         self._processes = 0  # tasks spawned and not yet finished
         self._key_jobs = 0  # calls outstanding on the key thread
         #: Local lookups done by :meth:`prefetch_remote` (the manifest, or ``None`` for a
@@ -226,7 +242,7 @@ class LocalLifecycle:
     def close(self) -> None:
         self._key_thread.shutdown(wait=True)
         self._io_pool.shutdown(wait=True)
-        self._backfill_pool.shutdown(wait=True)
+        self.warnings.extend(self._backfill.close())
 
     async def _on(self, pool: ThreadPoolExecutor, fn: Callable[[], _T]) -> _T:
         return await asyncio.get_running_loop().run_in_executor(pool, fn)
@@ -286,6 +302,7 @@ class LocalLifecycle:
             asked += len(wanted)
             hits = await remote.prefetch(wanted) if wanted else {}
             if hits:
+                self._backfill.start()
                 blobs_dir = self._spool_dir / _REMOTE_BLOBS
                 blobs_dir.mkdir(exist_ok=True)
                 remote.prefetch_blobs(list(hits.values()), blobs_dir)
@@ -441,14 +458,9 @@ class LocalLifecycle:
         stdout: IO[bytes],
         stderr: IO[bytes],
     ) -> Manifest | None:
-        """RC-001: look up remotely, restore from the downloaded blobs, backfill the local
-        cache.
+        """RC-001: look up remotely, restore from the downloaded blobs, hand the entry to
+        the backfill (whose imports the run waits for at its end).
 
-        A hit whose blobs all arrived as verified bytes in memory is backfilled right after
-        its restore, in the same call: writing a few small files costs less than a
-        background thread fighting the restores for the GIL (~0.35 s of a 1,000-task
-        replay). One with blob files (large blobs, or past the memory budget) is backfilled
-        on the backfill thread, off the critical path; the run waits for it at the end.
         Blob files not prefetched go to a directory of this hit, created only if there are
         any and removed after the backfill.
         """
@@ -458,12 +470,10 @@ class LocalLifecycle:
         own_dir = self._spool_dir / f"remote-{next(self._hits)}"
         blobs: Mapping[Digest, FetchedBlob] | None = None
         restored: Manifest | None = None
-        in_memory = False
         try:
             blobs = await remote.download(manifest, own_dir)
             if blobs is None:
                 return None
-            in_memory = all(isinstance(blob, VerifiedBlob) for blob in blobs.values())
             restored = await self._on_key_thread(
                 partial(
                     self._restore_fetched,
@@ -473,7 +483,6 @@ class LocalLifecycle:
                     blobs=blobs,
                     stdout=stdout,
                     stderr=stderr,
-                    backfill=in_memory,
                 )
             )
             return restored
@@ -481,9 +490,12 @@ class LocalLifecycle:
             owns = blobs is None or any(
                 isinstance(blob, Path) and blob.parent == own_dir for blob in blobs.values()
             )
-            if restored is not None and blobs is not None and not in_memory:
-                self._backfill_pool.submit(
-                    self._backfill, task, manifest, blobs, own_dir if owns else None
+            if restored is not None and blobs is not None:
+                self._backfill.submit(
+                    label=str(task.id),
+                    manifest=manifest,
+                    blobs=blobs,
+                    cleanup=own_dir if owns else None,
                 )
             elif owns:
                 await self._on(self._io_pool, partial(shutil.rmtree, own_dir, ignore_errors=True))
@@ -497,32 +509,12 @@ class LocalLifecycle:
         blobs: Mapping[Digest, FetchedBlob],
         stdout: IO[bytes],
         stderr: IO[bytes],
-        backfill: bool,
     ) -> Manifest | None:
         # A failed local restore may have left partial streams behind.
         for spool in (stdout, stderr):
             spool.seek(0)
             spool.truncate()
-        restored = self._restore_manifest(task, derived, manifest, stdout, stderr, fetched=blobs)
-        if restored is not None and backfill:
-            self._backfill(task, manifest, blobs, None)
-        return restored
-
-    def _backfill(
-        self,
-        task: Task,
-        manifest: Manifest,
-        blobs: Mapping[Digest, FetchedBlob],
-        own_dir: Path | None,
-    ) -> None:
-        """RC-001: the remote entry becomes a local one; ``own_dir`` is removed after."""
-        try:
-            imported = self._cache.import_entry(manifest, _fetched(blobs))
-            if not imported.ok:
-                self.warnings.append(f"{task.id}: {imported.warning}")
-        finally:
-            if own_dir is not None:
-                shutil.rmtree(own_dir, ignore_errors=True)
+        return self._restore_manifest(task, derived, manifest, stdout, stderr, fetched=blobs)
 
     def _replay(self, task: TaskId, stdout: IO[bytes], stderr: IO[bytes]) -> None:
         for spool, emit in (
