@@ -178,6 +178,7 @@ class RemoteCache:
         self._blob_futures: dict[Digest, asyncio.Future[FetchedBlob | None]] = {}
         self._prefetch_budget = _PREFETCH_BUDGET
         self._memory_budget = memory_budget
+        self._dctx = zstandard.ZstdDecompressor()  # the event loop's (not thread-safe)
         self._streams: asyncio.Semaphore | None = None
         self._first_error: str | None = None
         self._log = get_logger("haz.remote")
@@ -460,7 +461,7 @@ class RemoteCache:
             if future is None:
                 rest[digest] = size
                 continue
-            blob = await asyncio.shield(future)
+            blob = future.result() if future.done() else await asyncio.shield(future)
             if blob is None:
                 return None  # the prefetch failed: its error is already counted
             fetched[digest] = blob
@@ -572,7 +573,9 @@ class RemoteCache:
                 spill.append((digest, data, compression))
                 continue
             self._memory_budget -= size
-            got[digest] = _decode_verified(bytes(data), compression, digest, size, self._hash_name)
+            got[digest] = _decode_verified(
+                bytes(data), compression, digest, size, hash_name=self._hash_name, dctx=self._dctx
+            )
         if spill:
             got.update(await self._on_files(self._write_verified, spill, sizes, dest))
         self.stats.blobs_downloaded += len(got)
@@ -584,9 +587,15 @@ class RemoteCache:
     ) -> dict[Digest, FetchedBlob]:
         dest.mkdir(parents=True, exist_ok=True)
         got: dict[Digest, FetchedBlob] = {}
+        dctx = zstandard.ZstdDecompressor()  # this thread's own
         for digest, data, compression in items:
             blob = _decode_verified(
-                bytes(data), compression, digest, sizes[digest], self._hash_name
+                bytes(data),
+                compression,
+                digest,
+                sizes[digest],
+                hash_name=self._hash_name,
+                dctx=dctx,
             )
             path = dest / digest.hex
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -859,21 +868,33 @@ def _batches(items: Iterable[tuple[_T, int]], limits: _Limits) -> Iterable[list[
 
 
 def _decode_verified(
-    data: bytes, compression: Any, digest: Digest, size: int, hash_name: HashName
+    data: bytes,
+    compression: Any,
+    digest: Digest,
+    size: int,
+    *,
+    hash_name: HashName,
+    dctx: zstandard.ZstdDecompressor,
 ) -> VerifiedBlob:
-    """RC-004: the uncompressed bytes of a batch item, verified against size and digest."""
+    """RC-004: the uncompressed bytes of a batch item, verified against size and digest.
+
+    A frame is decompressed only into the recorded size: one that declares another content
+    size is refused unread, so a small hostile frame cannot make the client allocate more.
+    ``dctx`` must not be used by another thread meanwhile.
+    """
     if compression == WIRE_ZSTD:
         try:
-            obj = zstandard.ZstdDecompressor().decompressobj()
-            raw = obj.decompress(data)
+            declared = zstandard.frame_content_size(data)
+            if declared not in (size, -1):
+                raise _RemoteFailure(
+                    f"blob {digest.hex[:12]} declares {declared} bytes, not {size} (corrupt data)",
+                    breaker=False,
+                )
+            raw = dctx.decompress(data, max_output_size=size)
         except zstandard.ZstdError as error:
             raise _RemoteFailure(
                 f"blob {digest.hex[:12]} is not a valid zstd frame: {error}", breaker=False
             ) from None
-        if len(raw) > size:
-            raise _RemoteFailure(
-                f"blob {digest.hex[:12]} is longer than recorded (corrupt data)", breaker=False
-            )
     elif compression == WIRE_IDENTITY:
         raw = data
     else:

@@ -42,6 +42,8 @@ class FakeState:
     write_chunks: list[int] = field(default_factory=list)  # chunks per WriteBlob stream
     uploaded: list[bytes] = field(default_factory=list)  # digests received in any write
     corrupt_reads: bool = False
+    #: raw digest → the zstd frame BatchReadBlobs sends for it instead (a hostile server)
+    frames: dict[bytes, bytes] = field(default_factory=dict)
     fail_with: grpc.StatusCode | None = None
     hang_s: float = 0.0
     max_batch_total: int = 4 << 20
@@ -118,6 +120,14 @@ class ContentStore(_Base, cache_pb2_grpc.ContentStoreServicer):
                 present = digest.hash in self.state.blobs
             if not present:
                 items.append(cache_pb2.BatchReadBlobsResponse.Item(digest=digest, status_code=5))
+                continue
+            frame = self.state.frames.get(digest.hash)
+            if frame is not None:
+                items.append(
+                    cache_pb2.BatchReadBlobsResponse.Item(
+                        digest=digest, data=frame, compression=cache_pb2.COMPRESSION_ZSTD
+                    )
+                )
                 continue
             data = self._served(digest.hash)
             items.append(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import zstandard
 
 from hazremote.cache import Manifest, StoreStatus
 from hazremote.cache.local import VerifiedBlob
@@ -248,6 +249,46 @@ def test_corrupt_blob_from_the_server_is_a_miss_with_a_warning(
     assert warning is not None
     assert "corrupt data" in warning
     assert other.cache.lookup(make_key("c")).manifest is None  # nothing was imported
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (
+            zstandard.ZstdCompressor().compress(b"y" * (64 << 20)),
+            "declares 67108864 bytes, not 700",
+        ),
+        (b"not a zstd frame at all", "is not a valid zstd frame"),
+    ],
+    ids=["declares-more", "garbage"],
+)
+def test_a_frame_that_declares_another_size_is_refused_unread(
+    server: FakeServer,
+    make_env: Callable[[str], Env],
+    tmp_path: Path,
+    frame: bytes,
+    message: str,
+) -> None:
+    """RC-004: a batch item whose zstd frame declares more bytes than recorded (a 64 MiB
+    "bomb" of a few KiB here) is refused before it is decompressed: a miss with a warning."""
+    env, other = make_env("a"), make_env("b")
+    manifest = stored(env, "bomb", {"/dist/x": b"z" * 700})
+
+    async def scenario() -> tuple[Manifest | None, str | None]:
+        remote = client(server.url)
+        try:
+            assert await upload(remote, env, manifest)
+            server.state.frames[manifest.outputs[0].hash.raw] = frame
+            found = await fetch_into(remote, other, make_key("bomb"), tmp_path / "dl")
+            return found, remote.warning()
+        finally:
+            await remote.close()
+
+    found, warning = run(scenario())
+    assert found is None
+    assert warning is not None
+    assert message in warning
+    assert other.cache.lookup(make_key("bomb")).manifest is None
 
 
 def _dead_port() -> int:
