@@ -1,4 +1,4 @@
-"""Shared helpers of the benchmark scripts: timing medians and a work directory."""
+"""Shared helpers of the benchmark scripts: timing medians, a work directory, a trash."""
 
 from __future__ import annotations
 
@@ -32,3 +32,30 @@ def median_seconds(
         fn()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
+
+
+class Trash:
+    """Moves a clone's cache and outputs aside instead of deleting them between rounds.
+
+    On ext4 the inode allocator skips inodes deleted in the last seconds (``recently_deleted``)
+    and pays kernel CPU for every one it skips, so a replay right after deleting the previous
+    one's thousands of files measured the deletion, growing round after round. A CI machine
+    restoring a fresh clone has no such graveyard: what is set aside is deleted at the end.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._count = 0
+
+    def take(self, path: Path) -> None:
+        if path.exists():
+            self._root.mkdir(parents=True, exist_ok=True)
+            self._count += 1
+            path.rename(self._root / f"{self._count}-{path.name}")
+
+    def take_outputs(self, clone: Path) -> None:
+        for dist in (clone / "packages").glob("*/dist"):
+            self.take(dist)
+
+    def empty(self) -> None:
+        shutil.rmtree(self._root, ignore_errors=True)

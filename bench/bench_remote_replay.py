@@ -13,6 +13,13 @@ measures, as medians of ``--runs`` runs each:
   ``turbo run build`` in clone 1; clone 2 then times the remote replay (``.turbo`` and every
   ``dist`` deleted; the output must say every task was cached) and the local replay.
 
+The two tools' rounds alternate (haz remote + local, then Turborepo remote + local), with a
+``sync`` before each, so drift of the machine hits both alike. Between rounds a clone's cache
+and outputs are moved aside, not deleted (see :class:`Trash`: on ext4, creating files right
+after thousands were deleted costs kernel CPU in the inode allocator, ``recently_deleted`` in
+``perf``, which grew round after round and measured the deletion rather than the replay).
+``--work-root /dev/shm`` puts the clones on tmpfs, leaving the disk out altogether.
+
 Prints one table: N, the four medians and haz/turbo for the remote replay (target <= 1.0).
 Turborepo runs each task through ``npm run``, so its one cold populating run at N = 1,000 takes
 minutes; its remote cache's storage is therefore kept in ``bench/.work`` and reused by later
@@ -41,13 +48,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._util import WORK, work_dir
+from bench._util import WORK, Trash
 from bench.synthetic import write_synthetic
 
 BIN = Path(sys.executable).parent
@@ -194,11 +201,6 @@ def clone(root: Path, size: int, *, turbo: bool) -> None:
         (root / "node_modules").symlink_to(TURBO.parent.parent)
 
 
-def remove_outputs(root: Path) -> None:
-    for dist in (root / "packages").glob("*/dist"):
-        shutil.rmtree(dist)
-
-
 def check_haz_sources(summary: Path, expected: str, size: int, *, tolerate: bool = False) -> int:
     """Every task of the run came from ``expected`` (RC-008 / EXEC-041), else BadRun.
 
@@ -223,62 +225,87 @@ def check_turbo_cached(stdout: str, size: int) -> None:
         raise BadRun(f"turbo replay not fully cached: {match.group(0) if match else stdout}")
 
 
-def measure_haz(
-    size: int, runs: int, scratch: Path, *, retries: int, accept_misses: bool
-) -> tuple[float, float, int, int]:
-    """Medians of the haz remote and local replays, bad attempts discarded, misses tolerated."""
-    first, second = work_dir(f"remote-{size}-haz-a"), work_dir(f"remote-{size}-haz-b")
+def fresh(root: Path, name: str) -> Path:
+    """An empty directory ``root/name`` (removed first if present)."""
+    path = root / name
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+@contextmanager
+def haz_side(
+    size: int, scratch: Path, root: Path, *, trash: Trash, retries: int, accept_misses: bool
+) -> Iterator[Callable[[], tuple[float, float, int]]]:
+    """A filled ``haz-cache-service`` and a second clone; yields one measuring round.
+
+    A round times the remote replay (``.haz/cache`` and every ``dist`` deleted, every task
+    must be a ``remote-cache`` hit) and then the local replay; it returns both and how many
+    tasks ran fresh (only with ``accept_misses``). Bad attempts are retried up to
+    ``retries`` times in all, each reported on stderr.
+    """
+    first, second = fresh(root, f"remote-{size}-haz-a"), fresh(root, f"remote-{size}-haz-b")
     clone(first, size, turbo=False)
     clone(second, size, turbo=False)
     summary = scratch / "summary.json"
+    bad = 0
+
+    def failed(what: str, error: BadRun) -> None:
+        nonlocal bad
+        bad += 1
+        print(f"N = {size}: BAD haz {what} {bad}: {error}", file=sys.stderr, flush=True)
+        if bad > retries:
+            raise SystemExit(f"haz: {bad} bad attempts (--retries {retries})") from error
+
     with haz_service(scratch / "haz-store", scratch / "haz-service.log") as url:
         argv = [HAZ, "run", "--workspace", "--remote", url, "--summary-json", str(summary)]
-        bad = misses = 0
         while True:  # populate the service; a crashed attempt is rerun (the rest then runs)
             try:
                 run(argv, first)
                 break
             except BadRun as error:
-                bad += 1
-                print(f"N = {size}: BAD haz populate {bad}: {error}", file=sys.stderr, flush=True)
-                if bad > retries:
-                    raise SystemExit(f"haz: {bad} bad attempts (--retries {retries})") from error
-        remote: list[float] = []
-        local: list[float] = []
-        while len(remote) < runs:
-            shutil.rmtree(second / ".haz" / "cache", ignore_errors=True)
-            remove_outputs(second)
-            summary.unlink(missing_ok=True)
-            try:
-                remote_seconds = run(argv, second)[0]
-                missed = check_haz_sources(summary, "remote-cache", size, tolerate=accept_misses)
-                local_seconds = run(argv, second)[0]
-                check_haz_sources(summary, "local-cache", size)
+                failed("populate", error)
+
+        def round_() -> tuple[float, float, int]:
+            while True:
+                trash.take(second / ".haz" / "cache")
+                trash.take_outputs(second)
+                summary.unlink(missing_ok=True)
+                subprocess.run(["sync"], check=True)
+                try:
+                    remote_s = run(argv, second)[0]
+                    missed = check_haz_sources(
+                        summary, "remote-cache", size, tolerate=accept_misses
+                    )
+                    local_s = run(argv, second)[0]
+                    check_haz_sources(summary, "local-cache", size)
+                except BadRun as error:
+                    failed("attempt", error)
+                    continue
                 print(
-                    f"  haz N = {size}: remote {remote_seconds:.3f}s, local {local_seconds:.3f}s",
+                    f"  haz N = {size}: remote {remote_s:.3f}s, local {local_s:.3f}s",
                     file=sys.stderr,
                     flush=True,
                 )
-            except BadRun as error:
-                bad += 1
-                print(f"N = {size}: BAD haz attempt {bad}: {error}", file=sys.stderr, flush=True)
-                if bad > retries:
-                    raise SystemExit(f"haz: {bad} bad attempts (--retries {retries})") from error
-                continue
-            misses += missed
-            remote.append(remote_seconds)
-            local.append(local_seconds)
-    return statistics.median(remote), statistics.median(local), bad, misses
+                return remote_s, local_s, missed
+
+        yield round_
+    if bad:
+        print(f"N = {size}: {bad} bad haz attempt(s) discarded (see stderr)")
 
 
-def measure_turbo(size: int, runs: int) -> tuple[float, float]:
-    """Medians of Turborepo's remote and local replays.
+@contextmanager
+def turbo_side(
+    size: int, root: Path, *, trash: Trash
+) -> Iterator[Callable[[], tuple[float, float]]]:
+    """A filled ``turborepo-remote-cache`` and a clone; yields one measuring round.
 
     The remote cache's storage is kept in ``bench/.work`` between invocations: populating it
     takes minutes (every task through ``npm run``) and its entries are keyed by content, so
     it is reused while ``bench/synthetic.py`` and the Turborepo install are unchanged.
     """
-    second = work_dir(f"remote-{size}-turbo-b")
+    second = fresh(root, f"remote-{size}-turbo-b")
     clone(second, size, turbo=True)
     store = WORK / f"remote-{size}-trc-store"
     marker = store / ".populated-by"
@@ -300,22 +327,64 @@ def measure_turbo(size: int, runs: int) -> tuple[float, float]:
             f"--team={TURBO_TEAM}",
         ]
         if not populated:
-            first = work_dir(f"remote-{size}-turbo-a")
+            first = fresh(root, f"remote-{size}-turbo-a")
             clone(first, size, turbo=True)
             run(argv, first)
             marker.write_text(stamp)
-        remote: list[float] = []
-        local: list[float] = []
+
+        def round_() -> tuple[float, float]:
+            trash.take(second / ".turbo")
+            trash.take_outputs(second)
+            subprocess.run(["sync"], check=True)
+            remote_s, stdout = run(argv, second)
+            check_turbo_cached(stdout, size)
+            local_s, stdout = run(argv, second)
+            check_turbo_cached(stdout, size)
+            print(
+                f"  turbo N = {size}: remote {remote_s:.3f}s, local {local_s:.3f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+            return remote_s, local_s
+
+        yield round_
+
+
+def measure(
+    size: int, runs: int, root: Path, *, turbo: bool, retries: int, accept_misses: bool
+) -> tuple[tuple[float, float, int], tuple[float, float] | None]:
+    """Medians of haz (remote, local, tasks run fresh) and Turborepo (remote, local).
+
+    The two tools' rounds alternate, so drift of the machine (or of the file system, which
+    gets slower at creating files right after thousands were deleted) hits both alike.
+    """
+    haz: list[tuple[float, float, int]] = []
+    other: list[tuple[float, float]] = []
+    trash = Trash(root / f"remote-{size}-trash")
+    trash.empty()
+    with (
+        tempfile.TemporaryDirectory(prefix="haz-remote-bench-") as tmp,
+        haz_side(
+            size, Path(tmp), root, trash=trash, retries=retries, accept_misses=accept_misses
+        ) as hz,
+        turbo_side(size, root, trash=trash) if turbo else nullcontext(None) as tb,
+    ):
         for _ in range(runs):
-            shutil.rmtree(second / ".turbo", ignore_errors=True)
-            remove_outputs(second)
-            seconds, stdout = run(argv, second)
-            check_turbo_cached(stdout, size)
-            remote.append(seconds)
-            seconds, stdout = run(argv, second)
-            check_turbo_cached(stdout, size)
-            local.append(seconds)
-    return statistics.median(remote), statistics.median(local)
+            haz.append(hz())
+            if tb is not None:
+                other.append(tb())
+    trash.empty()
+    haz_median = (
+        statistics.median(h[0] for h in haz),
+        statistics.median(h[1] for h in haz),
+        sum(h[2] for h in haz),
+    )
+    if not other:
+        return haz_median, None
+    return haz_median, (
+        statistics.median(t[0] for t in other),
+        statistics.median(t[1] for t in other),
+    )
 
 
 def main() -> None:
@@ -323,6 +392,11 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[200, 1000])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-turbo", action="store_true")
+    parser.add_argument(
+        "--work-root",
+        type=Path,
+        help="where the clones go (default bench/.work); e.g. /dev/shm to leave the disk out",
+    )
     parser.add_argument(
         "--retries",
         type=int,
@@ -340,33 +414,31 @@ def main() -> None:
         ensure_trc()
     for package in ("hazremote", "cache_service"):
         compileall.compile_dir(Path(__file__).resolve().parent.parent / package, quiet=1)
+    root = args.work_root.resolve() if args.work_root else WORK
+    print(f"workspaces under {root}", file=sys.stderr, flush=True)
     rows = []
     for size in args.sizes:
-        with tempfile.TemporaryDirectory(prefix="haz-remote-bench-") as tmp:
-            try:
-                haz = measure_haz(
-                    size,
-                    args.runs,
-                    Path(tmp),
-                    retries=args.retries,
-                    accept_misses=args.accept_misses,
-                )
-                other = measure_turbo(size, args.runs) if turbo else None
-            except BadRun as error:
-                raise SystemExit(str(error)) from error
+        try:
+            haz, other = measure(
+                size,
+                args.runs,
+                root,
+                turbo=turbo,
+                retries=args.retries,
+                accept_misses=args.accept_misses,
+            )
+        except BadRun as error:
+            raise SystemExit(str(error)) from error
         rows.append((size, haz, other))
-        print(f"N = {size}: haz {haz}, turbo {other}", file=sys.stderr, flush=True)
-    print(f"\nremote-hit vs local-hit replay, median of {args.runs} runs (seconds)")
+    print(f"\nremote-hit vs local-hit replay, median of {args.runs} runs (seconds), in {root}")
     header = ["N", "haz remote", "haz local", "turbo remote", "turbo local", "haz/turbo remote"]
     print("".join(f"{h:>17}" for h in header))
-    for size, (haz_remote, haz_local, _, _), other in rows:
+    for size, (haz_remote, haz_local, _), other in rows:
         line = f"{size:>17}{haz_remote:>16.3f}s{haz_local:>16.3f}s"
         if other is not None:
             line += f"{other[0]:>16.3f}s{other[1]:>16.3f}s{haz_remote / other[0]:>16.2f}x"
         print(line)
-    for size, (_, _, bad, misses), _ in rows:
-        if bad:
-            print(f"N = {size}: {bad} bad haz attempt(s) discarded (see stderr)")
+    for size, (_, _, misses), _ in rows:
         if misses:
             print(f"N = {size}: {misses} task(s) ran fresh instead of a remote hit (kept)")
 

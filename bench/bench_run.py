@@ -6,7 +6,8 @@ measures, as medians of ``--runs`` runs each:
 
 * cold run (empty cache, no outputs),
 * fully cached replay (nothing changed),
-* replay after deleting every output,
+* replay after deleting every output (moved aside, deleted after the scenario: see
+  ``bench._util.Trash``),
 * one-file incremental change (one mid-graph package's source edited),
 
 for ``haz`` and for Turborepo (``npm install turbo`` into ``bench/.work``), and prints the ratio
@@ -33,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._util import WORK, work_dir
+from bench._util import WORK, Trash, work_dir
 from bench.synthetic import write_synthetic
 
 HAZ = str(Path(sys.executable).parent / "haz")
@@ -85,6 +86,11 @@ def remove_outputs(root: Path) -> None:
         shutil.rmtree(dist)
 
 
+def set_outputs_aside(trash: Trash, root: Path) -> None:
+    """Outputs "deleted" for a replay are moved aside (see :class:`bench._util.Trash`)."""
+    trash.take_outputs(root)
+
+
 class Tool:
     def __init__(self, name: str, argv: list[str], cache_dirs: list[str]) -> None:
         self.name = name
@@ -101,9 +107,11 @@ def measure(tool: Tool, root: Path, *, runs: int, cold_runs: int, edit: Path) ->
     figures: dict[str, float] = {}
     figures["cold"] = median_of(cold_runs, lambda: tool.clear(root), tool.argv, root)
     figures["replay"] = median_of(runs, lambda: None, tool.argv, root)
+    trash = Trash(root.parent / f"{root.name}-trash")
     figures["replay, outputs deleted"] = median_of(
-        runs, lambda: remove_outputs(root), tool.argv, root
+        runs, lambda: set_outputs_aside(trash, root), tool.argv, root
     )
+    trash.empty()
     original = edit.read_text()
     counter = iter(range(10**6))
 
