@@ -260,17 +260,24 @@ async def _execute(
         await loop.run_in_executor(
             None, deriver.prefetch, [context.graph.tasks[t] for t in run_set]
         )
-        await lifecycle.prefetch_remote(context.graph, run_set)
-        outcome = await run_graph(
-            graph=context.graph,
-            run_set=run_set,
-            lifecycle=lifecycle,
-            events=Events(),
-            limits=SchedulingLimits(
-                jobs=_jobs(context, args), tag_caps=dict(settings.concurrency.tags)
-            ),
-            cancel=cancel,
-        )
+        # RC-001: the remote lookahead runs beside the scheduler: restores start with the
+        # first level's answers, and a probe whose key is being looked up waits for that.
+        lookahead = asyncio.ensure_future(lifecycle.prefetch_remote(context.graph, run_set))
+        try:
+            outcome = await run_graph(
+                graph=context.graph,
+                run_set=run_set,
+                lifecycle=lifecycle,
+                events=Events(),
+                limits=SchedulingLimits(
+                    jobs=_jobs(context, args), tag_caps=dict(settings.concurrency.tags)
+                ),
+                cancel=cancel,
+            )
+        finally:
+            lookahead.cancel()  # done by now unless the run ended early
+            with contextlib.suppress(asyncio.CancelledError):
+                await lookahead
         if remote is not None and not cancel.requested.is_set():
             # RC-002: pending uploads finish before the run ends, bounded by a timeout.
             await remote.drain(progress=_upload_progress)

@@ -172,6 +172,8 @@ class RemoteCache:
         self._pending: list[_Pending] = []
         #: Answers of :meth:`prefetch`, each handed out once by :meth:`lookup`.
         self._prefetched: dict[Digest, Manifest | None] = {}
+        #: Keys of prefetches under way → a future done when their answers are in.
+        self._inflight: dict[Digest, asyncio.Future[None]] = {}
         self._flush_handle: asyncio.Handle | None = None
         self._uploads: set[asyncio.Task[bool]] = set()
         self._background: set[asyncio.Task[None]] = set()
@@ -334,19 +336,30 @@ class RemoteCache:
 
     async def prefetch(self, keys: Sequence[Digest]) -> dict[Digest, Manifest]:
         """Look up ``keys`` now, in as few batches as the server allows; :meth:`lookup` then
-        answers them (hit or miss) without another round trip. Returns the hits.
+        answers them (hit or miss) without another round trip — a lookup of a key whose
+        prefetch is still under way waits for it. Returns the hits.
 
         A failed prefetch remembers nothing: the later lookups ask again (or meet the breaker).
         """
-        wanted = [k for k in dict.fromkeys(keys) if k not in self._prefetched]
+        wanted = [
+            k for k in dict.fromkeys(keys) if k not in self._prefetched and k not in self._inflight
+        ]
         if not wanted:
             return {}
-        errors = self.stats.errors
-        self.stats.lookups += len(wanted)
-        found = await self.lookup_many(wanted)
-        if self.stats.errors == errors:
+        flight: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for key in wanted:
+            self._inflight[key] = flight
+        try:
+            errors = self.stats.errors
+            self.stats.lookups += len(wanted)
+            found = await self.lookup_many(wanted)
+            if self.stats.errors == errors:
+                for key in wanted:
+                    self._prefetched[key] = found.get(key)
+        finally:
             for key in wanted:
-                self._prefetched[key] = found.get(key)
+                del self._inflight[key]
+            flight.set_result(None)
         return found
 
     async def lookup(self, key: Digest) -> Manifest | None:
@@ -354,6 +367,9 @@ class RemoteCache:
 
         Lookups issued within ``coalesce_s`` of each other share one ``BatchGetManifests``.
         """
+        flight = self._inflight.get(key)
+        if flight is not None:
+            await asyncio.shield(flight)
         if key in self._prefetched:
             return self._prefetched.pop(key)
         loop = asyncio.get_running_loop()

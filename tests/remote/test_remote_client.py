@@ -456,6 +456,38 @@ def test_prefetch_answers_lookups_and_batches_the_blobs_of_many_hits(
     run(scenario())
 
 
+def test_a_lookup_of_a_key_being_prefetched_waits_for_that_batch(
+    server: FakeServer, make_env: Callable[[str], Env]
+) -> None:
+    """RC-001: the lookahead runs beside the scheduler; a probe's lookup of a key whose
+    prefetch is under way waits for its answer instead of sending a lookup of its own."""
+    env = make_env("a")
+    manifest = stored(env, "p", {"/dist/p": b"p"})
+
+    async def scenario() -> tuple[Manifest | None, Manifest | None, int]:
+        remote = client(server.url)
+        try:
+            assert await upload(remote, env, manifest)
+            before = server.state.calls["BatchGetManifests"]
+            server.state.hang_s = 0.3  # the prefetch's batch is slow to answer
+            prefetch = asyncio.ensure_future(remote.prefetch([make_key("p"), make_key("q")]))
+            await asyncio.sleep(0.05)  # the batch is on the wire
+            hit, miss = await asyncio.gather(
+                remote.lookup(make_key("p")), remote.lookup(make_key("q"))
+            )
+            await prefetch
+            return hit, miss, server.state.calls["BatchGetManifests"] - before
+        finally:
+            server.state.hang_s = 0
+            await remote.close()
+
+    hit, miss, batches = run(scenario())
+    assert hit is not None
+    assert hit.key == make_key("p")
+    assert miss is None
+    assert batches == 1
+
+
 def test_batch_blobs_past_the_memory_budget_arrive_as_verified_files(
     server: FakeServer, make_env: Callable[[str], Env], tmp_path: Path
 ) -> None:
