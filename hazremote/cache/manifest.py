@@ -299,6 +299,15 @@ def _list(value: object, where: str) -> list[Any]:
 
 
 def _digest(value: object, where: str) -> Digest:
+    # Fast path (a manifest holds dozens): exactly 64 lowercase hex digits, checked with C-level
+    # calls; anything else takes the checks below, which name the problem.
+    if type(value) is str and len(value) == 64:
+        try:
+            raw = bytes.fromhex(value)
+        except ValueError:
+            raw = b""
+        if raw.hex() == value:
+            return Digest(raw)
     text = _str(value, where)
     if _HEX64.fullmatch(text) is None:
         _fail(where, f"expected 64 lowercase hex characters, got {text!r}")
