@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,9 +14,11 @@ from hazremote.cache import (
     OutputFile,
     OutputRecord,
     RecordedKeyComponents,
+    RestoreResult,
     StoreResult,
     StreamRecord,
 )
+from hazremote.cache.local import FetchedBlob
 from hazremote.domain.digest import Digest, digest_bytes
 from hazremote.domain.model import CommandAction, HashName
 from hazremote.domain.patterns import PathPattern, parse_pattern
@@ -83,6 +86,25 @@ class Env:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         return path
+
+    def restore(
+        self,
+        manifest: Manifest,
+        *,
+        fetched: Mapping[Digest, FetchedBlob] | None = None,
+        outputs: str = "/dist/**",
+    ) -> tuple[RestoreResult, Sinks]:
+        """Restore ``manifest`` into the workspace (from ``fetched`` blobs if given)."""
+        sinks = Sinks()
+        result = self.cache.restore(
+            manifest,
+            fetched=fetched,
+            workspace_root=self.workspace,
+            output_patterns=patterns(outputs),
+            stdout_sink=sinks.stdout.append,
+            stderr_sink=sinks.stderr.append,
+        )
+        return result, sinks
 
     def store(
         self,

@@ -21,7 +21,7 @@ from hazremote.cache._blobs import BlobCorrupt
 from hazremote.cache._blobs import verified_blob as make_verified_blob
 from hazremote.cache.local import FetchedBlob, VerifiedBlob
 from hazremote.domain.digest import Digest, digest_bytes
-from tests.cache.cachekit import HASH, Env, Sinks, make_key, patterns
+from tests.cache.cachekit import HASH, Env, Sinks, make_key
 
 
 def source_entry(env: Env, label: str) -> Manifest:
@@ -67,14 +67,7 @@ def restore_entry(env: Env, label: str) -> Sinks:
     """Look the entry up in ``env`` and restore it; it must succeed. Returns its streams."""
     found = env.cache.lookup(make_key(label))
     assert found.manifest is not None
-    sinks = Sinks()
-    restored = env.cache.restore(
-        found.manifest,
-        workspace_root=env.workspace,
-        output_patterns=patterns("/dist/**"),
-        stdout_sink=sinks.stdout.append,
-        stderr_sink=sinks.stderr.append,
-    )
+    restored, sinks = env.restore(found.manifest)
     assert restored.ok, restored.message
     return sinks
 
@@ -197,16 +190,7 @@ def test_a_restore_from_fetched_files_verifies_every_byte(
     files = raw_files(origin, manifest, tmp_path / "raw")
 
     def restore(with_files: dict[Digest, Path]) -> tuple[RestoreResult, Sinks]:
-        sinks = Sinks()
-        result = target.cache.restore(
-            manifest,
-            fetched=with_files,
-            workspace_root=target.workspace,
-            output_patterns=patterns("/dist/**"),
-            stdout_sink=sinks.stdout.append,
-            stderr_sink=sinks.stderr.append,
-        )
-        return result, sinks
+        return target.restore(manifest, fetched=with_files)
 
     victim = next(o.hash for o in manifest.outputs if o.path == "/dist/noise")
     bad = dict(files)
@@ -239,15 +223,7 @@ def test_verified_bytes_in_memory_import_and_restore_like_files(
     assert stored.manifest is not None
     manifest = stored.manifest
     blobs = in_memory(raw_files(origin, manifest, tmp_path / "raw"))
-    sinks = Sinks()
-    restored = target.cache.restore(
-        manifest,
-        fetched=blobs,
-        workspace_root=target.workspace,
-        output_patterns=patterns("/dist/**"),
-        stdout_sink=sinks.stdout.append,
-        stderr_sink=sinks.stderr.append,
-    )
+    restored, _ = target.restore(manifest, fetched=blobs)
     assert restored.ok, restored.message
     assert (target.workspace / "dist/big").read_bytes() == big
     result = target.cache.import_entry(manifest, lambda digest, size: blobs[digest])
@@ -274,15 +250,7 @@ def test_verified_bytes_of_another_blob_are_refused(
     text = next(o.hash for o in manifest.outputs if o.path == "/dist/text")
     noise = next(o.hash for o in manifest.outputs if o.path == "/dist/noise")
     swapped = {**blobs, text: blobs[noise]}
-    sinks = Sinks()
-    restored = target.cache.restore(
-        manifest,
-        fetched=swapped,
-        workspace_root=target.workspace,
-        output_patterns=patterns("/dist/**"),
-        stdout_sink=sinks.stdout.append,
-        stderr_sink=sinks.stderr.append,
-    )
+    restored, _ = target.restore(manifest, fetched=swapped)
     assert restored.status is RestoreStatus.CORRUPT
     assert not (target.workspace / "dist").exists()
     result = target.cache.import_entry(manifest, lambda digest, size: swapped[digest])

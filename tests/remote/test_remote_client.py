@@ -23,7 +23,7 @@ from hazremote.cache.local import VerifiedBlob
 from hazremote.domain.digest import Digest
 from hazremote.domain.model import RemoteMode
 from hazremote.remote.client import RemoteCache
-from tests.cache.cachekit import HASH, REVISION, Env, Sinks, make_key, patterns
+from tests.cache.cachekit import HASH, REVISION, Env, make_key
 from tests.remote.conftest import FAST, config_for
 from tests.remote.fakeserver import FakeServer
 
@@ -95,14 +95,7 @@ def test_upload_then_lookup_from_a_second_cache_restores_identical_bytes(
 
     imported = run(scenario())
     assert imported is not None
-    sinks = Sinks()
-    result = second.cache.restore(
-        imported,
-        workspace_root=second.workspace,
-        output_patterns=patterns("/dist/**"),
-        stdout_sink=sinks.stdout.append,
-        stderr_sink=sinks.stderr.append,
-    )
+    result, sinks = second.restore(imported)
     assert result.ok, result.message
     assert (second.workspace / "dist/big.bin").read_bytes() == big
     assert (second.workspace / "dist/app.js").read_bytes() == b"console.log(1)\n"
@@ -518,14 +511,7 @@ def test_batch_blobs_past_the_memory_budget_arrive_as_verified_files(
 
     imported = run(scenario())
     assert imported is not None
-    sinks = Sinks()
-    result = second.cache.restore(
-        imported,
-        workspace_root=second.workspace,
-        output_patterns=patterns("/dist/**"),
-        stdout_sink=sinks.stdout.append,
-        stderr_sink=sinks.stderr.append,
-    )
+    result, sinks = second.restore(imported)
     assert result.ok, result.message
     assert (second.workspace / "dist/a").read_bytes() == b"a" * 100
     assert (second.workspace / "dist/b").read_bytes() == b"b" * 200
