@@ -3,8 +3,9 @@
 Spec coverage:
 * §5 — ``haz-cache-service [serve] [--config FILE] [--listen HOST:PORT] [--storage URL]
   [--s3-endpoint URL] [--s3-region R] [--metrics-listen HOST:PORT] [--read-cache DIR
-  --read-cache-size SIZE]`` plus ``--log-level``, ``--log-format`` and the SVC-006 limit flags
-  (``--max-blob-size`` …); no subcommand means ``serve``.
+  --read-cache-size SIZE [--read-cache-manifest-ttl D]]`` plus ``--log-level``,
+  ``--log-format`` and the SVC-006 limit flags (``--max-blob-size`` …); no subcommand means
+  ``serve``.
 * SVC-003 — flag > ``HAZ_CACHE_*`` environment > YAML file > default (:mod:`.config`).
 * EXEC-021 — exit 2 on bad configuration or usage, 1 when the service cannot start (port
   taken, storage unreachable), 0 after a graceful shutdown on SIGTERM/SIGINT (SVC-005).
@@ -39,6 +40,9 @@ _HELP = {
     "metrics_listen": "serve Prometheus metrics over HTTP on HOST:PORT",
     "read_cache": "local directory caching S3 reads (LRU; with --read-cache-size)",
     "read_cache_size": "bound of the read cache, e.g. 10GiB",
+    "read_cache_manifest_ttl": "with --read-cache: how long a found manifest is served from "
+    "memory, the bound on how late another process's purge or replacement is seen "
+    "(default 30s; 0: off)",
     "log_level": "debug | info | warning | error (default info)",
     "log_format": "console | json (default json)",
     "shutdown_grace": "time in-flight RPCs get after SIGTERM (default 10s)",
@@ -62,6 +66,7 @@ _METAVARS = {
     "s3_region": "R",
     "read_cache": "DIR",
     "read_cache_size": "SIZE",
+    "read_cache_manifest_ttl": "DURATION",
     "log_level": "LEVEL",
     "log_format": "FORMAT",
     "shutdown_grace": "DURATION",

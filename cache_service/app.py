@@ -114,6 +114,7 @@ def open_configured_storage(
         s3_region=config.s3_region,
         read_cache_dir=config.read_cache_dir,
         read_cache_size=config.read_cache_size,
+        read_cache_manifest_ttl=config.read_cache_manifest_ttl,
         fsync=True,
     )
     try:

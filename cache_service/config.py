@@ -10,6 +10,9 @@ Spec coverage:
   ``HAZ_CACHE_MAX_*`` variables) and validated against the others.
 * EXEC-021 — any unknown key or bad value is a :class:`ServiceConfigError` (exit 2) whose
   message names where the value came from.
+* SVC-001 — ``--read-cache-manifest-ttl D`` (``HAZ_CACHE_READ_CACHE_MANIFEST_TTL``,
+  ``read_cache_manifest_ttl:``; default 30 s, 0 turns it off): with ``--read-cache``, how long
+  a found S3 manifest is served from memory; it needs ``--read-cache``.
 * SEC-002 — ``--tokens FILE`` (``HAZ_CACHE_TOKENS``, ``tokens:``): the tokens file's path
   (its content is parsed by :mod:`cache_service.auth`).
 * SEC-005 — ``--tls-cert F --tls-key F [--tls-client-ca F]`` (``HAZ_CACHE_TLS_*``,
@@ -96,6 +99,8 @@ class ServiceConfig:
     metrics_listen: Address | None = None
     read_cache_dir: Path | None = None
     read_cache_size: int | None = None
+    #: With a read cache: seconds a found S3 manifest is served from memory (0: never).
+    read_cache_manifest_ttl: float = 30.0
     log_level: str = "info"
     log_format: str = "json"
     #: SVC-005: in-flight RPCs get this long to finish after SIGTERM.
@@ -199,6 +204,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(key="metrics_listen", parse=_address),
     Setting(key="read_cache", parse=_path),
     Setting(key="read_cache_size", parse=_positive_size),
+    Setting(key="read_cache_manifest_ttl", parse=_duration),
     Setting(key="log_level", parse=_choice(LOG_LEVELS)),
     Setting(key="log_format", parse=_choice(LOG_FORMATS)),
     Setting(key="shutdown_grace", parse=_duration),
@@ -285,6 +291,8 @@ def resolve_config(*, flags: Mapping[str, object | None], env: Mapping[str, str]
     read_cache_size = values.get("read_cache_size")
     if read_cache_size is not None and read_cache_dir is None:
         raise ServiceConfigError("--read-cache-size needs --read-cache DIR")
+    if "read_cache_manifest_ttl" in values and read_cache_dir is None:
+        raise ServiceConfigError("--read-cache-manifest-ttl needs --read-cache DIR")
     if ("tls_cert" in values) != ("tls_key" in values):
         raise ServiceConfigError("--tls-cert and --tls-key go together")
     if "tls_client_ca" in values and "tls_cert" not in values:
@@ -301,6 +309,7 @@ def resolve_config(*, flags: Mapping[str, object | None], env: Mapping[str, str]
             k: values[k]
             for k in (
                 "listen",
+                "read_cache_manifest_ttl",
                 "log_level",
                 "log_format",
                 "shutdown_grace",

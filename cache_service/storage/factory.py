@@ -3,7 +3,9 @@
 Spec coverage:
 * SVC-001 — ``file:///abs/dir`` or a plain path → disk leaves; ``s3://bucket/prefix`` → S3
   leaves (endpoint and region from the config, credentials from the standard AWS chain),
-  behind a bounded LRU disk read cache when ``read_cache_dir`` is set; ``memory://`` → memory
+  behind a bounded LRU disk read cache when ``read_cache_dir`` is set — and then the manifest
+  store behind an in-memory cache whose entries live ``read_cache_manifest_ttl`` seconds
+  (:mod:`.manifest_caching`; 0 turns it off); ``memory://`` → memory
   leaves (tests). The blob store is always wrapped in :class:`VerifyingBlobStore` (RC-004),
   and both stores in metrics decorators when a registry is given (SVC-004).
 * SVC-003 — the values come from the server's config file, flags or ``HAZ_*`` variables;
@@ -22,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from cache_service.storage.base import BlobStore, ManifestStore
 from cache_service.storage.disk import DiskBlobStore, DiskManifestStore
+from cache_service.storage.manifest_caching import ReadCachingManifestStore
 from cache_service.storage.memory import MemoryBlobStore, MemoryManifestStore
 from cache_service.storage.metrics import MetricsBlobStore, MetricsManifestStore, StorageMetrics
 from cache_service.storage.read_caching import ReadCachingBlobStore
@@ -49,6 +52,8 @@ class StorageConfig:
         s3_region: S3 region (None: the standard AWS chain).
         read_cache_dir: local directory caching S3 reads (only with ``s3://``).
         read_cache_size: bound of the read cache in stored bytes (required with the dir).
+        read_cache_manifest_ttl: with a read cache, seconds a found manifest is served from
+            memory (bounded staleness; 0: manifests always read from S3).
         fsync: fsync every file written by disk stores.
     """
 
@@ -57,6 +62,7 @@ class StorageConfig:
     s3_region: str | None = None
     read_cache_dir: Path | None = None
     read_cache_size: int | None = None
+    read_cache_manifest_ttl: float = 30.0
     fsync: bool = False
 
 
@@ -96,13 +102,19 @@ def _leaves(config: StorageConfig) -> tuple[BlobStore, ManifestStore, str]:
         )
         check_bucket(client, location.bucket)
         blobs: BlobStore = S3BlobStore(client=client, location=location)
-        manifests = S3ManifestStore(client=client, location=location)
+        manifests: ManifestStore = S3ManifestStore(client=client, location=location)
         if config.read_cache_dir is None:
             return blobs, manifests, "s3"
         if config.read_cache_size is None or config.read_cache_size <= 0:
             raise ValueError("a read cache needs a positive size (read_cache_size)")
+        if config.read_cache_manifest_ttl < 0:
+            raise ValueError("read_cache_manifest_ttl must not be negative")
         fast = DiskBlobStore(config.read_cache_dir, fsync=False)
         cached = ReadCachingBlobStore(slow=blobs, fast=fast, max_bytes=config.read_cache_size)
+        if config.read_cache_manifest_ttl > 0:
+            manifests = ReadCachingManifestStore(
+                inner=manifests, ttl_s=config.read_cache_manifest_ttl
+            )
         return cached, manifests, "s3"
     scheme = url.partition("://")[0]
     raise ValueError(

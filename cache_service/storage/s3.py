@@ -13,6 +13,10 @@ Spec coverage:
 * RC-003 (server side) — botocore runs with bounded connect/read timeouts and standard retries,
   and every botocore failure becomes a :class:`StorageError` naming the operation and key, so a
   dead or black-holed endpoint is an error within a bounded time, never a hang.
+* Issue 5 (lookup speed) — :meth:`S3ManifestStore.get` first tries a lean signed GET
+  (:mod:`._s3_fast`: botocore's SigV4 signer, a pooled urllib3 connection, the client's
+  endpoint, region, credentials, TLS and timeouts); it answers a found or NoSuchKey object and
+  leaves everything else to the boto3 read, so retries and errors are exactly boto3's.
 Out of scope: creating buckets (:func:`check_bucket` only verifies one exists), lifecycle
 rules, and server-side encryption settings (bucket policy).
 """
@@ -24,7 +28,8 @@ import datetime as dt
 import email.utils
 import io
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal, NoReturn
@@ -45,6 +50,7 @@ from cache_service.storage._layout import (
     parse_blob_name,
     parse_manifest_name,
 )
+from cache_service.storage._s3_fast import FALL_BACK, SignedGet
 from cache_service.storage.base import (
     WOULD_BLOCK,
     BlobInfo,
@@ -344,13 +350,38 @@ class S3ManifestStore(_S3Base):
     Args:
         client: a boto3 S3 client (:func:`make_s3_client`); shared, thread-safe.
         location: bucket and key prefix.
+        lean_get: read documents with :class:`~._s3_fast.SignedGet` when the client allows
+            (False: every read through boto3, as a baseline).
+        clock: monotonic seconds (when the lean GET may be tried again after a fallback).
     """
+
+    def __init__(
+        self,
+        *,
+        client: Any,
+        location: S3Location,
+        lean_get: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(client=client, location=location)
+        self._lean = (
+            SignedGet.for_client(client, location.bucket, clock=clock) if lean_get else None
+        )
+
+    @property
+    def lean_get(self) -> SignedGet | None:
+        """The lean reader in use (None: boto3 reads everything)."""
+        return self._lean
 
     def _key(self, namespace: str, hash_name: HashName, key: Digest) -> str:
         return self._prefix + manifest_name(namespace, hash_name, key)
 
     def get(self, namespace: str, hash_name: HashName, key: Digest) -> bytes | None:
         object_key = self._key(namespace, hash_name, key)
+        if self._lean is not None:
+            answer = self._lean.get(object_key)
+            if answer is not FALL_BACK:
+                return answer
         response = self._get(object_key)
         if response is None:
             return None

@@ -42,13 +42,15 @@ def weed_binary() -> Path | None:
 
 @dataclass
 class SeaweedS3:
-    """One ``weed mini`` process serving S3 on ``endpoint_url`` (open access: no SigV4 check).
+    """One ``weed mini`` process serving S3 on ``endpoint_url`` (open access: no SigV4 check,
+    unless ``require_auth``: then only requests signed with ACCESS_KEY/SECRET_KEY pass).
 
     Usage: ``server = SeaweedS3(workdir); server.start(); ...; server.stop()``.
     """
 
     workdir: Path
     startup_timeout_s: float = 30.0
+    require_auth: bool = False
     process: subprocess.Popen[bytes] | None = None
     s3_port: int = 0
 
@@ -100,6 +102,8 @@ class SeaweedS3:
             for key, value in os.environ.items()
             if not key.startswith("AWS_")  # open access: no SigV4 enforcement
         }
+        if self.require_auth:  # weed enforces SigV4 for the identity in its environment
+            env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
         # weed puts internal `seaweedfs-*-grpc-<port>.sock` files in the temp dir; keep them
         # in ours so a killed server leaves nothing behind in the system /tmp.
         env["TMPDIR"] = str(sockets)

@@ -14,6 +14,7 @@ import pytest
 
 from cache_service.storage.base import BlobRef, BlobStore, ManifestStore
 from cache_service.storage.disk import DiskBlobStore, DiskManifestStore
+from cache_service.storage.manifest_caching import ReadCachingManifestStore
 from cache_service.storage.memory import MemoryBlobStore, MemoryManifestStore
 from cache_service.storage.read_caching import ReadCachingBlobStore
 from cache_service.storage.s3 import (
@@ -115,7 +116,7 @@ class ManifestBackend:
     names: Callable[[], set[str]] | None
 
 
-@pytest.fixture(params=["memory", "disk", "s3"])
+@pytest.fixture(params=["memory", "disk", "s3", "manifest_cache_over_s3"])
 def manifest_backend(request: pytest.FixtureRequest, tmp_path: Path) -> ManifestBackend:
     kind: str = request.param
     if kind == "memory":
@@ -124,9 +125,10 @@ def manifest_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Manifest
         root = tmp_path / "store"
         return ManifestBackend(kind, DiskManifestStore(root), lambda: disk_names(root))
     env: S3Env = request.getfixturevalue("s3_env")
-    return ManifestBackend(
-        kind, S3ManifestStore(client=env.client, location=env.location), env.object_names
-    )
+    s3 = S3ManifestStore(client=env.client, location=env.location)
+    if kind == "s3":
+        return ManifestBackend(kind, s3, env.object_names)
+    return ManifestBackend(kind, ReadCachingManifestStore(inner=s3, ttl_s=30), env.object_names)
 
 
 @dataclass(frozen=True)
