@@ -51,15 +51,26 @@ from hazremote.keys.framing import CHAPTER_REVISION
 __all__ = ["ManifestService", "content_of", "referenced_blobs", "validate_namespace"]
 
 
+#: Namespaces found valid, so a lookup does not check its namespace again (a few per
+#: service); cleared when it holds :data:`_VALID_NAMESPACES_MAX`.
+_valid_namespaces: set[str] = set()
+_VALID_NAMESPACES_MAX = 1024
+
+
 def validate_namespace(namespace: str) -> None:
     """SEC-003: a namespace is an ID-like name.
 
     Raises:
         InvalidRequestError: naming the problem.
     """
+    if namespace in _valid_namespaces:
+        return
     problem = name_problem(namespace)
     if problem is not None:
         raise InvalidRequestError(f"namespace {problem}")
+    if len(_valid_namespaces) >= _VALID_NAMESPACES_MAX:
+        _valid_namespaces.clear()
+    _valid_namespaces.add(namespace)
 
 
 def referenced_blobs(manifest: Manifest) -> list[BlobRef]:
@@ -147,20 +158,11 @@ class ManifestService:
             )
         return [self.get(namespace, hash_name, key) for key in keys]
 
-    def _check_lookup(self, chain: Sequence[str], keys: Sequence[Digest]) -> None:
-        if not chain:
-            raise InvalidRequestError("a lookup needs at least one namespace")
-        for namespace in chain:
-            validate_namespace(namespace)
-        if len(keys) > self._max_batch_items:
-            raise LimitExceededError(
-                f"{len(keys)} keys in one batch; the limit is {self._max_batch_items}"
-            )
-
     def _counted(self, results: list[tuple[bytes, str] | None]) -> list[tuple[bytes, str] | None]:
-        if self._on_lookup is not None:
+        on_lookup = self._on_lookup
+        if on_lookup is not None:
             for found in results:
-                self._on_lookup(found is not None)
+                on_lookup(found is not None)
         return results
 
     def lookup(
@@ -198,7 +200,15 @@ class ManifestService:
         keys: Sequence[Digest],
     ) -> list[tuple[bytes, str] | None] | Literal[WouldBlock.WOULD_BLOCK]:
         """Each key in the namespaces of ``chain``, in order, through ``get``."""
-        self._check_lookup(chain, keys)
+        if not chain:
+            raise InvalidRequestError("a lookup needs at least one namespace")
+        for namespace in chain:
+            if namespace not in _valid_namespaces:
+                validate_namespace(namespace)
+        if len(keys) > self._max_batch_items:
+            raise LimitExceededError(
+                f"{len(keys)} keys in one batch; the limit is {self._max_batch_items}"
+            )
         results: list[tuple[bytes, str] | None] = []
         for key in keys:
             found = None

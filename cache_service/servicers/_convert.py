@@ -65,7 +65,9 @@ def blob_ref(hash_function: int, message: digest_pb2.Digest) -> BlobRef:
 
 
 def key_digest(raw: bytes) -> Digest:
-    return _digest(raw, "cache key")
+    if len(raw) != DIGEST_SIZE:  # every lookup: not through _digest (issue 5)
+        raise InvalidRequestError(f"cache key has {len(raw)} bytes; a digest has {DIGEST_SIZE}")
+    return Digest(raw)
 
 
 def digest_message(ref: BlobRef) -> digest_pb2.Digest:

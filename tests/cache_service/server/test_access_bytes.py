@@ -35,9 +35,9 @@ class _Recorder:
         self.events: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
-    def info(self, event: str, **fields: Any) -> None:
+    def rpc(self, **fields: Any) -> None:
         with self._lock:
-            self.events.append({"event": event, **fields})
+            self.events.append({"event": "rpc", **fields})
 
     def wait_for(self, method: str, count: int = 1) -> list[dict[str, Any]]:
         """The events of ``method`` once there are ``count`` (the server logs an RPC after its

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from cache_service import manifests as manifests_module
 from cache_service.app import RunningServer
+from cache_service.errors import InvalidRequestError
 from cache_service.identity import OpenAccess
 from cache_service.manifests import ManifestService
 from cache_service.observe import AccessInterceptor, ServiceMetrics
@@ -112,6 +114,26 @@ def test_lookup_nowait_follows_the_read_through_chain_and_counts_once(blocks: bo
         found = service.lookup(("pr-1", "main"), B3, keys)
     assert found == [(b"from pr", "pr-1"), (b"from main", "main"), None]
     assert counted == [True, True, False]
+
+
+@pytest.mark.parametrize("blocks", [False, True])
+def test_every_namespace_of_the_chain_is_validated_on_every_lookup(blocks: bool) -> None:
+    """SEC-003: remembering valid namespaces (issue 5) never lets an invalid one through, nor
+    rejects a valid one, also once the memory was cleared for holding too many."""
+    store = RecordingManifests(blocks=blocks)
+    service = ManifestService(manifests=store, blobs=MemoryBlobStore(), max_batch_items=10)
+    many = [f"ns-{n}" for n in range(2 * manifests_module._VALID_NAMESPACES_MAX + 1)]
+    for namespace in many:
+        assert service.lookup((namespace,), B3, [_key("k")]) == [None]
+    for namespace in many[:3]:
+        assert service.lookup((namespace,), B3, [_key("k")]) == [None]
+    for bad in ("", "-lead", "a/b", "x" * 65, "ü"):
+        with pytest.raises(InvalidRequestError, match="namespace"):
+            service.lookup_nowait(("main", bad), B3, [_key("k")])
+        with pytest.raises(InvalidRequestError, match="namespace"):
+            service.lookup((bad, "main"), B3, [_key("k")])
+        with pytest.raises(InvalidRequestError, match="namespace"):
+            manifests_module.validate_namespace(bad)
 
 
 def test_each_method_handler_is_wrapped_once() -> None:
