@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -77,7 +78,9 @@ def write_messages(pool: bytes, size: int, digest: Digest) -> Iterator[bytes]:
         compression=cache_pb2.COMPRESSION_IDENTITY,
     ).SerializeToString()
     sent = 0
-    for piece in blob_chunks(pool, size):
+    # Pieces are views of the pool: the join below is the one copy (the raw client's is the
+    # slice it sends).
+    for piece in blob_chunks(cast(bytes, memoryview(pool)), size):
         sent += len(piece)
         finish = _FINISH if sent == size else b""
         yield b"".join((head, _DATA_KEY, _varint(len(piece)), piece, finish))

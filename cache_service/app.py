@@ -56,6 +56,7 @@ from cache_service.servicers import (
     ManifestStoreServicer,
     ServerInfo,
 )
+from cache_service.servicers.content import add_content_store
 from cache_service.storage.base import BlobStore, ManifestStore, StorageError
 from cache_service.storage.factory import StorageConfig, open_storage
 from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
@@ -230,7 +231,7 @@ async def serve(
         ),
         registrar,
     )
-    cache_pb2_grpc.add_ContentStoreServicer_to_server(
+    add_content_store(
         ContentStoreServicer(
             blobs=blob_service,
             offload=offload,

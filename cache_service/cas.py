@@ -2,7 +2,7 @@
 
 Everything here is synchronous and blocking (the storage ports are); the servicers run it in
 a thread pool. Blobs travel between this module and the servicers as :class:`BlobRef` values
-and plain bytes — never protobuf messages.
+and plain bytes (uploads: views of the received messages) — never protobuf messages.
 
 Spec coverage:
 * RC-004 — the :class:`BlobStore` given is a verifying one (``open_storage`` always wraps
@@ -111,17 +111,21 @@ class BlobReadStream:
     chunks: Generator[bytes, None, None]
 
 
-def _stored_form(ref: BlobRef, chunks: Iterable[bytes], encoding: WireEncoding) -> Iterable[bytes]:
+#: Bytes as they arrive: a chunk of a message, or a view of one (no copy).
+Buffer = bytes | memoryview
+
+
+def _stored_form(ref: BlobRef, chunks: Iterable[Buffer], encoding: WireEncoding) -> Iterable[bytes]:
     """RC-006: the stored form (one zstd frame) of an upload's wire chunks."""
     if encoding is WireEncoding.ZSTD:
-        return chunks
+        return map(bytes, chunks)  # views become bytes (bytes stay as they are)
     return _encoded(ref, _exactly(ref, chunks))
 
 
-def _encoded(ref: BlobRef, chunks: Iterator[bytes]) -> Iterator[bytes]:
+def _encoded(ref: BlobRef, chunks: Iterator[Buffer]) -> Iterator[bytes]:
     """Identity chunks as one zstd frame: compressed, or raw blocks when a trial on the first
     64 KiB saves under 10 % (the local cache's rule, docs/decisions.md)."""
-    head: list[bytes] = []
+    head: list[Buffer] = []
     seen = 0
     if ref.size >= TRIAL_BYTES:
         for chunk in chunks:
@@ -136,7 +140,7 @@ def _encoded(ref: BlobRef, chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield from compress_chunks(rest, level=ZSTD_LEVEL, size=ref.size)
 
 
-def _pays(head: Sequence[bytes]) -> bool:
+def _pays(head: Sequence[Buffer]) -> bool:
     """Whether zstd shrinks the first :data:`TRIAL_BYTES` of ``head`` by at least 10 %."""
     sample = bytearray()
     for chunk in head:
@@ -145,7 +149,7 @@ def _pays(head: Sequence[bytes]) -> bool:
     return len(packed) <= len(sample) * (1 - TRIAL_MIN_SAVING)
 
 
-def _raw_frame(size: int, chunks: Iterable[bytes]) -> Iterator[bytes]:
+def _raw_frame(size: int, chunks: Iterable[Buffer]) -> Iterator[bytes]:
     """One zstd frame of raw (stored) blocks holding ``size`` bytes (RFC 8878 §3.1.1): what
     zstd itself writes for incompressible input, at the cost of a copy. The caller checks
     that ``chunks`` hold exactly ``size`` bytes (the last block carries the end mark)."""
@@ -168,7 +172,7 @@ def _raw_frame(size: int, chunks: Iterable[bytes]) -> Iterator[bytes]:
             yield b"".join(parts)
 
 
-def _exactly(ref: BlobRef, chunks: Iterable[bytes]) -> Iterator[bytes]:
+def _exactly(ref: BlobRef, chunks: Iterable[Buffer]) -> Iterator[Buffer]:
     """Identity chunks, checked against the declared size before zstd sees a wrong one (the
     frame header announces the size; the verifying store checks the digest)."""
     seen = 0
@@ -245,7 +249,7 @@ class BlobService:
                 results.append(None)
         return results
 
-    def write_stream(self, ref: BlobRef, encoding: WireEncoding, chunks: Iterable[bytes]) -> int:
+    def write_stream(self, ref: BlobRef, encoding: WireEncoding, chunks: Iterable[Buffer]) -> int:
         """Verify and store one blob from its wire chunks; returns its size (RC-004).
 
         A blob already present succeeds at once (its remaining chunks are not read).

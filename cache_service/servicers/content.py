@@ -5,9 +5,12 @@ Spec coverage:
   a status per item (``status_of`` decides the code, here as everywhere).
 * SVC-006 — stream slots bound concurrent ReadBlob/WriteBlob streams (``RESOURCE_EXHAUSTED``).
 * WriteBlob is verified while streaming; a stream that ends without ``finish`` (client went
-  away) publishes nothing. The event loop receives up to :data:`RECEIVE_AHEAD` messages ahead
-  of the storage thread, and a storage thread reads ReadBlob chunks up to :data:`READ_AHEAD`
-  ahead of the one being sent, so network and storage work overlap with bounded memory.
+  away) publishes nothing. Its messages are decoded by :func:`decode_write_chunk`, whose
+  ``data`` is a view of the received bytes (protobuf copies a 1 MiB chunk twice, once to
+  parse and once more to hand out ``data``; :func:`add_content_store` registers it). The
+  event loop receives up to :data:`RECEIVE_AHEAD` messages ahead of the storage thread, and
+  a storage thread reads ReadBlob chunks up to :data:`READ_AHEAD` ahead of the one being
+  sent, so network and storage work overlap with bounded memory.
 Out of scope: the logic itself (``cache_service.cas``), status mapping (``_status``).
 """
 
@@ -20,6 +23,8 @@ import threading
 from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import grpc
 
 from cache_service.cas import BlobService, WriteItem
 from cache_service.errors import InvalidRequestError
@@ -37,9 +42,15 @@ from cache_service.servicers._status import (
     maps_errors_stream,
     status_of,
 )
-from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
+from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc, digest_pb2
 
-__all__ = ["ContentStoreServicer"]
+__all__ = [
+    "ContentStoreServicer",
+    "WriteChunk",
+    "add_content_store",
+    "decode_write_chunk",
+    "encode_read_chunks",
+]
 
 #: A WriteBlob client silent this long is gone: the storage thread gives up (nothing published).
 STREAM_IDLE_TIMEOUT_S = 60.0
@@ -52,6 +63,178 @@ RECEIVE_AHEAD = 2
 READ_AHEAD = 2
 #: A ReadBlob reading thread whose client takes no chunk for this long returns to the pool.
 READ_PARK_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class WriteChunk:
+    """A decoded ``WriteBlobChunk`` whose ``data`` is a view of the received message."""
+
+    hash_function: int
+    digest: digest_pb2.Digest
+    compression: int
+    data: memoryview
+    finish: bool
+
+
+#: The key of ``WriteBlobChunk.data``: field 4, wire type 2 (length-delimited).
+_DATA_KEY = (4 << 3) | 2
+_NO_FIELDS = cache_pb2.WriteBlobChunk()
+_EMPTY = memoryview(b"")
+
+
+class _Irregular(Exception):
+    """The message is not in the plain form :func:`decode_write_chunk` reads itself."""
+
+
+def _varint(raw: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = raw[pos]  # IndexError: truncated
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise _Irregular
+
+
+def decode_write_chunk(raw: bytes) -> WriteChunk:
+    """A ``WriteBlobChunk`` from its encoding, its ``data`` a view of ``raw`` (no copy).
+
+    The top-level fields are walked here; every field but ``data`` is handed to protobuf as it
+    is (in order, so repeated and unknown fields mean what they mean to protobuf). Anything
+    out of the ordinary (a group, a truncated field) is left to protobuf whole.
+
+    Raises:
+        google.protobuf.message.DecodeError: ``raw`` is not a valid message.
+    """
+    end = len(raw)
+    data = _EMPTY
+    rest: list[memoryview] = []
+    view = memoryview(raw)
+    pos = 0
+    try:
+        while pos < end:
+            start = pos
+            key, pos = _varint(raw, pos)
+            wire_type = key & 7
+            if wire_type == 0:
+                pos = _varint(raw, pos)[1]
+            elif wire_type == 2:
+                if key == _DATA_KEY and pos - start != 1:
+                    raise _Irregular  # a key in more bytes than it needs
+                length, pos = _varint(raw, pos)
+                if key == _DATA_KEY and pos + length <= end:
+                    data = view[pos : pos + length]  # the last occurrence wins, as in protobuf
+                    pos += length
+                    continue
+                pos += length
+            elif wire_type == 1:
+                pos += 8
+            elif wire_type == 5:
+                pos += 4
+            else:
+                raise _Irregular
+            if pos > end:
+                raise _Irregular
+            rest.append(view[start:pos])
+    except (_Irregular, IndexError):
+        message = cache_pb2.WriteBlobChunk.FromString(raw)
+        return WriteChunk(
+            hash_function=message.hash_function,
+            digest=message.digest,
+            compression=message.compression,
+            data=memoryview(message.data),
+            finish=message.finish,
+        )
+    fields = cache_pb2.WriteBlobChunk.FromString(b"".join(rest)) if rest else _NO_FIELDS
+    return WriteChunk(
+        hash_function=fields.hash_function,
+        digest=fields.digest,
+        compression=fields.compression,
+        data=data,
+        finish=fields.finish,
+    )
+
+
+#: The key of ``ReadBlobChunk.data``: field 2, wire type 2.
+_READ_DATA_KEY = b"\x12"
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def encode_read_chunks(
+    compression: cache_pb2.Compression, chunks: Generator[bytes, None, None]
+) -> Generator[bytes, None, None]:
+    """The encoded ``ReadBlobChunk`` messages of a ReadBlob stream: byte for byte what protobuf
+    serializes (``compression`` on the first, which is sent even for an empty remainder), built
+    with one copy of each chunk where building and serializing messages costs two, and in the
+    storage thread that reads the chunks rather than on the event loop. Closing it closes
+    ``chunks`` (releasing the stored data)."""
+    head = cache_pb2.ReadBlobChunk(compression=compression).SerializeToString()
+    sent = False
+    try:
+        for chunk in chunks:
+            if chunk:
+                yield b"".join((head, _READ_DATA_KEY, _varint_bytes(len(chunk)), chunk))
+                head, sent = b"", True
+        if not sent:  # an empty remainder still tells the client its encoding
+            yield head
+    finally:
+        chunks.close()
+
+
+def _encoded(message: Any) -> bytes:
+    """A response that is already encoded passes as it is."""
+    return message if isinstance(message, bytes) else message.SerializeToString()
+
+
+def add_content_store(servicer: ContentStoreServicer, server: Any) -> None:
+    """Register ``servicer`` on ``server`` as the generated
+    ``add_ContentStoreServicer_to_server`` does, except that WriteBlob messages are decoded by
+    :func:`decode_write_chunk` and ReadBlob sends the messages it encoded itself."""
+    captured = _CapturingServer()
+    cache_pb2_grpc.add_ContentStoreServicer_to_server(servicer, captured)
+    handlers = dict(captured.handlers)
+    generated = handlers["WriteBlob"]
+    handlers["WriteBlob"] = grpc.stream_unary_rpc_method_handler(
+        servicer.WriteBlob,
+        request_deserializer=decode_write_chunk,
+        response_serializer=generated.response_serializer,
+    )
+    handlers["ReadBlob"] = grpc.unary_stream_rpc_method_handler(
+        servicer.ReadBlob,
+        request_deserializer=handlers["ReadBlob"].request_deserializer,
+        response_serializer=_encoded,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(captured.service, handlers),)
+    )
+    server.add_registered_method_handlers(captured.service, handlers)
+
+
+class _CapturingServer:
+    """Takes the method handlers a generated registration function builds."""
+
+    def __init__(self) -> None:
+        self.service = ""
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, generic_handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self.service, self.handlers = service, handlers
 
 
 class _Inbox:
@@ -266,25 +449,19 @@ class ContentStoreServicer(cache_pb2_grpc.ContentStoreServicer):  # type: ignore
     @maps_errors_stream
     async def ReadBlob(
         self, request: cache_pb2.ReadBlobRequest, context: Any
-    ) -> AsyncIterator[cache_pb2.ReadBlobChunk]:
+    ) -> AsyncIterator[bytes]:
+        """Yields encoded ``ReadBlobChunk`` messages (:func:`encode_read_chunks`)."""
         ref = blob_ref(request.hash_function, request.digest)
         accepted = accepted_encodings(request.accepted_compressions)
         with self._slots.hold():
             stream = await self._offload(
                 self._blobs.open_stream, ref, offset=request.offset, accepted=accepted
             )
-            compression = wire_compression(stream.encoding)
-            sent = False
-            outbox = _Outbox(stream.chunks, self._offload)
+            messages = encode_read_chunks(wire_compression(stream.encoding), stream.chunks)
+            outbox = _Outbox(messages, self._offload)
             try:
-                while (chunk := await outbox.get()) is not None:
-                    if sent:
-                        yield cache_pb2.ReadBlobChunk(data=chunk)
-                    else:
-                        yield cache_pb2.ReadBlobChunk(compression=compression, data=chunk)
-                        sent = True
-                if not sent:  # an empty remainder still tells the client its encoding
-                    yield cache_pb2.ReadBlobChunk(compression=compression)
+                while (message := await outbox.get()) is not None:
+                    yield message
             finally:
                 await outbox.close()  # the stream slot is given back only then
 
@@ -299,11 +476,11 @@ class ContentStoreServicer(cache_pb2_grpc.ContentStoreServicer):  # type: ignore
         encoding = encoding_of(first.compression)
         inbox = _Inbox(request_iterator, first)
 
-        def chunks() -> Iterator[bytes]:
+        def chunks() -> Iterator[bytes | memoryview]:
             # Runs in a storage thread, while the event loop receives the next messages.
             message = first
             while True:
-                data = message.data  # each access copies the bytes out of the message
+                data = message.data  # a view (decode_write_chunk) or bytes (protobuf)
                 if data:
                     yield data
                 if message.finish:

@@ -472,7 +472,7 @@ class VerifyingBlobStore:
 
 
 def compress_chunks(
-    chunks: Iterable[bytes], *, level: int = _DEFAULT_LEVEL, size: int | None = None
+    chunks: Iterable[bytes | memoryview], *, level: int = _DEFAULT_LEVEL, size: int | None = None
 ) -> Iterator[bytes]:
     """Compress uncompressed chunks into the stored form (one zstd frame), streaming.
 
@@ -499,7 +499,9 @@ def compress_bytes(data: bytes, *, level: int = _DEFAULT_LEVEL) -> bytes:
 
 def decompress_chunks(stored: BinaryIO, *, chunk_size: int = _OUT_CHUNK) -> Iterator[bytes]:
     """Decompress a stored form read from ``stored`` in bounded chunks."""
-    reader = zstandard.ZstdDecompressor().stream_reader(stored, closefd=False)
+    # Read the stored form in chunks as large as the output's: zstd's default (128 KiB) costs
+    # eight passes through the verifying and counting readers per MiB.
+    reader = zstandard.ZstdDecompressor().stream_reader(stored, read_size=chunk_size, closefd=False)
     while True:
         chunk = reader.read(chunk_size)
         if not chunk:

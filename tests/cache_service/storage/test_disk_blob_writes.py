@@ -3,16 +3,22 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import random
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from cache_service.cas import _raw_frame
 from cache_service.storage import disk
-from cache_service.storage.base import BlobVerificationError, StorageError
+from cache_service.storage.base import BlobRef, BlobVerificationError, StorageError
 from cache_service.storage.disk import DiskBlobStore
 from cache_service.storage.verifying import VerifyingBlobStore
+from hazremote.domain.digest import digest_bytes
+from hazremote.domain.model import HashName
 from tests.cache_service.storage.conftest import disk_names, large_random_blob
 
 MIB = 1 << 20
@@ -102,3 +108,96 @@ def test_no_background_flush_without_fsync(tmp_path: Path, monkeypatch: pytest.M
     path = tmp_path / f"v1/cas/blake3/{hexd[:2]}/{hexd}-{ref.size}"
     assert path.read_bytes() == stored
     assert os.stat(path).st_size == len(stored)
+
+
+def _recording_writes(monkeypatch: pytest.MonkeyPatch, fail_at: int | None = None) -> list[str]:
+    """Record the thread of every chunk write of the disk leaf; the ``fail_at``-th (from 0)
+    fails as a full disk would."""
+    threads: list[str] = []
+    real = disk.write_all
+
+    def write_all(fd: int, data: bytes | memoryview) -> None:
+        threads.append(threading.current_thread().name)
+        if len(threads) - 1 == fail_at:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, data)
+
+    monkeypatch.setattr(disk, "write_all", write_all)
+    return threads
+
+
+def _writing_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "haz-blob-write"]
+
+
+def test_chunks_after_the_first_are_written_by_a_thread_of_the_blob(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 5: a blob of several chunks is written by a thread of its own (the disk write
+    overlaps the verification of the next chunk); the result is the same file, and the
+    thread is gone when the write returns. A one-chunk blob starts no thread."""
+    threads = _recording_writes(monkeypatch)
+    ref, stored = large_random_blob(mib=2, seed=10)
+    VerifyingBlobStore(inner=DiskBlobStore(tmp_path, fsync=True)).write(ref, _chunks(stored))
+    caller = threading.current_thread().name
+    assert threads[0] == caller
+    assert set(threads[1:]) == {"haz-blob-write"}
+    assert len(threads) == len(list(_chunks(stored)))
+    hexd = ref.digest.hex
+    assert (tmp_path / f"v1/cas/blake3/{hexd[:2]}/{hexd}-{ref.size}").read_bytes() == stored
+    assert not _writing_threads()
+
+    threads.clear()
+    small, small_stored = large_random_blob(mib=1, seed=11)
+    DiskBlobStore(tmp_path / "single").write(small, [small_stored])
+    assert threads == [caller]
+
+
+def test_write_failing_in_the_writing_thread_fails_the_blob(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk error in the writing thread is the blob's StorageError (raised while the rest
+    still streams, or at the end); nothing is published, no temp file or thread is left."""
+    _recording_writes(monkeypatch, fail_at=3)
+    ref, stored = large_random_blob(mib=3, seed=12)
+    source = list(_chunks(stored))
+    taken: list[int] = []
+
+    def counted() -> Iterator[bytes]:
+        for chunk in source:
+            taken.append(len(chunk))
+            yield chunk
+
+    with pytest.raises(StorageError, match="No space left"):
+        VerifyingBlobStore(inner=DiskBlobStore(tmp_path, fsync=True)).write(ref, counted())
+    assert len(taken) < len(source)  # the caller stopped before the end
+    assert not any((tmp_path / name).is_file() for name in disk_names(tmp_path))
+    assert not _writing_threads()
+
+
+def test_corruption_found_mid_stream_while_chunks_are_queued_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    """RC-004: a frame found corrupt in its middle (a reserved block type), while earlier
+    chunks may still wait for the writing thread, publishes nothing and leaves no thread."""
+    data = random.Random(13).randbytes(3 * MIB)
+    ref = BlobRef(
+        hash_name=HashName.BLAKE3, digest=digest_bytes(HashName.BLAKE3, data), size=len(data)
+    )
+    wrong = bytearray(b"".join(_raw_frame(len(data), [data])))
+    header = 10 + 12 * (3 + 128 * 1024)  # frame header, then 12 raw blocks of 128 KiB
+    wrong[header] |= 0b110  # Block_Type 3: reserved
+    chunks = list(_chunks(bytes(wrong), size=64 * 1024))
+    taken: list[bytes] = []
+
+    def source() -> Iterator[bytes]:
+        for chunk in chunks:
+            taken.append(chunk)
+            yield chunk
+
+    store = VerifyingBlobStore(inner=DiskBlobStore(tmp_path, fsync=True))
+    with pytest.raises(BlobVerificationError, match="reserved block type"):
+        store.write(ref, source())
+    assert 1 < len(taken) < len(chunks)
+    assert not any((tmp_path / name).is_file() for name in disk_names(tmp_path))
+    assert not _writing_threads()

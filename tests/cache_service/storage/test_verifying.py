@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pytest
 import zstandard
@@ -90,3 +91,29 @@ def test_unverified_reads_pass_stored_bytes_through() -> None:
     reader = VerifyingBlobStore(inner=inner, verify_reads=False).open_read(_ref(data))
     assert reader is not None
     assert reader.read() == compress_bytes(b"other")
+
+
+class _RecordingReader(io.BytesIO):
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.sizes: list[int] = []
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.sizes.append(-1 if size is None else size)
+        return super().read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        self.sizes.append(len(memoryview(buffer)))
+        return super().readinto(buffer)
+
+
+def test_decompress_chunks_reads_the_stored_form_in_output_sized_reads() -> None:
+    """Issue 5: the stored form is read in reads as large as the output chunks, not zstd's
+    128 KiB default (eight passes per MiB through the verifying and counting readers)."""
+    data = bytes(range(256)) * 12_000  # ~3 MiB, compressible: the stored form is smaller
+    stored = compress_bytes(data)
+    reader = _RecordingReader(stored)
+    out = b"".join(decompress_chunks(reader, chunk_size=1 << 20))
+    assert out == data
+    assert reader.sizes
+    assert set(reader.sizes) == {1 << 20}
