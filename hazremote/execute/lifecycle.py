@@ -300,9 +300,12 @@ class LocalLifecycle:
             derived = await self._on_key_thread(partial(self._derive_level, graph, level, resolved))
             wanted = [key for key, local in derived.values() if local is None]
             asked += len(wanted)
+            if wanted:
+                # Remote hits are likely: the backfill process starts while they are looked
+                # up, so its start-up (~0.1 s) is not waited for at the end of a short run.
+                self._backfill.start()
             hits = await remote.prefetch(wanted) if wanted else {}
             if hits:
-                self._backfill.start()
                 blobs_dir = self._spool_dir / _REMOTE_BLOBS
                 blobs_dir.mkdir(exist_ok=True)
                 remote.prefetch_blobs(list(hits.values()), blobs_dir)
