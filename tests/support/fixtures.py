@@ -31,6 +31,7 @@ __all__ = [
     "BUCKET",
     "SERVICE",
     "ServiceProcess",
+    "create_bucket_when_ready",
     "s3_client_env",
     "seaweed",
     "service_process",
@@ -46,7 +47,8 @@ _server: SeaweedS3 | None = None
 _users = 0
 
 
-def _create_bucket(server: SeaweedS3, name: str) -> None:
+def create_bucket_when_ready(server: SeaweedS3, name: str) -> None:
+    """Create bucket ``name``, retrying while the server's filer is still starting."""
     deadline = time.monotonic() + 20
     while True:  # the filer may need a moment after the S3 port answers
         try:
@@ -67,7 +69,7 @@ def shared_seaweed(workdir_factory: pytest.TempPathFactory) -> Iterator[SeaweedS
             server = SeaweedS3(workdir=workdir_factory.mktemp("seaweedfs"))
             server.start()
             try:
-                _create_bucket(server, BUCKET)
+                create_bucket_when_ready(server, BUCKET)
             except BaseException:
                 server.stop()
                 raise

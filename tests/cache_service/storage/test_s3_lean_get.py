@@ -8,7 +8,6 @@ behind the fault proxy. ``SignedGet.answered`` / ``fell_back`` tell which path a
 from __future__ import annotations
 
 import datetime as dt
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -27,6 +26,7 @@ from hazremote.domain.digest import Digest, digest_bytes
 from hazremote.domain.model import HashName
 from tests.cache_service.storage.conftest import BUCKET, S3Env, s3_settings
 from tests.support.faultproxy import BlackHole, Direction, FaultProxy, Latency, Pass, ResetAfter
+from tests.support.fixtures import create_bucket_when_ready
 from tests.support.seaweedfs import ACCESS_KEY, REGION, SECRET_KEY, SeaweedS3, weed_binary
 
 B3 = HashName.BLAKE3
@@ -44,15 +44,7 @@ def authed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
     server = SeaweedS3(workdir=tmp_path_factory.mktemp("seaweed-auth"), require_auth=True)
     server.start()
     try:
-        deadline = time.monotonic() + 20
-        while True:  # the filer may need a moment after the S3 port answers
-            try:
-                server.create_bucket(BUCKET)
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        create_bucket_when_ready(server, BUCKET)
         yield server
     finally:
         server.stop()
