@@ -3,7 +3,9 @@
 Spec coverage: none (benchmark support). For each repetition (a new random blob, seed =
 repetition number): WriteBlob of identity chunks, ReadBlob accepting zstd (the stored frame is
 passed through, as the haz client asks), ReadBlob accepting identity only (the server
-decompresses), then the same bytes over the raw echo server's Upload and Download streams.
+decompresses), WriteBlob of the same blob again (deleted first) as a zstd frame of raw blocks
+(what the haz client uploads for incompressible output), then the same bytes over the raw echo
+server's Upload and Download streams.
 The client neither hashes nor decompresses what it downloads (neither does the raw baseline).
 It sends and receives exactly the bytes of the ContentStore messages, but encodes WriteBlob
 messages itself (byte-identical to protobuf's encoding, one copy per chunk instead of two) and
@@ -87,8 +89,45 @@ def write_messages(pool: bytes, size: int, digest: Digest) -> Iterator[bytes]:
         head = b""
 
 
+#: A raw-block zstd frame (RFC 8878): magic, descriptor (4-byte content size, no checksum),
+#: a 2 MiB window (what level 3 declares), blocks of at most 128 KiB.
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_RAW_BLOCK = 128 * 1024
+
+
+def write_zstd_messages(pool: bytes, size: int, digest: Digest) -> Iterator[bytes]:
+    """The encoded WriteBlobChunk messages of the blob as one zstd frame of raw blocks, what
+    the haz client sends for incompressible output (it stores outputs as zstd frames and
+    uploads them as they are): each message holds the blocks of one 1 MiB piece with their
+    3-byte headers (the first also the frame header), built with one copy as above."""
+    head = cache_pb2.WriteBlobChunk(
+        hash_function=BLAKE3,
+        digest=digest_pb2.Digest(hash=digest.raw, size_bytes=size),
+        compression=cache_pb2.COMPRESSION_ZSTD,
+    ).SerializeToString()
+    frame_header = _ZSTD_MAGIC + bytes((0x80, (21 - 10) << 3)) + size.to_bytes(4, "little")
+    sent = 0
+    for piece in blob_chunks(cast(bytes, memoryview(pool)), size):
+        parts: list[bytes | memoryview] = [frame_header] if not sent else []
+        view = memoryview(piece)
+        for start in range(0, len(view), _RAW_BLOCK):
+            block = view[start : start + _RAW_BLOCK]
+            sent += len(block)
+            parts.append(((len(block) << 3) | (sent == size)).to_bytes(3, "little"))
+            parts.append(block)
+        data_length = sum(len(part) for part in parts)
+        finish = _FINISH if sent == size else b""
+        yield b"".join((head, _DATA_KEY, _varint(data_length), *parts, finish))
+        head = b""
+
+
 async def _write_chunks(pool: bytes, size: int, digest: Digest) -> AsyncIterator[bytes]:
     for message in write_messages(pool, size, digest):
+        yield message
+
+
+async def _write_zstd_chunks(pool: bytes, size: int, digest: Digest) -> AsyncIterator[bytes]:
+    for message in write_zstd_messages(pool, size, digest):
         yield message
 
 
@@ -132,6 +171,7 @@ async def _raw_chunks(pool: bytes, size: int) -> AsyncIterator[bytes]:
 async def run(service: str, echo: str, size: int, reps: int, store_root: Path) -> dict[str, object]:
     samples: dict[str, list[float]] = {
         "write": [],
+        "write_zstd": [],
         "read_zstd": [],
         "read_identity": [],
         "raw_up": [],
@@ -185,6 +225,14 @@ async def run(service: str, echo: str, size: int, reps: int, store_root: Path) -
                 if name == "read_identity":
                     assert got == size, (got, size)
 
+            # The same blob again, uploaded as the haz client does (a zstd frame).
+            ref = BlobRef(hash_name=HashName.BLAKE3, digest=digest, size=size)
+            (store_root / blob_name(ref)).unlink()
+            start = time.perf_counter()
+            reply = await write_blob(_write_zstd_chunks(pool, size, digest))
+            samples["write_zstd"].append(time.perf_counter() - start)
+            assert reply.committed_size_bytes == size, reply
+
             async for _ in download(f"{rep},0,{CHUNK}".encode()):
                 pass  # the echo server builds its pool for this seed before the clock runs
             start = time.perf_counter()
@@ -200,7 +248,6 @@ async def run(service: str, echo: str, size: int, reps: int, store_root: Path) -
             assert got == size
 
             # Keep the disk bounded: the next repetition stores a new blob.
-            ref = BlobRef(hash_name=HashName.BLAKE3, digest=digest, size=size)
             (store_root / blob_name(ref)).unlink()
             del pool
     return {"samples": samples, "client_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF)[2]}

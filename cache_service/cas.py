@@ -13,7 +13,8 @@ Spec coverage:
 * RC-006 — the stored form is one zstd frame; ``identity`` uploads are compressed into it
   (with the content size in the frame header) or, when a trial on their first 64 KiB saves
   under 10 % (the local cache's rule), written into it as raw blocks — what zstd itself emits
-  for incompressible input, without its cost; ``zstd`` uploads pass through. Reads send the
+  for incompressible input, without its cost or a copy (block headers between views of the
+  received chunks); ``zstd`` uploads pass through as received. Reads send the
   stored frame as is when the client accepts zstd, otherwise decompressed bytes; a read from
   an ``offset`` decompresses, skips, and re-encodes. No blob is held whole in memory outside
   the batch calls, whose total size is bounded.
@@ -39,7 +40,7 @@ from cache_service.errors import (
     InvalidRequestError,
     LimitExceededError,
 )
-from cache_service.storage.base import BlobRef, BlobStore, BlobVerificationError
+from cache_service.storage.base import BlobRef, BlobStore, BlobVerificationError, StoredChunk
 from cache_service.storage.verifying import ZSTD_MAGIC, compress_chunks, decompress_chunks
 
 __all__ = [
@@ -115,14 +116,18 @@ class BlobReadStream:
 Buffer = bytes | memoryview
 
 
-def _stored_form(ref: BlobRef, chunks: Iterable[Buffer], encoding: WireEncoding) -> Iterable[bytes]:
-    """RC-006: the stored form (one zstd frame) of an upload's wire chunks."""
+def _stored_form(
+    ref: BlobRef, chunks: Iterable[Buffer], encoding: WireEncoding
+) -> Iterable[StoredChunk]:
+    """RC-006: the stored form (one zstd frame) of an upload's wire chunks, as views of them
+    where it can (zstd passes through as received; a raw-block frame is headers between
+    views): the store writes them where they lie (the received messages are immutable)."""
     if encoding is WireEncoding.ZSTD:
-        return map(bytes, chunks)  # views become bytes (bytes stay as they are)
+        return chunks
     return _encoded(ref, _exactly(ref, chunks))
 
 
-def _encoded(ref: BlobRef, chunks: Iterator[Buffer]) -> Iterator[bytes]:
+def _encoded(ref: BlobRef, chunks: Iterator[Buffer]) -> Iterator[StoredChunk]:
     """Identity chunks as one zstd frame: compressed, or raw blocks when a trial on the first
     64 KiB saves under 10 % (the local cache's rule, docs/decisions.md)."""
     head: list[Buffer] = []
@@ -149,10 +154,12 @@ def _pays(head: Sequence[Buffer]) -> bool:
     return len(packed) <= len(sample) * (1 - TRIAL_MIN_SAVING)
 
 
-def _raw_frame(size: int, chunks: Iterable[Buffer]) -> Iterator[bytes]:
+def _raw_frame(size: int, chunks: Iterable[Buffer]) -> Iterator[StoredChunk]:
     """One zstd frame of raw (stored) blocks holding ``size`` bytes (RFC 8878 §3.1.1): what
-    zstd itself writes for incompressible input, at the cost of a copy. The caller checks
-    that ``chunks`` hold exactly ``size`` bytes (the last block carries the end mark)."""
+    zstd itself writes for incompressible input, as the frame header, then each 3-byte block
+    header followed by a view of the block's bytes in ``chunks`` (no copy; the disk store
+    gathers them into one ``writev``). The caller checks that ``chunks`` hold exactly
+    ``size`` bytes (the last block carries the end mark)."""
     if size < 1 << 32:  # Frame_Content_Size in 4 bytes, else 8; no checksum, no dictionary
         header = ZSTD_MAGIC + bytes((0x80, _RAW_WINDOW)) + size.to_bytes(4, "little")
     else:
@@ -161,15 +168,12 @@ def _raw_frame(size: int, chunks: Iterable[Buffer]) -> Iterator[bytes]:
     done = 0
     for chunk in chunks:
         view = memoryview(chunk)
-        parts: list[bytes | memoryview] = []
         for start in range(0, len(view), RAW_BLOCK):
             block = view[start : start + RAW_BLOCK]
             done += len(block)
             # Block_Header: Last_Block bit, Block_Type 0 (raw), Block_Size.
-            parts.append(((len(block) << 3) | (done == size)).to_bytes(3, "little"))
-            parts.append(block)
-        if parts:
-            yield b"".join(parts)
+            yield ((len(block) << 3) | (done == size)).to_bytes(3, "little")
+            yield block
 
 
 def _exactly(ref: BlobRef, chunks: Iterable[Buffer]) -> Iterator[Buffer]:

@@ -40,6 +40,7 @@ __all__ = [
     "ManifestInfo",
     "ManifestStore",
     "StorageError",
+    "StoredChunk",
     "WouldBlock",
 ]
 
@@ -52,6 +53,11 @@ class WouldBlock(enum.Enum):
 
 #: :meth:`ManifestStore.get_nowait`: "ask :meth:`ManifestStore.get` from a worker thread".
 WOULD_BLOCK: Final = WouldBlock.WOULD_BLOCK
+
+#: A piece of a blob's stored form given to :meth:`BlobStore.write`: bytes, or a view of
+#: bytes as they arrived (a received message, a block of a raw frame) so that no layer has to
+#: copy them (issue 5).
+StoredChunk = bytes | memoryview
 
 
 class StorageError(Exception):
@@ -103,12 +109,16 @@ class BlobStore(Protocol):
         """The stored form (a zstd frame), or None when absent. The caller closes it."""
         ...
 
-    def write(self, ref: BlobRef, stored: Iterable[bytes]) -> None:
+    def write(self, ref: BlobRef, stored: Iterable[StoredChunk]) -> None:
         """Store a blob from chunks of its stored form, publishing atomically.
 
         The store consumes ``stored`` completely before publishing; if iterating raises
         (a verifying decorator found a mismatch, the client went away), nothing is published
         and the exception propagates. Writing a blob that is already present succeeds.
+
+        Chunks may be of any size (a 3-byte block header, a 1 MiB message) and must not change
+        until ``write`` returns: a store may keep references to them rather than copies (the
+        disk store gathers several into one ``writev``).
         """
         ...
 

@@ -25,7 +25,7 @@ from cache_service.storage._layout import (
     parse_blob_name,
     parse_manifest_name,
 )
-from cache_service.storage.base import BlobInfo, BlobRef, ManifestInfo
+from cache_service.storage.base import BlobInfo, BlobRef, ManifestInfo, StoredChunk
 from hazremote.domain.digest import Digest
 from hazremote.domain.model import HashName
 
@@ -56,7 +56,7 @@ class MemoryBlobStore:
             entry = self._blobs.get(name)
         return None if entry is None else io.BytesIO(entry.data)
 
-    def write(self, ref: BlobRef, stored: Iterable[bytes]) -> None:
+    def write(self, ref: BlobRef, stored: Iterable[StoredChunk]) -> None:
         name = blob_name(ref)
         # Consume everything first: if iterating raises, nothing is published.
         data = b"".join(stored)

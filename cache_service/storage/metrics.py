@@ -26,6 +26,7 @@ from cache_service.storage.base import (
     BlobStore,
     ManifestInfo,
     ManifestStore,
+    StoredChunk,
     WouldBlock,
 )
 from hazremote.domain.digest import Digest
@@ -135,6 +136,10 @@ class _CountingReader(io.RawIOBase):
         super().close()
 
 
+#: Written bytes are added to ``haz_storage_bytes_total`` in steps of at least this many.
+_COUNT_STEP = 1 << 20
+
+
 class MetricsBlobStore:
     """Decorator counting a blob store's operations, bytes, errors and latencies.
 
@@ -158,11 +163,21 @@ class MetricsBlobStore:
             return None
         return cast(BinaryIO, _CountingReader(reader, self._metrics, self._store))
 
-    def write(self, ref: BlobRef, stored: Iterable[bytes]) -> None:
-        def counted() -> Iterator[bytes]:
-            for chunk in stored:
-                self._metrics.moved(self._store, "write", len(chunk))
-                yield chunk
+    def write(self, ref: BlobRef, stored: Iterable[StoredChunk]) -> None:
+        def counted() -> Iterator[StoredChunk]:
+            # Counted every MiB or so (and at the end): a raw-block frame comes as 16 chunks
+            # per MiB, and the counter locks on every increment.
+            pending = 0
+            try:
+                for chunk in stored:
+                    pending += len(chunk)
+                    if pending >= _COUNT_STEP:
+                        self._metrics.moved(self._store, "write", pending)
+                        pending = 0
+                    yield chunk
+            finally:
+                if pending:
+                    self._metrics.moved(self._store, "write", pending)
 
         self._metrics.timed(self._store, "write", lambda: self._inner.write(ref, counted()))
 

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO
 
-from cache_service.storage.base import BlobInfo, BlobRef, BlobStore, StorageError
+from cache_service.storage.base import BlobInfo, BlobRef, BlobStore, StorageError, StoredChunk
 
 __all__ = ["ReadCachingBlobStore"]
 
@@ -94,7 +94,7 @@ class ReadCachingBlobStore:
         fresh = self._fast.open_read(ref)
         return fresh if fresh is not None else self._slow.open_read(ref)
 
-    def write(self, ref: BlobRef, stored: Iterable[bytes]) -> None:
+    def write(self, ref: BlobRef, stored: Iterable[StoredChunk]) -> None:
         self._fast.write(ref, stored)
         reader = self._fast.open_read(ref)
         if reader is None:

@@ -57,6 +57,7 @@ from cache_service.storage.base import (
     BlobRef,
     ManifestInfo,
     StorageError,
+    StoredChunk,
     WouldBlock,
 )
 from hazremote.domain.digest import Digest
@@ -307,14 +308,14 @@ class S3BlobStore(_S3Base):
         raw = _BodyReader(response["Body"], self._what("GET", key), self._bucket)
         return io.BufferedReader(raw, buffer_size=256 * 1024)
 
-    def write(self, ref: BlobRef, stored: Iterable[bytes]) -> None:
+    def write(self, ref: BlobRef, stored: Iterable[StoredChunk]) -> None:
         key = self._key(ref)
         # Consume the whole stream before the first request: if iterating raises
         # (verification failed), S3 never sees a byte.
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
             total = 0
             for chunk in stored:
-                spool.write(chunk)
+                spool.write(chunk)  # views too: boto3 then reads the spool (bytes, a file)
                 total += len(chunk)
             spool.seek(0)
             try:

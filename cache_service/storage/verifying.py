@@ -4,7 +4,8 @@ Spec coverage:
 * RC-004 — on write, the stored form is decompressed incrementally while its chunks pass
   through to the inner store, hashing and counting the uncompressed bytes; a digest or size
   mismatch raises :class:`BlobVerificationError` *from inside the chunk iterator*, so the
-  inner store (which consumes everything before publishing) publishes nothing. On read
+  inner store (which consumes everything before publishing) publishes nothing. Chunks pass
+  through as they are (views included: nothing is copied on the way). On read
   (``verify_reads=True``) the same check runs as the caller reads, and the error is raised
   when the end of the stored data is reached (the server answers DATA_LOSS and deletes).
 * RC-006 — the stored form is exactly ONE complete zstd frame: a tiny header walker checks
@@ -27,7 +28,13 @@ from typing import Any, BinaryIO, cast
 
 import zstandard
 
-from cache_service.storage.base import BlobInfo, BlobRef, BlobStore, BlobVerificationError
+from cache_service.storage.base import (
+    BlobInfo,
+    BlobRef,
+    BlobStore,
+    BlobVerificationError,
+    StoredChunk,
+)
 from hazremote.domain.digest import Hasher, new_hasher
 
 __all__ = [
@@ -238,7 +245,8 @@ class BlobVerifier(_Listener):
         #: The last ``window`` bytes of content (direct mode), as views of the fed chunks.
         self._history: deque[memoryview | bytes] = deque()
         self._history_bytes = 0
-        self._owned = True  # the chunk being fed is immutable (bytes): views of it may be kept
+        #: The chunk being fed is immutable (bytes, or a view of bytes): views of it may be kept.
+        self._owned = True
         self.stored_bytes = 0
 
     # -- the walker's events ---------------------------------------------------------------
@@ -339,7 +347,8 @@ class BlobVerifier(_Listener):
 
     def feed(self, chunk: bytes | memoryview) -> None:
         view = memoryview(chunk).cast("B")
-        self._owned = isinstance(chunk, bytes)
+        # A view of bytes (a received message, a raw-frame block) is as immutable as bytes.
+        self._owned = isinstance(view.obj, bytes)
         self.stored_bytes += len(view)
         if self._walker.done:
             if len(view):
@@ -377,7 +386,7 @@ class BlobVerifier(_Listener):
             )
 
 
-def _verified(ref: BlobRef, stored: Iterable[bytes]) -> Iterator[bytes]:
+def _verified(ref: BlobRef, stored: Iterable[StoredChunk]) -> Iterator[StoredChunk]:
     verifier = BlobVerifier(ref)
     for chunk in stored:
         verifier.feed(chunk)
@@ -461,7 +470,7 @@ class VerifyingBlobStore:
             return reader
         return cast(BinaryIO, _VerifyingReader(reader, ref))
 
-    def write(self, ref: BlobRef, stored: Iterable[bytes]) -> None:
+    def write(self, ref: BlobRef, stored: Iterable[StoredChunk]) -> None:
         self._inner.write(ref, _verified(ref, stored))
 
     def delete(self, ref: BlobRef) -> None:

@@ -38,6 +38,7 @@ from cache_service.storage.base import (
     BlobRef,
     BlobVerificationError,
     StorageError,
+    StoredChunk,
 )
 from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 from hazremote.domain.model import HashName
@@ -168,7 +169,7 @@ class GrpcBlobStore:
         spool.seek(0)
         return spool  # type: ignore[return-value]  # a SpooledTemporaryFile is a BinaryIO
 
-    def write(self, ref: BlobRef, stored: Iterable[bytes]) -> None:
+    def write(self, ref: BlobRef, stored: Iterable[StoredChunk]) -> None:
         """Stream ``stored`` (the zstd frame, in chunks) through ``WriteBlob``.
 
         The service verifies the bytes against ``ref`` before publishing (RC-004).
@@ -190,7 +191,8 @@ class GrpcBlobStore:
             try:
                 for piece in stored:
                     for start in range(0, len(piece), chunk_size):
-                        pending.data = piece[start : start + chunk_size]
+                        part = piece[start : start + chunk_size]
+                        pending.data = part if isinstance(part, bytes) else bytes(part)
                         yield pending
                         pending = cache_pb2.WriteBlobChunk()
             except BaseException as exc:

@@ -4,12 +4,13 @@ raw blocks that zstd and the service's verifier accept as they accept zstd's own
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import pytest
 import zstandard
 
 from cache_service.cas import RAW_BLOCK, TRIAL_BYTES, BlobLimits, BlobService, WireEncoding
-from cache_service.storage.base import BlobRef, BlobVerificationError
+from cache_service.storage.base import BlobRef, BlobVerificationError, StoredChunk
 from cache_service.storage.memory import MemoryBlobStore
 from cache_service.storage.verifying import BlobVerifier, VerifyingBlobStore
 from hazremote.domain.digest import digest_bytes
@@ -123,3 +124,53 @@ def test_frame_header_of_a_blob_over_4_gib_records_its_size_in_8_bytes() -> None
     assert zstandard.get_frame_parameters(header).content_size == size
     verifier = BlobVerifier(BlobRef(hash_name=HashName.BLAKE3, digest=_ref(b"").digest, size=size))
     verifier.feed(header + (1 << 3).to_bytes(3, "little") + b"x")  # one raw block of 1 byte
+
+
+class _RecordingStore(MemoryBlobStore):
+    """A memory leaf that keeps the chunk objects each write was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.given: list[StoredChunk] = []
+
+    def write(self, ref: BlobRef, stored: Iterable[StoredChunk]) -> None:
+        chunks = list(stored)
+        self.given.extend(chunks)
+        super().write(ref, chunks)
+
+
+def test_raw_blocks_reach_the_store_as_views_of_the_received_chunks() -> None:
+    """Issue 5: an incompressible identity upload reaches the store as the frame header, then
+    each 3-byte block header followed by a view of the block where it arrived (no copy); the
+    store keeps exactly the frame."""
+    pieces = [os.urandom(3 * RAW_BLOCK + 100), os.urandom(RAW_BLOCK)]
+    data = b"".join(pieces)
+    leaf = _RecordingStore()
+    service = BlobService(store=VerifyingBlobStore(inner=leaf), limits=LIMITS)
+    ref = _ref(data)
+    service.write_stream(ref, WireEncoding.IDENTITY, iter([memoryview(pieces[0]), pieces[1]]))
+    header, *blocks = leaf.given
+    assert len(header) == 10
+    assert [len(chunk) for chunk in blocks[::2]] == [3] * 5
+    views = blocks[1::2]
+    assert all(isinstance(view, memoryview) for view in views)
+    assert [view.obj for view in views] == [pieces[0]] * 4 + [pieces[1]]  # type: ignore[union-attr]
+    reader = leaf.open_read(ref)
+    assert reader is not None
+    with reader:
+        stored = reader.read()
+    assert stored == b"".join(leaf.given)
+    assert zstandard.ZstdDecompressor().decompress(stored) == data
+
+
+def test_zstd_uploads_pass_to_the_store_as_received() -> None:
+    """Issue 5: a zstd upload (what the haz client sends) reaches the store as the received
+    chunks themselves, views included: nothing is copied on the way."""
+    data = os.urandom(2 * TRIAL_BYTES)
+    frame = zstandard.ZstdCompressor(level=3).compress(data)
+    received = [memoryview(frame)[:1000], memoryview(frame)[1000:]]
+    leaf = _RecordingStore()
+    service = BlobService(store=VerifyingBlobStore(inner=leaf), limits=LIMITS)
+    service.write_stream(_ref(data), WireEncoding.ZSTD, iter(received))
+    assert len(leaf.given) == 2
+    assert all(got is sent for got, sent in zip(leaf.given, received, strict=True))

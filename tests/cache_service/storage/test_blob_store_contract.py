@@ -59,6 +59,18 @@ def test_round_trip_of_a_large_streamed_blob(blob_backend: BlobBackend) -> None:
         assert_decodes_to(reader, ref)
 
 
+def test_chunks_may_be_views_and_of_any_size(blob_backend: BlobBackend) -> None:
+    """SVC-001: a write's chunks may be views of bytes (a raw frame's blocks where they
+    arrived) mixed with bytes, down to 3-byte block headers; the blob is their bytes."""
+    ref, stored = large_random_blob(mib=3, seed=8)
+    view = memoryview(stored)
+    pieces = [view[:10], stored[10:13], view[13 : _MIB + 1], view[_MIB + 1 : _MIB + 4]]
+    pieces += [view[i : i + 100_000] for i in range(_MIB + 4, len(stored), 100_000)]
+    store = VerifyingBlobStore(inner=blob_backend.store)
+    store.write(ref, iter(pieces))
+    assert _read_all(blob_backend, ref) == stored
+
+
 def test_missing_reports_absent_refs_in_request_order(blob_backend: BlobBackend) -> None:
     """RC-007: missing() answers the refs not held, in the order asked."""
     store = VerifyingBlobStore(inner=blob_backend.store)

@@ -14,7 +14,12 @@ import pytest
 
 from cache_service.cas import _raw_frame
 from cache_service.storage import disk
-from cache_service.storage.base import BlobRef, BlobVerificationError, StorageError
+from cache_service.storage.base import (
+    BlobRef,
+    BlobVerificationError,
+    StorageError,
+    StoredChunk,
+)
 from cache_service.storage.disk import DiskBlobStore
 from cache_service.storage.verifying import VerifyingBlobStore
 from hazremote.domain.digest import digest_bytes
@@ -26,8 +31,10 @@ MIB = 1 << 20
 
 @pytest.fixture(autouse=True)
 def small_flush_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Flush every 256 KiB, so a few MiB exercise many background flushes."""
+    """Flush every 256 KiB and gather writes of 200 kB, so a few MiB exercise many
+    background flushes and many gathered writes."""
     monkeypatch.setattr(disk, "_WRITEBACK_STEP", 256 << 10)
+    monkeypatch.setattr(disk, "_GATHER_BYTES", 200_000)
 
 
 def _chunks(stored: bytes, size: int = 100_000) -> Iterator[bytes]:
@@ -111,18 +118,26 @@ def test_no_background_flush_without_fsync(tmp_path: Path, monkeypatch: pytest.M
 
 
 def _recording_writes(monkeypatch: pytest.MonkeyPatch, fail_at: int | None = None) -> list[str]:
-    """Record the thread of every chunk write of the disk leaf; the ``fail_at``-th (from 0)
-    fails as a full disk would."""
+    """Record the thread of every (gathered) write of the disk leaf; the ``fail_at``-th (from
+    0) fails as a full disk would."""
     threads: list[str] = []
-    real = disk.write_all
+    real, real_v = disk.write_all, disk._writev_all
 
-    def write_all(fd: int, data: bytes | memoryview) -> None:
+    def record() -> None:
         threads.append(threading.current_thread().name)
         if len(threads) - 1 == fail_at:
             raise OSError(errno.ENOSPC, "No space left on device")
+
+    def write_all(fd: int, data: bytes | memoryview) -> None:
+        record()
         real(fd, data)
 
+    def writev_all(fd: int, chunks: list[StoredChunk], count: int) -> None:
+        record()
+        real_v(fd, chunks, count)
+
     monkeypatch.setattr(disk, "write_all", write_all)
+    monkeypatch.setattr(disk, "_writev_all", writev_all)
     return threads
 
 
@@ -142,7 +157,7 @@ def test_chunks_after_the_first_are_written_by_a_thread_of_the_blob(
     caller = threading.current_thread().name
     assert threads[0] == caller
     assert set(threads[1:]) == {"haz-blob-write"}
-    assert len(threads) == len(list(_chunks(stored)))
+    assert len(threads) == len(list(disk._gathered(_chunks(stored))))
     hexd = ref.digest.hex
     assert (tmp_path / f"v1/cas/blake3/{hexd[:2]}/{hexd}-{ref.size}").read_bytes() == stored
     assert not _writing_threads()
@@ -201,3 +216,63 @@ def test_corruption_found_mid_stream_while_chunks_are_queued_leaves_nothing(
     assert 1 < len(taken) < len(chunks)
     assert not any((tmp_path / name).is_file() for name in disk_names(tmp_path))
     assert not _writing_threads()
+
+
+def test_raw_frame_pieces_are_written_where_they_lie(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 5: the stored form of an identity upload comes as block headers between views of
+    the received chunks; the disk leaf gathers them into few ``writev`` calls of the very
+    objects it was given (no joined copy), and the file is the frame."""
+    data = random.Random(14).randbytes(3 * MIB + 5)
+    ref = BlobRef(
+        hash_name=HashName.BLAKE3, digest=digest_bytes(HashName.BLAKE3, data), size=len(data)
+    )
+    pieces = list(_raw_frame(len(data), [data[i : i + MIB] for i in range(0, len(data), MIB)]))
+    written: list[StoredChunk] = []
+    real_all, real_v = disk.write_all, disk._writev_all
+
+    def write_all(fd: int, data: bytes | memoryview) -> None:
+        written.append(data)
+        real_all(fd, data)
+
+    def writev_all(fd: int, chunks: list[StoredChunk], count: int) -> None:
+        written.extend(chunks)
+        real_v(fd, chunks, count)
+
+    monkeypatch.setattr(disk, "write_all", write_all)
+    monkeypatch.setattr(disk, "_writev_all", writev_all)
+    VerifyingBlobStore(inner=DiskBlobStore(tmp_path, fsync=True)).write(ref, iter(pieces))
+    assert len(written) == len(pieces)
+    assert all(got is given for got, given in zip(written, pieces, strict=True))
+    assert sum(isinstance(piece, memoryview) for piece in pieces) == len(data) // (128 << 10) + 1
+    hexd = ref.digest.hex
+    stored = (tmp_path / f"v1/cas/blake3/{hexd[:2]}/{hexd}-{ref.size}").read_bytes()
+    assert stored == b"".join(pieces)
+
+
+def test_short_gathered_writes_are_completed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``writev`` may write less than asked, ending inside any chunk: the rest follows."""
+    real = os.writev
+    calls: list[int] = []
+
+    def short_writev(fd: int, buffers: list[bytes | memoryview]) -> int:
+        room, taken = 70_001, []
+        for buffer in buffers:
+            view = memoryview(buffer)[:room]
+            taken.append(view)
+            room -= len(view)
+            if not room:
+                break
+        calls.append(len(taken))
+        return real(fd, taken)
+
+    monkeypatch.setattr(disk.os, "writev", short_writev)
+    ref, stored = large_random_blob(mib=2, seed=15)
+    pieces = [memoryview(stored)[i : i + 30_000] for i in range(0, len(stored), 30_000)]
+    VerifyingBlobStore(inner=DiskBlobStore(tmp_path)).write(ref, pieces)
+    assert len(calls) > len(stored) // 200_000  # gathered writes, each completed in parts
+    hexd = ref.digest.hex
+    assert (tmp_path / f"v1/cas/blake3/{hexd[:2]}/{hexd}-{ref.size}").read_bytes() == stored

@@ -94,6 +94,18 @@ def test_round_trip_of_a_large_streamed_blob(store: GrpcBlobStore) -> None:
         assert_decodes_to(reader, ref)
 
 
+def test_views_and_tiny_chunks_are_sent_as_their_bytes(store: GrpcBlobStore) -> None:
+    """SVC-001: the store contract's chunks may be views (a raw frame's blocks) and of any
+    size; protobuf takes only bytes, so the gRPC leaf sends what they hold."""
+    ref, stored = large_random_blob(mib=2, seed=16)
+    view = memoryview(stored)
+    store.write(ref, [view[:3], stored[3:10], view[10 : _MIB + 7], view[_MIB + 7 :]])
+    reader = store.open_read(ref)
+    assert reader is not None
+    with reader:
+        assert reader.read() == stored
+
+
 def test_missing_reports_absent_refs_in_request_order_across_batches(
     store: GrpcBlobStore,
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -10,7 +12,7 @@ from cache_service.storage.memory import MemoryBlobStore, MemoryManifestStore
 from cache_service.storage.metrics import MetricsBlobStore, MetricsManifestStore, StorageMetrics
 from cache_service.storage.verifying import VerifyingBlobStore
 from hazremote.domain.model import HashName
-from tests.cache_service.storage.conftest import make_blob
+from tests.cache_service.storage.conftest import large_random_blob, make_blob
 
 
 def _value(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -74,3 +76,37 @@ def test_manifest_operations_are_counted() -> None:
     assert _value(registry, ops, store="disk", operation="manifest_get", outcome="error") == 1
     assert _value(registry, "haz_storage_bytes_total", store="disk", direction="write") == 3
     assert _value(registry, "haz_storage_bytes_total", store="disk", direction="read") == 3
+
+
+def test_written_bytes_are_counted_in_steps_and_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SVC-004: a write of many small chunks (a raw-block frame: 16 per MiB) adds to the
+    bytes counter about once per MiB, not per chunk, and the total is exact; a write that
+    fails still counts the bytes that passed."""
+    registry = CollectorRegistry()
+    metrics = StorageMetrics(registry)
+    steps: list[int] = []
+    real = metrics.moved
+
+    def moved(store: str, direction: str, count: int) -> None:
+        steps.append(count)
+        real(store, direction, count)
+
+    monkeypatch.setattr(metrics, "moved", moved)
+    store = MetricsBlobStore(inner=MemoryBlobStore(), metrics=metrics, store="memory")
+    ref, stored = large_random_blob(mib=3, seed=17)
+    pieces = [stored[i : i + 3] for i in range(0, 30, 3)] + [
+        stored[i : i + 64 * 1024] for i in range(30, len(stored), 64 * 1024)
+    ]
+    store.write(ref, iter(pieces))
+    assert sum(steps) == len(stored)
+    assert len(steps) <= 4
+    written = _value(registry, "haz_storage_bytes_total", store="memory", direction="write")
+    assert written == len(stored)
+
+    def failing() -> Iterator[bytes]:
+        yield stored[:1000]
+        raise OSError("client gone")
+
+    with pytest.raises(OSError, match="client gone"):
+        store.write(ref, failing())
+    assert steps[-1] == 1000

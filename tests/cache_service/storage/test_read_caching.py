@@ -9,7 +9,7 @@ from typing import BinaryIO
 
 import pytest
 
-from cache_service.storage.base import BlobInfo, BlobRef, StorageError
+from cache_service.storage.base import BlobInfo, BlobRef, StorageError, StoredChunk
 from cache_service.storage.disk import DiskBlobStore
 from cache_service.storage.memory import MemoryBlobStore
 from cache_service.storage.read_caching import ReadCachingBlobStore
@@ -33,7 +33,7 @@ class _CountingSlow:
         self.reads += 1
         return self.inner.open_read(ref)
 
-    def write(self, ref: BlobRef, stored: Iterable[bytes]) -> None:
+    def write(self, ref: BlobRef, stored: Iterable[StoredChunk]) -> None:
         if self.fail_writes:
             for _ in stored:
                 pass

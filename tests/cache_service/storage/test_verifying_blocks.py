@@ -188,3 +188,23 @@ def test_mutable_chunks_may_be_reused_by_the_caller() -> None:
         verifier.feed(view)
         view[:] = b"\0" * len(piece)
     verifier.finish()
+
+
+def test_views_of_bytes_are_kept_as_they_are() -> None:
+    """Issue 5: views of immutable bytes (received messages, raw-frame blocks) are as safe to
+    keep as bytes: the history of raw blocks holds them, not copies, and the frame verifies
+    when a compressed block later refers back to them."""
+    rng = random.Random(8)
+    head = rng.randbytes(300 * KIB)
+    data = head + head[: 200 * KIB]
+    stored = zstandard.ZstdCompressor(level=3).compress(data)
+    view = memoryview(stored)
+    verifier = BlobVerifier(_ref(data))
+    verifier.feed(view[: 200 * KIB])  # raw blocks only, so far
+    assert verifier._writer is None
+    assert verifier._history
+    assert all(isinstance(kept, memoryview) and kept.obj is stored for kept in verifier._history)
+    for i in range(200 * KIB, len(stored), 50 * KIB):
+        verifier.feed(view[i : i + 50 * KIB])
+    verifier.finish()
+    assert verifier._writer is not None  # the compressed block went through the decoder
