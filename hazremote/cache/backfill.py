@@ -43,7 +43,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from hazremote.cache._blobs import FetchedBlob, VerifiedBlob, verified_blob, write_all
 from hazremote.cache.local import CacheOptions, FsyncPolicy, LocalCache
@@ -57,6 +57,7 @@ __all__ = [
     "decode_frame",
     "encode_frame",
     "main",
+    "serve",
 ]
 
 _U16 = struct.Struct(">H")
@@ -359,25 +360,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         compression_level=args.level,
         fsync=FsyncPolicy(args.fsync),
     )
-    stdin = sys.stdin.buffer
+    return serve(cache, sys.stdin.buffer, sys.stdout)
+
+
+def serve(cache: LocalCache, frames: BinaryIO, out: TextIO) -> int:
+    """Import every frame of ``frames`` into ``cache``, warnings as ``W`` lines on ``out``.
+
+    Returns:
+        0 at the end marker; 2 for a malformed frame or input that ended early (the frames
+        before it are imported).
+    """
     # Imports overlap on a few threads: on a disk whose metadata writes take a millisecond
     # each, one at a time would leave the run waiting for the last of them. A bounded
     # number in flight keeps the memory of queued blobs bounded too.
     slots = threading.BoundedSemaphore(_IN_FLIGHT)
     printing = threading.Lock()
 
+    def warn(text: str) -> None:
+        with printing:
+            out.write(_WARNING + text.replace("\n", " ") + "\n")
+            out.flush()
+
     def run(frame: Frame) -> None:
         try:
             warning = import_frame(cache, frame)
-            if warning is not None:
-                with printing:
-                    print(_WARNING + warning.replace("\n", " "), flush=True)
+        except Exception as exc:  # a bug, not bad data: still one warning, never silence
+            warning = f"{frame.label}: the backfill failed: {type(exc).__name__}: {exc}"
         finally:
             slots.release()
+        if warning is not None:
+            warn(warning)
 
     with ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="haz-import") as pool:
         try:
-            while (frame := read_frame(stdin)) is not None:
+            while (frame := read_frame(frames)) is not None:
                 slots.acquire()
                 pool.submit(run, frame)
         except BackfillFrameError as error:

@@ -25,8 +25,10 @@ from hazremote.cache.backfill import (
     decode_frame,
     encode_frame,
     read_frame,
+    serve,
 )
-from hazremote.cache.local import CacheOptions, FetchedBlob, VerifiedBlob
+from hazremote.cache.local import CacheOptions, FetchBlob, FetchedBlob, LocalCache, VerifiedBlob
+from hazremote.cache.tier import StoreResult
 from hazremote.domain.digest import Digest
 from tests.cache.cachekit import HASH, Env, make_key
 from tests.remote.test_import_entry import leftovers, raw_files, restore_entry, source_entry
@@ -181,3 +183,40 @@ def test_options_describe_the_cache(make_env: Callable[[str], Env]) -> None:
     assert isinstance(options, CacheOptions)
     assert options.root == env.cache.root
     assert options.hash_name is HASH
+
+
+class ExplodingCache(LocalCache):
+    """A local cache whose import of one key fails with a bug (not with bad data)."""
+
+    doomed: Digest
+
+    def import_entry(self, manifest: Manifest, fetch_blob: FetchBlob) -> StoreResult:
+        if manifest.key == self.doomed:
+            raise RuntimeError("a bug in the import")
+        return super().import_entry(manifest, fetch_blob)
+
+
+def test_an_import_that_raises_is_a_warning_and_the_rest_still_land(
+    make_env: Callable[[str], Env], tmp_path: Path
+) -> None:
+    """The child never swallows a failure: an unexpected exception becomes a warning naming
+    the task, later frames are still imported, and input cut short exits 2 after them."""
+    origin, target = make_env("origin"), make_env("target")
+    doomed, doomed_files = entry(origin, "doomed", tmp_path)
+    fine, fine_files = entry(origin, "fine", tmp_path)
+    options = target.cache.options
+    cache = ExplodingCache(
+        options.root, hash_name=options.hash_name, chapter_revision=options.chapter_revision
+    )
+    cache.doomed = doomed.key
+    frames = b"".join(
+        encode_frame(label=label, document=m.to_json(), blobs=in_memory(files), cleanup=None)
+        for label, m, files in (("a:build", doomed, doomed_files), ("b:build", fine, fine_files))
+    )
+    out = io.StringIO()
+    assert serve(cache, io.BytesIO(frames + (0).to_bytes(4, "big")), out) == 0
+    assert out.getvalue() == "W a:build: the backfill failed: RuntimeError: a bug in the import\n"
+    assert target.cache.lookup(make_key("fine")).manifest is not None
+    assert target.cache.lookup(make_key("doomed")).manifest is None
+    cut = io.StringIO()
+    assert serve(cache, io.BytesIO(frames[:-10]), cut) == 2  # no end marker, last frame cut
