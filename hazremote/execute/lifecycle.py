@@ -287,16 +287,13 @@ class LocalLifecycle:
         remote = self._remote
         if remote is None or not self._policy.lookup:
             return 0
-        remaining = set(run_set)
         resolved: dict[TaskId, PredecessorStreams] = {}
         asked = 0
-        while True:
-            level = [
-                t for t in sorted(remaining) if all(p in resolved for p in graph.hard.get(t, ()))
-            ]
-            if not level:
-                return asked
-            remaining.difference_update(level)
+        # Hard predecessors not yet resolved, per task of the run: a task joins the level
+        # after the one that resolved its last predecessor (counted, not rescanned per level).
+        waiting = {t: len(graph.hard.get(t, ())) for t in run_set}
+        level = sorted(t for t, count in waiting.items() if count == 0)
+        while level:
             derived = await self._on_key_thread(partial(self._derive_level, graph, level, resolved))
             wanted = [key for key, local in derived.values() if local is None]
             asked += len(wanted)
@@ -309,12 +306,21 @@ class LocalLifecycle:
                 blobs_dir = self._spool_dir / _REMOTE_BLOBS
                 blobs_dir.mkdir(exist_ok=True)
                 remote.prefetch_blobs(list(hits.values()), blobs_dir)
+            ready: list[TaskId] = []
             for task_id, (key, local) in derived.items():
                 manifest = local or hits.get(key)
-                if manifest is not None:
-                    resolved[task_id] = PredecessorStreams(
-                        task=task_id, stdout=manifest.stdout.hash, stderr=manifest.stderr.hash
-                    )
+                if manifest is None:
+                    continue
+                resolved[task_id] = PredecessorStreams(
+                    task=task_id, stdout=manifest.stdout.hash, stderr=manifest.stderr.hash
+                )
+                for dependant in graph.hard_dependants(task_id):
+                    if dependant in waiting:
+                        waiting[dependant] -= 1
+                        if waiting[dependant] == 0:
+                            ready.append(dependant)
+            level = sorted(ready)
+        return asked
 
     def _derive_level(
         self,
