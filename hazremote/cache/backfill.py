@@ -282,8 +282,13 @@ class ProcessBackfill:
         manifest: Manifest,
         blobs: Mapping[Digest, FetchedBlob],
         cleanup: Path | None,
+        document: bytes | None = None,
     ) -> None:
-        """Import ``manifest`` with its fetched ``blobs`` (``cleanup`` is removed after)."""
+        """Import ``manifest`` with its fetched ``blobs`` (``cleanup`` is removed after).
+
+        ``document``, when given, is the manifest as received (the child parses it as
+        strictly as the run did); otherwise the manifest is serialised here.
+        """
         self.start()
         if self._proc is None:
             self._lost += 1
@@ -291,9 +296,9 @@ class ProcessBackfill:
                 shutil.rmtree(cleanup, ignore_errors=True)
             return
         self._sent += 1
-        self._queue.put(
-            encode_frame(label=label, document=manifest.to_json(), blobs=blobs, cleanup=cleanup)
-        )
+        if document is None:
+            document = manifest.to_json()
+        self._queue.put(encode_frame(label=label, document=document, blobs=blobs, cleanup=cleanup))
 
     def _pump(self) -> None:
         proc = self._proc

@@ -106,6 +106,10 @@ class RemoteTier(Protocol):
         ``None`` on any failure."""
         ...
 
+    def take_document(self, key: Digest) -> bytes | None:
+        """The remote hit's manifest document as received (once), or ``None``."""
+        ...
+
     def upload_later(self, *, manifest: Manifest, blobs: Sequence[StoredBlob]) -> None:
         """Upload a local entry in the background."""
         ...
@@ -126,8 +130,10 @@ class Backfill(Protocol):
         manifest: Manifest,
         blobs: Mapping[Digest, FetchedBlob],
         cleanup: Path | None,
+        document: bytes | None = None,
     ) -> None:
-        """Import ``manifest`` with its fetched ``blobs``; remove ``cleanup`` afterwards."""
+        """Import ``manifest`` (whose received ``document`` it may pass on as it is) with
+        its fetched ``blobs``; remove ``cleanup`` afterwards."""
         ...
 
     def close(self) -> list[str]:
@@ -505,6 +511,7 @@ class LocalLifecycle:
                     manifest=manifest,
                     blobs=blobs,
                     cleanup=own_dir if owns else None,
+                    document=remote.take_document(manifest.key),
                 )
             elif owns:
                 await self._on(self._io_pool, partial(shutil.rmtree, own_dir, ignore_errors=True))

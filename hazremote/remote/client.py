@@ -172,6 +172,8 @@ class RemoteCache:
         self._pending: list[_Pending] = []
         #: Answers of :meth:`prefetch`, each handed out once by :meth:`lookup`.
         self._prefetched: dict[Digest, Manifest | None] = {}
+        #: The documents of remote hits as the server sent them, until taken.
+        self._documents: dict[Digest, bytes] = {}
         #: Keys of prefetches under way → a future done when their answers are in.
         self._inflight: dict[Digest, asyncio.Future[None]] = {}
         self._flush_handle: asyncio.Handle | None = None
@@ -379,6 +381,11 @@ class RemoteCache:
             self._flush_handle = loop.call_later(self._timeouts.coalesce_s, self._flush)
         return await pending.future
 
+    def take_document(self, key: Digest) -> bytes | None:
+        """The document of the remote hit of ``key`` as received (once), so the local
+        backfill need not serialise the parsed manifest again."""
+        return self._documents.pop(key, None)
+
     def _flush(self) -> None:
         self._flush_handle = None
         batch, self._pending = self._pending, []
@@ -427,9 +434,11 @@ class RemoteCache:
                     )
                 for key, result in zip(part, reply.results, strict=True):
                     if result.found:
-                        manifest = self._parse(key, bytes(result.manifest_json))
+                        document = bytes(result.manifest_json)
+                        manifest = self._parse(key, document)
                         if manifest is not None:
                             hits[key] = manifest
+                            self._documents[key] = document
             return hits
 
         found = await self._guarded("manifest lookup", call)

@@ -64,6 +64,9 @@ class LazyRemote:
     async def download(self, manifest: Manifest, dest: Path) -> Mapping[Digest, FetchedBlob] | None:
         return await self._remote().download(manifest, dest)
 
+    def take_document(self, key: Digest) -> bytes | None:
+        return None if self._client is None else self._client.take_document(key)
+
     def upload_later(self, *, manifest: Manifest, blobs: Sequence[StoredBlob]) -> None:
         self._remote().upload_later(manifest=manifest, blobs=blobs)
 

@@ -107,7 +107,13 @@ def test_the_child_imports_every_entry_and_removes_cleanup_dirs(
     backfill = ProcessBackfill(target.cache.options, log_dir=tmp_path)
     backfill.submit(label="a:build", manifest=first, blobs=in_memory(first_files), cleanup=None)
     own = tmp_path / "raw-two"
-    backfill.submit(label="b:build", manifest=second, blobs=dict(second_files), cleanup=own)
+    backfill.submit(
+        label="b:build",
+        manifest=second,
+        blobs=dict(second_files),
+        cleanup=own,
+        document=second.to_json(),  # as a server would have sent it
+    )
     assert backfill.close() == []
     assert not own.exists()
     for label in ("one", "two"):

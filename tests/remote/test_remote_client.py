@@ -20,6 +20,7 @@ import zstandard
 
 from hazremote.cache import Manifest, StoreStatus
 from hazremote.cache.local import VerifiedBlob
+from hazremote.cache.manifest import parse_manifest
 from hazremote.domain.digest import Digest
 from hazremote.domain.model import RemoteMode
 from hazremote.remote.client import RemoteCache
@@ -479,6 +480,38 @@ def test_a_lookup_of_a_key_being_prefetched_waits_for_that_batch(
     assert hit.key == make_key("p")
     assert miss is None
     assert batches == 1
+
+
+def test_a_hit_s_document_is_handed_over_once_as_received(
+    server: FakeServer, make_env: Callable[[str], Env]
+) -> None:
+    """The backfill gets the manifest document as the server sent it (no re-serialising),
+    once; a miss has none."""
+    env = make_env("a")
+    manifest = stored(env, "d", {"/dist/d": b"d"})
+
+    async def scenario() -> tuple[Manifest | None, bytes | None, bytes | None, bytes | None]:
+        remote = client(server.url)
+        try:
+            assert await upload(remote, env, manifest)
+            found = await remote.lookup(make_key("d"))
+            assert await remote.lookup(make_key("none")) is None
+            first = remote.take_document(make_key("d"))
+            return (
+                found,
+                first,
+                remote.take_document(make_key("d")),
+                remote.take_document(make_key("none")),
+            )
+        finally:
+            await remote.close()
+
+    found, first, again, missed = run(scenario())
+    assert found is not None
+    assert first == server.state.manifests[("main", make_key("d").raw)]
+    assert parse_manifest(first, chapter_revision=REVISION, hash_name=HASH) == found
+    assert again is None
+    assert missed is None
 
 
 def test_batch_blobs_past_the_memory_budget_arrive_as_verified_files(
