@@ -140,15 +140,10 @@ def decode_write_chunk(raw: bytes) -> WriteChunk:
                 raise _Irregular
             rest.append(view[start:pos])
     except (_Irregular, IndexError):
-        message = cache_pb2.WriteBlobChunk.FromString(raw)
-        return WriteChunk(
-            hash_function=message.hash_function,
-            digest=message.digest,
-            compression=message.compression,
-            data=memoryview(message.data),
-            finish=message.finish,
-        )
-    fields = cache_pb2.WriteBlobChunk.FromString(b"".join(rest)) if rest else _NO_FIELDS
+        fields = cache_pb2.WriteBlobChunk.FromString(raw)
+        data = memoryview(fields.data)
+    else:
+        fields = cache_pb2.WriteBlobChunk.FromString(b"".join(rest)) if rest else _NO_FIELDS
     return WriteChunk(
         hash_function=fields.hash_function,
         digest=fields.digest,

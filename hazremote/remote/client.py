@@ -75,7 +75,6 @@ _DEFAULT_MAX_BATCH_BYTES = 4 << 20
 _DEFAULT_CHUNK = 1 << 20
 #: gRPC's own limit on one message; batches stay well below it.
 _MAX_MESSAGE = 16 << 20
-_FILE_CHUNK = 1 << 20
 _WIRE_ZSTD_LEVEL = 1
 #: Bytes of blobs prefetched per run at most (they wait on disk until restored).
 _PREFETCH_BUDGET = 512 << 20
