@@ -14,7 +14,9 @@ Spec coverage:
   gathered into ``writev`` calls of about 1 MiB, written where they lie; a blob of several
   such writes is written by a thread of its own while the next chunks are verified; with
   ``fsync``, it is flushed to disk in the background while it is written (one
-  ``fdatasync`` at a time), so the final fsync only waits for the tail.
+  ``fdatasync`` at a time), so the final fsync only waits for the tail. A blob of 8 MiB or
+  more has its uncompressed size reserved with ``fallocate`` first and is cut to what was
+  written at the end (a compressed frame is smaller).
 Out of scope: size bounds and eviction (gc, or :mod:`.read_caching` for a cache directory);
 temp files orphaned by a crash are left for an operator (they start with ``.tmp-`` and are
 never listed).
@@ -23,14 +25,16 @@ never listed).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import queue
+import sys
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, cast
 
 from cache_service.storage._layout import (
     CAS_PREFIX,
@@ -74,6 +78,36 @@ _GATHER_BYTES = 1 << 20
 _GATHER_MAX = 256
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _fdatasync = getattr(os, "fdatasync", os.fsync)  # no fdatasync on macOS
+#: A blob at least this large gets its space reserved before it is written (:func:`_reserve`).
+_RESERVE_MIN_BYTES = 8 << 20
+
+
+def _libc_fallocate() -> Callable[[int, int, int, int], int] | None:
+    """Linux's ``fallocate(2)``, or None. Not ``os.posix_fallocate``: where the file system
+    cannot allocate, glibc emulates it by writing a byte into every block."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).fallocate64
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    function.restype = ctypes.c_int
+    return cast(Callable[[int, int, int, int], int], function)
+
+
+_fallocate = _libc_fallocate()
+
+
+def _reserve(fd: int, size: int) -> int:
+    """Allocate ``size`` bytes of ``fd`` (a new, empty file) in one call; returns how many
+    were, 0 when the file system cannot (then the writes allocate as usual). ext4 then
+    writes into allocated extents instead of reserving delayed allocation page by page:
+    about a third of the CPU of writing a large blob (issue 5). The file's size becomes
+    ``size``: the writer truncates it to what it wrote."""
+    if _fallocate is None or size < _RESERVE_MIN_BYTES:
+        return 0
+    return size if _fallocate(fd, 0, 0, size) == 0 else 0
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -194,10 +228,13 @@ class _BlobFile:
     overlaps the verification of the next (the write is a third of a large upload's storage
     work, issue 5). With ``fsync``, the file is flushed in the background as bytes accumulate
     (:class:`_Flusher`). The chunks are written where they lie, so they must not change until
-    :meth:`finish` or :meth:`abandon` returns (the :class:`BlobStore` contract)."""
+    :meth:`finish` or :meth:`abandon` returns (the :class:`BlobStore` contract). A file whose
+    space was reserved (:func:`_reserve`) is cut to the bytes written when they are fewer."""
 
-    def __init__(self, fd: int, *, fsync: bool) -> None:
+    def __init__(self, fd: int, *, fsync: bool, reserved: int = 0) -> None:
         self._fd = fd
+        self._reserved = reserved
+        self._written = 0
         self._flusher = _Flusher(fd) if fsync else None
         self._first = True
         self._queue: queue.SimpleQueue[tuple[list[StoredChunk], int] | None] = queue.SimpleQueue()
@@ -213,6 +250,7 @@ class _BlobFile:
         """
         if self._error is not None:
             raise self._error
+        self._written += count
         if self._first:
             self._first = False
             self._write(chunks, count)
@@ -256,6 +294,8 @@ class _BlobFile:
         self._stop()
         if self._error is not None:
             raise self._error
+        if self._reserved > self._written:
+            os.ftruncate(self._fd, self._written)
         if self._flusher is not None:
             self._flusher.join()
             os.fsync(self._fd)
@@ -269,17 +309,19 @@ class _BlobFile:
 
 
 def _write_blob_temp(
-    directory: Path, chunks: Iterable[StoredChunk], *, fsync: bool, what: str
+    directory: Path, chunks: Iterable[StoredChunk], *, fsync: bool, what: str, size: int
 ) -> Path:
     """:func:`_write_temp` for blobs, which may be large: unbuffered (gathered) writes of the
-    chunks as they come, overlapping the production of the next (:class:`_BlobFile`)."""
+    chunks as they come, overlapping the production of the next (:class:`_BlobFile`), into a
+    file with ``size`` bytes reserved (the blob's uncompressed size: its stored frame is a
+    little larger when incompressible, smaller otherwise)."""
     temp = directory / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o666)
     except OSError as exc:
         raise StorageError(f"{what}: {exc}") from exc
-    out = _BlobFile(fd, fsync=fsync)
+    out = _BlobFile(fd, fsync=fsync, reserved=_reserve(fd, size))
     try:
         for group, count in _gathered(chunks):
             try:
@@ -375,7 +417,7 @@ class DiskBlobStore:
     def write(self, ref: BlobRef, stored: Iterable[StoredChunk]) -> None:
         path = self._path(ref)
         what = f"cannot write blob {path}"
-        temp = _write_blob_temp(path.parent, stored, fsync=self._fsync, what=what)
+        temp = _write_blob_temp(path.parent, stored, fsync=self._fsync, what=what, size=ref.size)
         # Content-addressed: replacing an existing blob changes nothing a reader can observe
         # (a reader holding the old file keeps reading it), and repairs a blob that had been
         # found corrupt.

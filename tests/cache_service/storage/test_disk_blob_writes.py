@@ -1,5 +1,5 @@
-"""Large blob writes of the disk leaf: flushed to disk in the background while they stream
-(fsync on), and still all-or-nothing (§6, RC-004)."""
+"""Large blob writes of the disk leaf: space reserved up front, flushed to disk in the
+background while they stream (fsync on), and still all-or-nothing (§6, RC-004)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from cache_service.storage.base import (
     StoredChunk,
 )
 from cache_service.storage.disk import DiskBlobStore
-from cache_service.storage.verifying import VerifyingBlobStore
+from cache_service.storage.verifying import VerifyingBlobStore, compress_chunks
 from hazremote.domain.digest import digest_bytes
 from hazremote.domain.model import HashName
 from tests.cache_service.storage.conftest import disk_names, large_random_blob
@@ -31,10 +31,97 @@ MIB = 1 << 20
 
 @pytest.fixture(autouse=True)
 def small_flush_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Flush every 256 KiB and gather writes of 200 kB, so a few MiB exercise many
-    background flushes and many gathered writes."""
+    """Flush every 256 KiB, gather writes of 200 kB and reserve the space of blobs from 1 MiB,
+    so a few MiB exercise many background flushes, many gathered writes and a reservation."""
     monkeypatch.setattr(disk, "_WRITEBACK_STEP", 256 << 10)
     monkeypatch.setattr(disk, "_GATHER_BYTES", 200_000)
+    monkeypatch.setattr(disk, "_RESERVE_MIN_BYTES", MIB)
+
+
+def _blob_path(root: Path, ref: BlobRef) -> Path:
+    hexd = ref.digest.hex
+    return root / f"v1/cas/blake3/{hexd[:2]}/{hexd}-{ref.size}"
+
+
+def _recording_reservations(monkeypatch: pytest.MonkeyPatch, result: int = 0) -> list[int]:
+    """Record the sizes reserved through ``fallocate``; ``result`` -1 makes every
+    reservation fail (a file system that cannot allocate ahead)."""
+    real = disk._fallocate
+    assert real is not None, "fallocate(2) is available on Linux"
+    sizes: list[int] = []
+
+    def fallocate(fd: int, mode: int, offset: int, length: int) -> int:
+        sizes.append(length)
+        return result if result else real(fd, mode, offset, length)
+
+    monkeypatch.setattr(disk, "_fallocate", fallocate)
+    return sizes
+
+
+def test_compressed_blob_keeps_no_more_disk_than_its_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large blob's uncompressed size is reserved before it is written; when its stored
+    frame is much smaller (compressible output), the file is cut to the frame: the published
+    file has the frame's size and the reserved blocks are given back."""
+    sizes = _recording_reservations(monkeypatch)
+    content = b"build output line, highly repetitive\n" * (16 * MIB // 37)
+    ref = BlobRef(
+        hash_name=HashName.BLAKE3, digest=digest_bytes(HashName.BLAKE3, content), size=len(content)
+    )
+    stored = b"".join(compress_chunks([content]))
+    assert len(stored) < MIB // 4
+    store = VerifyingBlobStore(inner=DiskBlobStore(tmp_path, fsync=True))
+    store.write(ref, _chunks(stored, 10_000))
+    path = _blob_path(tmp_path, ref)
+    assert sizes == [ref.size]
+    assert path.read_bytes() == stored
+    info = os.stat(path)
+    assert info.st_size == len(stored)
+    assert info.st_blocks * 512 < MIB, "the reserved 16 MiB were not given back"
+    reader = store.open_read(ref)
+    assert reader is not None
+    with reader:
+        assert reader.read() == stored
+
+
+def test_frame_larger_than_the_reservation_is_written_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An incompressible blob's frame (raw blocks) is a little larger than the uncompressed
+    size reserved for it: the writes go on past the reservation."""
+    sizes = _recording_reservations(monkeypatch)
+    ref, stored = large_random_blob(mib=3, seed=4)
+    assert len(stored) > ref.size
+    DiskBlobStore(tmp_path, fsync=True).write(ref, _chunks(stored))
+    assert sizes == [ref.size]
+    assert _blob_path(tmp_path, ref).read_bytes() == stored
+
+
+def test_file_system_that_cannot_reserve_still_stores_the_blob(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fallocate failing (EOPNOTSUPP on a file system without it) only means no reservation;
+    nothing is cut from the file afterwards."""
+    sizes = _recording_reservations(monkeypatch, result=-1)
+    ref, stored = large_random_blob(mib=2, seed=3)
+    DiskBlobStore(tmp_path, fsync=True).write(ref, _chunks(stored))
+    assert sizes == [ref.size]
+    path = _blob_path(tmp_path, ref)
+    assert path.read_bytes() == stored
+    assert os.stat(path).st_size == len(stored)
+
+
+def test_small_blobs_reserve_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below the threshold a reservation would cost a system call for nothing."""
+    sizes = _recording_reservations(monkeypatch)
+    data = b"small" * 1000
+    ref = BlobRef(
+        hash_name=HashName.BLAKE3, digest=digest_bytes(HashName.BLAKE3, data), size=len(data)
+    )
+    DiskBlobStore(tmp_path, fsync=True).write(ref, [b"".join(compress_chunks([data]))])
+    assert sizes == []
+    assert _blob_path(tmp_path, ref).exists()
 
 
 def _chunks(stored: bytes, size: int = 100_000) -> Iterator[bytes]:
