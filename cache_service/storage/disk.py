@@ -88,8 +88,14 @@ def _libc_fallocate() -> Callable[[int, int, int, int], int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        function = ctypes.CDLL(None, use_errno=True).fallocate64
-    except (OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    # fallocate64 takes a 64-bit off_t everywhere; plain fallocate only where off_t is the
+    # native long (musl has no *64 names).
+    names = ["fallocate64"] + (["fallocate"] if ctypes.sizeof(ctypes.c_long) == 8 else [])
+    function = next((getattr(libc, n) for n in names if hasattr(libc, n)), None)
+    if function is None:
         return None
     function.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
     function.restype = ctypes.c_int
