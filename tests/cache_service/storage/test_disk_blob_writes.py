@@ -14,6 +14,7 @@ import pytest
 
 from cache_service.cas import _raw_frame
 from cache_service.storage import disk
+from cache_service.storage._layout import blob_name
 from cache_service.storage.base import (
     BlobRef,
     BlobVerificationError,
@@ -39,8 +40,7 @@ def small_flush_step(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _blob_path(root: Path, ref: BlobRef) -> Path:
-    hexd = ref.digest.hex
-    return root / f"v1/cas/blake3/{hexd[:2]}/{hexd}-{ref.size}"
+    return root / blob_name(ref)
 
 
 def _recording_reservations(monkeypatch: pytest.MonkeyPatch, result: int = 0) -> list[int]:
@@ -101,8 +101,8 @@ def test_frame_larger_than_the_reservation_is_written_whole(
 def test_file_system_that_cannot_reserve_still_stores_the_blob(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """fallocate failing (EOPNOTSUPP on a file system without it) only means no reservation;
-    nothing is cut from the file afterwards."""
+    """fallocate failing (EOPNOTSUPP on a file system without it) only means no reservation:
+    the blob is written and published as without one."""
     sizes = _recording_reservations(monkeypatch, result=-1)
     ref, stored = large_random_blob(mib=2, seed=3)
     DiskBlobStore(tmp_path, fsync=True).write(ref, _chunks(stored))
@@ -198,8 +198,7 @@ def test_no_background_flush_without_fsync(tmp_path: Path, monkeypatch: pytest.M
 
     monkeypatch.setattr(disk, "_fdatasync", unexpected)
     DiskBlobStore(tmp_path).write(ref, _chunks(stored))
-    hexd = ref.digest.hex
-    path = tmp_path / f"v1/cas/blake3/{hexd[:2]}/{hexd}-{ref.size}"
+    path = _blob_path(tmp_path, ref)
     assert path.read_bytes() == stored
     assert os.stat(path).st_size == len(stored)
 
@@ -245,8 +244,7 @@ def test_chunks_after_the_first_are_written_by_a_thread_of_the_blob(
     assert threads[0] == caller
     assert set(threads[1:]) == {"haz-blob-write"}
     assert len(threads) == len(list(disk._gathered(_chunks(stored))))
-    hexd = ref.digest.hex
-    assert (tmp_path / f"v1/cas/blake3/{hexd[:2]}/{hexd}-{ref.size}").read_bytes() == stored
+    assert _blob_path(tmp_path, ref).read_bytes() == stored
     assert not _writing_threads()
 
     threads.clear()
@@ -333,8 +331,7 @@ def test_raw_frame_pieces_are_written_where_they_lie(
     assert len(written) == len(pieces)
     assert all(got is given for got, given in zip(written, pieces, strict=True))
     assert sum(isinstance(piece, memoryview) for piece in pieces) == len(data) // (128 << 10) + 1
-    hexd = ref.digest.hex
-    stored = (tmp_path / f"v1/cas/blake3/{hexd[:2]}/{hexd}-{ref.size}").read_bytes()
+    stored = _blob_path(tmp_path, ref).read_bytes()
     assert stored == b"".join(pieces)
 
 
@@ -361,5 +358,4 @@ def test_short_gathered_writes_are_completed(
     pieces = [memoryview(stored)[i : i + 30_000] for i in range(0, len(stored), 30_000)]
     VerifyingBlobStore(inner=DiskBlobStore(tmp_path)).write(ref, pieces)
     assert len(calls) > len(stored) // 200_000  # gathered writes, each completed in parts
-    hexd = ref.digest.hex
-    assert (tmp_path / f"v1/cas/blake3/{hexd[:2]}/{hexd}-{ref.size}").read_bytes() == stored
+    assert _blob_path(tmp_path, ref).read_bytes() == stored
