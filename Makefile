@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+STAMP_BASE := $(VENV)/.installed
 STAMP_TEST := $(VENV)/.installed-test
 STAMP_DEV := $(VENV)/.installed-dev
 PYTEST_ARGS ?= -n 2
@@ -14,6 +15,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+$(STAMP_BASE): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
 $(STAMP_TEST): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
@@ -22,9 +27,9 @@ $(STAMP_DEV): pyproject.toml $(STAMP_TEST)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-## demo: install and run the main job on the bundled example workspace (twice: the second
-## run restores every task from the local cache)
-demo: $(STAMP_TEST)
+## demo: install haz (no test extras) and run the main job on the bundled example workspace
+## (twice: the second run restores every task from the local cache)
+demo: $(STAMP_BASE)
 	cd examples/acme && ../../$(BIN)/haz check --workspace \
 		&& ../../$(BIN)/haz run --workspace \
 		&& ../../$(BIN)/haz run --workspace
