@@ -59,7 +59,7 @@ DOCS_POINTER: Final = "see `haz --help`\n# and docs/configuration.md in the haz 
 #: Skipped directories shown on screen and in workspace.yml; the rest are counted.
 MAX_SKIPPED_SHOWN: Final = 25
 _EXAMPLES: Final = {
-    CARGO_TOML: "build: {command: [cargo, build], outputs: [target/debug/**]}",
+    CARGO_TOML: "build: {command: [cargo, build], env: {pass_through: [PATH, HOME]}}",
     GO_MOD: "test: {command: [go, test, ./...], env: {pass_through: [PATH, HOME]}}",
     PYPROJECT: "test: {command: [python, -m, pytest], env: {pass_through: [PATH]}}",
     MAKEFILE: "build: {command: [make], env: {pass_through: [PATH]}}",
@@ -144,8 +144,8 @@ def _project_file(
         "# Tasks start with an empty environment: pass_through gives them PATH and HOME unhashed.",
     ]
     if hooks:
-        lines.append("# Not tasks (lifecycle hooks, run around their base script, install or")
-        lines.append(f"# publish): {', '.join(hooks)}")
+        lines.append("# Not tasks: lifecycle hooks the package manager runs around their base")
+        lines.append(f"# script, install or publish: {', '.join(hooks)}")
     if not tasks:
         lines.append("tasks: {}")
         return "\n".join(lines) + "\n"

@@ -13,6 +13,7 @@ Spec coverage:
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -485,3 +486,39 @@ def test_without_yes_and_without_a_terminal_it_lists_and_exits_2(tmp_path: Path)
     assert "re-run with --yes" in result.stderr
     assert not (tmp_path / ".haz").exists()
     assert not (tmp_path / "lib" / "haz.yml").exists()
+
+
+@pytest.mark.skipif(shutil.which("npm") is None, reason="needs npm on PATH")
+def test_generated_npm_workspace_runs_in_dependency_order_and_replays(tmp_path: Path) -> None:
+    """What `haz init` wrote runs for real: npm on the passed-through PATH, deps first."""
+    log = tmp_path / "order.log"
+    build = (
+        "node -e \"const fs=require('fs');fs.mkdirSync('dist',{recursive:true});"
+        "fs.writeFileSync('dist/index.js','built');"
+        f"fs.appendFileSync('{log}',require('./package.json').name+'\\\\n')\""
+    )
+    init(
+        tmp_path / "repo",
+        {
+            "package.json": pkg(private=True, workspaces=["packages/*"]),
+            "package-lock.json": "{}",
+            "packages/ui/package.json": pkg(
+                "@acme/ui", main="dist/index.js", scripts={"build": build, "postinstall": "x"}
+            ),
+            "packages/web/package.json": pkg(
+                "@acme/web",
+                main="dist/index.js",
+                scripts={"build": build},
+                dependencies={"@acme/ui": "workspace:*"},
+            ),
+        },
+    )
+    root = tmp_path / "repo"
+    first = haz("run", "web:build", "-j", "2", cwd=root)
+    assert first.returncode == 0, first.stderr
+    assert log.read_text().split() == ["@acme/ui", "@acme/web"]
+    (root / "packages/ui/dist/index.js").unlink()
+    second = haz("run", "web:build", cwd=root)
+    assert second.returncode == 0, second.stderr
+    assert log.read_text().split() == ["@acme/ui", "@acme/web"]  # both restored, none ran
+    assert (root / "packages/ui/dist/index.js").read_text() == "built"
