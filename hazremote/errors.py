@@ -7,13 +7,21 @@ Spec coverage:
 * CFG-040 — :class:`Diagnostic` carries file, key path and line; :class:`ConfigError`
   carries *all* diagnostics of a load so they are reported together.
 * DAG-011 — :class:`GraphError` collects every graph diagnostic.
+* DAG-016, PATH — a :class:`Diagnostic` of :attr:`Severity.WARNING` is the one shape of every
+  configuration warning (overlapping output patterns, inputs that match nothing …): it names
+  the task(s) it concerns so a command can show those of the tasks it is about.
 * EXEC-021 — each error knows the process exit code it maps to.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hazremote.domain.refs import TaskId
 
 __all__ = [
     "ConfigError",
@@ -22,6 +30,7 @@ __all__ = [
     "HazError",
     "PatternError",
     "ReferenceError_",
+    "Severity",
     "UsageError",
 ]
 
@@ -34,9 +43,16 @@ class HazError(Exception):
     exit_code: int = 1
 
 
+class Severity(enum.Enum):
+    """An error makes the configuration invalid (exit 2); a warning is shown and run past."""
+
+    ERROR = "error"
+    WARNING = "warning"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Diagnostic:
-    """One problem found in the configuration (CFG-040).
+    """One problem found in the configuration (CFG-040), an error unless it says otherwise.
 
     Attributes:
         file: Workspace-relative path of the file (``.haz/workspace.yml``), or ``""`` when the
@@ -44,12 +60,21 @@ class Diagnostic:
         key_path: Dotted key path inside the file (``tasks.build.deps[1]``), or ``""``.
         line: 1-based line the YAML parser gave for the key, or ``None``.
         message: What is wrong, in a sentence.
+        severity: :attr:`Severity.ERROR` (the load fails) or :attr:`Severity.WARNING`.
+        tasks: The tasks it concerns, canonical order (``()`` when it concerns no task): a
+            command shows the warnings of the tasks it works on.
     """
 
     file: str
     key_path: str
     line: int | None
     message: str
+    severity: Severity = Severity.ERROR
+    tasks: tuple[TaskId, ...] = ()
+
+    @property
+    def is_warning(self) -> bool:
+        return self.severity is Severity.WARNING
 
     def render(self) -> str:
         where = self.file or "<workspace>"

@@ -5,12 +5,14 @@ Spec coverage:
 * DISC-007 — the bearing project is computed from the working directory.
 * REF-001..008 — command-line targets (:func:`resolve_targets`): a bare ``task`` is ``~:task``
   inside a project and ``^:task`` outside.
+* DAG-016, PATH — :func:`print_warnings`: how every command shows configuration warnings.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +20,17 @@ from pathlib import Path
 from hazremote.config._trace import Trace
 from hazremote.domain.model import Project, Workspace
 from hazremote.domain.refs import TaskId, parse_cli_target
-from hazremote.errors import UsageError
+from hazremote.errors import Diagnostic, UsageError
 from hazremote.graph import TaskGraph
 
-__all__ = ["WorkspaceContext", "open_workspace", "resolve_targets"]
+__all__ = ["WorkspaceContext", "open_workspace", "print_warnings", "resolve_targets"]
+
+
+def print_warnings(warnings: Iterable[Diagnostic]) -> None:
+    """Configuration warnings on stderr, one line each, located like errors (CFG-040):
+    ``haz: warning: lib/haz.yml:7: tasks.pack.outputs[0]: …``."""
+    for warning in warnings:
+        print(f"haz: warning: {warning.render()}", file=sys.stderr)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

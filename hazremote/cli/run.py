@@ -8,7 +8,12 @@ Spec coverage:
   code is 128 + the first signal.
 * EXEC-016/040 — ``--output live|buffered``; progress and epilogue on stderr; colour only on a
   terminal and never with ``NO_COLOR``.
-* EXEC-021 — exit 0 / 1 / 2 / 128+n.
+* EXEC-021 — exit 0 / 1 / 2 / 128+n; a non-zero exit after a run says why on stderr, after
+  the epilogue (:func:`exit_reasons`: the output overlap that stopped it, the failed tasks,
+  the signal).
+* DAG-016 — the graph's warnings about the tasks of the run are printed once, before it.
+* EXEC-020 — one :class:`~hazremote.execute.claims.OutputClaims` per run, over the graph's
+  ``output_peers``, shared by every task's lifecycle.
 * EXEC-026..029 — git filters (:mod:`hazremote.cli.changes`).
 * EXEC-030 — ``--dry-run[=json]`` (:mod:`hazremote.execute.predict`).
 * EXEC-041 — ``--summary-json FILE`` whenever a run started.
@@ -39,16 +44,55 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from hazremote.cli.changes import affected_tasks, changed_paths
-from hazremote.cli.context import WorkspaceContext, open_workspace, resolve_targets
+from hazremote.cli.context import (
+    WorkspaceContext,
+    open_workspace,
+    print_warnings,
+    resolve_targets,
+)
 from hazremote.cli.session import open_cache, open_index
 from hazremote.domain.model import OutputMode
 from hazremote.domain.refs import RefKind, TaskId, TaskRef
 from hazremote.errors import ReferenceError_, UsageError
-from hazremote.execute.records import RunState, TaskRecord, summary_json
+from hazremote.execute.claims import OutputOverlap
+from hazremote.execute.records import RunState, SkipCause, TaskRecord, summary_json
 from hazremote.logs import get_logger
 from hazremote.remote.settings import RemoteConfig, RemoteFlags, resolve_remote
 
-__all__ = ["run", "select_run_set"]
+__all__ = ["exit_reasons", "run", "select_run_set"]
+
+#: How many failed tasks the closing line names before it says "+N more".
+_NAMED_FAILURES = 5
+
+
+def exit_reasons(
+    records: Sequence[TaskRecord],
+    *,
+    violation: SkipCause | None,
+    overlap: OutputOverlap | None,
+    signum: int | None,
+) -> list[str]:
+    """Why a run exits non-zero (EXEC-021), one line each; empty for a successful run."""
+    lines: list[str] = []
+    if signum is not None:
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        lines.append(f"interrupted by {name}")
+    if overlap is not None:
+        lines.append(f"the run stopped: {overlap.describe()}")
+    elif violation is not None:
+        lines.append(f"the run stopped: {violation.value}")
+    failed = sorted(r.task for r in records if r.state is RunState.FAILED)
+    if failed:
+        named = ", ".join(str(t) for t in failed[:_NAMED_FAILURES])
+        more = len(failed) - _NAMED_FAILURES
+        plural = "s" if len(failed) != 1 else ""
+        lines.append(
+            f"{len(failed)} task{plural} failed: {named}" + (f" +{more} more" if more > 0 else "")
+        )
+    return lines
 
 
 def select_run_set(context: WorkspaceContext, args: argparse.Namespace) -> tuple[TaskId, ...]:
@@ -196,6 +240,7 @@ async def _execute(
     remote_settings: RemoteConfig | None,
 ) -> tuple[list[TaskRecord], int, bool, int | None]:
     from hazremote.cache.backfill import ProcessBackfill
+    from hazremote.execute.claims import OutputClaims
     from hazremote.execute.lifecycle import CachePolicy, LocalLifecycle, default_producer
     from hazremote.execute.progress import color_enabled, console_observer
     from hazremote.execute.scheduler import Cancellation, SchedulingLimits, run_graph
@@ -244,6 +289,7 @@ async def _execute(
         producer=default_producer(),
         remote=remote,
         backfill=ProcessBackfill(cache.options, log_dir=spool_dir),
+        claims=OutputClaims(peers=context.graph.output_peers),
     )
 
     class Events:
@@ -297,12 +343,17 @@ async def _execute(
     for warning in warnings:
         log.warning(warning)
     observer.run_finished(records=records, duration_s=time.monotonic() - started)
+    for reason in exit_reasons(
+        records, violation=outcome.violation, overlap=outcome.overlap, signum=cancel.signal
+    ):
+        print(f"haz: {reason}", file=sys.stderr)
     return records, outcome.duration_ms, outcome.violation is not None, cancel.signal
 
 
 def run(args: argparse.Namespace) -> int:
     context = open_workspace(args, snapshot=True)
     run_set = select_run_set(context, args)
+    print_warnings(context.graph.warnings_for(run_set))
     remote = remote_config(context, args)
     if args.dry_run:
         return _dry_run(context, run_set, args, remote)

@@ -11,6 +11,12 @@ Spec coverage:
   ``--force`` skips lookups but stores.
 * CACHE-019/020, SEC-001 — restore is the cache tier's, which refuses hostile entries; a
   refused or corrupt entry is a miss and the task runs.
+* EXEC-020 — the run's :class:`~hazremote.execute.claims.OutputClaims` are consulted before a
+  hit's restore writes anything (its manifest's paths), before a miss is spawned (its output
+  patterns against the paths its ``output_peers`` hold) and before a fresh result is stored
+  (its collected outputs). A refusal fails the task — never spawned or restored, ``error``
+  naming both tasks and the path — and hands the overlap to the scheduler, which stops
+  admission.
 * CACHE-023, EXEC-017 — a hit replays the recorded bytes through the same observer path as a
   fresh run, after the restore succeeded (never a half-replayed stream).
 * EXEC-008/009 — the spawner runs the process; :func:`classify` maps its outcome to a record.
@@ -37,7 +43,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import IO, Protocol, TypeVar
@@ -50,6 +56,7 @@ from hazremote.domain.digest import Digest
 from hazremote.domain.model import CommandAction, HashName, Task
 from hazremote.domain.refs import TaskId
 from hazremote.domain.units import format_duration
+from hazremote.execute.claims import OutputClaims, OutputOverlap
 from hazremote.execute.observers import RunObserver, StreamFiles
 from hazremote.execute.outputs import materialised_outputs
 from hazremote.execute.records import CancelledRecord, CompletedRecord, RunSource, RunState
@@ -75,6 +82,15 @@ class CachePolicy:
 
     lookup: bool = True
     store: bool = True
+
+
+class _OverlapRefused(Exception):
+    """A restore refused before it started (EXEC-020); carried out of the key thread."""
+
+    def __init__(self, overlap: OutputOverlap, key: Digest) -> None:
+        super().__init__(overlap.describe())
+        self.overlap = overlap
+        self.key = key
 
 
 class RemoteTier(Protocol):
@@ -216,6 +232,7 @@ class LocalLifecycle:
         clock: Callable[[], float] = time.monotonic,
         remote: RemoteTier | None = None,
         backfill: Backfill,
+        claims: OutputClaims | None = None,
     ) -> None:
         self._root = workspace_root
         self._hash_name = hash_name
@@ -231,6 +248,7 @@ class LocalLifecycle:
         self._clock = clock
         self._remote = remote
         self._backfill = backfill
+        self._claims = claims if claims is not None else OutputClaims()
         self._root_str = str(workspace_root).rstrip("/")
         self._fs = OsFilesystem()
         self._key_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="haz-keys")
@@ -273,6 +291,21 @@ class LocalLifecycle:
     ) -> None:
         self.reported.add(record.task)
         self._observer.task_finished(record, streams=streams)
+
+    def _refuse(
+        self, task: TaskId, overlap: OutputOverlap, *, key: Digest, started: float
+    ) -> Executed:
+        """EXEC-020: the task fails without restoring or spawning anything."""
+        record = CompletedRecord(
+            task=task,
+            state=RunState.FAILED,
+            source=None,
+            key=key,
+            duration_ms=int((self._clock() - started) * 1000),
+            error=overlap.describe(),
+        )
+        self._finish(record, None)
+        return Executed(record=record, overlap=overlap)
 
     # -- remote lookahead -------------------------------------------------------------------------
     async def prefetch_remote(self, graph: TaskGraph, run_set: Sequence[TaskId]) -> int:
@@ -362,9 +395,12 @@ class LocalLifecycle:
         ):
             # One hop to the key thread does everything a probe needs; the event loop only
             # renders. (Three hops per task used to dominate a fully cached replay.)
-            found = await self._on_key_thread(
-                partial(self._probe_sync, task, predecessors, out, err)
-            )
+            try:
+                found = await self._on_key_thread(
+                    partial(self._probe_sync, task, predecessors, out, err)
+                )
+            except _OverlapRefused as refused:
+                return self._refuse(task.id, refused.overlap, key=refused.key, started=started)
             if isinstance(found, InputError):
                 record = CompletedRecord(
                     task=task.id,
@@ -384,7 +420,10 @@ class LocalLifecycle:
                 and self._policy.lookup
                 and task.spec.cache
             ):
-                manifest = await self._remote_hit(self._remote, task, derived, out, err)
+                try:
+                    manifest = await self._remote_hit(self._remote, task, derived, out, err)
+                except _OverlapRefused as refused:
+                    return self._refuse(task.id, refused.overlap, key=derived.key, started=started)
                 source = RunSource.REMOTE_CACHE
             if manifest is None:
                 return Miss(task=task.id, state=derived)
@@ -446,6 +485,11 @@ class LocalLifecycle:
         *,
         fetched: Mapping[Digest, FetchedBlob] | None = None,
     ) -> Manifest | None:
+        # EXEC-020: claimed before anything is written, so no restore replaces a file another
+        # task of this run materialised.
+        overlap = self._claims.claim(task.id, (o.path for o in manifest.outputs))
+        if overlap is not None:
+            raise _OverlapRefused(overlap, derived.key)
         restored = self._cache.restore(
             manifest,
             workspace_root=self._root,
@@ -458,6 +502,7 @@ class LocalLifecycle:
         if restored.written:
             self._deriver.outputs_written(task.outputs)
         if not restored.ok:
+            self._claims.release(task.id)  # nothing restored: the task runs instead
             self.warnings.append(
                 f"{task.id}: cache entry {derived.key.hex[:12]} not restored "
                 f"({restored.status.value}: {restored.message}); running the task"
@@ -550,6 +595,11 @@ class LocalLifecycle:
     async def execute(self, task: Task, miss: Miss, cancel: Cancellation) -> Executed:
         derived = miss.state
         assert isinstance(derived, DerivedKey)
+        # EXEC-020: a file another task materialised that this task's outputs match would be
+        # collected (and stored) as its output: refuse before the process starts.
+        conflict = self._claims.conflict_before_spawn(task)
+        if conflict is not None:
+            return self._refuse(task.id, conflict, key=derived.key, started=self._clock())
         self._observer.task_started(task.id, source=RunSource.FRESH)
         token = uuid.uuid4().hex
         spools = StreamFiles(
@@ -582,14 +632,21 @@ class LocalLifecycle:
                 await self._on(
                     self._key_thread, partial(self._deriver.outputs_written, task.outputs)
                 )
+            overlap: OutputOverlap | None = None
             if isinstance(record, CompletedRecord) and record.state is RunState.SUCCEEDED:
                 outputs = await self._on(
                     self._io_pool, partial(materialised_outputs, self._root, task.outputs)
                 )
-                if self._policy.store and task.spec.cache:
+                # EXEC-020: another task ran at the same time and got there first; this
+                # result holds its file, so it fails and is not stored.
+                overlap = self._claims.claim(task.id, outputs)
+                if overlap is not None:
+                    record = replace(record, state=RunState.FAILED, error=overlap.describe())
+                    outputs = ()
+                elif self._policy.store and task.spec.cache:
                     await self._store(task, derived, spools, outputs, record.duration_ms)
             self._finish(record, spools)
-            return Executed(record=record, outputs=outputs)
+            return Executed(record=record, outputs=outputs, overlap=overlap)
         finally:
             for path in (spools.stdout, spools.stderr):
                 path.unlink(missing_ok=True)

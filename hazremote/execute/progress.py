@@ -7,7 +7,10 @@ Spec coverage:
   ``- … (skipped)``, ``! … (cancelled)``. On a terminal (:class:`TtyProgress`): the same lines,
   plus a status area under them (running tasks with elapsed time, done/total, cache hits).
   Epilogue: ``Tasks: N succeeded (L cached, R remote cache, X remote exec), F failed,
-  S skipped, C cancelled`` with zero parts omitted, then ``Time: 4.2s``. Colour only on a
+  S skipped, C cancelled`` with zero parts omitted, then ``Time: 4.2s``. Beyond the spec's
+  wording, the skipped count names each skip cause and its root tasks (issue 12: every
+  non-zero exit says why): ``3 skipped (2 upstream-failed: lib:build; 1 output-overlap:
+  lib:pack)``. Colour only on a
   terminal and never with ``NO_COLOR`` (:func:`color_enabled`) — decided by the caller and
   passed in, never read here.
 Out of scope: task output itself (:mod:`hazremote.execute.observers`), the summary JSON
@@ -43,6 +46,7 @@ from hazremote.execute.records import (
     CancelledRecord,
     RunSource,
     RunState,
+    SkipCause,
     SkipRecord,
     TaskRecord,
 )
@@ -57,7 +61,11 @@ __all__ = [
     "console_observer",
     "epilogue_lines",
     "format_task_line",
+    "skip_causes",
 ]
+
+#: How many root tasks the epilogue names per skip cause before it says "+N more".
+_NAMED_UPSTREAMS = 3
 
 _SOURCE_LABELS = {
     RunSource.LOCAL_CACHE: ("◉", "cyan", "cached"),
@@ -104,16 +112,40 @@ def format_task_line(record: TaskRecord) -> str:
     return f"{symbol} {record.task} {detail}"
 
 
+def skip_causes(skipped: Iterable[SkipRecord]) -> str:
+    """``2 upstream-failed: lib:build; 1 output-overlap: lib:pack`` — each cause (in the
+    order of :class:`SkipCause`) with its count and root tasks (canonical order)."""
+    counts: dict[SkipCause, int] = {}
+    roots: dict[SkipCause, set[TaskId]] = {}
+    for record in skipped:
+        counts[record.cause] = counts.get(record.cause, 0) + 1
+        if record.upstream is not None:
+            roots.setdefault(record.cause, set()).add(record.upstream)
+    parts = []
+    for cause in SkipCause:
+        if cause not in counts:
+            continue
+        part = f"{counts[cause]} {cause.value}"
+        named = sorted(roots.get(cause, ()))
+        if named:
+            more = len(named) - _NAMED_UPSTREAMS
+            part += ": " + ", ".join(str(t) for t in named[:_NAMED_UPSTREAMS])
+            part += f" +{more} more" if more > 0 else ""
+        parts.append(part)
+    return "; ".join(parts)
+
+
 def epilogue_lines(records: Iterable[TaskRecord], duration_s: float) -> tuple[str, str]:
     """``Tasks: …`` and ``Time: …`` (EXEC-040); zero counts are left out.
 
     An empty run (nothing counted at all) reads ``Tasks: 0 succeeded``.
     """
-    succeeded = failed = skipped = cancelled = 0
+    succeeded = failed = cancelled = 0
+    skipped: list[SkipRecord] = []
     by_source = dict.fromkeys(_SOURCE_LABELS, 0)
     for record in records:
         if isinstance(record, SkipRecord):
-            skipped += 1
+            skipped.append(record)
         elif isinstance(record, CancelledRecord):
             cancelled += 1
         elif record.state is RunState.SUCCEEDED:
@@ -126,9 +158,12 @@ def epilogue_lines(records: Iterable[TaskRecord], duration_s: float) -> tuple[st
     parts = []
     if succeeded:
         parts.append(f"{succeeded} succeeded" + (f" ({', '.join(hits)})" if hits else ""))
-    for count, word in ((failed, "failed"), (skipped, "skipped"), (cancelled, "cancelled")):
-        if count:
-            parts.append(f"{count} {word}")
+    if failed:
+        parts.append(f"{failed} failed")
+    if skipped:
+        parts.append(f"{len(skipped)} skipped ({skip_causes(skipped)})")
+    if cancelled:
+        parts.append(f"{cancelled} cancelled")
     return f"Tasks: {', '.join(parts) or '0 succeeded'}", f"Time: {format_duration(duration_s)}"
 
 

@@ -15,8 +15,10 @@ Spec coverage:
   root failure (the first in canonical order when there are several).
 * EXEC-012..015 — cancellation stops admission; running tasks are cancelled by their
   lifecycle; tasks never started are recorded ``cancelled``.
-* EXEC-020 — two tasks materialising one path is an output overlap: admission stops and
-  tasks not started are skipped with that cause.
+* EXEC-020 — two tasks materialising one path is an output overlap, found by the lifecycle
+  before anything is written (:mod:`hazremote.execute.claims`) and reported in
+  :attr:`Executed.overlap`: admission stops, and tasks not started — the refused task's
+  dependants included — are skipped with that cause, naming the refused task.
 * CACHE-007 — each hard predecessor's stream digests flow into its dependants' probes.
 Out of scope: the per-task lifecycle (:mod:`hazremote.execute.lifecycle`), rendering, and
 EXEC-019 runtime cycles — producer edges are a superset of every path a task can
@@ -35,6 +37,7 @@ from typing import Any, Protocol
 
 from hazremote.domain.model import MutexMode, Task
 from hazremote.domain.refs import TaskId
+from hazremote.execute.claims import OutputOverlap
 from hazremote.execute.records import (
     CancelledRecord,
     CompletedRecord,
@@ -61,10 +64,15 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Executed:
-    """A finished task and the workspace paths it materialised (for EXEC-020)."""
+    """A finished task and the workspace paths it materialised.
+
+    ``overlap`` is set when the lifecycle refused the task because another task of the run
+    materialised one of its paths (EXEC-020); the record is then a failure saying so.
+    """
 
     record: TaskRecord
     outputs: tuple[str, ...] = ()
+    overlap: OutputOverlap | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,6 +134,7 @@ class RunOutcome:
     duration_ms: int
     cancelled: bool
     violation: SkipCause | None
+    overlap: OutputOverlap | None = None
 
 
 class _Run:
@@ -152,9 +161,9 @@ class _Run:
         self.in_flight: dict[asyncio.Future[ProbeResult], tuple[TaskId, bool]] = {}
         self.tag_load: dict[str, int] = {}
         self.holds: dict[tuple[str, str], tuple[MutexMode, int]] = {}
-        self.materialised: dict[str, TaskId] = {}
         self.violation: SkipCause | None = None
         self.violation_task: TaskId | None = None
+        self.overlap: OutputOverlap | None = None
         # EXEC-002, incrementally: how many predecessors each task still waits for, and who
         # waits on whom; a task with no blockers left joins `ready` (kept in canonical order).
         self.blockers: dict[TaskId, int] = {}
@@ -292,20 +301,16 @@ class _Run:
             self.mutex_waiting[task] = result
             heapq.heappush(self.candidates, task)
             return
-        self._check_overlap(task, result.outputs)
+        if result.overlap is not None and self.violation is None:
+            self.violation = SkipCause.OUTPUT_OVERLAP
+            self.violation_task = task
+            self.overlap = result.overlap
         self._finish(result.record)
 
     def _finish(self, record: TaskRecord) -> None:
         self.records[record.task] = record
         self.events.task_finished(record)
         self._unblock(record)
-
-    def _check_overlap(self, task: TaskId, outputs: tuple[str, ...]) -> None:
-        for path in outputs:
-            other = self.materialised.setdefault(path, task)
-            if other != task and self.violation is None:
-                self.violation = SkipCause.OUTPUT_OVERLAP
-                self.violation_task = min(task, other)
 
     # -- the loop ----------------------------------------------------------------------
     async def run(self) -> RunOutcome:
@@ -331,6 +336,7 @@ class _Run:
             duration_ms=int((time.monotonic() - started) * 1000),
             cancelled=self.cancel.requested.is_set(),
             violation=self.violation,
+            overlap=self.overlap,
         )
 
     def _root_failure(self, task: TaskId) -> tuple[TaskId, SkipCause] | None:
@@ -356,6 +362,8 @@ class _Run:
     def _settle_unstarted(self) -> None:
         for task in sorted([*self.waiting, *self.mutex_waiting]):
             root = self._root_failure(task)
+            if root is not None and self.violation is not None and root[0] == self.violation_task:
+                root = (root[0], self.violation)  # the refused task's dependants: same cause
             record: TaskRecord
             if root is not None and root[1] is not SkipCause.UPSTREAM_CANCELLED:
                 record = SkipRecord(task=task, cause=root[1], upstream=root[0])

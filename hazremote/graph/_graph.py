@@ -13,11 +13,16 @@ Spec coverage:
 * DAG-013 — producer edges, indexed by literal prefix (``_producers``); negated inputs do not
   create edges; a task may be its own producer.
 * DAG-014 — cycles of two or more tasks over hard+soft+producer edges (``_cycles``).
-* DAG-016 — two tasks declaring the same literal workspace-absolute output path.
+* DAG-016 — two tasks declaring the same literal workspace-absolute output path is an error;
+  output patterns of two tasks overlapping by literal prefix (as in DAG-013, indexed the same
+  way, never all pairs) are a warning naming both tasks and patterns
+  (:attr:`TaskGraph.warnings`), and make the tasks each other's
+  :attr:`TaskGraph.output_peers`, the only tasks whose files a run must check (EXEC-020).
 * DAG-011 — :func:`build_graph` collects every diagnostic above and raises them together.
 * EXEC-001 — :meth:`TaskGraph.run_set`: targets plus transitive hard predecessors.
-Out of scope: loading YAML (``hazremote.config``), glob overlaps between outputs (checked at run
-time, EXEC-020), readiness and scheduling (``hazremote.execute``).
+Out of scope: loading YAML (``hazremote.config``), actual overlaps between files (checked at
+run time, EXEC-020, :mod:`hazremote.execute.claims`), readiness and scheduling
+(``hazremote.execute``).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from types import MappingProxyType
 from hazremote.domain.model import RefEntry, Task, TaskSpec, Workspace
 from hazremote.domain.patterns import PathPattern, parse_pattern
 from hazremote.domain.refs import RefKind, TaskId, TaskRef
-from hazremote.errors import Diagnostic, GraphError, PatternError, ReferenceError_
+from hazremote.errors import Diagnostic, GraphError, PatternError, ReferenceError_, Severity
 from hazremote.graph._cycles import cyclic_components
 from hazremote.graph._merge import Attached, attach_tasks
 from hazremote.graph._producers import OutputIndex
@@ -69,6 +74,12 @@ class TaskGraph:
         producers: Consumer → tasks with an output overlapping one of its inputs (DAG-013),
             canonical order; may include the consumer itself.
         tags: Project name → its tags, for every project (including projects with no task).
+        output_peers: Task → the other tasks with an output pattern overlapping one of its
+            own by literal prefix (DAG-016), canonical order; symmetric. Only these can
+            materialise a path its output patterns match (EXEC-020).
+        warnings: Every configuration warning of the graph (:attr:`Severity.WARNING`
+            diagnostics, sorted like errors); a command shows those concerning its tasks
+            (:meth:`warnings_for`).
     """
 
     tasks: Mapping[TaskId, Task]
@@ -76,6 +87,8 @@ class TaskGraph:
     soft: _Edges
     producers: _Edges
     tags: Mapping[str, tuple[str, ...]]
+    output_peers: _Edges = field(default_factory=lambda: MappingProxyType({}))
+    warnings: tuple[Diagnostic, ...] = ()
     _dependants: _Edges = field(init=False, repr=False, compare=False)
     _refs: RefIndex = field(init=False, repr=False, compare=False)
 
@@ -87,6 +100,11 @@ class TaskGraph:
         frozen = {task: tuple(found) for task, found in dependants.items()}
         object.__setattr__(self, "_dependants", MappingProxyType(frozen))
         object.__setattr__(self, "_refs", RefIndex(task_ids=self.tasks, tags=self.tags))
+
+    def warnings_for(self, tasks: Iterable[TaskId]) -> tuple[Diagnostic, ...]:
+        """The warnings concerning any of ``tasks`` (or no task at all), in order."""
+        wanted = set(tasks)
+        return tuple(w for w in self.warnings if not w.tasks or not wanted.isdisjoint(w.tasks))
 
     def hard_dependants(self, task: TaskId) -> tuple[TaskId, ...]:
         """Tasks that list ``task`` in their ``deps`` (direct only), canonical order."""
@@ -131,10 +149,25 @@ class _Builder:
 
     def __init__(self) -> None:
         self.diagnostics: list[Diagnostic] = []
+        self.warnings: list[Diagnostic] = []
 
     def report(self, *, origin_file: str, key_path: str, line: int | None, message: str) -> None:
         self.diagnostics.append(
             Diagnostic(file=origin_file, key_path=key_path, line=line, message=message)
+        )
+
+    def warn(self, *, task: Task, key_path: str, message: str, tasks: Iterable[TaskId]) -> None:
+        """A warning at ``key_path`` (below the task's own key) of ``task``'s definition."""
+        origin = task.spec.origin
+        self.warnings.append(
+            Diagnostic(
+                file=origin.file,
+                key_path=f"{origin.key_path}.{key_path}",
+                line=origin.line,
+                message=message,
+                severity=Severity.WARNING,
+                tasks=tuple(sorted(set(tasks))),
+            )
         )
 
     def patterns(
@@ -214,6 +247,35 @@ class _Builder:
                 + ", ".join(str(t) for t in owners),
             )
 
+    def output_overlaps(
+        self, tasks: Mapping[TaskId, Task], index: OutputIndex
+    ) -> dict[TaskId, set[TaskId]]:
+        """DAG-016: warn once per pair of overlapping output patterns of two tasks (equal
+        literals are :meth:`literal_collisions`' errors); return every task's peers.
+
+        Each output is looked up in the literal-prefix index, so the cost is the depth of the
+        patterns plus the overlaps found, not the number of pairs of tasks.
+        """
+        peers: dict[TaskId, set[TaskId]] = {}
+        for task_id, task in tasks.items():
+            for j, pattern in enumerate(task.outputs):
+                for other, theirs in index.overlapping_outputs(pattern):
+                    if other == task_id:
+                        continue
+                    peers.setdefault(task_id, set()).add(other)
+                    # Each pair once, at the task later in canonical order.
+                    if other > task_id or not (pattern.glob or theirs.glob):
+                        continue
+                    self.warn(
+                        task=task,
+                        key_path=f"outputs[{j}]",
+                        message=f"outputs of {other} and {task_id} may overlap: "
+                        f"'{theirs.text}' and '{pattern.text}' can match the same file; a run "
+                        "in which both tasks materialise one file fails",
+                        tasks=(other, task_id),
+                    )
+        return peers
+
 
 def _self_reference(task_id: TaskId, ref: TaskRef) -> str:
     message = f"task {task_id} depends on itself through '{ref}'"
@@ -270,6 +332,7 @@ def build_graph(workspace: Workspace) -> TaskGraph:
         for task_id, task in tasks.items()
     }
     builder.literal_collisions(tasks)
+    peers = builder.output_overlaps(tasks, outputs)
 
     graph = TaskGraph(
         tasks=MappingProxyType(tasks),
@@ -277,6 +340,8 @@ def build_graph(workspace: Workspace) -> TaskGraph:
         soft=_freeze(soft),
         producers=_freeze(producers),
         tags=MappingProxyType(tags),
+        output_peers=_freeze(peers),
+        warnings=tuple(sorted(set(builder.warnings), key=Diagnostic.sort_key)),
     )
     all_edges = {
         task_id: (*graph.hard[task_id], *graph.soft[task_id], *graph.producers[task_id])

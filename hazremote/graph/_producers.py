@@ -5,7 +5,9 @@ Spec coverage:
   equal, or when one pattern's literal prefix is a segment prefix of the other's
   (:func:`hazremote.domain.patterns.patterns_overlap`). The index answers "which tasks have an
   output overlapping this input" in O(depth + matches) instead of comparing every pair.
-Out of scope: negated inputs (the caller skips them) and run-time glob overlaps (EXEC-020).
+* DAG-016 — the same relation between two outputs: :meth:`OutputIndex.overlapping_outputs`
+  also says which output pattern of the other task overlaps.
+Out of scope: negated inputs (the caller skips them) and run-time overlaps (EXEC-020).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from hazremote.domain.refs import TaskId
 __all__ = ["OutputIndex"]
 
 
+_Owned = tuple[TaskId, PathPattern]
+
+
 class _Node:
     """One segment of a literal prefix; ``owners`` declared a pattern whose prefix ends here."""
 
@@ -25,7 +30,7 @@ class _Node:
 
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
-        self.owners: list[TaskId] = []
+        self.owners: list[_Owned] = []
 
     def descend(self, segments: list[str]) -> Iterator[_Node]:
         """Yield this node and each node along ``segments`` that exists, root first."""
@@ -64,7 +69,7 @@ class OutputIndex:
     def __init__(self) -> None:
         self._globs = _Node()
         self._literals = _Node()
-        self._literal_paths: dict[str, list[TaskId]] = {}
+        self._literal_paths: dict[str, list[_Owned]] = {}
 
     def add(self, pattern: PathPattern, owner: TaskId) -> None:
         """Record that ``owner`` declares the output ``pattern``."""
@@ -75,22 +80,25 @@ class OutputIndex:
             if child is None:
                 child = node.children[segment] = _Node()
             node = child
-        node.owners.append(owner)
+        node.owners.append((owner, pattern))
         if not pattern.glob:
-            self._literal_paths.setdefault(pattern.absolute, []).append(owner)
+            self._literal_paths.setdefault(pattern.absolute, []).append((owner, pattern))
 
     def overlapping(self, pattern: PathPattern) -> set[TaskId]:
         """Owners of every output that overlaps the (non-negated) input ``pattern``."""
+        return {owner for owner, _ in self.overlapping_outputs(pattern)}
+
+    def overlapping_outputs(self, pattern: PathPattern) -> Iterator[_Owned]:
+        """Every (owner, output pattern) overlapping ``pattern`` (an input or an output), each
+        once per time it was added."""
         segments = _segments(pattern.literal_prefix)
-        found: set[TaskId] = set()
         tries = (self._globs, self._literals) if pattern.glob else (self._globs,)
         for trie in tries:
             path = list(trie.descend(segments))
-            for node in path:  # outputs whose prefix is a prefix of the input's
-                found.update(node.owners)
-            if len(path) == len(segments) + 1:  # outputs whose prefix extends the input's
+            for node in path:  # outputs whose prefix is a prefix of the pattern's
+                yield from node.owners
+            if len(path) == len(segments) + 1:  # outputs whose prefix extends the pattern's
                 for node in path[-1].below():
-                    found.update(node.owners)
+                    yield from node.owners
         if not pattern.glob:
-            found.update(self._literal_paths.get(pattern.absolute, ()))
-        return found
+            yield from self._literal_paths.get(pattern.absolute, ())

@@ -112,12 +112,12 @@ def _records(
         (
             _records(fresh=1, cached=2, remote=3, rexec=4, fail=5, skip=6, cancel=7),
             "Tasks: 10 succeeded (2 cached, 3 remote cache, 4 remote exec), 5 failed, "
-            "6 skipped, 7 cancelled",
+            "6 skipped (6 upstream-failed), 7 cancelled",
         ),
         (_records(cached=2), "Tasks: 2 succeeded (2 cached)"),
         (_records(fresh=1, remote=1), "Tasks: 2 succeeded (1 remote cache)"),
         (_records(fresh=1, rexec=1, fail=1), "Tasks: 2 succeeded (1 remote exec), 1 failed"),
-        (_records(fail=1, skip=2), "Tasks: 1 failed, 2 skipped"),
+        (_records(fail=1, skip=2), "Tasks: 1 failed, 2 skipped (2 upstream-failed)"),
         (_records(cancel=3), "Tasks: 3 cancelled"),
         ([], "Tasks: 0 succeeded"),
     ],
@@ -125,6 +125,26 @@ def _records(
 def test_epilogue(records: list[TaskRecord], tasks: str) -> None:
     """EXEC-040: zero parts are omitted, and so is an all-zero parenthesis."""
     assert epilogue_lines(records, 4.2) == (tasks, "Time: 4.2s")
+
+
+def test_epilogue_names_each_skip_cause_and_its_root_tasks() -> None:
+    """Issue 12 (every non-zero exit says why), EXEC-041 kinds: causes in SkipCause order,
+    root tasks in canonical order, at most three named."""
+
+    def skip(cause: SkipCause, upstream: str | None) -> SkipRecord:
+        root = TaskId(*upstream.split(":")) if upstream else None
+        return SkipRecord(task=T, cause=cause, upstream=root)
+
+    records: list[TaskRecord] = [
+        skip(SkipCause.OUTPUT_OVERLAP, "lib:pack"),
+        skip(SkipCause.UPSTREAM_FAILED, "lib:build"),
+        skip(SkipCause.UPSTREAM_FAILED, "lib:build"),
+        *(skip(SkipCause.UPSTREAM_ERRORED, f"p{i}:t") for i in (5, 1, 4, 2, 3)),
+    ]
+    assert epilogue_lines(records, 1.0)[0] == (
+        "Tasks: 8 skipped (2 upstream-failed: lib:build; "
+        "5 upstream-errored: p1:t, p2:t, p3:t +2 more; 1 output-overlap: lib:pack)"
+    )
 
 
 @pytest.mark.parametrize(

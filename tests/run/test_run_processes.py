@@ -288,7 +288,8 @@ def test_workspace_lock_makes_a_second_run_wait(make_workspace, tmp_path: Path) 
 def test_two_tasks_materialising_one_path_is_an_output_overlap(
     haz: HazRunner, make_workspace
 ) -> None:
-    """EXEC-020: glob outputs that overlap at run time stop admission (exit 1)."""
+    """EXEC-020: glob outputs that overlap at run time stop admission (exit 1): `b` would
+    collect `a`'s out/x.txt, so it fails unspawned and `c` is skipped naming it."""
     write = py("import os; os.makedirs('out', exist_ok=True); open('out/x.txt', 'w').write('1')")
     root = make_workspace(
         {
@@ -302,4 +303,5 @@ def test_two_tasks_materialising_one_path_is_an_output_overlap(
     )
     result = haz("run", "c", cwd=root)
     assert result.code == 1
-    assert result.task("root:c")["skip_cause"] == {"kind": "output-overlap", "upstream": "root:a"}
+    assert result.task("root:b")["state"] == "failed"
+    assert result.task("root:c")["skip_cause"] == {"kind": "output-overlap", "upstream": "root:b"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -29,6 +29,7 @@ from hazremote.domain.model import (
     WorkspaceSettings,
 )
 from hazremote.domain.refs import TaskId, parse_ref
+from hazremote.execute.claims import OutputClaims, OutputOverlap
 from hazremote.execute.records import (
     CancelledRecord,
     CompletedRecord,
@@ -119,6 +120,7 @@ class FakeLifecycle:
     seen_predecessors: dict[str, tuple[PredecessorStreams, ...]] = field(default_factory=dict)
     gate: dict[str, asyncio.Event] = field(default_factory=dict)
     intervals: dict[str, list[str]] = field(default_factory=dict)
+    claims: OutputClaims = field(default_factory=OutputClaims)
 
     def spec(self, task: TaskId) -> Spec:
         return self.specs.get(str(task), Spec())
@@ -137,9 +139,8 @@ class FakeLifecycle:
             return Executed(record=self._record(task.id, RunState.FAILED, None, error="missing"))
         if spec.hit:
             self.log.append(("hit", name))
-            return Executed(
-                record=self._record(task.id, RunState.SUCCEEDED, RunSource.LOCAL_CACHE),
-                outputs=spec.outputs,
+            return self._claimed(
+                task.id, self._record(task.id, RunState.SUCCEEDED, RunSource.LOCAL_CACHE)
             )
         return Miss(task=task.id, state=None)
 
@@ -166,10 +167,17 @@ class FakeLifecycle:
             self.running.discard(name)
             self.log.append(("end", name))
         state = RunState.SUCCEEDED if spec.exit_code == 0 else RunState.FAILED
-        return Executed(
-            record=self._record(task.id, state, RunSource.FRESH, exit_code=spec.exit_code),
-            outputs=spec.outputs,
+        return self._claimed(
+            task.id, self._record(task.id, state, RunSource.FRESH, exit_code=spec.exit_code)
         )
+
+    def _claimed(self, task: TaskId, record: CompletedRecord) -> Executed:
+        """EXEC-020 as the real lifecycle does it: claim the outputs, fail on an overlap."""
+        overlap = self.claims.claim(task, self.spec(task).outputs)
+        if overlap is None:
+            return Executed(record=record, outputs=self.spec(task).outputs)
+        failed = replace(record, state=RunState.FAILED, source=None, error=overlap.describe())
+        return Executed(record=failed, overlap=overlap)
 
     def _record(
         self,
@@ -423,14 +431,40 @@ def test_cancellation_stops_admission_and_cancels_the_rest() -> None:
 
 
 def test_output_overlap_stops_admission() -> None:
-    """EXEC-020: two tasks materialising one path; tasks not started are skipped."""
-    graph = make_graph({"a": {"t": {}}, "b": {"t": {}}, "c": {"t": {"deps": ["a:t", "b:t"]}}})
+    """EXEC-020: the task refused for an overlap fails; admission stops; tasks not started
+    — its dependants and independent ones alike — are skipped naming it."""
+    graph = make_graph(
+        {
+            "a": {"t": {}},
+            "b": {"t": {}},
+            "c": {"t": {"deps": ["a:t", "b:t"]}},
+            "d": {"t": {"deps": ["a:t"]}},
+        }
+    )
     life = FakeLifecycle(specs={"a:t": Spec(outputs=("/out/x",)), "b:t": Spec(outputs=("/out/x",))})
-    records = run(graph, life, jobs=2)
-    record = records["c:t"]
-    assert isinstance(record, SkipRecord)
-    assert record.cause is SkipCause.OUTPUT_OVERLAP
-    assert str(record.upstream) == "a:t"
+    outcome = asyncio.run(
+        run_graph(
+            graph=graph,
+            run_set=graph.run_set(graph.tasks),
+            lifecycle=life,
+            events=Events(),
+            limits=SchedulingLimits(jobs=1),
+            cancel=Cancellation(),
+        )
+    )
+    records = outcome.records
+    assert records[TaskId("a", "t")].state is RunState.SUCCEEDED
+    assert records[TaskId("b", "t")].state is RunState.FAILED
+    assert outcome.violation is SkipCause.OUTPUT_OVERLAP
+    assert outcome.overlap == OutputOverlap(
+        path="/out/x", holder=TaskId("a", "t"), claimant=TaskId("b", "t")
+    )
+    for name in ("c", "d"):
+        record = records[TaskId(name, "t")]
+        assert isinstance(record, SkipRecord)
+        assert record.cause is SkipCause.OUTPUT_OVERLAP
+        assert str(record.upstream) == "b:t"
+    assert ("start", "d:t") not in life.log
 
 
 def test_a_lifecycle_bug_fails_only_that_task() -> None:
