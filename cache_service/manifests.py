@@ -14,6 +14,9 @@ Spec coverage:
   alphanumeric), validated on every call; :meth:`ManifestService.lookup` follows a
   read-through chain (the requested namespace, then the token's read-through namespaces, in
   order) and reports where each key was found; a lookup never leaves its chain.
+* CACHE-011 (issue 12) — an output record's ``symlink`` text is checked by that same parser
+  (relative, plain, inside the workspace, naming another output with its hash, size and mode;
+  no loop); a link references its target's blob, so RC-005 needs no special case.
 * SEC-004 — an existing manifest is immutable: an identical put (outputs, streams, exit code;
   not timestamps, duration or producer) answers ``created=False``, a different one raises
   :class:`ManifestConflictError` and the original stays — unless the original's blobs are gone,
@@ -89,12 +92,13 @@ def content_of(manifest: Manifest) -> tuple[object, ...]:
 
     Timestamps, duration and producer differ between honest runs and are ignored; so is the
     compression marker, a property of how one cache stored a blob rather than of its content.
+    A link record's text is content: a link and a copy of the same bytes differ.
     """
     return (
         manifest.exit_code,
         (manifest.stdout.hash, manifest.stdout.size),
         (manifest.stderr.hash, manifest.stderr.size),
-        tuple(sorted((o.path, o.hash, o.size, o.mode) for o in manifest.outputs)),
+        tuple(sorted((o.path, o.hash, o.size, o.mode, o.symlink or "") for o in manifest.outputs)),
     )
 
 

@@ -15,7 +15,14 @@ Spec coverage:
 * SEC-001 — a path outside the task's declared (non-negated) output patterns, a ``..`` segment,
   or an existing parent directory that is a symlink makes the restore fail before anything is
   written; nothing is ever created outside the workspace. Defence in depth beyond the spec: no
-  output is restored into ``.git`` (any segment) or ``/.haz``.
+  output is restored into ``.git`` (any segment) or ``/.haz``. A link record (issue 12) is
+  re-checked like the parser does (:func:`output_links_problem`: relative plain text, inside
+  the workspace, naming another output of the entry with its hash, size and mode, no loop),
+  so every link it creates resolves, through directories this restore opened without
+  following links, to a file this restore verified.
+* CACHE-019..020 for links — a link is staged under a temporary name with ``symlinkat`` and
+  renamed into place after its target file; a link already present with the recorded text is
+  left alone; a file or another link at its path is replaced, never followed.
 Out of scope: finding blobs (a :class:`BlobReader` supplies verified bytes) and what happens
 to an entry at fault (the tier decides).
 """
@@ -34,7 +41,13 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from hazremote.cache._blobs import CHUNK_SIZE, BlobCorrupt, write_all
-from hazremote.cache.manifest import Manifest, OutputRecord, StreamRecord, workspace_path_problem
+from hazremote.cache.manifest import (
+    Manifest,
+    OutputRecord,
+    StreamRecord,
+    output_links_problem,
+    workspace_path_problem,
+)
 from hazremote.cache.tier import ByteSink, KnownDigests, RestoreResult, RestoreStatus
 from hazremote.domain.digest import Digest, new_hasher
 from hazremote.domain.model import HashName
@@ -118,6 +131,14 @@ def _check_paths(manifest: Manifest, patterns: Sequence[PathPattern]) -> None:
                     entry_at_fault=True,
                 )
             parent = parent.rpartition("/")[0]
+    link_problem = output_links_problem(manifest.outputs)
+    if link_problem is not None:
+        index, message = link_problem
+        raise _Refused(
+            RestoreStatus.UNSAFE,
+            f"output {manifest.outputs[index].path!r}: {message}",
+            entry_at_fault=True,
+        )
 
 
 class _Workspace:
@@ -251,6 +272,10 @@ def _is_current(
             f"output {record.path!r} is a directory in the workspace",
             entry_at_fault=False,
         )
+    if record.symlink is not None:
+        # The link's own text is all it holds; the bytes it resolves to are another output's,
+        # verified (or found current) by this same restore.
+        return stat.S_ISLNK(info.st_mode) and os.readlink(name, dir_fd=dir_fd) == record.symlink
     if not stat.S_ISREG(info.st_mode) or info.st_size != record.size:
         return False
     known = known_digests.lookup(record.path, info) if known_digests is not None else None
@@ -291,6 +316,17 @@ def _stage(ws: _Workspace, record: OutputRecord, blobs: BlobReader) -> _Staged:
         raise
     os.close(fd)
     return staged
+
+
+def _stage_link(ws: _Workspace, record: OutputRecord) -> _Staged:
+    """A link is created under a temporary name like a file, and renamed over whatever is at
+    its path when everything verified: rename replaces a link or file, never follows one."""
+    assert record.symlink is not None
+    directory, _, name = record.path.rpartition("/")
+    dir_fd = ws.fd(directory)
+    temp = f"{_TEMP_PREFIX}{secrets.token_hex(8)}"
+    os.symlink(record.symlink, temp, dir_fd=dir_fd)
+    return _Staged(record=record, dir_fd=dir_fd, name=name, temp=temp)
 
 
 def _chmod_nofollow(fix: _ModeFix) -> None:
@@ -377,8 +413,13 @@ def restore_into_workspace(
         ]
         unchanged = len(manifest.outputs) - len(to_write)
         # Phase 2: stage and verify everything; nothing is visible under its final name yet.
+        # Links last, so each is published after the file it resolves to.
         for record in to_write:
-            staged.append(_stage(ws, record, blobs))
+            if record.symlink is None:
+                staged.append(_stage(ws, record, blobs))
+        for record in to_write:
+            if record.symlink is not None:
+                staged.append(_stage_link(ws, record))
         streams.append(_VerifiedStream("stdout", manifest.stdout, blobs))
         streams.append(_VerifiedStream("stderr", manifest.stderr, blobs))
         # Phase 3: publish.

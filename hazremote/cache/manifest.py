@@ -7,15 +7,17 @@ Spec coverage:
 * CACHE-011 — every field and type: ``chapter_revision``, ``hash_function``, ``key``,
   ``created_at_unix``, ``exit_code`` (always 0), ``duration_ms``, ``producer``, ``stdout`` /
   ``stderr`` stream records, ``outputs`` records (workspace-absolute path, hash, size, mode,
-  compression) and ``key_components`` (names and digests only, never env values). Unknown
-  fields are rejected, duplicate JSON keys too, every type is checked (a JSON ``true`` is not an
-  int), digests are 64 lowercase hex characters.
+  compression, and for a symbolic link its ``symlink`` text) and ``key_components`` (names and
+  digests only, never env values). Unknown fields are rejected, duplicate JSON keys too, every
+  type is checked (a JSON ``true`` is not an int), digests are 64 lowercase hex characters.
 * CACHE-010..013 — the per-blob ``compression`` marker (``none`` | ``zstd``).
 * CACHE-014..016 — :class:`ManifestSchemaError` distinguishes a manifest of another chapter
   revision or hash function (``miss-schema-mismatch``) from a corrupt one (``miss-corrupt``).
 * SEC-001 (first line of defence) — output paths are workspace-absolute with no empty, ``.`` or
   ``..`` segments and no NUL; modes are permission bits ``0..0o7777`` (restore masks them
-  further to ``0o777``).
+  further to ``0o777``); a ``symlink`` text is relative, plain (leading ``..`` segments, then
+  names), without NUL, stays inside the workspace and names another output of the manifest
+  with the same hash, size and mode, chains of links ending at a regular output (issue 12).
 Out of scope: where manifests are stored, whether their blobs exist (``local``), and the
 declared-output and symlink checks of a restore (``_workspace``).
 """
@@ -25,7 +27,7 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
@@ -37,6 +39,7 @@ from hazremote.keys.components import EnvSource, KeyComponents
 
 __all__ = [
     "MAX_MODE",
+    "MAX_SYMLINK_BYTES",
     "Compression",
     "Manifest",
     "ManifestError",
@@ -47,12 +50,17 @@ __all__ = [
     "RecordedKeyComponents",
     "RecordedPredecessor",
     "StreamRecord",
+    "output_links_problem",
     "parse_manifest",
+    "symlink_destination",
+    "symlink_text_problem",
     "workspace_path_problem",
 ]
 
 #: CACHE-011: ``mode`` holds permission bits only (setuid/setgid/sticky included at most).
 MAX_MODE = 0o7777
+#: A link text longer than this is refused (Linux' PATH_MAX, less its terminating NUL).
+MAX_SYMLINK_BYTES = 4095
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _E = TypeVar("_E", bound=enum.Enum)
 _T = TypeVar("_T")
@@ -88,22 +96,31 @@ class StreamRecord:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OutputRecord:
-    """One output file: workspace-absolute ``path``, content digest and size, permission bits."""
+    """One output file: workspace-absolute ``path``, content digest and size, permission bits.
+
+    ``symlink`` set: the output is a symbolic link with that (relative) text, and ``hash``,
+    ``size`` and ``mode`` describe the file it resolves to, another output of the manifest
+    (:func:`output_links_problem`); no blob of its own.
+    """
 
     path: str
     hash: Digest
     size: int
     mode: int
     compression: Compression
+    symlink: str | None = None
 
     def to_json(self) -> dict[str, object]:
-        return {
+        document: dict[str, object] = {
             "path": self.path,
             "hash": self.hash.hex,
             "size": self.size,
             "mode": self.mode,
             "compression": self.compression.value,
         }
+        if self.symlink is not None:  # absent, not null: older entries keep their bytes
+            document["symlink"] = self.symlink
+        return document
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -221,6 +238,93 @@ def workspace_path_problem(path: str) -> str | None:
         path.encode("utf-8")
     except UnicodeEncodeError:
         return "is not valid UTF-8"
+    return None
+
+
+def symlink_text_problem(text: str) -> str | None:
+    """Why ``text`` is not a link text an output may carry (CACHE-011, SEC-001), or None.
+
+    Accepted: relative text in the plain form ``../../dir/name`` — leading ``..`` segments,
+    then names; no ``.``, empty or later ``..`` segment, no NUL, valid UTF-8, at most
+    :data:`MAX_SYMLINK_BYTES`. Such text resolves the same lexically and on disk whenever
+    the directories it names are real ones, which the restore guarantees.
+    """
+    if not text:
+        return "is empty"
+    if "\x00" in text:
+        return "contains a NUL byte"
+    if text.startswith("/"):
+        return "is absolute"
+    try:
+        length = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    if length > MAX_SYMLINK_BYTES:
+        return f"is longer than {MAX_SYMLINK_BYTES} bytes"
+    segments = text.split("/")
+    ups = 0
+    while ups < len(segments) and segments[ups] == "..":
+        ups += 1
+    if ups == len(segments):
+        return "names a directory, not a file"
+    for segment in segments[ups:]:
+        if segment in ("", ".", ".."):
+            return f"has a {segment!r} segment after its leading '..' segments"
+    return None
+
+
+def symlink_destination(path: str, text: str) -> str | None:
+    """The workspace-absolute path a link at ``path`` with valid ``text`` names, or None when
+    it leaves the workspace."""
+    directory = path.rpartition("/")[0].split("/")[1:]
+    segments = text.split("/")
+    while segments and segments[0] == "..":
+        if not directory:
+            return None
+        directory.pop()
+        segments.pop(0)
+    return "/" + "/".join(directory + segments)
+
+
+def output_links_problem(outputs: Sequence[OutputRecord]) -> tuple[int, str] | None:
+    """The first link record that a restore could not reproduce safely, as (index, why).
+
+    Each link's text must be valid (:func:`symlink_text_problem`), stay inside the workspace,
+    and name another output of the same list whose hash, size and mode it shares; following
+    links from link to link must end at a regular output (no loop). A restore that writes
+    every output, each through real directories only, then recreates exactly the resolution
+    the manifest describes.
+    """
+    if all(record.symlink is None for record in outputs):
+        return None  # nearly every manifest: no index to build
+    by_path: dict[str, OutputRecord] = {}
+    for record in outputs:
+        by_path.setdefault(record.path, record)
+    for index, record in enumerate(outputs):
+        if record.symlink is None:
+            continue
+        problem = symlink_text_problem(record.symlink)
+        if problem is not None:
+            return index, f"link text {record.symlink!r} {problem}"
+        destination = symlink_destination(record.path, record.symlink)
+        if destination is None:
+            return index, f"link text {record.symlink!r} leaves the workspace"
+        target = by_path.get(destination)
+        if target is None:
+            return index, f"link target {destination!r} is not an output of this manifest"
+        if (target.hash, target.size, target.mode) != (record.hash, record.size, record.mode):
+            return index, (
+                f"hash, size or mode differ from those of its link target {destination!r}"
+            )
+        seen = {record.path}
+        while target.symlink is not None:
+            if target.path in seen:
+                return index, f"links loop through {target.path!r}"
+            seen.add(target.path)
+            following = symlink_destination(target.path, target.symlink)
+            if following is None or following not in by_path:
+                break  # reported at the index of ``target`` itself
+            target = by_path[following]
     return None
 
 
@@ -344,14 +448,20 @@ def _stream(value: object, where: str) -> StreamRecord:
     )
 
 
+_OUTPUT_FIELDS = ("path", "hash", "size", "mode", "compression")
+_LINK_FIELDS = (*_OUTPUT_FIELDS, "symlink")
+
+
 def _output(value: object, where: str) -> OutputRecord:
-    obj = _object(value, where, ("path", "hash", "size", "mode", "compression"))
+    link = isinstance(value, dict) and "symlink" in value
+    obj = _object(value, where, _LINK_FIELDS if link else _OUTPUT_FIELDS)
     return OutputRecord(
         path=_path(obj["path"], f"{where}.path"),
         hash=_digest(obj["hash"], f"{where}.hash"),
         size=_int(obj["size"], f"{where}.size"),
         mode=_int(obj["mode"], f"{where}.mode", high=MAX_MODE),
         compression=_enum(Compression, obj["compression"], f"{where}.compression"),
+        symlink=_str(obj["symlink"], f"{where}.symlink") if link else None,
     )
 
 
@@ -521,6 +631,9 @@ def parse_manifest(data: bytes, *, chapter_revision: int, hash_name: HashName) -
         if record.path in seen:
             _fail(f"outputs[{index}].path", f"duplicate output path {record.path!r}")
         seen.add(record.path)
+    link_problem = output_links_problem(outputs)
+    if link_problem is not None:
+        _fail(f"outputs[{link_problem[0]}].symlink", link_problem[1])
     return Manifest(
         chapter_revision=_int(obj["chapter_revision"], "chapter_revision"),
         hash_function=_enum(HashName, obj["hash_function"], "hash_function"),

@@ -2,7 +2,9 @@
 
 Spec coverage:
 * CACHE-012/017 — the files to store after a successful run are the regular files (or
-  symlinks to regular files, stored as their content) matched by the task's output patterns.
+  symlinks to regular files) matched by the task's output patterns; the cache stores a
+  relative link into the other outputs as a link, any other as its content (issue 12). A
+  dangling link is no output.
 * EXEC-020 — the same list feeds the scheduler's output-overlap check.
 * PATH — the walk starts at each pattern's literal prefix and never enters the workspace's
   ``.haz/`` or ``.git/``.
