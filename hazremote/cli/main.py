@@ -101,21 +101,40 @@ def build_parser() -> argparse.ArgumentParser:
             "  haz run --workspace --remote grpc://cache.internal:7070 --remote-mode read-only\n"
         ),
     )
-    run.add_argument("targets", nargs="*", metavar="TARGET", help="task references to run")
+    run.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        help="tasks to run (project:task, or a bare task name: that task of the project "
+        "containing the current directory, or of every project outside one); with no TARGET "
+        "and no --all/--workspace, the `default` task",
+    )
     run_scope = run.add_mutually_exclusive_group()
     run_scope.add_argument(
-        "--all", action="store_true", help="every task of the bearing project (or workspace)"
+        "--all",
+        action="store_true",
+        help="every task of the project containing the current directory (at a root that is "
+        "itself a project: that project only); every task of the workspace outside any project",
     )
-    run_scope.add_argument("--workspace", action="store_true", help="every task of the workspace")
+    run_scope.add_argument(
+        "--workspace",
+        action="store_true",
+        help="every task of the workspace, wherever you are",
+    )
     git = run.add_mutually_exclusive_group()
     git.add_argument(
-        "--git-changed", action="store_true", help="tasks affected by uncommitted changes"
+        "--git-changed",
+        action="store_true",
+        help="only tasks affected by uncommitted changes (tracked and untracked): tasks whose "
+        "inputs changed and everything depending on them, within --all/--workspace",
     )
-    git.add_argument("--git-staged", action="store_true", help="tasks affected by staged changes")
+    git.add_argument(
+        "--git-staged", action="store_true", help="only tasks affected by staged changes"
+    )
     git.add_argument(
         "--git-changed-since",
         metavar="REV",
-        help="tasks affected by changes since the merge-base of REV and HEAD",
+        help="only tasks affected by changes since the merge-base of REV and HEAD",
     )
     run.add_argument(
         "--dry-run",
