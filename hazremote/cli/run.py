@@ -60,7 +60,15 @@ def select_run_set(context: WorkspaceContext, args: argparse.Namespace) -> tuple
     if git_mode is not None and args.targets:
         raise UsageError("git filters combine with --all/--workspace, not with targets")
     if args.targets:
-        roots = resolve_targets(context, args.targets)
+        try:
+            roots = resolve_targets(context, args.targets)
+        except ReferenceError_ as error:
+            formats = [t for t in args.targets if t in ("plain", "json")]
+            if args.dry_run and formats:  # `--dry-run json`: the format needs the `=`
+                raise UsageError(
+                    f"{error}; for JSON output write --dry-run={formats[0]}"
+                ) from error
+            raise
     elif args.workspace:
         roots = tuple(graph.tasks)
     elif args.all or git_mode is not None:
