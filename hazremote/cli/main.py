@@ -74,7 +74,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workspace-root",
         metavar="DIR",
-        help="use DIR as the workspace root instead of discovering it (DISC-001)",
+        help="use DIR as the workspace root instead of discovering it",
     )
     parser.add_argument(
         "--log-level",
@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "run",
         handler="hazremote.cli.run:run",
-        help_text="run tasks, restoring cached results (EXEC)",
+        help_text="run tasks, restoring the results the cache already has",
         examples=(
             "  haz run                         # the `default` task (of this project, or all)\n"
             "  haz run build                   # ~:build inside a project, ^:build outside\n"
@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-j", "--jobs", type=int, metavar="N", help="at most N tasks at once")
     run.add_argument("--force", action="store_true", help="skip cache lookups (still store)")
     run.add_argument("--no-cache", action="store_true", help="neither look up nor store")
-    run.add_argument("--summary-json", metavar="FILE", help="write the run summary (EXEC-041)")
+    run.add_argument("--summary-json", metavar="FILE", help="write the run summary as JSON to FILE")
     run.add_argument(
         "--remote", metavar="URL", help="remote cache grpc://HOST:PORT (or HAZ_REMOTE_URL)"
     )
@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "cache",
         handler="hazremote.cli.cache:run",
-        help_text="inspect and clean the local cache (CACHE-021/022)",
+        help_text="inspect and clean the local cache",
         examples=(
             "  haz cache info\n"
             "  haz cache clean --soft --dry-run\n"
