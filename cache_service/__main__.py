@@ -47,7 +47,7 @@ _HELP = {
     "log_format": "console | json (default json)",
     "shutdown_grace": "time in-flight RPCs get after SIGTERM (default 10s)",
     "storage_threads": "threads running blocking storage calls (default 32)",
-    "tokens": "tokens file (YAML; SEC-002); without it the service is open to every caller",
+    "tokens": "tokens file (YAML); without it the service is open to every caller",
     "tls_cert": "PEM certificate chain: serve TLS (with --tls-key)",
     "tls_key": "PEM private key of --tls-cert",
     "tls_client_ca": "PEM CA bundle: require client certificates it signed (mutual TLS)",
@@ -101,7 +101,7 @@ def build_parser(command: str = "serve") -> argparse.ArgumentParser:
     if command == "gc":
         parser = argparse.ArgumentParser(
             prog="haz-cache-service gc",
-            description="Bound storage growth (OPS-003): delete manifests older than "
+            description="Bound storage growth: delete manifests older than "
             "--max-age, then the oldest until the store fits --max-size, then blobs no "
             "manifest references (older than --blob-grace). Uses the same storage settings "
             "as serve.",
@@ -124,7 +124,7 @@ def build_parser(command: str = "serve") -> argparse.ArgumentParser:
     if command == "admin":
         parser = argparse.ArgumentParser(
             prog="haz-cache-service admin",
-            description="Audit what producers wrote (SEC-006).",
+            description="Audit and purge what producers wrote.",
             epilog="examples:\n  haz-cache-service admin list-producers\n"
             "  haz-cache-service admin purge --producer ci-pr --namespace pr-12",
             formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from hazremote.domain.model import RefEntry, Workspace
     from hazremote.domain.refs import TaskId
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "Diagnostic",
     "GraphError",
     "HazError",
+    "PartialLoad",
     "PatternError",
     "ReferenceError_",
     "Severity",
@@ -88,13 +90,45 @@ class Diagnostic:
         return (self.file, self.line or 0, self.key_path, self.message)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PartialLoad:
+    """What a load that found errors still parsed, so that the graph's reference checks can
+    run on it and be reported in the same error (CFG-040, DAG-011).
+
+    Attributes:
+        workspace: The projects and overlays that loaded (tasks with errors left out).
+        incomplete_projects: Projects that loaded, but whose file had errors: some of their
+            tasks may be missing.
+        lost_projects: Names that projects which failed to load would have had (their file
+            did not parse, or gave no valid name).
+        lost_unknown: A project failed to load and its name cannot be told.
+        overlays_incomplete: An overlay file had errors: any project may lack tasks.
+        orphan_refs: ``deps``/``weakDeps`` of tasks left out for other errors, with the task
+            that wrote them; their references are checked too.
+    """
+
+    workspace: Workspace
+    incomplete_projects: frozenset[str]
+    lost_projects: frozenset[str]
+    lost_unknown: bool
+    overlays_incomplete: bool
+    orphan_refs: tuple[tuple[TaskId, RefEntry], ...]
+
+
 class ConfigError(HazError):
-    """The workspace configuration is invalid; carries every diagnostic of the load."""
+    """The workspace configuration is invalid; carries every diagnostic of the load.
+
+    ``partial`` is what the load still parsed, when it is consistent enough to build a graph
+    from (the loader sets it; :func:`hazremote.graph.partial_diagnostics` uses it).
+    """
 
     exit_code = EXIT_CONFIG
 
-    def __init__(self, diagnostics: Iterable[Diagnostic]) -> None:
+    def __init__(
+        self, diagnostics: Iterable[Diagnostic], *, partial: PartialLoad | None = None
+    ) -> None:
         self.diagnostics: tuple[Diagnostic, ...] = tuple(diagnostics)
+        self.partial = partial
         super().__init__(self.render())
 
     def render(self) -> str:

@@ -4,20 +4,23 @@ Spec coverage:
 * SPEC §5 ``haz why`` — on a miss, which components differ from the most recent stored entry of
   the same task: input files added, removed or changed; env variables (compared through the
   local task index, since manifests never carry values, CACHE-011); predecessor outputs; the
-  command; the working directory; the output patterns.
+  command (a ``shell:`` script as a unified line diff, an argv as the old and the new command
+  line); the working directory; the output patterns.
 Pure: no I/O. The CLI gathers the inputs and prints the result.
 """
 
 from __future__ import annotations
 
+import difflib
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from hazremote.cache.manifest import RecordedKeyComponents
-from hazremote.domain.model import Action, CommandAction
+from hazremote.domain.model import Action, CommandAction, ShellAction
 from hazremote.keys.components import KeyComponents
 
-__all__ = ["Change", "describe_action", "diff_components"]
+__all__ = ["Change", "action_change", "describe_action", "diff_components"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,6 +30,8 @@ class Change:
     kind: str
     subject: str
     detail: str = ""
+    #: Lines shown below the change (a unified diff of a script; the old and new argv).
+    lines: tuple[str, ...] = ()
 
     def render(self) -> str:
         text = f"{self.kind.replace('-', ' ')}: {self.subject}"
@@ -34,9 +39,76 @@ class Change:
 
 
 def describe_action(action: Action) -> str:
+    """One line: ``command cc -o 'my prog' main.c``, or ``sh -c 'make all'``."""
     if isinstance(action, CommandAction):
-        return "command " + " ".join(action.argv)
-    return f"{action.shell} -c {action.script!r}"
+        return "command " + shlex.join(action.argv)
+    return f"{action.shell} -c {shlex.quote(action.script)}"
+
+
+def _action_lines(action: Action) -> list[str]:
+    if isinstance(action, CommandAction):
+        return [shlex.join(action.argv)]
+    return action.script.splitlines()
+
+
+def action_change(current: Action, previous: Action) -> Change | None:
+    """The action component's difference, readably: a script as a unified line diff, an argv
+    as the old and the new command line; ``None`` when they are equal."""
+    if current == previous:
+        return None
+    if isinstance(current, ShellAction) and isinstance(previous, ShellAction):
+        if current.script == previous.script:
+            return Change(
+                kind="action-changed",
+                subject=f"shell {previous.shell} → {current.shell}",
+                detail="script unchanged",
+            )
+        diff = tuple(
+            difflib.unified_diff(
+                previous.script.splitlines(),
+                current.script.splitlines(),
+                "stored",
+                "current",
+                lineterm="",
+            )
+        )
+        body = diff[2:]  # after the ---/+++ header
+        added = sum(1 for line in body if line.startswith("+"))
+        removed = sum(1 for line in body if line.startswith("-"))
+        shell = (
+            current.shell
+            if current.shell == previous.shell
+            else (f"{previous.shell} → {current.shell}")
+        )
+        return Change(
+            kind="action-changed",
+            subject=f"{shell} script",
+            detail=f"{_count(added, 'line')} added, {removed} removed",
+            lines=diff,
+        )
+    if isinstance(current, CommandAction) and isinstance(previous, CommandAction):
+        now, before = current.argv, previous.argv
+        if len(now) == len(before):
+            changed = [
+                str(i + 1) for i, (a, b) in enumerate(zip(now, before, strict=True)) if a != b
+            ]
+            which = "argument" if len(changed) == 1 else "arguments"
+            detail = f"{which} {', '.join(changed)} of {len(now)} changed"
+        else:
+            detail = f"{len(before)} → {len(now)} arguments"
+        subject = "command"
+    elif isinstance(current, ShellAction):
+        subject, detail = f"command: → shell: ({current.shell})", ""
+    else:
+        assert isinstance(previous, ShellAction)
+        subject, detail = f"shell: ({previous.shell}) → command:", ""
+    lines = [f"- {line}" for line in _action_lines(previous)]
+    lines += [f"+ {line}" for line in _action_lines(current)]
+    return Change(kind="action-changed", subject=subject, detail=detail, lines=tuple(lines))
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def diff_components(
@@ -48,14 +120,9 @@ def diff_components(
 ) -> list[Change]:
     """Every component of ``current`` that differs from ``previous``, in key order."""
     changes: list[Change] = []
-    if current.action != previous.action:
-        changes.append(
-            Change(
-                kind="action-changed",
-                subject=describe_action(current.action),
-                detail=f"was {describe_action(previous.action)}",
-            )
-        )
+    action = action_change(current.action, previous.action)
+    if action is not None:
+        changes.append(action)
     now = {f.path: f.digest for f in current.inputs}
     before = {i.path: i.hash for i in previous.inputs}
     for path in sorted(now.keys() | before.keys()):

@@ -11,17 +11,9 @@ import argparse
 
 from hazremote.cli.context import open_workspace
 from hazremote.cli.session import open_cache
+from hazremote.domain.units import format_size as _size
 from hazremote.domain.units import parse_duration, parse_size
 from hazremote.errors import UsageError
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError  # pragma: no cover
 
 
 def run(args: argparse.Namespace) -> int:

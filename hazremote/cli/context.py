@@ -3,6 +3,8 @@
 Spec coverage:
 * DISC-001 — ``--workspace-root`` overrides discovery from the working directory.
 * DISC-007 — the bearing project is computed from the working directory.
+* CFG-040 / DAG-011 — a load with errors also reports the graph errors of what still parsed
+  (:func:`hazremote.graph.partial_diagnostics`), all in one error.
 * REF-001..008 — command-line targets (:func:`resolve_targets`): a bare ``task`` is ``~:task``
   inside a project and ``^:task`` outside.
 * DAG-016, PATH — :func:`print_warnings`: how every command shows configuration warnings.
@@ -20,7 +22,7 @@ from pathlib import Path
 from hazremote.config._trace import Trace
 from hazremote.domain.model import Project, Workspace
 from hazremote.domain.refs import TaskId, parse_cli_target
-from hazremote.errors import Diagnostic, UsageError
+from hazremote.errors import ConfigError, Diagnostic, UsageError
 from hazremote.graph import TaskGraph
 
 __all__ = ["WorkspaceContext", "open_workspace", "print_warnings", "resolve_targets"]
@@ -85,9 +87,17 @@ def open_workspace(
 def _load(root: Path, *, snapshot: bool) -> tuple[Workspace, TaskGraph]:
     def build() -> tuple[tuple[Workspace, TaskGraph], Trace]:
         from hazremote.config import load_workspace_traced  # imports PyYAML: only when loading
-        from hazremote.graph import build_graph
+        from hazremote.graph import build_graph, partial_diagnostics
 
-        workspace, seen = load_workspace_traced(root)
+        try:
+            workspace, seen = load_workspace_traced(root)
+        except ConfigError as error:
+            # CFG-040/DAG-011: one report holds every error, reference errors included.
+            extra = partial_diagnostics(error.partial) if error.partial is not None else []
+            if not extra:
+                raise
+            merged = sorted({*error.diagnostics, *extra}, key=Diagnostic.sort_key)
+            raise ConfigError(merged) from None
         return (workspace, build_graph(workspace)), seen
 
     if not snapshot:

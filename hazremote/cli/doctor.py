@@ -8,6 +8,8 @@ Checks, each printed as one ``ok`` / ``warn`` / ``FAIL`` line:
   and round-trip latency (median of 3 ``GetCapabilities`` calls), server version, hash
   functions (the workspace's must be supported), clock skew, and the token's name, scope,
   namespaces and read-through chain as the *server* sees them (SEC-002/003).
+Sizes are shown in binary units; the skew is measured against the middle of the round trip
+and worded with a precision that suits it (:func:`describe_skew`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from hazremote.domain.units import format_duration, format_size
 from hazremote.errors import HazError
 from hazremote.remote.settings import RemoteConfig
 
@@ -31,6 +34,45 @@ class Check:
     status: str  # "ok" | "warn" | "FAIL"
     name: str
     detail: str
+
+
+def _magnitude(seconds: float) -> str:
+    """A duration in a precision that suits it: ``42 ms``, ``1.3 s``, ``13 s``, ``2m05s``."""
+    if round(seconds * 1000) < 1000:
+        return f"{round(seconds * 1000)} ms"
+    if round(seconds, 1) < 10:
+        return f"{seconds:.1f} s"
+    if round(seconds) < 60:
+        return f"{round(seconds)} s"
+    return format_duration(seconds)
+
+
+def describe_skew(skew_s: float, *, uncertainty_s: float) -> str:
+    """The server clock against this machine's: ``skew_s`` > 0 means the server is ahead.
+
+    ``uncertainty_s`` is what one round trip leaves unknown (half of it), at least the
+    millisecond the server's clock is sent in; a skew within it cannot be told from none (and
+    never prints as ``-0.0 s``).
+    """
+    uncertainty_s = max(uncertainty_s, 0.001)
+    margin = _magnitude(uncertainty_s)
+    if abs(skew_s) <= uncertainty_s:
+        return f"in step with this machine (within ±{margin})"
+    direction = "ahead of" if skew_s > 0 else "behind"
+    return f"server clock is {_magnitude(abs(skew_s))} {direction} this machine (±{margin})"
+
+
+def describe_limits(*, max_blob_bytes: int, max_batch_items: int, max_batch_bytes: int) -> str:
+    """The server's announced limits in human units; a limit it leaves at 0 is not shown."""
+    parts = []
+    if max_blob_bytes:
+        parts.append(f"max blob {format_size(max_blob_bytes)}")
+    batch = [f"{max_batch_items} items"] if max_batch_items else []
+    if max_batch_bytes:
+        batch.append(format_size(max_batch_bytes))
+    if batch:
+        parts.append("batches of at most " + " and ".join(batch))
+    return "; ".join(parts) or "none announced"
 
 
 def _print(check: Check) -> None:
@@ -58,9 +100,12 @@ def _remote_checks(remote: RemoteConfig, hash_value: str) -> list[Check]:
         try:
             for _ in range(3):
                 start = time.perf_counter()
+                sent_s = time.time()
                 reply = stub.GetCapabilities(request, timeout=5, metadata=metadata)
                 samples.append(time.perf_counter() - start)
-                local_now_ms = time.time() * 1000
+                # The server read its clock somewhere within the round trip: compare it with
+                # this machine's clock at the middle, give or take half the round trip.
+                local_mid_s = (sent_s + time.time()) / 2
         except grpc.RpcError as error:
             code = error.code().name if hasattr(error, "code") else "UNKNOWN"
             detail = error.details() if hasattr(error, "details") else str(error)
@@ -86,19 +131,23 @@ def _remote_checks(remote: RemoteConfig, hash_value: str) -> list[Check]:
                 f"server supports {', '.join(supported) or 'none'}; workspace uses {hash_value}",
             )
         )
-        skew_s = (reply.server_time_unix_ms - local_now_ms) / 1000
+        skew_s = reply.server_time_unix_ms / 1000 - local_mid_s
         checks.append(
             Check(
                 "ok" if abs(skew_s) <= SKEW_WARN_S else "warn",
                 "clock skew",
-                f"server is {skew_s:+.1f} s from this machine",
+                describe_skew(skew_s, uncertainty_s=samples[-1] / 2),
             )
         )
         checks.append(
             Check(
                 "ok",
                 "limits",
-                f"max blob {reply.max_blob_size_bytes} B, batch {reply.max_batch_items} items",
+                describe_limits(
+                    max_blob_bytes=reply.max_blob_size_bytes,
+                    max_batch_items=reply.max_batch_items,
+                    max_batch_bytes=reply.max_batch_total_size_bytes,
+                ),
             )
         )
         if reply.auth_disabled:
@@ -155,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
             Check(
                 status,
                 "local cache",
-                f"{cache.root}: {info.entries} entries, {info.corrupt_entries} corrupt, "
+                f"{cache.root}: {info.entries} entries ({format_size(info.bytes)}), "
+                f"{info.corrupt_entries} corrupt, "
                 f"{info.orphan_temp_dirs} leftover temp dir(s)"
                 + (" (run `haz cache clean --soft`)" if status == "warn" else ""),
             )

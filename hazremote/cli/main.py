@@ -16,6 +16,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 __all__ = ["build_parser", "main"]
 
@@ -30,15 +31,50 @@ Run `haz COMMAND --help` for the options of one command.
 """
 
 
+_DRY_RUN_FORMATS = ("plain", "json")
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
+
+
+class _DryRun(argparse.Action):
+    """``--dry-run`` takes no word after it; usage shows ``--dry-run[=json]`` (SPEC §5)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        del parser, values
+        text = option_string or "--dry-run"
+        setattr(namespace, self.dest, text.partition("=")[2] or "plain")
+
+    def format_usage(self) -> str:
+        return "--dry-run[=json]"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("argument --dry-run: ignored explicit argument"):
+            value = message.rsplit(" ", 1)[-1]
+            message = (
+                f"argument --dry-run: unknown format {value} "
+                f"(use --dry-run or --dry-run={' or --dry-run='.join(_DRY_RUN_FORMATS[1:])})"
+            )
+        super().error(message)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workspace-root",
         metavar="DIR",
-        help="use DIR as the workspace root instead of discovering it (DISC-001)",
+        help="use DIR as the workspace root instead of discovering it",
     )
     parser.add_argument(
         "--log-level",
@@ -55,7 +91,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _command(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    sub: argparse._SubParsersAction[_Parser],
     name: str,
     *,
     handler: str,
@@ -84,51 +120,77 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     run = _command(
         sub,
         "run",
         handler="hazremote.cli.run:run",
-        help_text="run tasks, restoring cached results (EXEC)",
+        help_text="run tasks, restoring the results the cache already has",
         examples=(
             "  haz run                         # the `default` task (of this project, or all)\n"
             "  haz run build                   # ~:build inside a project, ^:build outside\n"
             "  haz run web:build api:test -j 4\n"
             "  haz run --workspace --git-changed-since origin/main\n"
             "  haz run build --dry-run         # keys and predicted cache state, runs nothing\n"
+            "  haz run --dry-run=json web:build  # the same as JSON (the format needs the =)\n"
             "  haz run --all --summary-json summary.json\n"
             "  haz run --workspace --remote grpc://cache.internal:7070 --remote-mode read-only\n"
         ),
     )
-    run.add_argument("targets", nargs="*", metavar="TARGET", help="task references to run")
+    run.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        help="tasks to run (project:task, or a bare task name: that task of the project "
+        "containing the current directory, or of every project outside one); with no TARGET "
+        "and no --all/--workspace, the `default` task",
+    )
     run_scope = run.add_mutually_exclusive_group()
     run_scope.add_argument(
-        "--all", action="store_true", help="every task of the bearing project (or workspace)"
+        "--all",
+        action="store_true",
+        help="every task of the project containing the current directory (at a root that is "
+        "itself a project: that project only); every task of the workspace outside any project",
     )
-    run_scope.add_argument("--workspace", action="store_true", help="every task of the workspace")
+    run_scope.add_argument(
+        "--workspace",
+        action="store_true",
+        help="every task of the workspace, wherever you are",
+    )
     git = run.add_mutually_exclusive_group()
     git.add_argument(
-        "--git-changed", action="store_true", help="tasks affected by uncommitted changes"
+        "--git-changed",
+        action="store_true",
+        help="only tasks affected by uncommitted changes (tracked and untracked): tasks whose "
+        "inputs changed and everything depending on them, within --all/--workspace",
     )
-    git.add_argument("--git-staged", action="store_true", help="tasks affected by staged changes")
+    git.add_argument(
+        "--git-staged", action="store_true", help="only tasks affected by staged changes"
+    )
     git.add_argument(
         "--git-changed-since",
         metavar="REV",
-        help="tasks affected by changes since the merge-base of REV and HEAD",
+        help="only tasks affected by changes since the merge-base of REV and HEAD",
     )
+    # SPEC §5 `--dry-run[=json]`: the format is taken only from `--dry-run=FORMAT`, never from
+    # the next word, so `haz run --dry-run web:build` dry-runs web:build (git's `--color[=WHEN]`
+    # convention). argparse matches a whole registered option string before it splits at `=`.
     run.add_argument(
         "--dry-run",
-        nargs="?",
-        const="plain",
-        choices=["plain", "json"],
-        help="print keys and predicted cache state; run nothing (--dry-run=json for JSON)",
+        action=_DryRun,
+        help="print keys and predicted cache state; run nothing (--dry-run=json: as JSON; "
+        "the format needs the `=`: a word after --dry-run is a TARGET)",
     )
+    for dry_run_format in _DRY_RUN_FORMATS:
+        run.add_argument(
+            f"--dry-run={dry_run_format}", dest="dry_run", action=_DryRun, help=argparse.SUPPRESS
+        )
     run.add_argument("--output", choices=["live", "buffered"], help="task output mode")
     run.add_argument("-j", "--jobs", type=int, metavar="N", help="at most N tasks at once")
     run.add_argument("--force", action="store_true", help="skip cache lookups (still store)")
     run.add_argument("--no-cache", action="store_true", help="neither look up nor store")
-    run.add_argument("--summary-json", metavar="FILE", help="write the run summary (EXEC-041)")
+    run.add_argument("--summary-json", metavar="FILE", help="write the run summary as JSON to FILE")
     run.add_argument(
         "--remote", metavar="URL", help="remote cache grpc://HOST:PORT (or HAZ_REMOTE_URL)"
     )
@@ -157,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "cache",
         handler="hazremote.cli.cache:run",
-        help_text="inspect and clean the local cache (CACHE-021/022)",
+        help_text="inspect and clean the local cache",
         examples=(
             "  haz cache info\n"
             "  haz cache clean --soft --dry-run\n"

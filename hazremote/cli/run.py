@@ -104,7 +104,15 @@ def select_run_set(context: WorkspaceContext, args: argparse.Namespace) -> tuple
     if git_mode is not None and args.targets:
         raise UsageError("git filters combine with --all/--workspace, not with targets")
     if args.targets:
-        roots = resolve_targets(context, args.targets)
+        try:
+            roots = resolve_targets(context, args.targets)
+        except ReferenceError_ as error:
+            formats = [t for t in args.targets if t in ("plain", "json")]
+            if args.dry_run and formats:  # `--dry-run json`: the format needs the `=`
+                raise UsageError(
+                    f"{error}; for JSON output write --dry-run={formats[0]}"
+                ) from error
+            raise
     elif args.workspace:
         roots = tuple(graph.tasks)
     elif args.all or git_mode is not None:
@@ -115,14 +123,23 @@ def select_run_set(context: WorkspaceContext, args: argparse.Namespace) -> tuple
         try:
             roots = graph.resolve(ref, bearing=bearing)
         except ReferenceError_ as error:
+            scopes = (
+                f"--all (every task of project '{bearing}', which contains this directory) "
+                "or --workspace (every task of the workspace)"
+                if bearing
+                else "--all or --workspace (every task of the workspace: no project contains "
+                "this directory)"
+            )
             raise UsageError(
                 f"no targets given and no `default` task to run ({error}); "
-                "name targets, or use --all / --workspace"
+                f"name targets (`haz run build`, `haz run PROJECT:build`), or use {scopes}"
             ) from error
     if git_mode is not None:
         changed = changed_paths(context.root, mode=git_mode, since=args.git_changed_since)
+        # EXEC-029: what the change affects anywhere, then the scope restricts it: a task of
+        # the scope depending on a changed task of another project is affected too.
         scope = set(roots)
-        roots = tuple(t for t in affected_tasks(graph, roots, changed) if t in scope)
+        roots = tuple(t for t in affected_tasks(graph, graph.tasks, changed) if t in scope)
     return graph.run_set(roots)
 
 

@@ -21,6 +21,7 @@ from hazremote.cache.local import LocalCache
 from hazremote.cache.why import describe_action, diff_components
 from hazremote.cli.context import open_workspace, resolve_targets
 from hazremote.cli.session import open_cache, open_index
+from hazremote.domain.model import Action, ShellAction
 from hazremote.domain.refs import TaskId
 from hazremote.errors import UsageError
 from hazremote.execute.predict import PredictedState, predict
@@ -35,8 +36,17 @@ def _age(seconds: float) -> str:
     return f"{int(seconds)}s ago"
 
 
+def _action(action: Action) -> list[str]:
+    if isinstance(action, ShellAction) and "\n" in action.script.strip():
+        script = action.script.splitlines()
+        return [f"  action: {action.shell} script ({len(script)} lines):"] + [
+            f"    | {line}" for line in script
+        ]
+    return [f"  action: {describe_action(action)}"]
+
+
 def _components(components: KeyComponents, *, predecessors: bool) -> list[str]:
-    lines = [f"  action: {describe_action(components.action)}"]
+    lines = _action(components.action)
     lines.append(f"  cwd: {components.cwd or '<workspace root>'}")
     lines.append(f"  outputs: {', '.join(components.outputs) or '<none>'}")
     lines.append(f"  inputs ({len(components.inputs)}):")
@@ -134,5 +144,9 @@ def _what_changed(
         )
         if not changes:
             return [header, "    nothing in the compared components"]
-        return [header, *(f"    {c.render()}" for c in changes)]
+        lines = [header]
+        for change in changes:
+            lines.append(f"    {change.render()}")
+            lines += [f"      {line}" for line in change.lines]
+        return lines
     return ["  what changed: no earlier stored run of this task to compare with"]

@@ -2,7 +2,9 @@
 
 Spec coverage:
 * CFG-040 — every file is checked completely and all diagnostics of the load are raised
-  together in one :class:`~hazremote.errors.ConfigError`, sorted by file and line.
+  together in one :class:`~hazremote.errors.ConfigError`, sorted by file and line; it carries
+  what still loaded (:class:`~hazremote.errors.PartialLoad`) so the graph's reference checks
+  can be reported with them.
 * DISC-003/005 — via :mod:`hazremote.config._discovery`.
 * DISC-006 — project names: ``name:``, else the directory basename sanitised to the ID rules;
   the root project (implicit or listed as ``.``) defaults to ``root``; two projects with one
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,9 +43,10 @@ from hazremote.config._schema import Checker, compose
 from hazremote.config._settings import ProjectEntry, parse_workspace_file
 from hazremote.config._tasks import parse_tasks
 from hazremote.config._trace import Trace, path_signature
-from hazremote.domain.model import Overlay, Project, TaskSpec, Workspace
+from hazremote.domain.model import Overlay, Project, RefEntry, TaskSpec, Workspace
 from hazremote.domain.names import is_valid_name, name_problem, sanitize_name
-from hazremote.errors import ConfigError, Diagnostic
+from hazremote.domain.refs import TaskId
+from hazremote.errors import ConfigError, Diagnostic, PartialLoad
 
 __all__ = ["ROOT_PROJECT_NAME", "load_workspace"]
 
@@ -103,22 +107,65 @@ def _load(root: Path, seen: Trace) -> Workspace:
         # Without a readable projects list, discovering projects would only add noise.
         raise ConfigError(diagnostics)
 
-    parsed = [
-        _parse_project(found, diagnostics)
-        for found in select_projects(root, entries, ws_checker, seen)
-    ]
-    projects = [p for p in parsed if p is not None]
+    projects: list[_Parsed] = []
+    incomplete: set[str] = set()
+    lost: set[str | None] = set()
+    orphans: list[tuple[TaskId, RefEntry]] = []
+    for found in select_projects(root, entries, ws_checker, seen):
+        before = len(diagnostics)
+        rejected: list[tuple[str, RefEntry]] = []
+        parsed = _parse_project(found, diagnostics, rejected)
+        if parsed is None:
+            lost.add(_name_of_unloaded(found))
+            continue
+        projects.append(parsed)
+        name = parsed.project.name
+        if len(diagnostics) != before:
+            incomplete.add(name)
+        orphans += [(TaskId(name, task), entry) for task, entry in rejected]
     _check_unique_names(projects, diagnostics)
+    before_overlays = len(diagnostics)
     overlays = _load_overlays(root, diagnostics, seen)
 
-    if diagnostics:
-        raise ConfigError(sorted(diagnostics, key=Diagnostic.sort_key))
-    return Workspace(
+    workspace = Workspace(
         root=root,
         settings=settings,
         projects=tuple(sorted((p.project for p in projects), key=_by_name)),
         overlays=tuple(overlays),
     )
+    if diagnostics:
+        names = [p.project.name for p in projects]
+        partial = None
+        if len(set(names)) == len(names):  # a graph of projects sharing a name means nothing
+            partial = PartialLoad(
+                workspace=workspace,
+                incomplete_projects=frozenset(incomplete),
+                lost_projects=frozenset(name for name in lost if name is not None),
+                lost_unknown=None in lost,
+                overlays_incomplete=len(diagnostics) != before_overlays,
+                orphan_refs=tuple(orphans),
+            )
+        raise ConfigError(sorted(diagnostics, key=Diagnostic.sort_key), partial=partial)
+    return workspace
+
+
+_NAME_LINE: Final = re.compile(rb"^name[ \t]*:(.*)$", re.MULTILINE)
+_NAME_VALUE: Final = re.compile(rb"[ \t]*(['\"]?)([A-Za-z0-9_.-]+)\1[ \t]*(?:#.*)?")
+
+
+def _name_of_unloaded(found: FoundProject) -> str | None:
+    """The name a project whose ``haz.yml`` did not load would most likely have: a plain
+    top-level ``name:`` line, else the name derived from its directory; ``None`` when that
+    cannot be told (a ``name:`` that is not a plain word, a flow-style document)."""
+    if found.data.lstrip().startswith(b"{"):
+        return None
+    lines = _NAME_LINE.findall(found.data)
+    if lines:
+        value = _NAME_VALUE.fullmatch(lines[-1].rstrip(b"\r"))
+        return None if value is None else value.group(2).decode()
+    if found.dir == "":
+        return ROOT_PROJECT_NAME
+    return sanitize_name(found.dir.rsplit("/", 1)[-1])
 
 
 def _by_name(project: Project) -> str:
@@ -150,7 +197,9 @@ class _Parsed:
     entry: ProjectEntry | None
 
 
-def _parse_project(found: FoundProject, diagnostics: list[Diagnostic]) -> _Parsed | None:
+def _parse_project(
+    found: FoundProject, diagnostics: list[Diagnostic], rejected: list[tuple[str, RefEntry]]
+) -> _Parsed | None:
     file = f"{found.dir}/{PROJECT_FILE}" if found.dir else PROJECT_FILE
     checker = Checker(file, diagnostics)
     ok, node = _compose(checker, found.data)
@@ -194,7 +243,7 @@ def _parse_project(found: FoundProject, diagnostics: list[Diagnostic]) -> _Parse
                 tags.append(tag)
     tasks: dict[str, TaskSpec] = {}
     if "tasks" in fields:
-        tasks = parse_tasks(checker, fields["tasks"][1], "tasks")
+        tasks = parse_tasks(checker, fields["tasks"][1], "tasks", rejected=rejected)
     if name is None:
         return None
     project = Project(

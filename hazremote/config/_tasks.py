@@ -96,8 +96,18 @@ def _parse_ref(text: str) -> TaskRef | str:
         return str(exc)
 
 
-def parse_tasks(checker: Checker, node: Node, path: str) -> dict[str, TaskSpec]:
-    """Parse a ``tasks:`` mapping; invalid tasks are reported and left out."""
+def parse_tasks(
+    checker: Checker,
+    node: Node,
+    path: str,
+    *,
+    rejected: list[tuple[str, RefEntry]] | None = None,
+) -> dict[str, TaskSpec]:
+    """Parse a ``tasks:`` mapping; invalid tasks are reported and left out.
+
+    The ``deps``/``weakDeps`` entries that parsed in a task left out for another error are
+    appended to ``rejected`` with the task's name, so they can be checked all the same.
+    """
     entries = checker.entries(node, path, "tasks")
     if entries is None:
         return {}
@@ -107,14 +117,20 @@ def parse_tasks(checker: Checker, node: Node, path: str) -> dict[str, TaskSpec]:
         problem = name_problem(name)
         if problem is not None:
             checker.error(task_path, key_node, f"invalid task name: {problem}")
-        spec = _parse_task(checker, name, key_node, body, task_path)
+        spec = _parse_task(checker, name, key_node, body, task_path, rejected=rejected)
         if spec is not None and problem is None:
             tasks[name] = spec
     return dict(sorted(tasks.items()))
 
 
 def _parse_task(
-    checker: Checker, name: str, key_node: Node, body: Node, path: str
+    checker: Checker,
+    name: str,
+    key_node: Node,
+    body: Node,
+    path: str,
+    *,
+    rejected: list[tuple[str, RefEntry]] | None = None,
 ) -> TaskSpec | None:
     before = len(checker.diagnostics)
     if body.tag == NULL_TAG:
@@ -151,6 +167,8 @@ def _parse_task(
         timeout_s = _positive_duration(checker, fields["timeout"][1], f"{path}.timeout")
 
     if action is None or len(checker.diagnostics) != before:
+        if rejected is not None:
+            rejected += [(name, entry) for entry in (*deps, *weak_deps)]
         return None
     return TaskSpec(
         name=name,

@@ -2,7 +2,8 @@
 
 Durations: ``500ms``, ``30s``, ``10m``, ``2h``, ``7d`` and sums such as ``1h30m``; a bare number
 is seconds. Sizes: ``500MB``/``10GB`` (powers of 1000), ``512MiB``/``10GiB`` (powers of 1024),
-``B`` and ``K``-prefixed units too; a bare number is bytes.
+``B`` and ``K``-prefixed units too; a bare number is bytes. Sizes are shown in binary units
+(:func:`format_size`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-__all__ = ["format_duration", "parse_duration", "parse_size"]
+__all__ = ["format_duration", "format_size", "parse_duration", "parse_size"]
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -101,3 +102,15 @@ def parse_size(value: object) -> int:
     factor = _SIZE_UNITS[match.group(2)] if match.group(2) else 1
     # Fraction, not float: "2.01KB" is 2010 bytes, where binary floating point gives 2009.
     return int(Fraction(match.group(1)) * factor)
+
+
+def format_size(size: int) -> str:
+    """Render a byte count for people: ``512 B``, ``1.5 KiB``, ``4.0 GiB`` (powers of 1024)."""
+    if size < 1024:
+        return f"{size} B"
+    value = size / 1024
+    for unit in ("KiB", "MiB", "GiB"):
+        if round(value, 1) < 1024:  # 1023.96 KiB shows as 1.0 MiB, not 1024.0 KiB
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"

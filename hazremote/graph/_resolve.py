@@ -3,13 +3,16 @@
 Spec coverage:
 * REF-001..008 — every reference form resolves relative to a *bearing* project (the task's own
   project for ``deps``/``weakDeps``, DISC-007's bearing project on the command line); a
-  reference that resolves to nothing is explained in words that name it.
+  reference that resolves to nothing is explained in words that name it, with "did you mean"
+  for a mistyped project, task or tag (close matches among what the reference could name;
+  computed only on that error path).
 Out of scope: parsing reference text (``hazremote.domain.refs``) and turning an empty result
 into a diagnostic or an exception (the callers decide which).
 """
 
 from __future__ import annotations
 
+import difflib
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 
@@ -53,9 +56,10 @@ class RefIndex:
                 project = bearing if ref.kind is RefKind.SAME else ref.project
                 assert project is not None
                 if project not in self._projects:
-                    return (), f"there is no project '{project}'"
+                    return (), f"there is no project '{project}'" + _hint(project, self._projects)
                 if not _contains(having, project):
-                    return (), f"project '{project}' has no task '{task}'"
+                    hint = _hint(task, self._tasks_of({project}))
+                    return (), f"project '{project}' has no task '{task}'{hint}"
                 return (TaskId(project, task),), ""
             case RefKind.ALL | RefKind.ALL_OTHERS:
                 exclude = bearing if ref.kind is RefKind.ALL_OTHERS else None
@@ -64,19 +68,35 @@ class RefIndex:
                     return found, ""
                 if exclude is not None and having:
                     return (), f"no project other than '{exclude}' has a task '{task}'"
-                return (), f"no project has a task '{task}'"
+                return (), f"no project has a task '{task}'" + _hint(task, self._projects_by_task)
             case RefKind.TAG | RefKind.TAG_OTHERS:
                 assert ref.tag is not None
                 members = self._tagged.get(ref.tag)
                 if not members:
-                    return (), f"no project carries the tag '{ref.tag}'"
+                    hint = _hint(ref.tag, self._tagged)
+                    return (), f"no project carries the tag '{ref.tag}'{hint}"
                 exclude = bearing if ref.kind is RefKind.TAG_OTHERS else None
                 found = tuple(TaskId(p, task) for p in having if p in members and p != exclude)
                 if found:
                     return found, ""
                 other = f" other than '{exclude}'" if exclude is not None else ""
-                return (), f"no project{other} tagged '{ref.tag}' has a task '{task}'"
+                hint = _hint(task, self._tasks_of(members - {exclude} if exclude else members))
+                return (), f"no project{other} tagged '{ref.tag}' has a task '{task}'{hint}"
         raise AssertionError(ref.kind)  # pragma: no cover
+
+    def _tasks_of(self, projects: set[str] | frozenset[str]) -> list[str]:
+        """Task names any of ``projects`` has (a scan: only on the error path)."""
+        return [
+            name
+            for name, having in self._projects_by_task.items()
+            if not projects.isdisjoint(having)
+        ]
+
+
+def _hint(word: str, candidates: Iterable[str]) -> str:
+    """``; did you mean 'x'?`` for the closest candidate, or nothing when none is close."""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _contains(sorted_projects: list[str], project: str) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hazremote.domain.units import format_duration, parse_duration, parse_size
+from hazremote.domain.units import format_duration, format_size, parse_duration, parse_size
 
 
 @pytest.mark.parametrize(
@@ -116,3 +116,21 @@ def test_parse_size_rejects_bad_forms(value: object, message: str) -> None:
 def test_format_duration(seconds: float, text: str) -> None:
     """EXEC epilogue: short human durations."""
     assert format_duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1024, "1.0 KiB"),
+        (1536, "1.5 KiB"),
+        (4 * 1024**2, "4.0 MiB"),
+        (4 * 1024**3, "4.0 GiB"),
+        (1024**3 - 1, "1.0 GiB"),
+        (3 * 1024**4, "3.0 TiB"),
+    ],
+)
+def test_format_size_is_human_readable(size: int, text: str) -> None:
+    """Sizes are shown in binary units with one decimal, never as raw byte counts."""
+    assert format_size(size) == text

@@ -28,6 +28,9 @@ def test_doctor_reports_a_healthy_setup(haz: HazRunner, make_workspace, service:
     assert any(line.startswith("ok    server version: ") for line in lines)
     assert any("workspace uses blake3" in line and line.startswith("ok") for line in lines)
     assert any(line.startswith("ok    clock skew: ") for line in lines)
+    assert "-0.0" not in result.out
+    (limits,) = (line for line in lines if line.startswith("ok    limits: "))
+    assert "max blob 4.0 GiB" in limits  # the service's default, not a raw byte count
     assert any("open access" in line for line in lines)
 
 
