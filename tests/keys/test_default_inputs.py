@@ -102,7 +102,8 @@ def test_root_project_default_excludes_control_dirs_and_every_nested_project(
     for work_tree in (GitWorkTree(root=str(root)), None):
         with open_deriver(root, work_tree=work_tree) as deriver:
             paths = _paths(deriver.inputs(task))
-        assert "/.gitignore" in paths and "/top.txt" in paths
+        assert "/.gitignore" in paths
+        assert "/top.txt" in paths
         assert not [p for p in paths if p.startswith(("/.haz/", "/.git/", "/lib/"))]
 
 
@@ -288,7 +289,9 @@ def test_git_listing_is_relative_to_the_workspace_root(tmp_path: Path) -> None:
     root = _repo(tmp_path / "ws")
     listed = GitWorkTree(root=str(root)).list_files()
     assert listed is not None
-    assert "lib/src/a.c" in listed and "lib/src/new.c" in listed
-    assert "lib/debug.log" not in listed and not [p for p in listed if p.startswith(".git/")]
+    assert "lib/src/a.c" in listed
+    assert "lib/src/new.c" in listed
+    assert "lib/debug.log" not in listed
+    assert not [p for p in listed if p.startswith(".git/")]
     (tmp_path / "not-a-repo").mkdir()
     assert GitWorkTree(root=str(tmp_path / "not-a-repo")).list_files() is None
