@@ -582,10 +582,13 @@ class InputResolver:
         if known is not None:
             return known
         tree = self._tree(base)
-        excluders = own + _NESTED_GIT
+        # As in _glob: match the part below the project directory, so one compiled regex
+        # serves every project whose outputs are written the same way (`dist/**`).
+        strip = len(base) if all(t.startswith(base + "/") for t, _ in own) else 0
+        excluders = tuple((t[strip:], glob) for t, glob in own) + _NESTED_GIT
         if not base:
             excluders += tuple((f"/{name}/**", True) for name in sorted(CONTROL_DIRS))
-        regex = _glob_regex(f"{base}/**", excluders)
+        regex = _glob_regex(f"{base[strip:]}/**", excluders)
         out: list[str] = []
         if tree is None:
             prune = frozenset(f"/{n}" for n in project.nested)
@@ -594,14 +597,14 @@ class InputResolver:
                 1,
                 max_depth=_NO_DEPTH_LIMIT,
                 regex=regex,
-                strip=0,
+                strip=strip,
                 out=out,
                 stack=[base],
                 prune=prune,
             )
         else:
             match = regex.fullmatch
-            candidates = [p for p in _project_slice(tree, base, project.nested) if match(p)]
+            candidates = [p for p in _project_slice(tree, base, project.nested) if match(p[strip:])]
             out = self._stat_listed(candidates)
         result = tuple(out)
         memo.globs[key] = result

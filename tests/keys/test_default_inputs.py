@@ -295,3 +295,17 @@ def test_git_listing_is_relative_to_the_workspace_root(tmp_path: Path) -> None:
     assert not [p for p in listed if p.startswith(".git/")]
     (tmp_path / "not-a-repo").mkdir()
     assert GitWorkTree(root=str(tmp_path / "not-a-repo")).list_files() is None
+
+
+def test_partition_cuts_nested_projects_whose_names_sort_around_a_slash(
+    tmp_path: Path,
+) -> None:
+    """`lib-extra/` sorts before `lib/` ('-' < '/'): both nested runs are cut out of the
+    sorted listing, and nothing else is."""
+    root = tmp_path / "ws"
+    names = ["a.txt", "lib-extra/x", "lib/y", "lib0/z", "lib.txt"]
+    for name in names:
+        write(root, name, name)
+    task = make_task(project="root", project_dir="", inputs=None, nested=["lib-extra", "lib"])
+    with open_deriver(root, work_tree=FakeWorkTree(names)) as deriver:
+        assert _paths(deriver.inputs(task)) == ["/a.txt", "/lib.txt", "/lib0/z"]
