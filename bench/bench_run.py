@@ -130,14 +130,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--turbo-cold-runs", type=int, default=1)
     parser.add_argument("--no-turbo", action="store_true")
+    parser.add_argument(
+        "--no-inputs-key",
+        action="store_true",
+        help="tasks without `inputs` (PATH default inputs: the project's git files)",
+    )
     args = parser.parse_args()
     turbo = None if args.no_turbo else ensure_turbo()
     for package in ("hazremote", "cache_service", "worker"):
         compileall.compile_dir(Path(__file__).resolve().parent.parent / package, quiet=1)
     replays: dict[int, float] = {}
     for size in args.sizes:
-        root = work_dir(f"run-{size}")
-        write_synthetic(root, packages=size)
+        root = work_dir(f"run-{size}{'-noinputs' if args.no_inputs_key else ''}")
+        write_synthetic(root, packages=size, inputs_key=not args.no_inputs_key)
         # Turborepo hashes through git's index: commit the sources, as in a real checkout
         # (with everything untracked it hashes files itself and replays ~2.5x slower).
         git = ["git", "-c", "user.email=bench@haz", "-c", "user.name=bench"]

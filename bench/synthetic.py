@@ -22,7 +22,11 @@ echo "done"
 """
 
 
-def write_synthetic(root: Path, *, packages: int, seed: int = 1) -> list[str]:
+def write_synthetic(
+    root: Path, *, packages: int, seed: int = 1, inputs_key: bool = True
+) -> list[str]:
+    """Write the workspace; ``inputs_key=False`` leaves ``inputs`` out of every task, so each
+    hashes its project's files (PATH default inputs: git tracked + untracked, not ignored)."""
     rng = random.Random(seed)
     names = [f"pkg{i:04d}" for i in range(packages)]
     root.mkdir(parents=True, exist_ok=True)
@@ -67,8 +71,8 @@ def write_synthetic(root: Path, *, packages: int, seed: int = 1) -> list[str]:
             "tasks:\n"
             "  build:\n"
             "    command: [sh, ../../build.sh]\n"
-            "    inputs: ['src/**', /build.sh]\n"
-            "    outputs: ['dist/**']\n"
+            + ("    inputs: ['src/**', /build.sh]\n" if inputs_key else "")
+            + "    outputs: ['dist/**']\n"
             "    env: { pass_through: [PATH] }\n"
             + (f"    deps: [{', '.join(f'{d}:build' for d in deps)}]\n" if deps else "")
         )

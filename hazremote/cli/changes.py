@@ -7,6 +7,8 @@ Spec coverage:
   merge-base of REV and HEAD.
 * EXEC-029 — the selection is the tasks whose inputs match a changed path, plus their
   transitive hard dependants; the caller restricts it to the scope and adds what it needs.
+  A task without an ``inputs`` key (PATH default inputs) matches a changed path below its
+  project directory that is not in a nested project, ``.haz/``/``.git/`` or its own outputs.
 Paths come back workspace-absolute (``git … --relative`` from the workspace root), so a
 workspace nested inside a larger repository works too.
 """
@@ -17,6 +19,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
+from hazremote.domain.model import ProjectFiles, Task
 from hazremote.domain.refs import TaskId
 from hazremote.errors import UsageError
 from hazremote.graph import TaskGraph
@@ -62,6 +65,11 @@ def affected_tasks(
     direct: list[TaskId] = []
     for task_id in candidates:
         task = graph.tasks[task_id]
+        project = task.default_inputs
+        if project is not None:
+            if any(_default_input(task, project, path) for path in changed):
+                direct.append(task_id)
+            continue
         positive = [p for p in task.inputs if not p.negated]
         negative = [p for p in task.inputs if p.negated]
         for path in changed:
@@ -71,3 +79,10 @@ def affected_tasks(
                 direct.append(task_id)
                 break
     return graph.dependants_closure(direct)
+
+
+def _default_input(task: Task, project: ProjectFiles, path: str) -> bool:
+    """PATH: whether the changed ``path`` is one of the project files ``task`` hashes."""
+    if not project.contains(path) or path.startswith(("/.haz/", "/.git/")):
+        return False
+    return not any(output.matches(path) for output in task.outputs)

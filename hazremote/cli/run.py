@@ -263,6 +263,7 @@ async def _execute(
     from hazremote.execute.scheduler import Cancellation, SchedulingLimits, run_graph
     from hazremote.execute.spawn import SubprocessSpawner
     from hazremote.keys.deriver import KeyDeriver
+    from hazremote.keys.resolve import unmatched_warnings
 
     log = get_logger("haz.run")
     settings = context.workspace.settings
@@ -355,6 +356,12 @@ async def _execute(
         shutil.rmtree(spool_dir, ignore_errors=True)
     records = list(outcome.records.values())
     warnings = list(lifecycle.warnings)
+    # PATH: inputs that contributed nothing, once per task and pattern (not per dependant)
+    warnings += unmatched_warnings(
+        deriver.unmatched_inputs(),
+        tasks=context.graph.tasks,
+        producers=context.graph.producers,
+    )
     if remote is not None and (remote_warning := remote.warning()) is not None:
         warnings.append(remote_warning)  # RC-003: one warning for every remote error of a run
     for warning in warnings:

@@ -141,7 +141,12 @@ def _parse_task(
         return None
 
     action = _parse_action(checker, fields, key_node, path)
-    inputs = _patterns(checker, fields.get("inputs"), f"{path}.inputs", allow_negation=True)
+    # PATH: an absent key (None) means the project's files; `inputs: []` means none
+    inputs = (
+        _patterns(checker, fields["inputs"], f"{path}.inputs", allow_negation=True)
+        if "inputs" in fields
+        else None
+    )
     outputs = _patterns(checker, fields.get("outputs"), f"{path}.outputs", allow_negation=False)
     deps = _refs(checker, fields.get("deps"), f"{path}.deps")
     weak_deps = _refs(checker, fields.get("weakDeps"), f"{path}.weakDeps")

@@ -35,6 +35,7 @@ __all__ = [
     "OutputMode",
     "Overlay",
     "Project",
+    "ProjectFiles",
     "RefEntry",
     "RemoteMode",
     "RemotePolicy",
@@ -148,13 +149,14 @@ class RefEntry:
 class TaskSpec:
     """A task as declared in a ``haz.yml`` or an overlay (patterns still project-relative).
 
-    ``inputs``/``outputs`` are resolved per project by :meth:`Project.task_patterns`, since an
-    overlay task is attached to several projects.
+    ``inputs``/``outputs`` are resolved per project by the graph builder, since an overlay
+    task is attached to several projects. ``inputs`` is None when the key is absent: the task
+    then hashes its project's files (PATH, :class:`ProjectFiles`); ``()`` means no inputs.
     """
 
     name: str
     action: Action
-    inputs: tuple[str, ...] = ()
+    inputs: tuple[str, ...] | None = None
     outputs: tuple[str, ...] = ()
     deps: tuple[RefEntry, ...] = ()
     weak_deps: tuple[RefEntry, ...] = ()
@@ -168,14 +170,50 @@ class TaskSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ProjectFiles:
+    """PATH: the default inputs of a task without an ``inputs`` key — its project's files.
+
+    In a git work tree the files git tracks or would track (untracked, not ignored), outside
+    one every file, under ``dir`` but not under ``nested`` (the directories of other projects
+    below it); never ``.haz/``, ``.git/`` nor the task's own outputs (input resolution
+    applies those).
+
+    Attributes:
+        dir: The project directory, workspace-relative (``""`` for the root).
+        nested: Workspace-relative directories of the other projects below ``dir``, sorted.
+    """
+
+    dir: str
+    nested: tuple[str, ...] = ()
+
+    @property
+    def absolute(self) -> str:
+        """The project directory as a workspace-absolute path (``""`` for the root)."""
+        return f"/{self.dir}" if self.dir else ""
+
+    def contains(self, path: str) -> bool:
+        """True when the workspace-absolute ``path`` lies in the project, not a nested one."""
+        base = self.absolute
+        if not path.startswith(base + "/"):
+            return False
+        return not any(path.startswith(f"/{n}/") for n in self.nested)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Task:
-    """A task attached to a project: the node payload of the task graph."""
+    """A task attached to a project: the node payload of the task graph.
+
+    ``inputs`` are the declared patterns (``()`` for ``inputs: []`` and for a task without the
+    key); ``default_inputs`` is set exactly when the key is absent (PATH: the project's files).
+    Code that reads ``inputs`` must consider ``default_inputs`` too.
+    """
 
     id: TaskId
     project_dir: str
     spec: TaskSpec
     inputs: tuple[PathPattern, ...]
     outputs: tuple[PathPattern, ...]
+    default_inputs: ProjectFiles | None = None
 
     @property
     def action(self) -> Action:

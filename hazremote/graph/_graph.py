@@ -11,7 +11,12 @@ Spec coverage:
 * DAG-012 — a task reaching itself through a reference is an error (including ``^:t`` or
   ``[tag]:t`` written in task ``t`` of a project that has the task or carries the tag).
 * DAG-013 — producer edges, indexed by literal prefix (``_producers``); negated inputs do not
-  create edges; a task may be its own producer.
+  create edges; a task may be its own producer. Default inputs (PATH: a task without an
+  ``inputs`` key hashes its project's files) are not patterns and create no producer edges:
+  two tasks of one project without inputs, each with outputs, are not a cycle (as in
+  Turborepo and Nx, ordering comes from ``deps``).
+* PATH — :class:`~hazremote.domain.model.ProjectFiles` of a task without ``inputs``: its
+  project directory and the directories of the other projects nested below it.
 * DAG-014 — cycles of two or more tasks over hard+soft+producer edges (``_cycles``).
 * DAG-016 — two tasks declaring the same literal workspace-absolute output path is an error;
   output patterns of two tasks overlapping by literal prefix (as in DAG-013, indexed the same
@@ -27,12 +32,13 @@ run time, EXEC-020, :mod:`hazremote.execute.claims`), readiness and scheduling
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import bisect
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from types import MappingProxyType
 
-from hazremote.domain.model import RefEntry, Task, TaskSpec, Workspace
+from hazremote.domain.model import ProjectFiles, RefEntry, Task, TaskSpec, Workspace
 from hazremote.domain.patterns import PathPattern, parse_pattern
 from hazremote.domain.refs import RefKind, TaskId, TaskRef
 from hazremote.errors import Diagnostic, GraphError, PatternError, ReferenceError_, Severity
@@ -144,12 +150,46 @@ class TaskGraph:
         return tuple(_closure(roots, self._dependants, self.tasks))
 
 
+def _nested_dirs(project_dir: str, dirs: Sequence[str]) -> tuple[str, ...]:
+    """The outermost project directories strictly below ``project_dir`` (``dirs`` sorted),
+    in the order of their paths with a trailing ``/`` (the order input resolution cuts them
+    out of a sorted listing).
+
+    Directories below ``project_dir`` are a contiguous run of the sorted list, so this costs
+    a bisection plus the run, not a scan of every project.
+    """
+    start = f"{project_dir}/" if project_dir else ""
+    lo = bisect.bisect_left(dirs, start)
+    found: set[str] = set()
+    for other in dirs[lo:]:
+        if not other.startswith(start):
+            break
+        if other == project_dir:
+            continue
+        ancestor = other
+        while "/" in ancestor and ancestor not in found:
+            ancestor = ancestor[: ancestor.rfind("/")]
+        if ancestor not in found:  # not inside a nested project already excluded
+            found.add(other)
+    return tuple(sorted(found, key=lambda d: d + "/"))
+
+
 class _Builder:
     """Builds tasks and edges for one :func:`build_graph` call, collecting every diagnostic."""
 
-    def __init__(self) -> None:
+    def __init__(self, project_dirs: Sequence[str] = ()) -> None:
         self.diagnostics: list[Diagnostic] = []
         self.warnings: list[Diagnostic] = []
+        self._dirs = sorted(set(project_dirs))
+        self._project_files: dict[str, ProjectFiles] = {}
+
+    def project_files(self, project_dir: str) -> ProjectFiles:
+        """PATH: the default inputs of a task of the project at ``project_dir`` (memoised)."""
+        known = self._project_files.get(project_dir)
+        if known is None:
+            known = ProjectFiles(dir=project_dir, nested=_nested_dirs(project_dir, self._dirs))
+            self._project_files[project_dir] = known
+        return known
 
     def report(self, *, origin_file: str, key_path: str, line: int | None, message: str) -> None:
         self.diagnostics.append(
@@ -195,8 +235,9 @@ class _Builder:
             id=task_id,
             project_dir=project_dir,
             spec=spec,
-            inputs=self.patterns(spec, project_dir, "inputs", spec.inputs),
+            inputs=self.patterns(spec, project_dir, "inputs", spec.inputs or ()),
             outputs=self.patterns(spec, project_dir, "outputs", spec.outputs),
+            default_inputs=self.project_files(project_dir) if spec.inputs is None else None,
         )
 
     def edges(
@@ -295,7 +336,7 @@ def build_graph(workspace: Workspace) -> TaskGraph:
     Raises:
         GraphError: carrying every diagnostic found (DAG-011), sorted by file and line.
     """
-    builder = _Builder()
+    builder = _Builder(project_dirs=[project.dir for project in workspace.projects])
     attached, collisions = attach_tasks(workspace)
     builder.diagnostics.extend(collisions)
     tasks = {task_id: builder.make_task(task_id, attached[task_id]) for task_id in sorted(attached)}

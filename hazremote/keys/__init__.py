@@ -24,11 +24,15 @@ from hazremote.keys.hashing import FileHasher
 from hazremote.keys.resolve import (
     InputError,
     InputResolver,
+    UnmatchedInput,
+    UnmatchedReason,
     build_components,
     effective_process_env,
     resolve_env,
+    unmatched_warnings,
 )
 from hazremote.keys.statcache import StatCache, statcache_path
+from hazremote.keys.worktree import GitWorkTree, WorkTree
 
 __all__ = [
     "CHAPTER_REVISION",
@@ -39,6 +43,7 @@ __all__ = [
     "FileHasher",
     "FileStat",
     "Filesystem",
+    "GitWorkTree",
     "InputError",
     "InputFile",
     "InputResolver",
@@ -49,10 +54,14 @@ __all__ = [
     "ReadableFile",
     "StatCache",
     "StatValues",
+    "UnmatchedInput",
+    "UnmatchedReason",
+    "WorkTree",
     "build_components",
     "effective_process_env",
     "frame_bytes",
     "frame_key",
     "resolve_env",
     "statcache_path",
+    "unmatched_warnings",
 ]

@@ -39,11 +39,13 @@ from hazremote.keys.hashing import FileHasher
 from hazremote.keys.resolve import (
     InputError,
     InputResolver,
+    UnmatchedInput,
     build_components,
     effective_process_env,
     resolve_env,
 )
 from hazremote.keys.statcache import DEFAULT_RACY_MARGIN_NS, StatCache, statcache_path
+from hazremote.keys.worktree import GitWorkTree, WorkTree
 
 __all__ = ["DerivedKey", "KeyDeriver"]
 
@@ -67,6 +69,8 @@ class KeyDeriver:
         stat_cache: The (loaded) stat cache; saved by :meth:`save`.
         hasher: The file hasher (closed by :meth:`close`).
         stat_cache_path: Where :meth:`save` writes the stat cache; None to never save.
+        work_tree: What git tracks or would track, for tasks without ``inputs`` (PATH); None
+            treats the workspace as outside git.
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class KeyDeriver:
         stat_cache: StatCache,
         hasher: FileHasher,
         stat_cache_path: str | None = None,
+        work_tree: WorkTree | None = None,
     ) -> None:
         root = str(workspace_root).rstrip("/")
         self.hash_name = hash_name
@@ -87,7 +92,9 @@ class KeyDeriver:
         self.stat_cache = stat_cache
         self._hasher = hasher
         self._stat_cache_path = stat_cache_path
-        self.resolver = InputResolver(root=root, fs=fs, stat_cache=stat_cache, hasher=hasher)
+        self.resolver = InputResolver(
+            root=root, fs=fs, stat_cache=stat_cache, hasher=hasher, work_tree=work_tree
+        )
 
     @classmethod
     def open(
@@ -100,8 +107,13 @@ class KeyDeriver:
         clock: Callable[[], int] = time.time_ns,
         workers: int | None = None,
         racy_margin_ns: int = DEFAULT_RACY_MARGIN_NS,
+        work_tree: WorkTree | None = None,
     ) -> KeyDeriver:
-        """A deriver over the workspace's persisted stat cache (a bad cache file is ignored)."""
+        """A deriver over the workspace's persisted stat cache (a bad cache file is ignored).
+
+        ``work_tree`` defaults to ``git ls-files`` in the workspace root (PATH default inputs;
+        git runs only if a task without ``inputs`` is resolved).
+        """
         fs = fs if fs is not None else OsFilesystem()
         root = str(workspace_root).rstrip("/")
         path = statcache_path(root, hash_name)
@@ -117,6 +129,7 @@ class KeyDeriver:
             stat_cache=cache,
             hasher=hasher,
             stat_cache_path=path,
+            work_tree=work_tree if work_tree is not None else GitWorkTree(root=root),
         )
 
     def __enter__(self) -> KeyDeriver:
@@ -167,6 +180,11 @@ class KeyDeriver:
     def process_env(self, task: Task) -> dict[str, str]:
         """EXEC-008: the exact environment of ``task``'s process."""
         return effective_process_env(task.spec.env, self.host_env)
+
+    def unmatched_inputs(self) -> tuple[UnmatchedInput, ...]:
+        """PATH: input patterns that contributed no file to this run's keys (latest
+        resolution of each task), for the run's warnings."""
+        return self.resolver.unmatched()
 
     def outputs_written(self, patterns: Iterable[PathPattern]) -> None:
         """Tell the deriver that files matching ``patterns`` were written in this run."""

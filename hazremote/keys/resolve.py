@@ -12,6 +12,19 @@ Spec coverage:
   exclude what they match; nothing under the workspace root's ``.haz/`` or ``.git/`` is an
   input (globs never descend there; a literal there is dropped); files matched by the task's
   own output patterns are never inputs (literal or glob).
+* PATH-001..016 (default inputs) — a task without an ``inputs`` key
+  (:attr:`Task.default_inputs`) hashes its project's files: in a git work tree what git tracks
+  or would track (one :class:`~hazremote.keys.worktree.WorkTree` listing per run, partitioned
+  by project with bisection), outside one every file under the project directory (the
+  memoised walk); never ``.haz/``, ``.git/``, other projects' directories nested below it,
+  nor the task's own outputs. A listed file missing from disk (deleted, still in the index)
+  is not an input. After a task of the run wrote outputs, the untracked files below those
+  outputs are listed again before a default is resolved in a project they touch, so an
+  untracked, not ignored output of a predecessor is an input of a dependant.
+* PATH (warnings) — :meth:`InputResolver.unmatched` / :meth:`InputResolver.check_unmatched`:
+  a positive input pattern that matches no file, or whose matches are all the task's own
+  outputs, or a literal under ``.haz/``/``.git/``, as :class:`UnmatchedInput` (the caller
+  decides which to print). ``!`` patterns are never reported.
 * CACHE-008 — :func:`resolve_env`: ``from_host`` names with their host value or the unset
   marker, ``override`` values shadowing ``from_host`` entries, sorted by name, ``pass_through``
   absent. EXEC-008 — :func:`effective_process_env`.
@@ -45,6 +58,8 @@ deciding when bytes must be re-read (``hazremote.keys.statcache``).
 
 from __future__ import annotations
 
+import bisect
+import enum
 import gc
 import re
 import stat as stat_mod
@@ -75,17 +90,24 @@ from hazremote.keys.fs import (
 )
 from hazremote.keys.hashing import FileHasher
 from hazremote.keys.statcache import StatCache
+from hazremote.keys.worktree import WorkTree
 
 __all__ = [
     "CONTROL_DIRS",
     "InputError",
     "InputResolver",
+    "UnmatchedInput",
+    "UnmatchedReason",
     "build_components",
     "effective_process_env",
     "resolve_env",
+    "unmatched_warnings",
 ]
 
 _CONTROL_PREFIXES = tuple(f"/{name}/" for name in sorted(CONTROL_DIRS))
+#: PATH: a nested repository's control directory (or gitfile) is never a default input.
+_NESTED_GIT = (("/**/.git", True), ("/**/.git/**", True))
+_NO_DEPTH_LIMIT = 1 << 30
 _FILE_TYPE_MASK = 0o170000  # stat.S_IFMT, inlined on the hot path
 
 
@@ -103,6 +125,67 @@ class InputError(HazError):
         self.path = path
         self.reason = reason
         super().__init__(f"input {path} {reason}")
+
+
+class UnmatchedReason(enum.Enum):
+    """PATH: why an input pattern contributes no file (worded for the warning)."""
+
+    NO_MATCH = "matches no file"
+    OWN_OUTPUTS = "is wholly excluded by the task's own outputs"
+    CONTROL_DIR = "lies under .haz/ or .git/, which never hold inputs"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnmatchedInput:
+    """PATH: a positive input pattern of ``task`` that contributes no file.
+
+    Attributes:
+        task: The task declaring it.
+        pattern: The pattern as declared.
+        reason: Why it contributes nothing.
+        outputs: For :attr:`UnmatchedReason.OWN_OUTPUTS`, the own outputs overlapping it.
+    """
+
+    task: TaskId
+    pattern: PathPattern
+    reason: UnmatchedReason
+    outputs: tuple[PathPattern, ...] = ()
+
+    def message(self) -> str:
+        """The warning: ``task lib:test: input 'build/x.o' is wholly excluded by …``."""
+        text = f"task {self.task}: input '{self.pattern.text}' {self.reason.value}"
+        if self.outputs:
+            text += " (" + ", ".join(f"'{o.text}'" for o in self.outputs) + ")"
+        return text
+
+
+def unmatched_warnings(
+    found: Iterable[UnmatchedInput],
+    *,
+    tasks: Mapping[TaskId, Task],
+    producers: Mapping[TaskId, Sequence[TaskId]],
+) -> list[str]:
+    """PATH: the warnings worth printing for ``found``, once each, in the order given.
+
+    A pattern that matches no file is not reported when an output of another task overlaps
+    it (DAG-013 ``producers``): that task may write the file later (``haz check``) or the
+    run may not include it; such inputs are announced by their producer edge instead.
+    """
+    seen: set[tuple[TaskId, str]] = set()
+    out: list[str] = []
+    for item in found:
+        if (item.task, item.pattern.text) in seen:
+            continue
+        seen.add((item.task, item.pattern.text))
+        if item.reason is UnmatchedReason.NO_MATCH and any(
+            patterns_overlap(item.pattern, output)
+            for producer in producers.get(item.task, ())
+            if producer != item.task
+            for output in tasks[producer].outputs
+        ):
+            continue
+        out.append(item.message())
+    return out
 
 
 # --- environment (CACHE-008, EXEC-008) ----------------------------------------------------------
@@ -225,6 +308,14 @@ class _RunMemo:
     # a tree index of every path above, so a subtree can be forgotten in time proportional
     # to its size (a flat scan per finished task would cost O(tasks × files) per run)
     children: dict[str, set[str]] = field(default_factory=dict)
+    # PATH default inputs: the work tree's files (workspace-absolute, sorted) once listed,
+    # None outside git; `dirty` holds literal prefixes of outputs written since (sorted)
+    tree_listed: bool = False
+    tree: list[str] | None = None
+    tree_known: set[str] = field(default_factory=set)
+    dirty: list[str] = field(default_factory=list)
+    # PATH warnings of each task's latest resolution
+    findings: dict[TaskId, tuple[UnmatchedInput, ...]] = field(default_factory=dict)
 
     def register(self, path: str) -> None:
         children = self.children
@@ -275,14 +366,23 @@ class InputResolver:
         fs: The file-system port.
         stat_cache: Digests of unchanged files.
         hasher: Hashes the files the stat cache cannot vouch for.
+        work_tree: Lists what git tracks or would track, for default inputs; None treats the
+            workspace as outside any git work tree (every file).
     """
 
     def __init__(
-        self, *, root: str, fs: Filesystem, stat_cache: StatCache, hasher: FileHasher
+        self,
+        *,
+        root: str,
+        fs: Filesystem,
+        stat_cache: StatCache,
+        hasher: FileHasher,
+        work_tree: WorkTree | None = None,
     ) -> None:
         if stat_cache.hash_name is not hasher.hash_name:
             raise ValueError("the stat cache and the hasher use different hash functions")
         self._root = root.rstrip("/")
+        self._work_tree = work_tree
         self._fs = fs
         self._stat_cache = stat_cache
         self._hasher = hasher
@@ -346,6 +446,21 @@ class InputResolver:
                 done[task_id] = results[task_id] = tuple(files[p] for p in sorted(files))
         return results
 
+    def unmatched(self) -> tuple[UnmatchedInput, ...]:
+        """PATH: input patterns that contributed no file to the latest resolution of each task
+        resolved this run, in canonical task order."""
+        findings = self._memo.findings
+        return tuple(f for task in sorted(findings) for f in findings[task])
+
+    def check_unmatched(self, tasks: Sequence[Task]) -> tuple[UnmatchedInput, ...]:
+        """PATH: like :meth:`unmatched` for ``tasks``, matching against disk without hashing
+        (``haz check``): a missing literal input counts as matching no file."""
+        found: list[UnmatchedInput] = []
+        with _gc_paused():
+            for task in sorted(tasks, key=lambda t: t.id):
+                found.extend(self._collect_patterns(task, None, {}))
+        return tuple(found)
+
     def invalidate(self, patterns: Iterable[PathPattern]) -> None:
         """Forget what writes matching ``patterns`` (a task's outputs) may have changed."""
         memo = self._memo
@@ -353,6 +468,8 @@ class InputResolver:
         for pattern in patterns:
             prefix = pattern.literal_prefix
             memo.forget("" if prefix == "/" else prefix)
+            if memo.tree is not None:  # new untracked files may lie below: list again there
+                bisect.insort(memo.dirty, "" if prefix == "/" else prefix)
         # a symlink's target may lie under any of the prefixes: forget every followed symlink
         for link in list(memo.symlinks):
             memo.forget(link)
@@ -364,23 +481,214 @@ class InputResolver:
     # -- collection -----------------------------------------------------------------------------
 
     def _collect(self, task: Task, item: _TaskWork, pending: dict[str, FileStat]) -> None:
+        findings = self._collect_patterns(task, item, pending)
+        if findings:
+            self._memo.findings[task.id] = findings
+        else:
+            self._memo.findings.pop(task.id, None)
+        if task.default_inputs is not None:
+            self._add_glob_matches(self._default_files(task), item, pending)
+
+    def _collect_patterns(
+        self, task: Task, item: _TaskWork | None, pending: dict[str, FileStat]
+    ) -> tuple[UnmatchedInput, ...]:
+        """Add the files of ``task``'s declared patterns to ``item`` and report the patterns
+        contributing none; with ``item`` None only report (literals are probed, not hashed)."""
         positives = [p for p in task.inputs if not p.negated]
         excluders = [p for p in task.inputs if p.negated]
         excluders.extend(task.outputs)
-        literal_paths: list[str] = []
+        literals: list[PathPattern] = []
+        findings: list[UnmatchedInput] = []
         for pattern in positives:
             relevant = tuple(
                 (x.absolute, x.glob) for x in excluders if patterns_overlap(pattern, x)
             )
             if pattern.glob:
-                self._add_glob_matches(self._glob(pattern, relevant), item, pending)
+                matched = self._glob(pattern, relevant)
+                if not matched:
+                    finding = self._empty_glob(task, pattern, relevant)
+                    if finding is not None:
+                        findings.append(finding)
+                elif item is not None:
+                    self._add_glob_matches(matched, item, pending)
                 continue
             path = pattern.absolute
-            if _in_control_dir(path) or (relevant and _exclusion_regex(relevant).fullmatch(path)):
+            if _in_control_dir(path):
+                findings.append(
+                    UnmatchedInput(
+                        task=task.id, pattern=pattern, reason=UnmatchedReason.CONTROL_DIR
+                    )
+                )
                 continue
-            literal_paths.append(path)
-        for path in literal_paths:
-            self._add_literal(path, item, pending)
+            if relevant and _exclusion_regex(relevant).fullmatch(path):
+                outputs = tuple(o for o in task.outputs if o.matches(path))
+                if outputs:  # otherwise a `!` input excluded it, as the user asked
+                    findings.append(
+                        UnmatchedInput(
+                            task=task.id,
+                            pattern=pattern,
+                            reason=UnmatchedReason.OWN_OUTPUTS,
+                            outputs=outputs,
+                        )
+                    )
+                continue
+            literals.append(pattern)
+        for pattern in literals:
+            if item is not None:
+                self._add_literal(pattern.absolute, item, pending)
+                continue
+            try:
+                self._literal_stat(pattern.absolute)
+            except InputError:
+                findings.append(
+                    UnmatchedInput(task=task.id, pattern=pattern, reason=UnmatchedReason.NO_MATCH)
+                )
+        if len(findings) > 1:  # in declaration order
+            findings.sort(key=lambda f: task.inputs.index(f.pattern))
+        return tuple(findings)
+
+    def _empty_glob(
+        self, task: Task, pattern: PathPattern, relevant: tuple[tuple[str, bool], ...]
+    ) -> UnmatchedInput | None:
+        """Why the glob ``pattern`` matched nothing once ``relevant`` excluded, or None when
+        a ``!`` input of the task excluded its files (what the user asked for)."""
+        outputs = tuple(o for o in task.outputs if patterns_overlap(pattern, o))
+        own = tuple((o.absolute, o.glob) for o in outputs)
+        if own != relevant and self._glob(pattern, own):
+            return None  # the `!` inputs excluded what the outputs left
+        raw = self._glob(pattern, ()) if own else ()
+        if raw:
+            excluding = tuple(o for o in outputs if any(o.matches(p) for p in raw))
+            return UnmatchedInput(
+                task=task.id,
+                pattern=pattern,
+                reason=UnmatchedReason.OWN_OUTPUTS,
+                outputs=excluding or outputs,
+            )
+        return UnmatchedInput(task=task.id, pattern=pattern, reason=UnmatchedReason.NO_MATCH)
+
+    # -- default inputs (PATH) ------------------------------------------------------------------
+
+    def _default_files(self, task: Task) -> tuple[str, ...]:
+        """PATH: the candidate files of a task without an ``inputs`` key, memoised per run
+        like a glob (forgotten when outputs are written below the project directory)."""
+        project = task.default_inputs
+        assert project is not None
+        memo = self._memo
+        base = project.absolute
+        own = tuple(sorted({(o.absolute, o.glob) for o in task.outputs}))
+        key = f"\0default\0{base}\0{own!r}"
+        known = memo.globs.get(key)
+        if known is not None:
+            return known
+        tree = self._tree(base)
+        # As in _glob: match the part below the project directory, so one compiled regex
+        # serves every project whose outputs are written the same way (`dist/**`).
+        strip = len(base) if all(t.startswith(base + "/") for t, _ in own) else 0
+        excluders = tuple((t[strip:], glob) for t, glob in own) + _NESTED_GIT
+        if not base:
+            excluders += tuple((f"/{name}/**", True) for name in sorted(CONTROL_DIRS))
+        regex = _glob_regex(f"{base[strip:]}/**", excluders)
+        out: list[str] = []
+        if tree is None:
+            prune = frozenset(f"/{n}" for n in project.nested)
+            self._walk(
+                base,
+                1,
+                max_depth=_NO_DEPTH_LIMIT,
+                regex=regex,
+                strip=strip,
+                out=out,
+                stack=[base],
+                prune=prune,
+            )
+        else:
+            match = regex.fullmatch
+            candidates = [p for p in _project_slice(tree, base, project.nested) if match(p[strip:])]
+            out = self._stat_listed(candidates)
+        result = tuple(out)
+        memo.globs[key] = result
+        memo.globs_at.setdefault(base, []).append(key)
+        if base:
+            memo.register(base)
+        return result
+
+    def _tree(self, base: str) -> list[str] | None:
+        """The sorted work-tree listing, None outside git; first brought up to date below
+        ``base`` with the untracked files under outputs written since it was listed."""
+        memo = self._memo
+        if not memo.tree_listed:
+            memo.tree_listed = True
+            listed = None if self._work_tree is None else self._work_tree.list_files()
+            if listed is not None:
+                memo.tree = sorted("/" + p for p in listed)
+                memo.tree_known = set(memo.tree)
+            return memo.tree
+        tree = memo.tree
+        if tree is None or not memo.dirty:
+            return tree
+        stale = _touching(memo.dirty, base)
+        if stale:
+            assert self._work_tree is not None
+            found = self._work_tree.untracked_under([p[1:] for p in stale if p] or [])
+            if "" in stale:  # an output pattern at the workspace root: list everything
+                found = self._work_tree.list_files() or ()
+            known = memo.tree_known
+            for rel in found:
+                path = "/" + rel
+                if path not in known:
+                    known.add(path)
+                    bisect.insort(tree, path)
+            dropped = set(stale)
+            memo.dirty = [p for p in memo.dirty if p not in dropped]
+        return tree
+
+    def _stat_listed(self, paths: list[str]) -> list[str]:
+        """Stat listed files (one port call per directory; symlinks followed) and return
+        those that are regular files or symlinks to one; a file gone from disk is none."""
+        memo = self._memo
+        inputs = memo.inputs
+        stats = memo.stats
+        out: list[str] = []
+        by_dir: dict[str, list[str]] = {}
+        for path in paths:
+            if path in inputs:
+                out.append(path)
+            elif path in stats:
+                known = stats[path]
+                if known is not None and is_regular(known):
+                    out.append(path)
+            else:
+                by_dir.setdefault(path[: path.rfind("/")], []).append(path)
+        lookup = self._stat_cache.lookup
+        for directory, listed in by_dir.items():
+            names = [p[len(directory) + 1 :] for p in listed]
+            found = self._fs.stat_entries(self._root + directory, names)
+            for path, st in zip(listed, found, strict=True):
+                memo.register(path)
+                if st is None:
+                    stats[path] = None  # deleted from disk, still in the index: no input
+                    continue
+                kind = st.st_mode & _FILE_TYPE_MASK
+                if kind == stat_mod.S_IFLNK:
+                    followed = self._followed_stat(path)
+                    if followed is not None and is_regular(followed):
+                        memo.symlinks.add(path)
+                        out.append(path)
+                    continue
+                if kind != stat_mod.S_IFREG:
+                    stats[path] = None
+                    continue
+                out.append(path)
+                digest = lookup(path, st)
+                if digest is None:
+                    stats[path] = st
+                else:
+                    inputs[path] = InputFile(
+                        path=path, executable=bool(st.st_mode & 0o111), digest=digest
+                    )
+        out.sort()
+        return out
 
     def _add_glob_matches(
         self, matched: Iterable[str], item: _TaskWork, pending: dict[str, FileStat]
@@ -512,7 +820,9 @@ class InputResolver:
         if not _in_control_dir(start):
             rest = pattern.absolute[len(start) + 1 :]
             # without "**" or alternations a match lies at a fixed depth below the prefix
-            max_depth = rest.count("/") + 1 if "**" not in rest and "{" not in rest else 1 << 30
+            max_depth = (
+                rest.count("/") + 1 if "**" not in rest and "{" not in rest else _NO_DEPTH_LIMIT
+            )
             self._walk(
                 start, 1, max_depth=max_depth, regex=regex, strip=strip, out=out, stack=[start]
             )
@@ -533,6 +843,7 @@ class InputResolver:
         strip: int,
         out: list[str],
         stack: list[str],
+        prune: frozenset[str] = frozenset(),
     ) -> None:
         listing = self._listing(directory)
         if listing is None:
@@ -565,13 +876,15 @@ class InputResolver:
                 strip=strip,
                 out=out,
                 stack=stack,
+                prune=prune,
             )
             stack.pop()
 
         if descend:
             for name in dirs:
                 path = prefix + name
-                enter(path)
+                if path not in prune:
+                    enter(path)
         for name in links:
             path = prefix + name
             st = self._followed_stat(path)
@@ -581,7 +894,9 @@ class InputResolver:
             if is_regular(st):
                 if match(path[strip:]):
                     out.append(path)
-            elif is_directory(st) and descend and not self._is_loop(st, stack):
+            elif (
+                is_directory(st) and descend and path not in prune and not self._is_loop(st, stack)
+            ):
                 enter(path)
         if unknown:
             self._stat_new_files(directory, unknown, unknown_paths, out)
@@ -652,3 +967,39 @@ class InputResolver:
         if directory:
             self._memo.register(directory)
         return listing
+
+
+def _project_slice(tree: list[str], base: str, nested: Sequence[str]) -> list[str]:
+    """The paths of the sorted ``tree`` below ``base`` but not below a ``nested`` directory.
+
+    The paths below a directory are one contiguous run of a sorted list (everything from
+    ``dir + "/"`` up to ``dir + "0"``, ``"0"`` following ``"/"``), so this is a few bisections.
+    """
+    lo = bisect.bisect_left(tree, base + "/")
+    hi = bisect.bisect_left(tree, base + "0") if base else len(tree)
+    out: list[str] = []
+    for directory in nested:  # sorted, outermost only: their runs are disjoint and in order
+        cut_lo = bisect.bisect_left(tree, f"/{directory}/", lo, hi)
+        cut_hi = bisect.bisect_left(tree, f"/{directory}0", cut_lo, hi)
+        out.extend(tree[lo:cut_lo])
+        lo = cut_hi
+    out.extend(tree[lo:hi])
+    return out
+
+
+def _touching(dirty: list[str], base: str) -> list[str]:
+    """The prefixes of the sorted ``dirty`` list that lie below ``base`` or above it."""
+    if not base:
+        return list(dirty)
+    lo = bisect.bisect_left(dirty, base + "/")
+    hi = bisect.bisect_left(dirty, base + "0", lo)
+    found = dirty[lo:hi]
+    ancestor = base
+    while ancestor:
+        index = bisect.bisect_left(dirty, ancestor)
+        if index < len(dirty) and dirty[index] == ancestor:
+            found.append(ancestor)
+        ancestor = ancestor[: ancestor.rfind("/")]
+    if dirty and dirty[0] == "":
+        found.append("")
+    return found

@@ -119,7 +119,9 @@ def test_no_missing_task_error_while_an_overlay_failed_to_load(
         {
             **WS,
             "core/haz.yml": "tags: [lib]\ntasks:\n  build: {command: [make]}\n",
-            ".haz/tasks/lib.yml": "tagsFilter: [lib]\ntasks:\n  lint: {command: [make], bogus: 1}\n",
+            ".haz/tasks/lib.yml": (
+                "tagsFilter: [lib]\ntasks:\n  lint: {command: [make], bogus: 1}\n"
+            ),
             "tests/haz.yml": "tasks:\n  test: {command: [make], deps: [core:lint]}\n",
         },
     )

@@ -400,7 +400,7 @@ def test_null_values_mean_absent(write_tree: WriteTree) -> None:
     workspace = load_workspace(root)
     assert workspace.settings == WorkspaceSettings()
     task = _task(workspace, "root", "t")
-    assert task.inputs == ()
+    assert task.inputs is None  # PATH-001..016: absent, so the project's files (not `[]`)
     assert task.timeout_s is None
 
 

@@ -39,7 +39,7 @@ class T:
     line: int = 1
     deps: tuple[str, ...] = ()
     weak: tuple[str, ...] = ()
-    inputs: tuple[str, ...] = ()
+    inputs: tuple[str, ...] | None = ()  # None: no `inputs` key (PATH default inputs)
     outputs: tuple[str, ...] = ()
 
     def materialise(self, file: str) -> TaskSpec:

@@ -16,6 +16,7 @@ from hazremote.domain.model import (
     EnvSpec,
     HashName,
     Origin,
+    ProjectFiles,
     Task,
     TaskSpec,
     frozen_map,
@@ -24,6 +25,7 @@ from hazremote.domain.patterns import parse_pattern
 from hazremote.domain.refs import TaskId
 from hazremote.keys.deriver import KeyDeriver
 from hazremote.keys.fs import DirListing, FileStat, Filesystem, OsFilesystem, ReadableFile
+from hazremote.keys.worktree import WorkTree
 
 #: A clock far enough ahead that files written by a test are never "racy" for the insert rule.
 LATER_NS = 3_600 * 1_000_000_000
@@ -38,19 +40,24 @@ def make_task(
     project: str = "lib",
     project_dir: str | None = None,
     name: str = "build",
-    inputs: Sequence[str] = (),
+    inputs: Sequence[str] | None = (),
     outputs: Sequence[str] = (),
+    nested: Sequence[str] = (),
     action: Action | None = None,
     from_host: Sequence[str] = (),
     pass_through: Sequence[str] = (),
     override: Mapping[str, str] | None = None,
 ) -> Task:
-    """A :class:`Task` whose patterns are written as in a ``haz.yml`` of ``project_dir``."""
+    """A :class:`Task` whose patterns are written as in a ``haz.yml`` of ``project_dir``.
+
+    ``inputs=None`` is a task without an ``inputs`` key (PATH default inputs), whose project
+    has the other projects ``nested`` (workspace-relative directories) below it.
+    """
     pdir = project if project_dir is None else project_dir
     spec = TaskSpec(
         name=name,
         action=action or CommandAction(argv=("true",)),
-        inputs=tuple(inputs),
+        inputs=None if inputs is None else tuple(inputs),
         outputs=tuple(outputs),
         env=EnvSpec(
             from_host=tuple(from_host),
@@ -63,8 +70,9 @@ def make_task(
         id=TaskId(project, name),
         project_dir=pdir,
         spec=spec,
-        inputs=tuple(parse_pattern(p, project_dir=pdir, allow_negation=True) for p in inputs),
+        inputs=tuple(parse_pattern(p, project_dir=pdir, allow_negation=True) for p in inputs or ()),
         outputs=tuple(parse_pattern(p, project_dir=pdir) for p in outputs),
+        default_inputs=None if inputs is not None else ProjectFiles(dir=pdir, nested=tuple(nested)),
     )
 
 
@@ -106,6 +114,7 @@ def open_deriver(
     host_env: Mapping[str, str] | None = None,
     clock: Callable[[], int] = later_clock,
     workers: int | None = 2,
+    work_tree: WorkTree | None = None,
 ) -> KeyDeriver:
     return KeyDeriver.open(
         workspace_root=root,
@@ -114,6 +123,7 @@ def open_deriver(
         fs=fs,
         clock=clock,
         workers=workers,
+        work_tree=work_tree,
     )
 
 
