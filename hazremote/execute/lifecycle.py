@@ -21,6 +21,12 @@ Spec coverage:
   trouble is a miss and the task runs (RC-003).
 * RC-002 — in ``read-write`` mode a stored result is handed to the remote tier for a
   background upload after the local store; dependants are released without waiting for it.
+* SPEC §1 ``lock`` (concurrent runs) — every write of a task's outputs happens under its
+  task lock (:mod:`.locks`): a restore (local or remote hit) and a run + store. A run finding
+  the lock held waits for the other run, then looks the key up locally again before it
+  restores or runs (the other run has usually stored it: a hit, the task runs once). The
+  lock is never held while waiting for anything else (no mutex, slot or other lock), so two
+  runs cannot deadlock.
 Out of scope: ordering, caps and mutexes (:mod:`.scheduler`); the remote protocol, its
 warnings and the end-of-run drain of uploads (:mod:`hazremote.remote.client`, the CLI).
 """
@@ -50,6 +56,7 @@ from hazremote.domain.digest import Digest
 from hazremote.domain.model import CommandAction, HashName, Task
 from hazremote.domain.refs import TaskId
 from hazremote.domain.units import format_duration
+from hazremote.execute.locks import NoTaskLocks, TaskLockPort
 from hazremote.execute.observers import RunObserver, StreamFiles
 from hazremote.execute.outputs import materialised_outputs
 from hazremote.execute.records import CancelledRecord, CompletedRecord, RunSource, RunState
@@ -67,6 +74,13 @@ _T = TypeVar("_T")
 _CHUNK = 1 << 16
 #: The run spool's directory of downloaded remote blobs (shared by every hit of the run).
 _REMOTE_BLOBS = "remote-blobs"
+
+
+class _Busy:
+    """A probe found an entry to restore, but another run holds the task's lock."""
+
+
+_BUSY = _Busy()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -216,6 +230,7 @@ class LocalLifecycle:
         clock: Callable[[], float] = time.monotonic,
         remote: RemoteTier | None = None,
         backfill: Backfill,
+        locks: TaskLockPort | None = None,
     ) -> None:
         self._root = workspace_root
         self._hash_name = hash_name
@@ -231,6 +246,9 @@ class LocalLifecycle:
         self._clock = clock
         self._remote = remote
         self._backfill = backfill
+        self._locks: TaskLockPort = locks if locks is not None else NoTaskLocks()
+        #: Keys whose restore failed in this run: not retried before running the task.
+        self._unrestorable: set[Digest] = set()
         self._root_str = str(workspace_root).rstrip("/")
         self._fs = OsFilesystem()
         self._key_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="haz-keys")
@@ -244,6 +262,11 @@ class LocalLifecycle:
         #: Tasks whose final record this lifecycle already reported to the observer.
         self.reported: set[TaskId] = set()
         self.warnings: list[str] = []
+
+    @property
+    def running(self) -> int:
+        """Tasks whose process runs now (for the Ctrl-C message)."""
+        return self._processes
 
     def close(self) -> None:
         self._key_thread.shutdown(wait=True)
@@ -376,7 +399,11 @@ class LocalLifecycle:
                 )
                 self._finish(record, None)
                 return Executed(record=record)
-            derived, manifest = found
+            derived, restored = found
+            if isinstance(restored, _Busy):
+                # Another run restores or runs this task now: wait, then look again.
+                restored = await self._restore_contended(task, derived, out, err, cancel)
+            manifest = restored
             source = RunSource.LOCAL_CACHE
             if (
                 manifest is None
@@ -384,12 +411,24 @@ class LocalLifecycle:
                 and self._policy.lookup
                 and task.spec.cache
             ):
-                manifest = await self._remote_hit(self._remote, task, derived, out, err)
-                source = RunSource.REMOTE_CACHE
+                hit = await self._remote_hit(self._remote, task, derived, out, err, cancel=cancel)
+                if hit is not None:
+                    manifest, source = hit
             if manifest is None:
                 return Miss(task=task.id, state=derived)
             self._observer.task_started(task.id, source=source)
             self._replay(task.id, out, err)
+        return self._hit(task, derived, manifest, source=source, started=started)
+
+    def _hit(
+        self,
+        task: Task,
+        derived: DerivedKey,
+        manifest: Manifest,
+        *,
+        source: RunSource,
+        started: float,
+    ) -> Executed:
         record = CompletedRecord(
             task=task.id,
             state=RunState.SUCCEEDED,
@@ -402,13 +441,30 @@ class LocalLifecycle:
         self._finish(record, None)
         return Executed(record=record, outputs=tuple(o.path for o in manifest.outputs))
 
+    async def _hit_under_lock(self, task: Task, derived: DerivedKey) -> Executed | None:
+        """A miss about to run, its lock held: another run may have stored it meanwhile."""
+        started = self._clock()
+        spools = str(self._spool_dir)
+        with (
+            tempfile.SpooledTemporaryFile(max_size=1 << 20, mode="w+b", dir=spools) as out,
+            tempfile.SpooledTemporaryFile(max_size=1 << 20, mode="w+b", dir=spools) as err,
+        ):
+            manifest = await self._on_key_thread(
+                partial(self._restore_again, task, derived, out, err)
+            )
+            if manifest is None:
+                return None
+            self._observer.task_started(task.id, source=RunSource.LOCAL_CACHE)
+            self._replay(task.id, out, err)
+        return self._hit(task, derived, manifest, source=RunSource.LOCAL_CACHE, started=started)
+
     def _probe_sync(
         self,
         task: Task,
         predecessors: tuple[PredecessorStreams, ...],
         stdout: IO[bytes],
         stderr: IO[bytes],
-    ) -> tuple[DerivedKey, Manifest | None] | InputError:
+    ) -> tuple[DerivedKey, Manifest | _Busy | None] | InputError:
         """Derive, look up, restore (on the key thread). A manifest means "restored"."""
         try:
             derived = self._deriver.derive(task, predecessors)
@@ -420,13 +476,14 @@ class LocalLifecycle:
 
     def _restore_sync(
         self, task: Task, derived: DerivedKey, stdout: IO[bytes], stderr: IO[bytes]
-    ) -> Manifest | None:
+    ) -> Manifest | _Busy | None:
         """Look up locally and restore (on the key thread); the manifest means "restored".
 
         What the remote lookahead found is used as it was found: if a hit's entry vanished
         meanwhile, the restore fails (every blob is verified) and the task runs; an entry
         that appeared after a miss (another run stored it) is not seen, and the remote tier
-        is asked instead.
+        is asked instead. :data:`_BUSY` when another run holds the task's lock (never
+        waited for here: this thread serves every probe).
         """
         if derived.key in self._looked_up:
             manifest = self._looked_up.pop(derived.key)
@@ -434,7 +491,44 @@ class LocalLifecycle:
             manifest = self._cache.lookup(derived.key).manifest
         if manifest is None:
             return None
+        held = self._locks.try_claim(task.id)
+        if held is None:
+            return _BUSY
+        try:
+            return self._restore_manifest(task, derived, manifest, stdout, stderr)
+        finally:
+            held.release()
+
+    def _restore_again(
+        self, task: Task, derived: DerivedKey, stdout: IO[bytes], stderr: IO[bytes]
+    ) -> Manifest | None:
+        """Under the task's lock: look up locally once more and restore a hit (key thread)."""
+        manifest = self._cache.lookup(derived.key).manifest
+        if manifest is None:
+            return None
+        for spool in (stdout, stderr):  # an earlier attempt may have left partial streams
+            spool.seek(0)
+            spool.truncate()
         return self._restore_manifest(task, derived, manifest, stdout, stderr)
+
+    async def _restore_contended(
+        self,
+        task: Task,
+        derived: DerivedKey,
+        stdout: IO[bytes],
+        stderr: IO[bytes],
+        cancel: Cancellation,
+    ) -> Manifest | None:
+        """Wait for the other run's hold on the task, then restore what is stored now."""
+        held = await self._locks.claim(task.id, cancel)
+        if held is None:
+            return None  # cancelled: a miss the scheduler no longer admits
+        try:
+            return await self._on_key_thread(
+                partial(self._restore_again, task, derived, stdout, stderr)
+            )
+        finally:
+            held.release()
 
     def _restore_manifest(
         self,
@@ -458,6 +552,7 @@ class LocalLifecycle:
         if restored.written:
             self._deriver.outputs_written(task.outputs)
         if not restored.ok:
+            self._unrestorable.add(derived.key)
             self.warnings.append(
                 f"{task.id}: cache entry {derived.key.hex[:12]} not restored "
                 f"({restored.status.value}: {restored.message}); running the task"
@@ -472,9 +567,14 @@ class LocalLifecycle:
         derived: DerivedKey,
         stdout: IO[bytes],
         stderr: IO[bytes],
-    ) -> Manifest | None:
+        *,
+        cancel: Cancellation,
+    ) -> tuple[Manifest, RunSource] | None:
         """RC-001: look up remotely, restore from the downloaded blobs, hand the entry to
         the backfill (whose imports the run waits for at its end).
+
+        The restore happens under the task's lock; when another run held it, what that run
+        stored locally is restored instead, if anything.
 
         Blob files not prefetched go to a directory of this hit, created only if there are
         any and removed after the backfill.
@@ -489,18 +589,30 @@ class LocalLifecycle:
             blobs = await remote.download(manifest, own_dir)
             if blobs is None:
                 return None
-            restored = await self._on_key_thread(
-                partial(
-                    self._restore_fetched,
-                    task,
-                    derived,
-                    manifest=manifest,
-                    blobs=blobs,
-                    stdout=stdout,
-                    stderr=stderr,
+            held = await self._locks.claim(task.id, cancel)
+            if held is None:
+                return None
+            try:
+                if held.waited:
+                    local = await self._on_key_thread(
+                        partial(self._restore_again, task, derived, stdout, stderr)
+                    )
+                    if local is not None:  # the other run stored it: nothing to backfill
+                        return local, RunSource.LOCAL_CACHE
+                restored = await self._on_key_thread(
+                    partial(
+                        self._restore_fetched,
+                        task,
+                        derived,
+                        manifest=manifest,
+                        blobs=blobs,
+                        stdout=stdout,
+                        stderr=stderr,
+                    )
                 )
-            )
-            return restored
+            finally:
+                held.release()
+            return None if restored is None else (restored, RunSource.REMOTE_CACHE)
         finally:
             owns = blobs is None or any(
                 isinstance(blob, Path) and blob.parent == own_dir for blob in blobs.values()
@@ -550,6 +662,24 @@ class LocalLifecycle:
     async def execute(self, task: Task, miss: Miss, cancel: Cancellation) -> Executed:
         derived = miss.state
         assert isinstance(derived, DerivedKey)
+        held = await self._locks.claim(task.id, cancel)
+        if held is None:  # cancelled while another run held the task
+            record = CancelledRecord(task=task.id, key=derived.key)
+            self._finish(record, None)
+            return Executed(record=record)
+        try:
+            if (
+                self._policy.lookup
+                and task.spec.cache
+                and derived.key not in self._unrestorable
+                and (hit := await self._hit_under_lock(task, derived)) is not None
+            ):
+                return hit
+            return await self._run_locked(task, derived, cancel)
+        finally:
+            held.release()
+
+    async def _run_locked(self, task: Task, derived: DerivedKey, cancel: Cancellation) -> Executed:
         self._observer.task_started(task.id, source=RunSource.FRESH)
         token = uuid.uuid4().hex
         spools = StreamFiles(

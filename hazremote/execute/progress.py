@@ -7,7 +7,9 @@ Spec coverage:
   ``- … (skipped)``, ``! … (cancelled)``. On a terminal (:class:`TtyProgress`): the same lines,
   plus a status area under them (running tasks with elapsed time, done/total, cache hits).
   Epilogue: ``Tasks: N succeeded (L cached, R remote cache, X remote exec), F failed,
-  S skipped, C cancelled`` with zero parts omitted, then ``Time: 4.2s``. Colour only on a
+  S skipped, C cancelled`` with zero parts omitted, then ``Time: 4.2s``. Notices haz prints
+  during a run (waiting for another run, stopping on Ctrl-C) are lines on stderr written
+  above the status area (:meth:`ConsoleObserver.notice`). Colour only on a
   terminal and never with ``NO_COLOR`` (:func:`color_enabled`) — decided by the caller and
   passed in, never read here.
 Out of scope: task output itself (:mod:`hazremote.execute.observers`), the summary JSON
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from rich.text import Text
 
 __all__ = [
+    "ConsoleObserver",
     "PlainProgress",
     "TtyProgress",
     "color_enabled",
@@ -362,13 +365,26 @@ class TtyProgress(NullObserver):
                 self._at_line_start = True
 
 
+class ConsoleObserver(ObserverGroup):
+    """The observers of ``haz run``, and where its own notices go (stderr, above the
+    status area on a terminal)."""
+
+    def __init__(self, observers: Iterable[RunObserver], *, notices: OutputSink) -> None:
+        super().__init__(observers)
+        self._notices = notices
+
+    def notice(self, text: str) -> None:
+        """Print one line of haz's own on stderr now (call on the event loop thread)."""
+        self._notices.write(Stream.STDERR, (text.rstrip("\n") + "\n").encode())
+
+
 def console_observer(
     *,
     mode: OutputMode,
     interactive: bool,
     color: bool,
     sink: OutputSink | None = None,
-) -> RunObserver:
+) -> ConsoleObserver:
     """The standard observer of ``haz run``: an output renderer, then the progress reporter.
 
     Args:
@@ -382,4 +398,6 @@ def console_observer(
         TtyProgress(sink=raw, color=color) if interactive else PlainProgress(sink=raw)
     )
     # The renderer comes first so that a task's buffered blocks precede its progress line.
-    return ObserverGroup([output_renderer(mode, sink=progress.sink), progress])
+    return ConsoleObserver(
+        [output_renderer(mode, sink=progress.sink), progress], notices=progress.sink
+    )
