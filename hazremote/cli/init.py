@@ -101,7 +101,7 @@ def plan(root: Path) -> dict[Path, str]:
     files[root / ".haz" / "workspace.yml"] = workspace_file(candidates)
     if not (root / ".haz" / ".gitignore").exists():
         # The cache, the stat cache, the why index and the lock are local state: never commit.
-        files[root / ".haz" / ".gitignore"] = "cache/\nstate/\ntmp/\nlock\n"
+        files[root / ".haz" / ".gitignore"] = "cache/\nstate/\ntmp/\nlock\nlocks/\n"
     return files
 
 

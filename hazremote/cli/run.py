@@ -263,10 +263,19 @@ async def _execute(
     remote = None
     if remote_settings is not None:
         from hazremote.keys.framing import CHAPTER_REVISION
+        from hazremote.remote.known import KnownRemoteKeys, known_keys_path
         from hazremote.remote.lazy import LazyRemote
 
+        known = KnownRemoteKeys(
+            known_keys_path(
+                context.root, url=remote_settings.url, namespace=remote_settings.namespace
+            )
+        )
         remote = LazyRemote(
-            remote_settings, hash_name=settings.cache.hash, chapter_revision=CHAPTER_REVISION
+            remote_settings,
+            hash_name=settings.cache.hash,
+            chapter_revision=CHAPTER_REVISION,
+            known=known,
         )
     cache = open_cache(context.workspace)
     locks = TaskLocks(context.root / ".haz" / "locks", notify=observer.notice)

@@ -21,6 +21,8 @@ Spec coverage:
   trouble is a miss and the task runs (RC-003).
 * RC-002 — in ``read-write`` mode a stored result is handed to the remote tier for a
   background upload after the local store; dependants are released without waiting for it.
+  Local hits are shared too (:meth:`RemoteTier.share`: the lookahead's, level by level, and
+  any a probe finds beyond them), so turning on a remote in a warm checkout fills it.
 * SPEC §1 ``lock`` (concurrent runs) — every write of a task's outputs happens under its
   task lock (:mod:`.locks`): a restore (local or remote hit) and a run + store. A run finding
   the lock held waits for the other run, then looks the key up locally again before it
@@ -126,6 +128,13 @@ class RemoteTier(Protocol):
 
     def upload_later(self, *, manifest: Manifest, blobs: Sequence[StoredBlob]) -> None:
         """Upload a local entry in the background."""
+        ...
+
+    def share(
+        self, manifests: Sequence[Manifest], blobs: Callable[[Manifest], Sequence[StoredBlob]]
+    ) -> None:
+        """In the background, upload those of these local entries the remote lacks (a no-op
+        in ``read-only`` mode and for keys known to be there)."""
         ...
 
 
@@ -324,6 +333,10 @@ class LocalLifecycle:
         level = sorted(t for t, count in waiting.items() if count == 0)
         while level:
             derived = await self._on_key_thread(partial(self._derive_level, graph, level, resolved))
+            if remote.writes:  # RC-002: local hits the remote lacks are uploaded
+                local_hits = [local for _, local in derived.values() if local is not None]
+                if local_hits:
+                    remote.share(local_hits, self._cache.stored_blobs)
             wanted = [key for key, local in derived.values() if local is None]
             asked += len(wanted)
             if wanted:
@@ -416,6 +429,8 @@ class LocalLifecycle:
                     manifest, source = hit
             if manifest is None:
                 return Miss(task=task.id, state=derived)
+            if source is RunSource.LOCAL_CACHE and self._remote is not None and self._remote.writes:
+                self._remote.share([manifest], self._cache.stored_blobs)  # once per key
             self._observer.task_started(task.id, source=source)
             self._replay(task.id, out, err)
         return self._hit(task, derived, manifest, source=source, started=started)
