@@ -265,11 +265,23 @@ def test_git_changed_selects_affected_tasks_and_what_they_need(
 
 
 def test_workspace_lock_makes_a_second_run_wait(make_workspace, tmp_path: Path) -> None:
-    log = tmp_path / "lock.log"
+    """SPEC §1 ``lock: true``: the second run waits (naming the first) for the whole run.
+
+    The task holds until the second run says it waits (not a fixed sleep, which a loaded
+    machine's start-up time can outlast)."""
+    log, gate = tmp_path / "lock.log", tmp_path / "gate"
+    hold = py(
+        "import os, time;"
+        f"fd = os.open({str(log)!r}, os.O_WRONLY | os.O_APPEND | os.O_CREAT);"
+        "os.write(fd, b'S t\\n'); deadline = time.monotonic() + 30;"
+        f"[time.sleep(0.02) for _ in iter(lambda: os.path.exists({str(gate)!r})"
+        " or time.monotonic() > deadline, True)];"
+        "os.write(fd, b'E t\\n')"
+    )
     root = make_workspace(
         {
             ".haz/workspace.yml": "lock: true\n",
-            "haz.yml": f"tasks:\n  t: {{command: {recorder(log, 't', 1.0)}, cache: false}}\n",
+            "haz.yml": f"tasks:\n  t: {{command: {hold}, cache: false}}\n",
         }
     )
     first = subprocess.Popen([HAZ, "run", "t"], cwd=root, stderr=subprocess.PIPE)
@@ -277,13 +289,21 @@ def test_workspace_lock_makes_a_second_run_wait(make_workspace, tmp_path: Path) 
     while not log.exists():
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    second = subprocess.run(
-        [HAZ, "run", "t"], cwd=root, capture_output=True, text=True, timeout=60, check=False
-    )
-    first.communicate(timeout=60)
+    errors = tmp_path / "second.stderr"
+    with open(errors, "wb") as sink:
+        second = subprocess.Popen([HAZ, "run", "t"], cwd=root, stderr=sink)
+    try:
+        deadline = time.monotonic() + 60
+        while "waiting" not in errors.read_text() and log.read_text().count("S t") < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        gate.touch()
+        first.communicate(timeout=60)
+        second.wait(timeout=60)
     assert (first.returncode, second.returncode) == (0, 0)
-    assert "waiting for another haz run" in second.stderr
-    assert f"pid {first.pid}: haz run t" in second.stderr  # names the run it waits for
+    assert "waiting for another haz run" in errors.read_text()
+    assert f"pid {first.pid}: haz run t" in errors.read_text()  # names the run it waits for
     assert log.read_text().splitlines() == ["S t", "E t", "S t", "E t"]
 
 
