@@ -244,7 +244,7 @@ def plan(root: Path) -> Plan:
     files[root / ".haz" / "workspace.yml"] = _workspace_file(found, dirs)
     if not (root / ".haz" / ".gitignore").exists():
         # The cache, the stat cache, the why index and the lock are local state: never commit.
-        files[root / ".haz" / ".gitignore"] = "cache/\nstate/\ntmp/\nlock\n"
+        files[root / ".haz" / ".gitignore"] = "cache/\nstate/\ntmp/\nlock\nlocks/\n"
     return Plan(files=files, survey=found)
 
 

@@ -5,7 +5,8 @@ Spec coverage:
   plus their transitive hard predecessors; no default task is an error (exit 2).
 * EXEC-004 — ``-j N`` overrides ``concurrency.default`` (``auto`` = CPU count).
 * EXEC-012..015 — SIGINT/SIGTERM request cancellation; a second one kills at once; the exit
-  code is 128 + the first signal.
+  code is 128 + the first signal. Each says at once on stderr what happens (how many running
+  tasks get SIGTERM, when SIGKILL follows, that a second Ctrl-C kills now).
 * EXEC-016/040 — ``--output live|buffered``; progress and epilogue on stderr; colour only on a
   terminal and never with ``NO_COLOR``.
 * EXEC-021 — exit 0 / 1 / 2 / 128+n; a non-zero exit after a run says why on stderr, after
@@ -17,7 +18,8 @@ Spec coverage:
 * EXEC-026..029 — git filters (:mod:`hazremote.cli.changes`).
 * EXEC-030 — ``--dry-run[=json]`` (:mod:`hazremote.execute.predict`).
 * EXEC-041 — ``--summary-json FILE`` whenever a run started.
-* CACHE-018 — ``--force`` and ``--no-cache``; SPEC §1 ``lock: true`` (one run at a time).
+* CACHE-018 — ``--force`` and ``--no-cache``; SPEC §1 ``lock: true`` (one run at a time);
+  without it, concurrent runs wait only for the tasks they share (:mod:`hazremote.execute.locks`).
 * SPEC §5, RC-001..008 — ``--remote``, ``--remote-mode``, ``--remote-namespace`` (resolved
   with the environment and config by :func:`hazremote.remote.resolve_remote`); one remote
   client per run, created only when a remote is configured (no gRPC import otherwise); the
@@ -40,8 +42,10 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hazremote.cli.changes import affected_tasks, changed_paths
 from hazremote.cli.context import (
@@ -53,11 +57,15 @@ from hazremote.cli.context import (
 from hazremote.cli.session import open_cache, open_index
 from hazremote.domain.model import OutputMode
 from hazremote.domain.refs import RefKind, TaskId, TaskRef
+from hazremote.domain.units import format_duration
 from hazremote.errors import ReferenceError_, UsageError
 from hazremote.execute.claims import OutputOverlap
 from hazremote.execute.records import RunState, SkipCause, TaskRecord, summary_json
 from hazremote.logs import get_logger
 from hazremote.remote.settings import RemoteConfig, RemoteFlags, resolve_remote
+
+if TYPE_CHECKING:
+    from hazremote.execute.scheduler import Cancellation
 
 __all__ = ["exit_reasons", "run", "select_run_set"]
 
@@ -154,7 +162,10 @@ def workspace_lock(context: WorkspaceContext) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print("haz: waiting for another haz run in this workspace…", file=sys.stderr)
+            from hazremote.execute.locks import describe_other_runs
+
+            other = describe_other_runs(context.root / ".haz" / "locks")
+            print(f"haz: waiting for {other} in this workspace (lock: true)…", file=sys.stderr)
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -245,6 +256,35 @@ def _dry_run(
     return 0
 
 
+def _on_signal(
+    signum: int,
+    *,
+    cancel: Cancellation,
+    running: Callable[[], int],
+    grace_s: float,
+    notice: Callable[[str], None],
+) -> None:
+    """EXEC-012..015: request cancellation and say at once what happens now.
+
+    Without the message, a task ignoring SIGTERM made the first Ctrl-C look like nothing
+    happened for the whole grace period.
+    """
+    first = not cancel.requested.is_set()
+    killing = not first and not cancel.kill_now.is_set()
+    cancel.request(signum)
+    count = running()
+    again = "Ctrl-C" if signum == signal.SIGINT else f"{signal.Signals(signum).name}"
+    if first and count:
+        notice(
+            f"haz: stopping {count} running task(s) (SIGTERM; killing in "
+            f"{format_duration(grace_s)}), {again} again to kill now"
+        )
+    elif first:
+        notice(f"haz: stopping (no task is running), {again} again to stop at once")
+    elif killing and count:
+        notice(f"haz: killing {count} running task(s) now (SIGKILL)")
+
+
 def _upload_progress(count: int) -> None:
     if count:
         print(f"haz: finishing {count} remote cache upload(s)…", file=sys.stderr, flush=True)
@@ -259,6 +299,7 @@ async def _execute(
     from hazremote.cache.backfill import ProcessBackfill
     from hazremote.execute.claims import OutputClaims
     from hazremote.execute.lifecycle import CachePolicy, LocalLifecycle, default_producer
+    from hazremote.execute.locks import TaskLocks
     from hazremote.execute.progress import color_enabled, console_observer
     from hazremote.execute.scheduler import Cancellation, SchedulingLimits, run_graph
     from hazremote.execute.spawn import SubprocessSpawner
@@ -276,8 +317,6 @@ async def _execute(
     )
     cancel = Cancellation()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, cancel.request, signum)
     tmp_root = context.root / ".haz" / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
     spool_dir = Path(tempfile.mkdtemp(prefix="run-", dir=tmp_root))
@@ -287,12 +326,22 @@ async def _execute(
     remote = None
     if remote_settings is not None:
         from hazremote.keys.framing import CHAPTER_REVISION
+        from hazremote.remote.known import KnownRemoteKeys, known_keys_path
         from hazremote.remote.lazy import LazyRemote
 
+        known = KnownRemoteKeys(
+            known_keys_path(
+                context.root, url=remote_settings.url, namespace=remote_settings.namespace
+            )
+        )
         remote = LazyRemote(
-            remote_settings, hash_name=settings.cache.hash, chapter_revision=CHAPTER_REVISION
+            remote_settings,
+            hash_name=settings.cache.hash,
+            chapter_revision=CHAPTER_REVISION,
+            known=known,
         )
     cache = open_cache(context.workspace)
+    locks = TaskLocks(context.root / ".haz" / "locks", notify=observer.notice)
     lifecycle = LocalLifecycle(
         workspace_root=context.root,
         hash_name=settings.cache.hash,
@@ -308,7 +357,20 @@ async def _execute(
         remote=remote,
         backfill=ProcessBackfill(cache.options, log_dir=spool_dir),
         claims=OutputClaims(peers=context.graph.output_peers),
+        locks=locks,
     )
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(
+            signum,
+            partial(
+                _on_signal,
+                cancel=cancel,
+                running=lambda: lifecycle.running,
+                grace_s=settings.execution.grace_period_s,
+                notice=observer.notice,
+            ),
+            signum,
+        )
 
     class Events:
         def task_started(self, task: TaskId) -> None:
@@ -351,6 +413,7 @@ async def _execute(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
         lifecycle.close()
+        locks.close()
         deriver.save()
         deriver.close()
         shutil.rmtree(spool_dir, ignore_errors=True)

@@ -11,12 +11,6 @@ Spec coverage:
   ``--force`` skips lookups but stores.
 * CACHE-019/020, SEC-001 — restore is the cache tier's, which refuses hostile entries; a
   refused or corrupt entry is a miss and the task runs.
-* EXEC-020 — the run's :class:`~hazremote.execute.claims.OutputClaims` are consulted before a
-  hit's restore writes anything (its manifest's paths), before a miss is spawned (its output
-  patterns against the paths its ``output_peers`` hold) and before a fresh result is stored
-  (its collected outputs). A refusal fails the task — never spawned or restored, ``error``
-  naming both tasks and the path — and hands the overlap to the scheduler, which stops
-  admission.
 * CACHE-023, EXEC-017 — a hit replays the recorded bytes through the same observer path as a
   fresh run, after the restore succeeded (never a half-replayed stream).
 * EXEC-008/009 — the spawner runs the process; :func:`classify` maps its outcome to a record.
@@ -27,6 +21,20 @@ Spec coverage:
   trouble is a miss and the task runs (RC-003).
 * RC-002 — in ``read-write`` mode a stored result is handed to the remote tier for a
   background upload after the local store; dependants are released without waiting for it.
+  Local hits are shared too (:meth:`RemoteTier.share`: the lookahead's, level by level, and
+  any a probe finds beyond them), so turning on a remote in a warm checkout fills it.
+* EXEC-020 — the run's :class:`~hazremote.execute.claims.OutputClaims` are consulted before a
+  hit's restore writes anything (its manifest's paths), before a miss is spawned (its output
+  patterns against the paths its ``output_peers`` hold) and before a fresh result is stored
+  (its collected outputs). A refusal fails the task — never spawned or restored, ``error``
+  naming both tasks and the path — and hands the overlap to the scheduler, which stops
+  admission.
+* SPEC §1 ``lock`` (concurrent runs) — every write of a task's outputs happens under its
+  task lock (:mod:`.locks`): a restore (local or remote hit) and a run + store. A run finding
+  the lock held waits for the other run, then looks the key up locally again before it
+  restores or runs (the other run has usually stored it: a hit, the task runs once). The
+  lock is never held while waiting for anything else (no mutex, slot or other lock), so two
+  runs cannot deadlock.
 Out of scope: ordering, caps and mutexes (:mod:`.scheduler`); the remote protocol, its
 warnings and the end-of-run drain of uploads (:mod:`hazremote.remote.client`, the CLI).
 """
@@ -57,6 +65,7 @@ from hazremote.domain.model import CommandAction, HashName, Task
 from hazremote.domain.refs import TaskId
 from hazremote.domain.units import format_duration
 from hazremote.execute.claims import OutputClaims, OutputOverlap
+from hazremote.execute.locks import NoTaskLocks, TaskLockPort
 from hazremote.execute.observers import RunObserver, StreamFiles
 from hazremote.execute.outputs import materialised_outputs
 from hazremote.execute.records import CancelledRecord, CompletedRecord, RunSource, RunState
@@ -76,14 +85,6 @@ _CHUNK = 1 << 16
 _REMOTE_BLOBS = "remote-blobs"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CachePolicy:
-    """CACHE-018: ``--force`` → lookup False; ``--no-cache`` → both False."""
-
-    lookup: bool = True
-    store: bool = True
-
-
 class _OverlapRefused(Exception):
     """A restore refused before it started (EXEC-020); carried out of the key thread."""
 
@@ -91,6 +92,21 @@ class _OverlapRefused(Exception):
         super().__init__(overlap.describe())
         self.overlap = overlap
         self.key = key
+
+
+class _Busy:
+    """A probe found an entry to restore, but another run holds the task's lock."""
+
+
+_BUSY = _Busy()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CachePolicy:
+    """CACHE-018: ``--force`` → lookup False; ``--no-cache`` → both False."""
+
+    lookup: bool = True
+    store: bool = True
 
 
 class RemoteTier(Protocol):
@@ -128,6 +144,13 @@ class RemoteTier(Protocol):
 
     def upload_later(self, *, manifest: Manifest, blobs: Sequence[StoredBlob]) -> None:
         """Upload a local entry in the background."""
+        ...
+
+    def share(
+        self, manifests: Sequence[Manifest], blobs: Callable[[Manifest], Sequence[StoredBlob]]
+    ) -> None:
+        """In the background, upload those of these local entries the remote lacks (a no-op
+        in ``read-only`` mode and for keys known to be there)."""
         ...
 
 
@@ -233,6 +256,7 @@ class LocalLifecycle:
         remote: RemoteTier | None = None,
         backfill: Backfill,
         claims: OutputClaims | None = None,
+        locks: TaskLockPort | None = None,
     ) -> None:
         self._root = workspace_root
         self._hash_name = hash_name
@@ -249,6 +273,9 @@ class LocalLifecycle:
         self._remote = remote
         self._backfill = backfill
         self._claims = claims if claims is not None else OutputClaims()
+        self._locks: TaskLockPort = locks if locks is not None else NoTaskLocks()
+        #: Keys whose restore failed in this run: not retried before running the task.
+        self._unrestorable: set[Digest] = set()
         self._root_str = str(workspace_root).rstrip("/")
         self._fs = OsFilesystem()
         self._key_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="haz-keys")
@@ -262,6 +289,26 @@ class LocalLifecycle:
         #: Tasks whose final record this lifecycle already reported to the observer.
         self.reported: set[TaskId] = set()
         self.warnings: list[str] = []
+
+    def _refuse(
+        self, task: TaskId, overlap: OutputOverlap, *, key: Digest, started: float
+    ) -> Executed:
+        """EXEC-020: the task fails without restoring or spawning anything."""
+        record = CompletedRecord(
+            task=task,
+            state=RunState.FAILED,
+            source=None,
+            key=key,
+            duration_ms=int((self._clock() - started) * 1000),
+            error=overlap.describe(),
+        )
+        self._finish(record, None)
+        return Executed(record=record, overlap=overlap)
+
+    @property
+    def running(self) -> int:
+        """Tasks whose process runs now (for the Ctrl-C message)."""
+        return self._processes
 
     def close(self) -> None:
         self._key_thread.shutdown(wait=True)
@@ -292,21 +339,6 @@ class LocalLifecycle:
         self.reported.add(record.task)
         self._observer.task_finished(record, streams=streams)
 
-    def _refuse(
-        self, task: TaskId, overlap: OutputOverlap, *, key: Digest, started: float
-    ) -> Executed:
-        """EXEC-020: the task fails without restoring or spawning anything."""
-        record = CompletedRecord(
-            task=task,
-            state=RunState.FAILED,
-            source=None,
-            key=key,
-            duration_ms=int((self._clock() - started) * 1000),
-            error=overlap.describe(),
-        )
-        self._finish(record, None)
-        return Executed(record=record, overlap=overlap)
-
     # -- remote lookahead -------------------------------------------------------------------------
     async def prefetch_remote(self, graph: TaskGraph, run_set: Sequence[TaskId]) -> int:
         """RC-001: batch the remote lookups of a run up front, level by level.
@@ -334,6 +366,10 @@ class LocalLifecycle:
         level = sorted(t for t, count in waiting.items() if count == 0)
         while level:
             derived = await self._on_key_thread(partial(self._derive_level, graph, level, resolved))
+            if remote.writes:  # RC-002: local hits the remote lacks are uploaded
+                local_hits = [local for _, local in derived.values() if local is not None]
+                if local_hits:
+                    remote.share(local_hits, self._cache.stored_blobs)
             wanted = [key for key, local in derived.values() if local is None]
             asked += len(wanted)
             if wanted:
@@ -393,42 +429,63 @@ class LocalLifecycle:
             tempfile.SpooledTemporaryFile(max_size=1 << 20, mode="w+b", dir=spools) as out,
             tempfile.SpooledTemporaryFile(max_size=1 << 20, mode="w+b", dir=spools) as err,
         ):
-            # One hop to the key thread does everything a probe needs; the event loop only
-            # renders. (Three hops per task used to dominate a fully cached replay.)
             try:
+                # One hop to the key thread does everything a probe needs; the event loop only
+                # renders. (Three hops per task used to dominate a fully cached replay.)
                 found = await self._on_key_thread(
                     partial(self._probe_sync, task, predecessors, out, err)
                 )
+                if isinstance(found, InputError):
+                    record = CompletedRecord(
+                        task=task.id,
+                        state=RunState.FAILED,
+                        source=None,
+                        key=None,
+                        duration_ms=int((self._clock() - started) * 1000),
+                        error=str(found),
+                    )
+                    self._finish(record, None)
+                    return Executed(record=record)
+                derived, restored = found
+                if isinstance(restored, _Busy):
+                    # Another run restores or runs this task now: wait, then look again.
+                    restored = await self._restore_contended(task, derived, out, err, cancel)
+                manifest = restored
+                source = RunSource.LOCAL_CACHE
+                if (
+                    manifest is None
+                    and self._remote is not None
+                    and self._policy.lookup
+                    and task.spec.cache
+                ):
+                    hit = await self._remote_hit(
+                        self._remote, task, derived, out, err, cancel=cancel
+                    )
+                    if hit is not None:
+                        manifest, source = hit
+                if manifest is None:
+                    return Miss(task=task.id, state=derived)
+                if (
+                    source is RunSource.LOCAL_CACHE
+                    and self._remote is not None
+                    and self._remote.writes
+                ):
+                    self._remote.share([manifest], self._cache.stored_blobs)  # once per key
+                self._observer.task_started(task.id, source=source)
+                self._replay(task.id, out, err)
             except _OverlapRefused as refused:
                 return self._refuse(task.id, refused.overlap, key=refused.key, started=started)
-            if isinstance(found, InputError):
-                record = CompletedRecord(
-                    task=task.id,
-                    state=RunState.FAILED,
-                    source=None,
-                    key=None,
-                    duration_ms=int((self._clock() - started) * 1000),
-                    error=str(found),
-                )
-                self._finish(record, None)
-                return Executed(record=record)
-            derived, manifest = found
-            source = RunSource.LOCAL_CACHE
-            if (
-                manifest is None
-                and self._remote is not None
-                and self._policy.lookup
-                and task.spec.cache
-            ):
-                try:
-                    manifest = await self._remote_hit(self._remote, task, derived, out, err)
-                except _OverlapRefused as refused:
-                    return self._refuse(task.id, refused.overlap, key=derived.key, started=started)
-                source = RunSource.REMOTE_CACHE
-            if manifest is None:
-                return Miss(task=task.id, state=derived)
-            self._observer.task_started(task.id, source=source)
-            self._replay(task.id, out, err)
+        return self._hit(task, derived, manifest, source=source, started=started)
+
+    def _hit(
+        self,
+        task: Task,
+        derived: DerivedKey,
+        manifest: Manifest,
+        *,
+        source: RunSource,
+        started: float,
+    ) -> Executed:
         record = CompletedRecord(
             task=task.id,
             state=RunState.SUCCEEDED,
@@ -441,13 +498,30 @@ class LocalLifecycle:
         self._finish(record, None)
         return Executed(record=record, outputs=tuple(o.path for o in manifest.outputs))
 
+    async def _hit_under_lock(self, task: Task, derived: DerivedKey) -> Executed | None:
+        """A miss about to run, its lock held: another run may have stored it meanwhile."""
+        started = self._clock()
+        spools = str(self._spool_dir)
+        with (
+            tempfile.SpooledTemporaryFile(max_size=1 << 20, mode="w+b", dir=spools) as out,
+            tempfile.SpooledTemporaryFile(max_size=1 << 20, mode="w+b", dir=spools) as err,
+        ):
+            manifest = await self._on_key_thread(
+                partial(self._restore_again, task, derived, out, err)
+            )
+            if manifest is None:
+                return None
+            self._observer.task_started(task.id, source=RunSource.LOCAL_CACHE)
+            self._replay(task.id, out, err)
+        return self._hit(task, derived, manifest, source=RunSource.LOCAL_CACHE, started=started)
+
     def _probe_sync(
         self,
         task: Task,
         predecessors: tuple[PredecessorStreams, ...],
         stdout: IO[bytes],
         stderr: IO[bytes],
-    ) -> tuple[DerivedKey, Manifest | None] | InputError:
+    ) -> tuple[DerivedKey, Manifest | _Busy | None] | InputError:
         """Derive, look up, restore (on the key thread). A manifest means "restored"."""
         try:
             derived = self._deriver.derive(task, predecessors)
@@ -459,13 +533,14 @@ class LocalLifecycle:
 
     def _restore_sync(
         self, task: Task, derived: DerivedKey, stdout: IO[bytes], stderr: IO[bytes]
-    ) -> Manifest | None:
+    ) -> Manifest | _Busy | None:
         """Look up locally and restore (on the key thread); the manifest means "restored".
 
         What the remote lookahead found is used as it was found: if a hit's entry vanished
         meanwhile, the restore fails (every blob is verified) and the task runs; an entry
         that appeared after a miss (another run stored it) is not seen, and the remote tier
-        is asked instead.
+        is asked instead. :data:`_BUSY` when another run holds the task's lock (never
+        waited for here: this thread serves every probe).
         """
         if derived.key in self._looked_up:
             manifest = self._looked_up.pop(derived.key)
@@ -473,7 +548,44 @@ class LocalLifecycle:
             manifest = self._cache.lookup(derived.key).manifest
         if manifest is None:
             return None
+        held = self._locks.try_claim(task.id)
+        if held is None:
+            return _BUSY
+        try:
+            return self._restore_manifest(task, derived, manifest, stdout, stderr)
+        finally:
+            held.release()
+
+    def _restore_again(
+        self, task: Task, derived: DerivedKey, stdout: IO[bytes], stderr: IO[bytes]
+    ) -> Manifest | None:
+        """Under the task's lock: look up locally once more and restore a hit (key thread)."""
+        manifest = self._cache.lookup(derived.key).manifest
+        if manifest is None:
+            return None
+        for spool in (stdout, stderr):  # an earlier attempt may have left partial streams
+            spool.seek(0)
+            spool.truncate()
         return self._restore_manifest(task, derived, manifest, stdout, stderr)
+
+    async def _restore_contended(
+        self,
+        task: Task,
+        derived: DerivedKey,
+        stdout: IO[bytes],
+        stderr: IO[bytes],
+        cancel: Cancellation,
+    ) -> Manifest | None:
+        """Wait for the other run's hold on the task, then restore what is stored now."""
+        held = await self._locks.claim(task.id, cancel)
+        if held is None:
+            return None  # cancelled: a miss the scheduler no longer admits
+        try:
+            return await self._on_key_thread(
+                partial(self._restore_again, task, derived, stdout, stderr)
+            )
+        finally:
+            held.release()
 
     def _restore_manifest(
         self,
@@ -503,6 +615,7 @@ class LocalLifecycle:
             self._deriver.outputs_written(task.outputs)
         if not restored.ok:
             self._claims.release(task.id)  # nothing restored: the task runs instead
+            self._unrestorable.add(derived.key)
             self.warnings.append(
                 f"{task.id}: cache entry {derived.key.hex[:12]} not restored "
                 f"({restored.status.value}: {restored.message}); running the task"
@@ -517,9 +630,14 @@ class LocalLifecycle:
         derived: DerivedKey,
         stdout: IO[bytes],
         stderr: IO[bytes],
-    ) -> Manifest | None:
+        *,
+        cancel: Cancellation,
+    ) -> tuple[Manifest, RunSource] | None:
         """RC-001: look up remotely, restore from the downloaded blobs, hand the entry to
         the backfill (whose imports the run waits for at its end).
+
+        The restore happens under the task's lock; when another run held it, what that run
+        stored locally is restored instead, if anything.
 
         Blob files not prefetched go to a directory of this hit, created only if there are
         any and removed after the backfill.
@@ -534,18 +652,30 @@ class LocalLifecycle:
             blobs = await remote.download(manifest, own_dir)
             if blobs is None:
                 return None
-            restored = await self._on_key_thread(
-                partial(
-                    self._restore_fetched,
-                    task,
-                    derived,
-                    manifest=manifest,
-                    blobs=blobs,
-                    stdout=stdout,
-                    stderr=stderr,
+            held = await self._locks.claim(task.id, cancel)
+            if held is None:
+                return None
+            try:
+                if held.waited:
+                    local = await self._on_key_thread(
+                        partial(self._restore_again, task, derived, stdout, stderr)
+                    )
+                    if local is not None:  # the other run stored it: nothing to backfill
+                        return local, RunSource.LOCAL_CACHE
+                restored = await self._on_key_thread(
+                    partial(
+                        self._restore_fetched,
+                        task,
+                        derived,
+                        manifest=manifest,
+                        blobs=blobs,
+                        stdout=stdout,
+                        stderr=stderr,
+                    )
                 )
-            )
-            return restored
+            finally:
+                held.release()
+            return None if restored is None else (restored, RunSource.REMOTE_CACHE)
         finally:
             owns = blobs is None or any(
                 isinstance(blob, Path) and blob.parent == own_dir for blob in blobs.values()
@@ -595,11 +725,30 @@ class LocalLifecycle:
     async def execute(self, task: Task, miss: Miss, cancel: Cancellation) -> Executed:
         derived = miss.state
         assert isinstance(derived, DerivedKey)
-        # EXEC-020: a file another task materialised that this task's outputs match would be
-        # collected (and stored) as its output: refuse before the process starts.
-        conflict = self._claims.conflict_before_spawn(task)
-        if conflict is not None:
-            return self._refuse(task.id, conflict, key=derived.key, started=self._clock())
+        started = self._clock()
+        held = await self._locks.claim(task.id, cancel)
+        if held is None:  # cancelled while another run held the task
+            record = CancelledRecord(task=task.id, key=derived.key)
+            self._finish(record, None)
+            return Executed(record=record)
+        try:
+            if self._policy.lookup and task.spec.cache and derived.key not in self._unrestorable:
+                try:
+                    hit = await self._hit_under_lock(task, derived)
+                except _OverlapRefused as refused:
+                    return self._refuse(task.id, refused.overlap, key=refused.key, started=started)
+                if hit is not None:
+                    return hit
+            # EXEC-020: a file another task materialised that this task's outputs match would
+            # be collected (and stored) as its output: refuse before the process starts.
+            conflict = self._claims.conflict_before_spawn(task)
+            if conflict is not None:
+                return self._refuse(task.id, conflict, key=derived.key, started=started)
+            return await self._run_locked(task, derived, cancel)
+        finally:
+            held.release()
+
+    async def _run_locked(self, task: Task, derived: DerivedKey, cancel: Cancellation) -> Executed:
         self._observer.task_started(task.id, source=RunSource.FRESH)
         token = uuid.uuid4().hex
         spools = StreamFiles(
@@ -628,11 +777,11 @@ class LocalLifecycle:
                 self._processes -= 1
             record = classify(task.id, outcome, key=derived.key, timeout_s=task.spec.timeout_s)
             outputs: tuple[str, ...] = ()
+            overlap: OutputOverlap | None = None
             if outcome.pid is not None:
                 await self._on(
                     self._key_thread, partial(self._deriver.outputs_written, task.outputs)
                 )
-            overlap: OutputOverlap | None = None
             if isinstance(record, CompletedRecord) and record.state is RunState.SUCCEEDED:
                 outputs = await self._on(
                     self._io_pool, partial(materialised_outputs, self._root, task.outputs)

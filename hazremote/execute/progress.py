@@ -10,7 +10,9 @@ Spec coverage:
   S skipped, C cancelled`` with zero parts omitted, then ``Time: 4.2s``. Beyond the spec's
   wording, the skipped count names each skip cause and its root tasks (issue 12: every
   non-zero exit says why): ``3 skipped (2 upstream-failed: lib:build; 1 output-overlap:
-  lib:pack)``. Colour only on a
+  lib:pack)``. Notices haz prints
+  during a run (waiting for another run, stopping on Ctrl-C) are lines on stderr written
+  above the status area (:meth:`ConsoleObserver.notice`). Colour only on a
   terminal and never with ``NO_COLOR`` (:func:`color_enabled`) — decided by the caller and
   passed in, never read here.
 Out of scope: task output itself (:mod:`hazremote.execute.observers`), the summary JSON
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
     from rich.text import Text
 
 __all__ = [
+    "ConsoleObserver",
     "PlainProgress",
     "TtyProgress",
     "color_enabled",
@@ -397,13 +400,26 @@ class TtyProgress(NullObserver):
                 self._at_line_start = True
 
 
+class ConsoleObserver(ObserverGroup):
+    """The observers of ``haz run``, and where its own notices go (stderr, above the
+    status area on a terminal)."""
+
+    def __init__(self, observers: Iterable[RunObserver], *, notices: OutputSink) -> None:
+        super().__init__(observers)
+        self._notices = notices
+
+    def notice(self, text: str) -> None:
+        """Print one line of haz's own on stderr now (call on the event loop thread)."""
+        self._notices.write(Stream.STDERR, (text.rstrip("\n") + "\n").encode())
+
+
 def console_observer(
     *,
     mode: OutputMode,
     interactive: bool,
     color: bool,
     sink: OutputSink | None = None,
-) -> RunObserver:
+) -> ConsoleObserver:
     """The standard observer of ``haz run``: an output renderer, then the progress reporter.
 
     Args:
@@ -417,4 +433,6 @@ def console_observer(
         TtyProgress(sink=raw, color=color) if interactive else PlainProgress(sink=raw)
     )
     # The renderer comes first so that a task's buffered blocks precede its progress line.
-    return ObserverGroup([output_renderer(mode, sink=progress.sink), progress])
+    return ConsoleObserver(
+        [output_renderer(mode, sink=progress.sink), progress], notices=progress.sink
+    )

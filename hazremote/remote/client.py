@@ -7,7 +7,10 @@ Spec coverage:
   carry the requested key before anything is fetched.
 * RC-002 — :meth:`RemoteCache.upload_later` uploads in the background;
   :meth:`RemoteCache.drain` waits for them at the end of a run, bounded by a timeout. A put
-  answered ``ALREADY_EXISTS`` is success.
+  answered ``ALREADY_EXISTS`` is success. :meth:`RemoteCache.share` makes sure the remote
+  holds local hits: the entries shared in one event-loop iteration are asked about in one
+  ``BatchGetManifests`` and those missing are uploaded, all in the background. Keys found
+  on the remote (hits, confirmations, successful uploads) are reported to ``on_confirmed``.
 * RC-003 — every error (unreachable, deadline, auth, bad data) is a miss (or a skipped upload)
   and becomes ONE warning per run (:meth:`RemoteCache.warning`); a :class:`CircuitBreaker`
   stops calls after repeated failures and re-probes after a cool-down. Every call has a
@@ -112,6 +115,7 @@ class RemoteStats:
     blobs_already_present: int = 0
     blob_upload_bytes: int = 0
     manifests_put: int = 0
+    shares_checked: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,8 +156,14 @@ class RemoteCache:
         chapter_revision: int,
         clock: Callable[[], float] = time.monotonic,
         memory_budget: int = _MEMORY_BUDGET,
+        on_confirmed: Callable[[Iterable[Digest]], None] | None = None,
     ) -> None:
         self._config = config
+        self._on_confirmed = on_confirmed
+        #: Local entries handed to :meth:`share` (each key once per run), and those queued.
+        self._shared: set[Digest] = set()
+        self._share_queue: list[tuple[Manifest, Callable[[Manifest], Sequence[StoredBlob]]]] = []
+        self._share_handle: asyncio.Handle | None = None
         self._timeouts = config.timeouts
         self._hash_name = hash_name
         self._hash_fn = hash_function(hash_name)
@@ -444,7 +454,12 @@ class RemoteCache:
         if found is None:
             return {}
         self.stats.hits += len(found)
+        self._confirm(found)
         return found
+
+    def _confirm(self, keys: Iterable[Digest]) -> None:
+        if self._on_confirmed is not None:
+            self._on_confirmed(keys)
 
     def _parse(self, key: Digest, data: bytes) -> Manifest | None:
         try:
@@ -679,6 +694,72 @@ class RemoteCache:
         self._uploads.add(task)
         task.add_done_callback(self._uploads.discard)
 
+    def share(
+        self,
+        manifests: Sequence[Manifest],
+        blobs: Callable[[Manifest], Sequence[StoredBlob]],
+    ) -> None:
+        """RC-002: make sure the remote holds these local entries, in the background.
+
+        Entries shared within one event-loop iteration (a level of the lookahead) are asked
+        about in one ``BatchGetManifests``; those the remote lacks are uploaded
+        (``blobs(manifest)`` lists their local blobs). Each key is handled once per run.
+        """
+        if not self._config.writes:
+            return
+        for manifest in manifests:
+            if manifest.key not in self._shared:
+                self._shared.add(manifest.key)
+                self._share_queue.append((manifest, blobs))
+        if self._share_queue and self._share_handle is None:
+            self._share_handle = asyncio.get_running_loop().call_soon(self._flush_shares)
+
+    def _flush_shares(self) -> None:
+        self._share_handle = None
+        batch, self._share_queue = self._share_queue, []
+        if batch:
+            task = asyncio.ensure_future(self._share_batch(batch))
+            self._uploads.add(task)  # the end-of-run drain waits for it and its uploads
+            task.add_done_callback(self._uploads.discard)
+
+    async def _share_batch(
+        self, batch: Sequence[tuple[Manifest, Callable[[Manifest], Sequence[StoredBlob]]]]
+    ) -> bool:
+        keys = [manifest.key for manifest, _ in batch]
+        self.stats.shares_checked += len(keys)
+        present = await self._guarded("manifest lookup", partial(self._present, keys))
+        if present is None:
+            return False  # RC-003: counted in the run's warning; nothing uploaded
+        self._confirm(present)
+        for manifest, blobs in batch:
+            if manifest.key not in present:
+                self.upload_later(manifest=manifest, blobs=blobs(manifest))
+        return True
+
+    async def _present(self, keys: Sequence[Digest]) -> set[Digest]:
+        """The keys of ``keys`` the remote has a manifest for (not fetched for use)."""
+        stub = cache_pb2_grpc.ManifestStoreStub(self._open())
+        limits = await self._limits()
+        present: set[Digest] = set()
+        for start in range(0, len(keys), limits.max_batch_items):
+            part = keys[start : start + limits.max_batch_items]
+            self.stats.lookup_batches += 1
+            reply = await stub.BatchGetManifests(
+                cache_pb2.BatchGetManifestsRequest(
+                    namespace=self._config.namespace,
+                    hash_function=self._hash_fn,
+                    keys=[k.raw for k in part],
+                ),
+                timeout=self._timeouts.lookup_s,
+                metadata=self._metadata,
+            )
+            if len(reply.results) != len(part):
+                raise _RemoteFailure(
+                    f"BatchGetManifests answered {len(reply.results)} results for {len(part)} keys"
+                )
+            present.update(k for k, r in zip(part, reply.results, strict=True) if r.found)
+        return present
+
     @property
     def pending_uploads(self) -> int:
         return len(self._uploads)
@@ -692,6 +773,9 @@ class RemoteCache:
         """
         limit = self._timeouts.upload_drain_s if timeout_s is None else timeout_s
         deadline = asyncio.get_running_loop().time() + limit
+        if self._share_handle is not None:  # shares not sent yet are part of what is pending
+            self._share_handle.cancel()
+            self._flush_shares()
         if self._uploads:
             # Most runs end with their uploads nearly done: say nothing unless they take a while.
             await asyncio.wait(set(self._uploads), timeout=min(limit, _QUIET_DRAIN_S))
@@ -747,6 +831,8 @@ class RemoteCache:
         done = await self._guarded(f"upload of {manifest.key.hex[:12]}", call)
         if not done:
             self.stats.uploads_failed += 1
+        else:
+            self._confirm((manifest.key,))
         return bool(done)
 
     async def _find_missing(self, blobs: Sequence[StoredBlob], limits: _Limits) -> list[StoredBlob]:

@@ -4,7 +4,9 @@ Importing gRPC and the generated messages costs ~40 ms, a tenth of a fully cache
 1,000 tasks. A run whose every task hits locally never talks to the remote (the lookahead
 only asks for keys without a local hit, and nothing is uploaded), so :class:`LazyRemote`
 builds the :class:`~hazremote.remote.client.RemoteCache` — and imports gRPC — only when a
-lookup, download or upload actually needs it.
+lookup, download or upload actually needs it. In ``read-write`` mode local hits are shared
+with the remote (RC-002), but only those not already known to be there
+(:class:`~hazremote.remote.known.KnownRemoteKeys`), so a warm replay stays free of it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from hazremote.cache.local import FetchedBlob, StoredBlob
 from hazremote.cache.manifest import Manifest
 from hazremote.domain.digest import Digest
 from hazremote.domain.model import HashName
+from hazremote.remote.known import KnownRemoteKeys
 from hazremote.remote.settings import RemoteConfig
 
 if TYPE_CHECKING:
@@ -28,10 +31,18 @@ __all__ = ["LazyRemote"]
 class LazyRemote:
     """Implements the lifecycle's ``RemoteTier`` and what ``haz run`` asks at the end."""
 
-    def __init__(self, config: RemoteConfig, *, hash_name: HashName, chapter_revision: int) -> None:
+    def __init__(
+        self,
+        config: RemoteConfig,
+        *,
+        hash_name: HashName,
+        chapter_revision: int,
+        known: KnownRemoteKeys | None = None,
+    ) -> None:
         if config.tls is not None:
             config.tls.credentials_bytes()  # SEC-005: unreadable TLS files fail the run at once
         self._config = config
+        self._known = known
         self._hash_name = hash_name
         self._revision = chapter_revision
         self._client: RemoteCache | None = None
@@ -41,7 +52,10 @@ class LazyRemote:
             from hazremote.remote.client import RemoteCache
 
             self._client = RemoteCache(
-                self._config, hash_name=self._hash_name, chapter_revision=self._revision
+                self._config,
+                hash_name=self._hash_name,
+                chapter_revision=self._revision,
+                on_confirmed=None if self._known is None else self._known.add,
             )
         return self._client
 
@@ -70,6 +84,18 @@ class LazyRemote:
     def upload_later(self, *, manifest: Manifest, blobs: Sequence[StoredBlob]) -> None:
         self._remote().upload_later(manifest=manifest, blobs=blobs)
 
+    def share(
+        self, manifests: Sequence[Manifest], blobs: Callable[[Manifest], Sequence[StoredBlob]]
+    ) -> None:
+        """RC-002: upload the local hits the remote lacks; keys known to be there cost
+        nothing (not even the gRPC import)."""
+        if not self._config.writes:
+            return
+        known = self._known
+        wanted = [m for m in manifests if known is None or m.key not in known]
+        if wanted:
+            self._remote().share(wanted, blobs)
+
     async def drain(self, *, progress: Callable[[int], None] | None = None) -> int:
         """RC-002: wait for pending uploads (none when the client was never needed)."""
         if self._client is None:
@@ -79,6 +105,8 @@ class LazyRemote:
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
+        if self._known is not None:
+            self._known.save()
 
     def warning(self) -> str | None:
         """RC-003: the run's one remote warning, if any."""

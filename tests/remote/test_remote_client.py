@@ -1,7 +1,8 @@
 """The remote cache client against an in-test gRPC server on a real loopback port.
 
 Spec coverage: RC-001 (lookup, batched lookups, backfill via import), RC-002 (ALREADY_EXISTS is
-success, read-only never writes), RC-003 (errors are misses with one warning; the breaker
+success, read-only never writes; shared local hits are checked in one batch and only the
+missing uploaded), RC-003 (errors are misses with one warning; the breaker
 opens and re-probes), RC-004 (corrupt bytes are a miss), RC-005 (blobs before manifest),
 RC-006 (large blobs stream in chunks, zstd on the wire), RC-007 (FindMissingBlobs dedup).
 """
@@ -15,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
 import pytest
 import zstandard
 
@@ -604,3 +606,74 @@ def test_token_travels_as_bearer_metadata_and_auth_failure_is_a_miss(
     assert refused is None
     assert warning is not None
     assert "UNAUTHENTICATED" in warning
+
+
+def test_share_asks_once_per_batch_and_uploads_only_what_the_remote_lacks(
+    server: FakeServer, make_env: Callable[[str], Env]
+) -> None:
+    """RC-002: local hits shared in one loop iteration cost one BatchGetManifests; the ones
+    the remote lacks are uploaded in the background; every key found or uploaded is
+    confirmed; a key is shared once per run."""
+    env = make_env("a")
+    entries = [stored(env, name, {f"/dist/{name}": name.encode()}) for name in "xyz"]
+    confirmed: list[Digest] = []
+
+    async def scenario() -> None:
+        seed = client(server.url)
+        try:
+            assert await upload(seed, env, entries[0])  # the remote has x already
+        finally:
+            await seed.close()
+        server.state.calls.clear()
+        remote = RemoteCache(
+            config_for(server.url),
+            hash_name=HASH,
+            chapter_revision=REVISION,
+            on_confirmed=confirmed.extend,
+        )
+        try:
+            remote.share(entries[:2], env.cache.stored_blobs)
+            remote.share(entries[1:], env.cache.stored_blobs)  # y again: once
+            assert await remote.drain(timeout_s=10) == 0
+            remote.share(entries, env.cache.stored_blobs)  # all handled already
+            assert await remote.drain(timeout_s=10) == 0
+        finally:
+            await remote.close()
+
+    run(scenario())
+    assert server.state.calls["BatchGetManifests"] == 1
+    assert server.state.lookup_batch_sizes[-1] == 3
+    assert server.state.calls["PutManifest"] == 2  # y and z
+    assert len(confirmed) == 3
+    assert set(confirmed) == {e.key for e in entries}
+    assert {key for _, key in server.state.manifests} == {e.key.raw for e in entries}
+
+
+def test_share_with_a_failing_remote_uploads_nothing_and_leaves_one_warning(
+    server: FakeServer, make_env: Callable[[str], Env]
+) -> None:
+    """RC-003: a failed check is one warning; nothing is confirmed or uploaded."""
+    env = make_env("a")
+    entry = stored(env, "x", {"/dist/x": b"x"})
+    server.state.fail_with = grpc.StatusCode.UNAVAILABLE
+    confirmed: list[Digest] = []
+
+    async def scenario() -> str | None:
+        remote = RemoteCache(
+            config_for(server.url),
+            hash_name=HASH,
+            chapter_revision=REVISION,
+            on_confirmed=confirmed.extend,
+        )
+        try:
+            remote.share([entry], env.cache.stored_blobs)
+            await remote.drain(timeout_s=10)
+            return remote.warning()
+        finally:
+            await remote.close()
+
+    warning = run(scenario())
+    assert warning is not None
+    assert "UNAVAILABLE" in warning
+    assert confirmed == []
+    assert server.state.calls["PutManifest"] == 0

@@ -3,7 +3,8 @@
 Spec coverage: EXEC-004/005 (observed max concurrency), MUTEX-001..007 (no overlapping
 intervals for an exclusive mutex; shared holders overlap), EXEC-008 (stdin is /dev/null),
 EXEC-009 (timeouts fail the task), EXEC-011 (cascade), EXEC-012..015 (SIGINT kills the whole
-process tree, exit 130, nothing stored), EXEC-016 (200 MiB of output with bounded memory),
+process tree, exit 130, nothing stored; the first Ctrl-C says at once what happens, the second
+kills), EXEC-016 (200 MiB of output with bounded memory),
 EXEC-026 (git filters), SPEC §1 `lock`.
 """
 
@@ -264,11 +265,23 @@ def test_git_changed_selects_affected_tasks_and_what_they_need(
 
 
 def test_workspace_lock_makes_a_second_run_wait(make_workspace, tmp_path: Path) -> None:
-    log = tmp_path / "lock.log"
+    """SPEC §1 ``lock: true``: the second run waits (naming the first) for the whole run.
+
+    The task holds until the second run says it waits (not a fixed sleep, which a loaded
+    machine's start-up time can outlast)."""
+    log, gate = tmp_path / "lock.log", tmp_path / "gate"
+    hold = py(
+        "import os, time;"
+        f"fd = os.open({str(log)!r}, os.O_WRONLY | os.O_APPEND | os.O_CREAT);"
+        "os.write(fd, b'S t\\n'); deadline = time.monotonic() + 30;"
+        f"[time.sleep(0.02) for _ in iter(lambda: os.path.exists({str(gate)!r})"
+        " or time.monotonic() > deadline, True)];"
+        "os.write(fd, b'E t\\n')"
+    )
     root = make_workspace(
         {
             ".haz/workspace.yml": "lock: true\n",
-            "haz.yml": f"tasks:\n  t: {{command: {recorder(log, 't', 1.0)}, cache: false}}\n",
+            "haz.yml": f"tasks:\n  t: {{command: {hold}, cache: false}}\n",
         }
     )
     first = subprocess.Popen([HAZ, "run", "t"], cwd=root, stderr=subprocess.PIPE)
@@ -276,12 +289,21 @@ def test_workspace_lock_makes_a_second_run_wait(make_workspace, tmp_path: Path) 
     while not log.exists():
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    second = subprocess.run(
-        [HAZ, "run", "t"], cwd=root, capture_output=True, text=True, timeout=60, check=False
-    )
-    first.communicate(timeout=60)
+    errors = tmp_path / "second.stderr"
+    with open(errors, "wb") as sink:
+        second = subprocess.Popen([HAZ, "run", "t"], cwd=root, stderr=sink)
+    try:
+        deadline = time.monotonic() + 60
+        while "waiting" not in errors.read_text() and log.read_text().count("S t") < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        gate.touch()
+        first.communicate(timeout=60)
+        second.wait(timeout=60)
     assert (first.returncode, second.returncode) == (0, 0)
-    assert "waiting for another haz run" in second.stderr
+    assert "waiting for another haz run" in errors.read_text()
+    assert f"pid {first.pid}: haz run t" in errors.read_text()  # names the run it waits for
     assert log.read_text().splitlines() == ["S t", "E t", "S t", "E t"]
 
 
@@ -305,3 +327,50 @@ def test_two_tasks_materialising_one_path_is_an_output_overlap(
     assert result.code == 1
     assert result.task("root:b")["state"] == "failed"
     assert result.task("root:c")["skip_cause"] == {"kind": "output-overlap", "upstream": "root:b"}
+
+
+def test_first_ctrl_c_says_at_once_what_happens_and_the_second_kills(
+    make_workspace, tmp_path: Path
+) -> None:
+    """EXEC-012..015: with a task ignoring SIGTERM, the first Ctrl-C prints what haz does
+    now (SIGTERM, SIGKILL after the grace period, Ctrl-C again to kill) while the task still
+    runs; the second one says it kills, and the run ends with 130."""
+    pid_file = tmp_path / "pid"
+    stubborn = py(
+        "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    )
+    root = make_workspace(
+        {
+            ".haz/workspace.yml": "execution: {grace_period: 30s}\n",
+            "haz.yml": f"tasks:\n  stubborn:\n    command: {stubborn}\n    cache: false\n",
+        }
+    )
+    log = tmp_path / "stderr"
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen([HAZ, "run", "stubborn"], cwd=root, stderr=sink)
+    try:
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline, "the task never started"
+            time.sleep(0.05)
+        task_pid = int(pid_file.read_text())
+        proc.send_signal(signal.SIGINT)
+        # Old behaviour: silence until the grace period ends (here 30 s, then exit).
+        while "stopping" not in log.read_text() and proc.poll() is None:
+            time.sleep(0.05)
+        first = log.read_text()
+        assert "stopping 1 running task(s) (SIGTERM; killing in 30.0s)" in first, first
+        assert "Ctrl-C again to kill now" in first
+        assert _alive(task_pid)  # the message came while the task ignored SIGTERM
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "killing 1 running task(s) now (SIGKILL)" in log.read_text()
+    deadline = time.monotonic() + 10
+    while _alive(task_pid):
+        assert time.monotonic() < deadline, "the task survived the second Ctrl-C"
+        time.sleep(0.05)
