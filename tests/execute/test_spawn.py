@@ -297,7 +297,8 @@ def test_invalid_requests_are_outcomes(
 
 def test_timeout_escalates_to_sigkill_after_the_grace_period(runner: Runner) -> None:
     """SPEC §1 timeout + EXEC-013: SIGTERM is ignored, so SIGKILL follows the grace period."""
-    result = runner.python(IGNORE_TERM, timeout_s=0.3, grace_period_s=0.2)
+    # the timeout leaves a loaded machine time to start Python and install the handler
+    result = runner.python(IGNORE_TERM, timeout_s=2.0, grace_period_s=0.2)
     assert result.outcome.timed_out
     assert not result.outcome.cancelled
     assert result.outcome.signal == signal.SIGKILL
@@ -314,7 +315,8 @@ def test_timeout_sends_sigterm_first(runner: Runner) -> None:
         "signal.signal(signal.SIGTERM, on_term)\n"
         "time.sleep(60)\n"
     )
-    result = runner.python(code, timeout_s=0.3, grace_period_s=30)
+    # the timeout leaves a loaded machine time to start Python and install the handler
+    result = runner.python(code, timeout_s=2.0, grace_period_s=30)
     assert result.stdout == b"got term\n"
     assert result.outcome.timed_out
     assert result.outcome.exit_code == 0
