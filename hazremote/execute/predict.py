@@ -97,6 +97,7 @@ def predict(
     ``remote_lookup`` (RC-001) is asked for keys the local cache misses.
     """
     predictions: dict[TaskId, Prediction] = {}
+    outputs: dict[TaskId, Digest] = {}  # a hit's outputs digest, once per task (CACHE-007)
 
     def visit(task_id: TaskId) -> Prediction:
         known = predictions.get(task_id)
@@ -108,12 +109,14 @@ def predict(
             outcome = visit(pred)
             manifest = outcome.hit_manifest
             if manifest is not None:
+                if pred not in outputs:
+                    outputs[pred] = manifest.outputs_digest()
                 streams.append(
                     PredecessorStreams(
                         task=pred,
                         stdout=manifest.stdout.hash,
                         stderr=manifest.stderr.hash,
-                        outputs=manifest.outputs_digest(),
+                        outputs=outputs[pred],
                     )
                 )
             elif blocked is None:
