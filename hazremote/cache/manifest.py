@@ -8,11 +8,16 @@ Spec coverage:
   ``created_at_unix``, ``exit_code`` (always 0), ``duration_ms``, ``producer``, ``stdout`` /
   ``stderr`` stream records, ``outputs`` records (workspace-absolute path, hash, size, mode,
   compression, and for a symbolic link its ``symlink`` text) and ``key_components`` (names and
-  digests only, never env values). Unknown fields are rejected, duplicate JSON keys too, every
-  type is checked (a JSON ``true`` is not an int), digests are 64 lowercase hex characters.
+  digests only, never env values; each predecessor as ``[task id, stdout hash, stderr hash,
+  outputs hash]``). Unknown fields are rejected, duplicate JSON keys too, every type is checked
+  (a JSON ``true`` is not an int), digests are 64 lowercase hex characters.
 * CACHE-010..013 — the per-blob ``compression`` marker (``none`` | ``zstd``).
 * CACHE-014..016 — :class:`ManifestSchemaError` distinguishes a manifest of another chapter
   revision or hash function (``miss-schema-mismatch``) from a corrupt one (``miss-corrupt``).
+  The revision is checked before any field, so a client never accepts an entry of another
+  revision; a revision-0 document (predecessors without an outputs hash, before CACHE-007
+  revision 1) still parses when revision 0 is asked for, as the cache service does for the
+  entries it keeps for older clients.
 * SEC-001 (first line of defence) — output paths are workspace-absolute with no empty, ``.`` or
   ``..`` segments and no NUL; modes are permission bits ``0..0o7777`` (restore masks them
   further to ``0o777``); a ``symlink`` text is relative, plain (leading ``..`` segments, then
@@ -36,6 +41,7 @@ from hazremote.domain.model import Action, CommandAction, HashName, ShellAction
 from hazremote.domain.patterns import parse_pattern
 from hazremote.errors import HazError, PatternError
 from hazremote.keys.components import EnvSource, KeyComponents
+from hazremote.keys.framing import outputs_digest
 
 __all__ = [
     "MAX_MODE",
@@ -131,9 +137,17 @@ class RecordedInput:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecordedPredecessor:
+    """A predecessor as recorded: ``outputs`` is None only in a revision-0 document."""
+
     task: str  # "project:task"
     stdout: Digest
     stderr: Digest
+    outputs: Digest | None
+
+    def to_json(self) -> list[str]:
+        if self.outputs is None:  # chapter revision 0 had no outputs digest (CACHE-007)
+            return [self.task, self.stdout.hex, self.stderr.hex]
+        return [self.task, self.stdout.hex, self.stderr.hex, self.outputs.hex]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,7 +173,9 @@ class RecordedKeyComponents:
             action=components.action,
             inputs=tuple(RecordedInput(path=f.path, hash=f.digest) for f in components.inputs),
             predecessors=tuple(
-                RecordedPredecessor(task=str(p.task), stdout=p.stdout, stderr=p.stderr)
+                RecordedPredecessor(
+                    task=str(p.task), stdout=p.stdout, stderr=p.stderr, outputs=p.outputs
+                )
                 for p in components.predecessors
             ),
             env=tuple(RecordedEnv(name=e.name, source=e.source) for e in components.env),
@@ -176,7 +192,7 @@ class RecordedKeyComponents:
         return {
             "action": action,
             "inputs": [[i.path, i.hash.hex] for i in self.inputs],
-            "predecessors": [[p.task, p.stdout.hex, p.stderr.hex] for p in self.predecessors],
+            "predecessors": [p.to_json() for p in self.predecessors],
             "env": [[e.name, e.source.value] for e in self.env],
             "cwd": self.cwd,
             "outputs": list(self.outputs),
@@ -198,6 +214,13 @@ class Manifest:
     stderr: StreamRecord
     outputs: tuple[OutputRecord, ...]
     key_components: RecordedKeyComponents
+
+    def outputs_digest(self) -> Digest:
+        """CACHE-007: the outputs digest this entry gives its dependants' keys — its output
+        records as ``(path, executable, hash)``, executable being any ``x`` bit of the mode."""
+        return outputs_digest(
+            [(o.path, bool(o.mode & 0o111), o.hash) for o in self.outputs], self.hash_function
+        )
 
     def to_json_object(self) -> dict[str, object]:
         return {
@@ -512,13 +535,32 @@ def _recorded_inputs(value: object, where: str) -> tuple[RecordedInput, ...]:
 
 
 def _recorded_predecessor(value: object, where: str) -> RecordedPredecessor:
-    task, out, err = _fixed_list(value, where, 3)
-    task_text = _str(task, f"{where}[0]")
-    if _TASK_ID.fullmatch(task_text) is None:
-        _fail(f"{where}[0]", f"expected a task id project:task, got {task_text!r}")
+    """CACHE-011 (chapter revision 1): ``[task id, stdout, stderr, outputs]``."""
+    task, out, err, outputs = _fixed_list(value, where, 4)
     return RecordedPredecessor(
-        task=task_text, stdout=_digest(out, f"{where}[1]"), stderr=_digest(err, f"{where}[2]")
+        task=_task_id(task, f"{where}[0]"),
+        stdout=_digest(out, f"{where}[1]"),
+        stderr=_digest(err, f"{where}[2]"),
+        outputs=_digest(outputs, f"{where}[3]"),
     )
+
+
+def _recorded_predecessor_rev0(value: object, where: str) -> RecordedPredecessor:
+    """Chapter revision 0: ``[task id, stdout, stderr]`` (no outputs digest yet)."""
+    task, out, err = _fixed_list(value, where, 3)
+    return RecordedPredecessor(
+        task=_task_id(task, f"{where}[0]"),
+        stdout=_digest(out, f"{where}[1]"),
+        stderr=_digest(err, f"{where}[2]"),
+        outputs=None,
+    )
+
+
+def _task_id(value: object, where: str) -> str:
+    text = _str(value, where)
+    if _TASK_ID.fullmatch(text) is None:
+        _fail(where, f"expected a task id project:task, got {text!r}")
+    return text
 
 
 def _recorded_env(value: object, where: str) -> RecordedEnv:
@@ -553,12 +595,13 @@ def _action(value: object, where: str) -> Action:
     )
 
 
-def _key_components(value: object, where: str) -> RecordedKeyComponents:
+def _key_components(value: object, where: str, revision: int) -> RecordedKeyComponents:
     obj = _object(value, where, ("action", "inputs", "predecessors", "env", "cwd", "outputs"))
+    predecessor = _recorded_predecessor_rev0 if revision == 0 else _recorded_predecessor
     return RecordedKeyComponents(
         action=_action(obj["action"], f"{where}.action"),
         inputs=_recorded_inputs(obj["inputs"], f"{where}.inputs"),
-        predecessors=_tuple_of(obj["predecessors"], f"{where}.predecessors", _recorded_predecessor),
+        predecessors=_tuple_of(obj["predecessors"], f"{where}.predecessors", predecessor),
         env=_tuple_of(obj["env"], f"{where}.env", _recorded_env),
         cwd=_str(obj["cwd"], f"{where}.cwd"),
         outputs=_tuple_of(obj["outputs"], f"{where}.outputs", _output_pattern),
@@ -645,5 +688,5 @@ def parse_manifest(data: bytes, *, chapter_revision: int, hash_name: HashName) -
         stdout=_stream(obj["stdout"], "stdout"),
         stderr=_stream(obj["stderr"], "stderr"),
         outputs=outputs,
-        key_components=_key_components(obj["key_components"], "key_components"),
+        key_components=_key_components(obj["key_components"], "key_components", chapter_revision),
     )

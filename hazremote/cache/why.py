@@ -3,9 +3,10 @@
 Spec coverage:
 * SPEC §5 ``haz why`` — on a miss, which components differ from the most recent stored entry of
   the same task: input files added, removed or changed; env variables (compared through the
-  local task index, since manifests never carry values, CACHE-011); predecessor outputs; the
-  command (a ``shell:`` script as a unified line diff, an argv as the old and the new command
-  line); the working directory; the output patterns.
+  local task index, since manifests never carry values, CACHE-011); predecessors added,
+  removed, or whose stdout, stderr or output files changed (CACHE-007); the command (a
+  ``shell:`` script as a unified line diff, an argv as the old and the new command line); the
+  working directory; the output patterns.
 Pure: no I/O. The CLI gathers the inputs and prints the result.
 """
 
@@ -34,6 +35,8 @@ class Change:
     lines: tuple[str, ...] = ()
 
     def render(self) -> str:
+        if self.kind == "predecessor-changed":  # "predecessor lib:build: outputs changed"
+            return f"predecessor {self.subject}: {self.detail} changed"
         text = f"{self.kind.replace('-', ' ')}: {self.subject}"
         return f"{text} ({self.detail})" if self.detail else text
 
@@ -139,8 +142,9 @@ def diff_components(
                 )
             )
     if compare_predecessors:
-        preds_now = {str(p.task): (p.stdout, p.stderr) for p in current.predecessors}
-        preds_before = {p.task: (p.stdout, p.stderr) for p in previous.predecessors}
+        # outputs first: what a dependant consumes, and the usual reason it re-runs
+        preds_now = {str(p.task): (p.outputs, p.stdout, p.stderr) for p in current.predecessors}
+        preds_before = {p.task: (p.outputs, p.stdout, p.stderr) for p in previous.predecessors}
         for task in sorted(preds_now.keys() | preds_before.keys()):
             if task not in preds_before:
                 changes.append(Change(kind="predecessor-added", subject=task))
@@ -150,15 +154,15 @@ def diff_components(
                 which = [
                     name
                     for name, a, b in zip(
-                        ("stdout", "stderr"), preds_now[task], preds_before[task], strict=True
+                        ("outputs", "stdout", "stderr"),
+                        preds_now[task],
+                        preds_before[task],
+                        strict=True,
                     )
                     if a != b
                 ]
-                changes.append(
-                    Change(
-                        kind="predecessor-output-changed", subject=task, detail=" and ".join(which)
-                    )
-                )
+                detail = ", ".join(which[:-1]) + " and " + which[-1] if len(which) > 1 else which[0]
+                changes.append(Change(kind="predecessor-changed", subject=task, detail=detail))
     env_now = {e.name: e.source for e in current.env}
     env_before = {e.name: e.source for e in previous.env}
     reported: set[str] = set()

@@ -2,9 +2,10 @@
 
 Spec coverage:
 * SPEC §5 ``haz why`` — the key and each component (action, inputs with hashes, predecessors
-  with stream hashes, env names with set/unset/override — never values), the lookup status
-  (CACHE-016), and on a miss the differences from the most recent stored entry of the same task
-  (:mod:`hazremote.cache.why`), found through the local task index (CACHE-011).
+  with stream and outputs hashes (CACHE-007), env names with set/unset/override — never
+  values), the lookup status (CACHE-016), and on a miss the differences from the most recent
+  stored entry of the same task (:mod:`hazremote.cache.why`), found through the local task
+  index (CACHE-011).
 * EXEC-030 — a key that depends on a predecessor that would run is reported as unknown; the
   comparison then covers every component but the predecessors.
 * EXEC-021 — an unknown or ambiguous task exits 2.
@@ -58,6 +59,7 @@ def _components(components: KeyComponents, *, predecessors: bool) -> list[str]:
         lines.append(f"  predecessors ({len(components.predecessors)}):")
         lines += [
             f"    {p.task}  stdout {p.stdout.hex[:16]}  stderr {p.stderr.hex[:16]}"
+            f"  outputs {p.outputs.hex[:16]}"
             for p in components.predecessors
         ]
     lines.append(f"  env ({len(components.env)}):")
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         out.append(
             f"  key: unknown until {prediction.waits_on} has run "
-            "(its stdout/stderr digests are part of this key)"
+            "(its stdout, stderr and outputs digests are part of this key)"
         )
     if not task.spec.cache:
         out.append("  lookup: none (cache: false — the task always runs)")

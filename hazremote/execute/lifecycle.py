@@ -6,7 +6,10 @@ Spec coverage:
   miss (the scheduler holds its mutex), classifies it, and stores a success.
 * CACHE-006/EXEC-021 — a key error (missing literal input …) fails the task before it spawns,
   with the message naming the path; dependants are then ``upstream-errored``.
-* CACHE-007 — predecessor stream digests come from the scheduler.
+* CACHE-007 — predecessor digests come from the scheduler; each succeeded record carries its
+  outputs digest, computed once: a hit's from its manifest, a stored run's from the manifest
+  the store wrote (the same bytes a later hit restores), a run that was not stored (``cache:
+  false``, ``--no-cache``, a failed store) from the files its output patterns match.
 * CACHE-018 — only exit 0 is stored; never with ``cache: false`` or ``--no-cache``;
   ``--force`` skips lookups but stores.
 * CACHE-019/020, SEC-001 — restore is the cache tier's, which refuses hostile entries; a
@@ -387,7 +390,10 @@ class LocalLifecycle:
                 if manifest is None:
                     continue
                 resolved[task_id] = PredecessorStreams(
-                    task=task_id, stdout=manifest.stdout.hash, stderr=manifest.stderr.hash
+                    task=task_id,
+                    stdout=manifest.stdout.hash,
+                    stderr=manifest.stderr.hash,
+                    outputs=manifest.outputs_digest(),
                 )
                 for dependant in graph.hard_dependants(task_id):
                     if dependant in waiting:
@@ -494,6 +500,7 @@ class LocalLifecycle:
             duration_ms=int((self._clock() - started) * 1000),
             stdout_digest=manifest.stdout.hash,
             stderr_digest=manifest.stderr.hash,
+            outputs_digest=manifest.outputs_digest(),
         )
         self._finish(record, None)
         return Executed(record=record, outputs=tuple(o.path for o in manifest.outputs))
@@ -792,8 +799,19 @@ class LocalLifecycle:
                 if overlap is not None:
                     record = replace(record, state=RunState.FAILED, error=overlap.describe())
                     outputs = ()
-                elif self._policy.store and task.spec.cache:
-                    await self._store(task, derived, spools, outputs, record.duration_ms)
+                else:
+                    stored: Manifest | None = None
+                    if self._policy.store and task.spec.cache:
+                        stored = await self._store(
+                            task, derived, spools, outputs, record.duration_ms
+                        )
+                    if stored is not None:  # the store hashed every output: no second read
+                        digest = stored.outputs_digest()
+                    else:
+                        digest = await self._on(
+                            self._key_thread, partial(self._deriver.outputs_digest, outputs)
+                        )
+                    record = replace(record, outputs_digest=digest)
             self._finish(record, spools)
             return Executed(record=record, outputs=outputs, overlap=overlap)
         finally:
@@ -807,7 +825,8 @@ class LocalLifecycle:
         spools: StreamFiles,
         outputs: tuple[str, ...],
         duration_ms: int,
-    ) -> None:
+    ) -> Manifest | None:
+        """Store a success; the manifest of this run's files, or None when the store failed."""
         result = await self._on(
             self._io_pool,
             partial(
@@ -823,7 +842,7 @@ class LocalLifecycle:
         )
         if result.status is StoreStatus.FAILED:
             self.warnings.append(f"{task.id}: result not cached: {result.warning}")
-            return
+            return None
         if self._remote is not None and self._remote.writes:
             entry = result.manifest if result.status is StoreStatus.STORED else None
             if entry is None:  # another run's entry is the one in place: upload that one
@@ -843,3 +862,4 @@ class LocalLifecycle:
             )
             if warning is not None:
                 self.warnings.append(warning)
+        return result.manifest

@@ -3,8 +3,9 @@
 Spec coverage:
 * EXEC-030 — for each task of the run set, in canonical order: its key and predicted cache
   state (local hit / remote hit / miss), or ``key unknown (waits on X)`` when a hard
-  predecessor would not hit, since its stream digests (CACHE-007) are only known once it has
-  run. A remote hit's recorded stream digests let its dependants' keys be known too.
+  predecessor would not hit, since its stream and outputs digests (CACHE-007) are only known
+  once it has run. A hit's manifest (local or remote) gives them, so its dependants' keys are
+  known too.
 * CACHE-018 — ``cache: false`` tasks are predicted to run (and so are their dependants' keys
   unknown); ``--force`` predicts every task to run.
 * RC-001 — the remote is asked only when the local cache misses (``remote_lookup``).
@@ -96,6 +97,7 @@ def predict(
     ``remote_lookup`` (RC-001) is asked for keys the local cache misses.
     """
     predictions: dict[TaskId, Prediction] = {}
+    outputs: dict[TaskId, Digest] = {}  # a hit's outputs digest, once per task (CACHE-007)
 
     def visit(task_id: TaskId) -> Prediction:
         known = predictions.get(task_id)
@@ -107,9 +109,14 @@ def predict(
             outcome = visit(pred)
             manifest = outcome.hit_manifest
             if manifest is not None:
+                if pred not in outputs:
+                    outputs[pred] = manifest.outputs_digest()
                 streams.append(
                     PredecessorStreams(
-                        task=pred, stdout=manifest.stdout.hash, stderr=manifest.stderr.hash
+                        task=pred,
+                        stdout=manifest.stdout.hash,
+                        stderr=manifest.stderr.hash,
+                        outputs=outputs[pred],
                     )
                 )
             elif blocked is None:

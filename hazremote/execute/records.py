@@ -65,7 +65,8 @@ class CompletedRecord:
 
     ``source`` is None for a task that failed before it could spawn (``error`` says why).
     ``signal`` is set when the process was killed by a signal; ``error`` for a missing input,
-    a command that could not start, or a timeout.
+    a command that could not start, or a timeout. A succeeded task carries its stream digests
+    and ``outputs_digest`` (CACHE-007: what its dependants' keys include), computed once.
     """
 
     task: TaskId
@@ -78,6 +79,7 @@ class CompletedRecord:
     error: str | None = None
     stdout_digest: Digest | None = None
     stderr_digest: Digest | None = None
+    outputs_digest: Digest | None = None
     warnings: tuple[str, ...] = ()
 
     @property

@@ -19,7 +19,8 @@ Spec coverage:
   before anything is written (:mod:`hazremote.execute.claims`) and reported in
   :attr:`Executed.overlap`: admission stops, and tasks not started — the refused task's
   dependants included — are skipped with that cause, naming the refused task.
-* CACHE-007 — each hard predecessor's stream digests flow into its dependants' probes.
+* CACHE-007 — each hard predecessor's stream and outputs digests flow into its dependants'
+  probes.
 Out of scope: the per-task lifecycle (:mod:`hazremote.execute.lifecycle`), rendering, and
 EXEC-019 runtime cycles — producer edges are a superset of every path a task can
 materialise (an actual match implies a literal-prefix overlap), so DAG-014 already rejects
@@ -267,11 +268,14 @@ class _Run:
 
     async def _probe(self, task: TaskId) -> ProbeResult:
         preds = tuple(
-            PredecessorStreams(task=p, stdout=r.stdout_digest, stderr=r.stderr_digest)
+            PredecessorStreams(
+                task=p, stdout=r.stdout_digest, stderr=r.stderr_digest, outputs=r.outputs_digest
+            )
             for p in self.graph.hard.get(task, ())
             if isinstance(r := self.records[p], CompletedRecord)
             and r.stdout_digest is not None
             and r.stderr_digest is not None
+            and r.outputs_digest is not None
         )
         return await self.lifecycle.probe(self.graph.tasks[task], preds, self.cancel)
 

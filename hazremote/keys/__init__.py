@@ -11,7 +11,7 @@ from hazremote.keys.components import (
     PredecessorStreams,
 )
 from hazremote.keys.deriver import DerivedKey, KeyDeriver
-from hazremote.keys.framing import CHAPTER_REVISION, frame_bytes, frame_key
+from hazremote.keys.framing import CHAPTER_REVISION, frame_bytes, frame_key, outputs_digest
 from hazremote.keys.fs import (
     DirListing,
     FileStat,
@@ -61,6 +61,7 @@ __all__ = [
     "effective_process_env",
     "frame_bytes",
     "frame_key",
+    "outputs_digest",
     "resolve_env",
     "statcache_path",
     "unmatched_warnings",

@@ -6,7 +6,8 @@ and :mod:`hazremote.keys.resolve` produces them from the workspace.
 Spec coverage:
 * CACHE-005 — action (argv, or shell name + script).
 * CACHE-006 — input files: workspace-absolute path, executable bit, content digest.
-* CACHE-007 — hard predecessors: task id, stdout and stderr digests.
+* CACHE-007 — hard predecessors: task id, stdout and stderr digests, and (chapter revision 1)
+  the digest of the files the predecessor produced.
 * CACHE-008 — environment: names with an unset marker, or their value; ``pass_through`` is absent.
 * CACHE-009 — working directory and output patterns.
 * CACHE-011 — :meth:`KeyComponents.to_manifest_json` is the ``key_components`` manifest object,
@@ -34,9 +35,23 @@ class InputFile:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PredecessorStreams:
+    """What a hard predecessor's successful run contributes to a dependant's key (CACHE-007).
+
+    The name predates chapter revision 1, which added ``outputs``: it is kept because every
+    layer (scheduler, lifecycle, dry run) passes these values around under it.
+
+    Attributes:
+        task: The predecessor.
+        stdout: Digest of its stdout bytes.
+        stderr: Digest of its stderr bytes.
+        outputs: Digest of its output files
+            (:func:`hazremote.keys.framing.outputs_digest`).
+    """
+
     task: TaskId
     stdout: Digest
     stderr: Digest
+    outputs: Digest
 
 
 class EnvSource(enum.Enum):
@@ -79,7 +94,9 @@ class KeyComponents:
         return {
             "action": self.action_json(),
             "inputs": [[f.path, f.digest.hex] for f in self.inputs],
-            "predecessors": [[str(p.task), p.stdout.hex, p.stderr.hex] for p in self.predecessors],
+            "predecessors": [
+                [str(p.task), p.stdout.hex, p.stderr.hex, p.outputs.hex] for p in self.predecessors
+            ],
             "env": [[e.name, e.source.value] for e in self.env],
             "cwd": self.cwd,
             "outputs": list(self.outputs),

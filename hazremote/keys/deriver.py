@@ -12,13 +12,17 @@ Typical use by the executor::
         derived = deriver.derive(task, predecessors)   # per task, level by level
         ...
         deriver.outputs_written(task.outputs)          # after a run or a restore wrote files
+        deriver.outputs_digest(paths)                  # CACHE-007 of a run that was not stored
     # leaving the block saves the stat cache and stops the hashing pool
 
 Spec coverage:
 * CACHE-001..009 — :meth:`KeyDeriver.derive` (input resolution through the ``Filesystem`` port
   and the stat cache, then pure framing); the host environment is snapshotted once per run.
+* CACHE-007 — :meth:`KeyDeriver.outputs_digest`: the outputs digest of a task whose run was
+  not stored, from the files it left, through the same stat cache and hasher as inputs.
 * EXEC-008 — :meth:`KeyDeriver.process_env`.
-Out of scope: where predecessor stream digests come from (the executor), cache lookups.
+Out of scope: where predecessor digests come from (the executor: a manifest's outputs when
+there is one), cache lookups.
 """
 
 from __future__ import annotations
@@ -33,8 +37,8 @@ from hazremote.domain.model import HashName, Task
 from hazremote.domain.patterns import PathPattern
 from hazremote.domain.refs import TaskId
 from hazremote.keys.components import InputFile, KeyComponents, PredecessorStreams
-from hazremote.keys.framing import frame_key
-from hazremote.keys.fs import Filesystem, OsFilesystem
+from hazremote.keys.framing import frame_key, outputs_digest
+from hazremote.keys.fs import FileStat, Filesystem, OsFilesystem, is_executable, is_regular
 from hazremote.keys.hashing import FileHasher
 from hazremote.keys.resolve import (
     InputError,
@@ -88,6 +92,7 @@ class KeyDeriver:
         root = str(workspace_root).rstrip("/")
         self.hash_name = hash_name
         self.host_env: Mapping[str, str] = dict(host_env)
+        self._root = root
         self._fs = fs
         self.stat_cache = stat_cache
         self._hasher = hasher
@@ -189,6 +194,40 @@ class KeyDeriver:
     def outputs_written(self, patterns: Iterable[PathPattern]) -> None:
         """Tell the deriver that files matching ``patterns`` were written in this run."""
         self.resolver.invalidate(patterns)
+
+    def outputs_digest(self, paths: Iterable[str]) -> Digest:
+        """CACHE-007: the outputs digest of the files at workspace-absolute ``paths``.
+
+        For a task whose run was not stored (``cache: false``, ``--no-cache``, a failed
+        store); a stored run's digest comes from its manifest, whose blobs were hashed while
+        stored. Digests come from the stat cache where it vouches for a file, else from the
+        hasher (and are recorded). A path that is gone or no longer a regular file (symlinks
+        are followed) is left out: no dependant can read it either.
+        """
+        observed_ns = self.stat_cache.now_ns()  # before any stat: the insert rule's bound
+        files: list[tuple[str, bool, Digest]] = []
+        pending: list[tuple[str, FileStat]] = []
+        lookup = self.stat_cache.lookup
+        for path in paths:
+            try:
+                st = self._fs.stat(self._root + path)
+            except OSError:
+                continue
+            if not is_regular(st):
+                continue
+            digest = lookup(path, st)
+            if digest is None:
+                pending.append((path, st))
+            else:
+                files.append((path, is_executable(st), digest))
+        if pending:
+            hashed = self._hasher.hash_many([(self._root + p, st.st_size) for p, st in pending])
+            for (path, st), result in zip(pending, hashed, strict=True):
+                if isinstance(result, OSError):
+                    continue  # vanished or unreadable since the stat: see above
+                self.stat_cache.record(path, st, result, observed_ns=observed_ns)
+                files.append((path, is_executable(st), result))
+        return outputs_digest(files, self.hash_name)
 
     def save(self) -> bool:
         """Persist the stat cache (when it changed); False when nothing was written."""

@@ -10,17 +10,20 @@ Spec coverage:
      name + ``str`` script;
   2. inputs (CACHE-006): list of ``str`` path, ``u8`` executable, ``d32`` digest;
   3. hard predecessors (CACHE-007): list of ``str`` project, ``str`` task, ``d32`` stdout,
-     ``d32`` stderr;
+     ``d32`` stderr, ``d32`` outputs digest (chapter revision 1) — :func:`outputs_digest`,
+     the workspace hash of the predecessor's output files framed like CACHE-006 inputs;
   4. environment (CACHE-008): list of ``str`` name + ``u8 0x00`` (unset) or ``u8 0x01`` +
      ``str`` value (set ``from_host``, or override);
   5. (CACHE-009) ``str`` working directory, then list of ``str`` output patterns.
-Out of scope: sorting and de-duplicating (the producer of :class:`KeyComponents`,
-``hazremote.keys.resolve``, does that; framing frames what it is given, in order) and any I/O.
+Out of scope: sorting and de-duplicating the components (the producer of
+:class:`KeyComponents`, ``hazremote.keys.resolve``, does that; framing frames what it is given,
+in order), where a predecessor's output files come from (the executor), and any I/O.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 
 from hazremote.domain.digest import HASH_IDS, Digest, new_hasher
 from hazremote.domain.model import CommandAction, HashName
@@ -34,10 +37,12 @@ __all__ = [
     "ENV_UNSET",
     "frame_bytes",
     "frame_key",
+    "outputs_digest",
 ]
 
 #: CACHE-003: bumped on any change to CACHE-004..009; invalidates every older key.
-CHAPTER_REVISION = 0
+#: 1: each hard predecessor also frames the digest of its output files (CACHE-007).
+CHAPTER_REVISION = 1
 #: CACHE-005 action tags.
 ACTION_COMMAND = 0x01
 ACTION_SHELL = 0x02
@@ -91,6 +96,7 @@ def _frame(components: KeyComponents, hash_name: HashName) -> bytearray:
         _put_str(buf, pred.task.task)
         buf += pred.stdout.raw
         buf += pred.stderr.raw
+        buf += pred.outputs.raw
 
     buf += _U32(len(components.env))
     for entry in components.env:
@@ -114,3 +120,36 @@ def frame_key(components: KeyComponents, hash_name: HashName) -> Digest:
     # one buffer, hashed once
     hasher.update(memoryview(_frame(components, hash_name)))
     return Digest(hasher.digest())
+
+
+def outputs_digest(files: Iterable[tuple[str, bool, Digest]], hash_name: HashName) -> Digest:
+    """CACHE-007: the outputs digest of a predecessor from its output files. Pure.
+
+    The files are framed exactly like CACHE-006 input files — ``u32`` count, then per file,
+    sorted by path, ``str`` workspace-absolute path, ``u8`` executable, ``d32`` content
+    digest — and hashed with the workspace hash function (no revision header: the digest only
+    ever appears inside a framed key, which has one).
+
+    Args:
+        files: ``(workspace-absolute path, executable, content digest)`` of each file; paths
+            are unique (a manifest's, or one walk's).
+        hash_name: The workspace hash function.
+    """
+    # str order is code-point order, which is UTF-8 byte order (CACHE-004 "sorting")
+    ordered = sorted(files, key=_path_of)
+    buf = bytearray(_U32(len(ordered)))
+    u32 = _U32
+    exec_bytes = _EXEC
+    for path, executable, digest in ordered:
+        data = path.encode("utf-8")
+        buf += u32(len(data))
+        buf += data
+        buf += exec_bytes[bool(executable)]
+        buf += digest.raw
+    hasher = new_hasher(hash_name)
+    hasher.update(memoryview(buf))
+    return Digest(hasher.digest())
+
+
+def _path_of(file: tuple[str, bool, Digest]) -> str:
+    return file[0]

@@ -23,8 +23,9 @@ from hazremote.domain.digest import Digest, digest_bytes
 from hazremote.domain.model import CommandAction, HashName
 from hazremote.domain.patterns import PathPattern, parse_pattern
 from hazremote.keys.components import KeyComponents
+from hazremote.keys.framing import CHAPTER_REVISION
 
-REVISION = 0
+REVISION = CHAPTER_REVISION
 HASH = HashName.BLAKE3
 
 

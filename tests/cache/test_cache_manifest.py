@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -29,17 +30,21 @@ from hazremote.keys.components import (
     KeyComponents,
     PredecessorStreams,
 )
+from hazremote.keys.framing import outputs_digest
 from tests.cache.cachekit import HASH, REVISION, make_key
 
 D1 = make_key("one")
 D2 = make_key("two")
+D3 = make_key("three")
 
 
 def sample_manifest() -> Manifest:
     components = KeyComponents(
         action=ShellAction(shell="sh", script="cc -c src/a.c -o out/a.o"),
         inputs=(InputFile(path="/lib/src/a.c", executable=False, digest=D1),),
-        predecessors=(PredecessorStreams(task=TaskId("gen", "gen"), stdout=D1, stderr=D2),),
+        predecessors=(
+            PredecessorStreams(task=TaskId("gen", "gen"), stdout=D1, stderr=D2, outputs=D3),
+        ),
         env=(
             EnvEntry(name="CC", source=EnvSource.UNSET, value=None),
             EnvEntry(name="MODE", source=EnvSource.OVERRIDE, value="release"),
@@ -112,7 +117,7 @@ def test_document_has_exactly_the_spec_fields_and_no_env_values() -> None:
         "compression": "zstd",
     }
     assert doc["key_components"]["env"] == [["CC", "unset"], ["MODE", "override"], ["PATH", "set"]]
-    assert doc["key_components"]["predecessors"] == [["gen:gen", D1.hex, D2.hex]]
+    assert doc["key_components"]["predecessors"] == [["gen:gen", D1.hex, D2.hex, D3.hex]]
     text = sample_manifest().to_json().decode()
     assert "release" not in text
     assert "/usr/bin:/bin" not in text
@@ -172,6 +177,16 @@ CORRUPTIONS = [
     ("bad env source", _set("key_components.env.0.1", "secret"), "key_components.env[0][1]"),
     ("env pair too long", _set("key_components.env.0", ["A", "set", "v"]), "list of 2 items"),
     ("bad predecessor id", _set("key_components.predecessors.0.0", "gen"), "task id"),
+    (
+        "predecessor without outputs hash",
+        _set("key_components.predecessors.0", ["gen:gen", D1.hex, D2.hex]),
+        "key_components.predecessors[0]: expected a list of 4 items, got 3",
+    ),
+    (
+        "bad predecessor outputs hash",
+        _set("key_components.predecessors.0.3", D3.hex.upper()),
+        "key_components.predecessors[0][3]: expected 64 lowercase hex",
+    ),
     ("bad input path", _set("key_components.inputs.0.0", "/a/../b"), "'..' segment"),
     # Recorded inputs have a fast path for plain items; these must all fall out of it.
     ("input dot segment", _set("key_components.inputs.0.0", "/a/./b"), "inputs[0][0]"),
@@ -249,8 +264,57 @@ def test_other_revision_is_a_schema_mismatch_even_with_unknown_fields() -> None:
     doc = document()
     doc["chapter_revision"] = REVISION + 1
     doc["field_of_the_future"] = {}
-    with pytest.raises(ManifestSchemaError, match="chapter_revision 1"):
+    with pytest.raises(ManifestSchemaError, match=f"chapter_revision {REVISION + 1}"):
         parse(encode(doc))
+
+
+def _revision_0_document() -> dict[str, Any]:
+    """The sample as chapter revision 0 wrote it: predecessors without an outputs hash."""
+    doc = document()
+    doc["chapter_revision"] = 0
+    doc["key_components"]["predecessors"] = [["gen:gen", D1.hex, D2.hex]]
+    return doc
+
+
+def test_revision_0_document_is_a_schema_mismatch_not_corrupt() -> None:
+    """CACHE-003/007/015: an entry written before chapter revision 1 is a schema mismatch (a
+    miss), never a hit and never "corrupt"."""
+    assert REVISION == 1
+    with pytest.raises(ManifestSchemaError, match="chapter_revision 0, this client uses 1"):
+        parse(encode(_revision_0_document()))
+
+
+def test_revision_0_document_parses_as_revision_0_and_round_trips() -> None:
+    """CACHE-011: asked for revision 0 (as the cache service does for the entries it keeps for
+    older clients), a revision-0 document parses with ``outputs`` None and serialises back to
+    three-item predecessors; a four-item one is not a revision-0 document."""
+    data = encode(_revision_0_document())
+    manifest = parse_manifest(data, chapter_revision=0, hash_name=HASH)
+    (pred,) = manifest.key_components.predecessors
+    assert (pred.task, pred.stdout, pred.stderr, pred.outputs) == ("gen:gen", D1, D2, None)
+    assert json.loads(manifest.to_json())["key_components"]["predecessors"] == [
+        ["gen:gen", D1.hex, D2.hex]
+    ]
+    four = document()
+    four["chapter_revision"] = 0
+    with pytest.raises(ManifestError, match="list of 3 items, got 4"):
+        parse_manifest(encode(four), chapter_revision=0, hash_name=HASH)
+
+
+def test_outputs_digest_is_the_framed_output_records() -> None:
+    """CACHE-007: a manifest's outputs digest frames its output records (path, any ``x`` bit of
+    the mode, hash) like input files — what a hit gives its dependants' keys."""
+    manifest = sample_manifest()
+    assert manifest.outputs_digest() == outputs_digest([("/lib/out/a.o", True, D2)], HASH)
+    not_exec = dataclasses.replace(
+        manifest, outputs=(dataclasses.replace(manifest.outputs[0], mode=0o644),)
+    )
+    assert not_exec.outputs_digest() == outputs_digest([("/lib/out/a.o", False, D2)], HASH)
+    group_exec = dataclasses.replace(
+        manifest, outputs=(dataclasses.replace(manifest.outputs[0], mode=0o610),)
+    )
+    assert group_exec.outputs_digest() == manifest.outputs_digest()
+    assert dataclasses.replace(manifest, outputs=()).outputs_digest() == outputs_digest([], HASH)
 
 
 def test_other_hash_function_is_a_schema_mismatch() -> None:

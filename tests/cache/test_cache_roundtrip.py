@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import stat
 from collections.abc import Callable
@@ -24,8 +26,11 @@ from hazremote.cache import (
 from hazremote.cache._blobs import CHUNK_SIZE
 from hazremote.domain.digest import Digest, digest_bytes
 from hazremote.domain.model import HashName
+from hazremote.domain.refs import TaskId
+from hazremote.keys.components import PredecessorStreams
 from tests.cache.cachekit import (
     HASH,
+    REVISION,
     Env,
     Sinks,
     components,
@@ -350,6 +355,43 @@ def test_sha256_workspace_round_trip(env: Env, make_cache: Callable[..., LocalCa
     assert cache.lookup(key).hit
     # The blake3 view of the same directory sees a schema mismatch, not corruption.
     assert env.cache.lookup(key).status is LookupStatus.MISS_SCHEMA_MISMATCH
+
+
+def test_an_entry_of_chapter_revision_0_is_a_schema_mismatch_never_a_hit(
+    env: Env, make_cache: Callable[..., LocalCache]
+) -> None:
+    """CACHE-003/007/015: entries written before chapter revision 1 (predecessors without an
+    outputs digest) are ``miss-schema-mismatch`` for this client, never a hit."""
+    assert REVISION == 1
+    old = make_cache(chapter_revision=0)
+    key = make_key("stored by revision 0")
+    source = env.write("/dist/a", b"data")
+    spool = env.spool("rev0", b"out")
+    pred = PredecessorStreams(
+        task=TaskId("lib", "build"),
+        stdout=make_key("o"),
+        stderr=make_key("e"),
+        outputs=Digest(bytes(32)),
+    )
+    document = old.store(
+        key=key,
+        components=dataclasses.replace(components(), predecessors=(pred,)),
+        stdout=spool,
+        stderr=spool,
+        outputs=[OutputFile(path="/dist/a", source=source)],
+        duration_ms=1,
+        producer="p",
+    ).manifest
+    assert document is not None
+    # rewrite it as revision 0 wrote it: three-item predecessors
+    path = env.cache.entry_dir(key) / "manifest.json"
+    raw = json.loads(path.read_bytes())
+    raw["key_components"]["predecessors"] = [p[:3] for p in raw["key_components"]["predecessors"]]
+    path.write_text(json.dumps(raw))
+    assert old.lookup(key).hit  # a revision-0 client still reads its own entry
+    result = env.cache.lookup(key)
+    assert result.status is LookupStatus.MISS_SCHEMA_MISMATCH
+    assert result.manifest is None
 
 
 def test_local_cache_fits_the_cache_tier_port(env: Env) -> None:

@@ -1,4 +1,9 @@
-"""Key framing (CACHE-001..009): known answers, the bytes of each component, injectivity."""
+"""Key framing (CACHE-001..009): known answers, the bytes of each component, injectivity.
+
+Chapter revision 1 (CACHE-007: each hard predecessor frames an outputs digest) changed every
+key: the known answers are the SPEC's revision-1 vectors and the pinned vectors were re-pinned
+at revision 1; the revision-0 answers are kept to prove they are no longer produced.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hazremote.domain.digest import HASH_IDS, Digest, digest_bytes
+from hazremote.domain.digest import HASH_IDS, Digest, digest_bytes, new_hasher
 from hazremote.domain.model import CommandAction, HashName, ShellAction
 from hazremote.domain.refs import TaskId
 from hazremote.keys.components import (
@@ -18,7 +23,7 @@ from hazremote.keys.components import (
     KeyComponents,
     PredecessorStreams,
 )
-from hazremote.keys.framing import CHAPTER_REVISION, frame_bytes, frame_key
+from hazremote.keys.framing import CHAPTER_REVISION, frame_bytes, frame_key, outputs_digest
 
 
 def _d(h: HashName, data: bytes) -> Digest:
@@ -38,7 +43,16 @@ def _v2(h: HashName) -> KeyComponents:
         ),
         predecessors=(
             PredecessorStreams(
-                task=TaskId("gen", "gen"), stdout=_d(h, b"generated\n"), stderr=_d(h, b"")
+                task=TaskId("gen", "gen"),
+                stdout=_d(h, b"generated\n"),
+                stderr=_d(h, b""),
+                outputs=outputs_digest(
+                    [
+                        ("/lib/gen/run.sh", True, _d(h, b"#!/bin/sh\n")),
+                        ("/lib/gen/a.h", False, _d(h, b"#define A 1\n")),
+                    ],
+                    h,
+                ),
             ),
         ),
         env=(
@@ -83,24 +97,42 @@ def _two_predecessors(h: HashName) -> KeyComponents:
     return KeyComponents(
         action=CommandAction(argv=("cat",)),
         predecessors=(
-            PredecessorStreams(task=TaskId("a", "build"), stdout=_d(h, b""), stderr=_d(h, b"w\n")),
-            PredecessorStreams(task=TaskId("b", "gen"), stdout=_d(h, b"x"), stderr=_d(h, b"")),
+            PredecessorStreams(
+                task=TaskId("a", "build"),
+                stdout=_d(h, b""),
+                stderr=_d(h, b"w\n"),
+                outputs=outputs_digest([], h),
+            ),
+            PredecessorStreams(
+                task=TaskId("b", "gen"),
+                stdout=_d(h, b"x"),
+                stderr=_d(h, b""),
+                outputs=outputs_digest([("/b/out/x", False, _d(h, b"x"))], h),
+            ),
         ),
         cwd="packages/web",
     )
 
 
 KNOWN_ANSWERS = [
-    # SPEC §3 reference vectors (MUST reproduce)
+    # SPEC §3 reference vectors, chapter revision 1 (MUST reproduce)
     ("v1", _v1, HashName.BLAKE3,
-     "62fcaf741b54b6af68158aa95b8a50f062fb0d1d48578c45294cab95cee49894"),
+     "fc2d31459585dbf613d2d537c9e7d698b77db9b3cf60cb7ae803652989b4239e"),
     ("v1", _v1, HashName.SHA256,
-     "34c57a7bedab2cc83d58577bd1069d913d471e30b46b0765ec6b86ce7d21a6fb"),
+     "431255b264434d1828c793242ba7c21f55235b3571b1d64c80280bb16c76eab6"),
     ("v2", _v2, HashName.BLAKE3,
-     "ca7bd80356da8c5d8ca50f73879a41909fc4b247a3255bbd19bdbb18f075029a"),
+     "8be2d0e7be1b522931e4fcc718c8c1cc0ecb1f5c4fe607924342dcbf5d8b9a2a"),
     ("v2", _v2, HashName.SHA256,
-     "3ce95911add66ac526c747cd777679d4d7891ae8c4da41df0fa6a96b26bb7a14"),
+     "f8decc32b5341438b70a580b9f2e291d7f9a0c950d885945244c1fad8de365af"),
 ]  # fmt: skip
+
+# The same vectors at chapter revision 0 (no outputs digest): no longer produced.
+REVISION_0_ANSWERS = {
+    ("v1", HashName.BLAKE3): "62fcaf741b54b6af68158aa95b8a50f062fb0d1d48578c45294cab95cee49894",
+    ("v1", HashName.SHA256): "34c57a7bedab2cc83d58577bd1069d913d471e30b46b0765ec6b86ce7d21a6fb",
+    ("v2", HashName.BLAKE3): "ca7bd80356da8c5d8ca50f73879a41909fc4b247a3255bbd19bdbb18f075029a",
+    ("v2", HashName.SHA256): "3ce95911add66ac526c747cd777679d4d7891ae8c4da41df0fa6a96b26bb7a14",
+}
 
 
 @pytest.mark.parametrize(
@@ -112,6 +144,53 @@ def test_known_answer_vectors(name: str, make: object, hash_name: HashName, expe
     """CACHE-003..009: the SPEC reference vectors and pinned vectors hash to their answers."""
     assert callable(make)
     assert frame_key(make(hash_name), hash_name).hex == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "hash_name", "expected"),
+    KNOWN_ANSWERS,
+    ids=[f"{n}-{h.value}" for n, _, h, _ in KNOWN_ANSWERS],
+)
+def test_revision_0_answers_are_no_longer_produced(
+    name: str, make: object, hash_name: HashName, expected: str
+) -> None:
+    """CACHE-003/007: chapter revision 1 changes every key; the revision-0 answers are gone, and
+    a revision-0 frame (header byte 0, no outputs digest) still reproduces them — so the test
+    would notice a revision bump without the framing change, or the reverse."""
+    assert callable(make)
+    components = make(hash_name)
+    old = REVISION_0_ANSWERS[(name, hash_name)]
+    assert CHAPTER_REVISION == 1
+    assert frame_key(components, hash_name).hex == expected != old
+    hasher = new_hasher(hash_name)
+    hasher.update(_reference_frame(components, hash_name, revision=0))
+    assert hasher.digest().hex() == old
+
+
+def test_outputs_digest_frames_files_like_inputs_sorted_by_path() -> None:
+    """CACHE-007: the outputs digest hashes ``u32`` count then, sorted by path, ``str`` path,
+    ``u8`` executable, ``d32`` digest — exactly the CACHE-006 input framing, no header."""
+    files = [("/lib/gen/run.sh", True, D1), ("/lib/gen/a.h", False, D2)]
+    framed = _u32(2) + _s("/lib/gen/a.h") + b"\x00" + D2.raw + _s("/lib/gen/run.sh") + b"\x01"
+    framed += D1.raw
+    for h in HashName:
+        assert outputs_digest(files, h) == digest_bytes(h, framed)
+        assert outputs_digest(reversed(files), h) == outputs_digest(files, h)
+    assert outputs_digest([], H) == digest_bytes(H, _u32(0))
+
+
+def test_outputs_digest_sorts_by_utf8_bytes_and_sees_every_field() -> None:
+    """CACHE-004 sorting is by UTF-8 bytes; path, executable bit and content each count."""
+    files = [("/z", False, D1), ("/é", False, D2), ("/a/b", False, D1)]
+    framed = _u32(3) + b"".join(
+        _s(p) + b"\x00" + d.raw for p, _, d in sorted(files, key=lambda f: f[0].encode())
+    )
+    assert outputs_digest(files, H) == digest_bytes(H, framed)
+    base = outputs_digest([("/a", False, D1)], H)
+    assert outputs_digest([("/b", False, D1)], H) != base
+    assert outputs_digest([("/a", True, D1)], H) != base
+    assert outputs_digest([("/a", False, D2)], H) != base
+    assert outputs_digest([], H) != base
 
 
 # --- an independent, deliberately naive encoder of the SPEC framing --------------------------
@@ -126,8 +205,8 @@ def _s(text: str) -> bytes:
     return _u32(len(data)) + data
 
 
-def _reference_frame(c: KeyComponents, h: HashName) -> bytes:
-    out = bytes([0, HASH_IDS[h]])
+def _reference_frame(c: KeyComponents, h: HashName, *, revision: int = 1) -> bytes:
+    out = bytes([revision, HASH_IDS[h]])
     if isinstance(c.action, CommandAction):
         out += b"\x01" + _u32(len(c.action.argv)) + b"".join(_s(a) for a in c.action.argv)
     else:
@@ -138,6 +217,8 @@ def _reference_frame(c: KeyComponents, h: HashName) -> bytes:
     out += _u32(len(c.predecessors))
     for p in c.predecessors:
         out += _s(p.task.project) + _s(p.task.task) + p.stdout.raw + p.stderr.raw
+        if revision >= 1:
+            out += p.outputs.raw
     out += _u32(len(c.env))
     for e in c.env:
         out += _s(e.name) + (b"\x00" if e.value is None else b"\x01" + _s(e.value))
@@ -161,21 +242,21 @@ def test_frame_bytes_match_a_naive_reference_encoder(make: object, hash_name: Ha
 # accidental framing change fails loudly
 PINNED = [
     ("exec+unicode", _exec_unicode, HashName.BLAKE3,
-     "85fbc0d454700cc45c41128d703541a676e07c95c9e4bb1b28b60201f80016e0"),
+     "3ff1fb757dc2c474602860861f9405b9b634b0b3420c7223e63a6f2da5acbfca"),
     ("exec+unicode", _exec_unicode, HashName.SHA256,
-     "21ba77ed419d43d3f621d2cfca00e7828980f51cc7148c9a932b4291ae3d7b6e"),
+     "0013a97753799dc562c9cd434c9e6d834363286d211ac64f0ba74427993d5487"),
     ("bash+empty value", _bash_empty_value, HashName.BLAKE3,
-     "f848a540c68e9aa4fc2bd4bb4972aa74a879d85486a131c0bf21d95221f950d7"),
+     "f7ddfb29422d4fbc014552e9bfabcf1a52b86e6dce9d7f3f6885c367b6c23893"),
     ("bash+empty value", _bash_empty_value, HashName.SHA256,
-     "623d524362a908cf3ab4cbb0b975138546c576a739b385d3c3b4e53147399fdb"),
+     "a211fcfe92f7921553ca7abe08e5beb30ceb06ede00750923704f7a491f16ef3"),
     ("empty argv", _empty_argv_root_outputs, HashName.BLAKE3,
-     "2583ca3ad5345842c9c823c7009c3d69f000e49edd7dfd2b58ad2091a41a7cd5"),
+     "84511495f548b0de3a06e2cdc4bc98171f712902389c73262e3f7ba926d881d2"),
     ("empty argv", _empty_argv_root_outputs, HashName.SHA256,
-     "98d83aacffc589d3713be7f3a6d305f92118fc6e0909bef01ad88e2833a3e2d2"),
+     "331299e409427f982c2c5c29a07a7f03784c5f1f3c54cd13def8a356e2ff08b9"),
     ("two predecessors", _two_predecessors, HashName.BLAKE3,
-     "ba58791b729cf776ed42100e5f0d591032d60abdffa7b084d042c93a0e268c74"),
+     "f1b5d5d9be5bceb2e5cef579568333b58d816b0fe94fd99f36e40bdfc37fd0b9"),
     ("two predecessors", _two_predecessors, HashName.SHA256,
-     "3b04a2f4d5fa534f5dd5d64969f59d51a7fb45619aeb1b93af54bd236923c13d"),
+     "bcfd2d0918d1bb35c1c29f83131a445367c5fcfc740e2a380c13ba8ed5b6a344"),
 ]  # fmt: skip
 
 
@@ -185,9 +266,9 @@ PINNED = [
     ids=[f"{n}-{h.value}" for n, _, h, _ in PINNED],
 )
 def test_pinned_vectors(name: str, make: object, hash_name: HashName, expected: str) -> None:
-    """CACHE-003: keys pinned at chapter revision 0 never change without a revision bump."""
+    """CACHE-003: keys pinned at chapter revision 1 never change without a revision bump."""
     assert callable(make)
-    assert CHAPTER_REVISION == 0
+    assert CHAPTER_REVISION == 1
     assert frame_key(make(hash_name), hash_name).hex == expected
 
 
@@ -202,21 +283,21 @@ EMPTY_TAIL = _u32(0) + _u32(0) + _u32(0) + _s("") + _u32(0)  # inputs, preds, en
 def test_header_is_chapter_revision_then_hash_id() -> None:
     """CACHE-003: the first two bytes are the chapter revision and the hash function id."""
     c = KeyComponents(action=CommandAction(argv=()))
-    assert frame_bytes(c, HashName.BLAKE3)[:2] == b"\x00\x00"
-    assert frame_bytes(c, HashName.SHA256)[:2] == b"\x00\x01"
+    assert frame_bytes(c, HashName.BLAKE3)[:2] == b"\x01\x00"
+    assert frame_bytes(c, HashName.SHA256)[:2] == b"\x01\x01"
 
 
 def test_command_action_is_tag_1_and_a_list_of_strings() -> None:
     """CACHE-005: ``u8 0x01`` then the argv as a list of ``str``."""
     c = KeyComponents(action=CommandAction(argv=("a", "bé")))
-    expected = b"\x00\x00\x01" + _u32(2) + _u32(1) + b"a" + _u32(3) + "bé".encode() + EMPTY_TAIL
+    expected = b"\x01\x00\x01" + _u32(2) + _u32(1) + b"a" + _u32(3) + "bé".encode() + EMPTY_TAIL
     assert frame_bytes(c, H) == expected
 
 
 def test_shell_action_is_tag_2_shell_then_script() -> None:
     """CACHE-005: ``u8 0x02``, ``str`` shell name, ``str`` script."""
     c = KeyComponents(action=ShellAction(shell="sh", script="echo"))
-    assert frame_bytes(c, H) == b"\x00\x00\x02" + _s("sh") + _s("echo") + EMPTY_TAIL
+    assert frame_bytes(c, H) == b"\x01\x00\x02" + _s("sh") + _s("echo") + EMPTY_TAIL
 
 
 def test_inputs_are_path_executable_byte_and_raw_digest() -> None:
@@ -234,14 +315,18 @@ def test_inputs_are_path_executable_byte_and_raw_digest() -> None:
     )
 
 
-def test_predecessors_are_project_task_stdout_stderr() -> None:
-    """CACHE-007: ``str`` project, ``str`` task, ``d32`` stdout, ``d32`` stderr."""
+def test_predecessors_are_project_task_stdout_stderr_outputs() -> None:
+    """CACHE-007 (revision 1): ``str`` project, ``str`` task, ``d32`` stdout, ``d32`` stderr,
+    ``d32`` outputs digest."""
+    d3 = Digest(bytes(range(64, 96)))
     c = KeyComponents(
         action=CommandAction(argv=()),
-        predecessors=(PredecessorStreams(task=TaskId("gen", "run"), stdout=D1, stderr=D2),),
+        predecessors=(
+            PredecessorStreams(task=TaskId("gen", "run"), stdout=D1, stderr=D2, outputs=d3),
+        ),
     )
     body = frame_bytes(c, H)[3 + 4 + 4 :]
-    assert body.startswith(_u32(1) + _s("gen") + _s("run") + D1.raw + D2.raw + _u32(0))
+    assert body.startswith(_u32(1) + _s("gen") + _s("run") + D1.raw + D2.raw + d3.raw + _u32(0))
 
 
 def test_env_unset_is_marker_0_and_set_or_override_is_marker_1_plus_value() -> None:
@@ -312,7 +397,7 @@ def _decode(data: bytes) -> tuple[object, ...]:
         assert tag == b"\x02"
         action = ("sh", s(), s())
     inputs = tuple((s(), take(1), take(32)) for _ in range(u32()))
-    preds = tuple((s(), s(), take(32), take(32)) for _ in range(u32()))
+    preds = tuple((s(), s(), take(32), take(32), take(32)) for _ in range(u32()))
     env = []
     for _ in range(u32()):
         name = s()
@@ -333,7 +418,10 @@ def _plain(c: KeyComponents) -> tuple[object, ...]:
     return (
         action,
         tuple((f.path, b"\x01" if f.executable else b"\x00", f.digest.raw) for f in c.inputs),
-        tuple((p.task.project, p.task.task, p.stdout.raw, p.stderr.raw) for p in c.predecessors),
+        tuple(
+            (p.task.project, p.task.task, p.stdout.raw, p.stderr.raw, p.outputs.raw)
+            for p in c.predecessors
+        ),
         tuple((e.name, e.value) for e in c.env),
         c.cwd,
         c.outputs,
@@ -352,6 +440,7 @@ _pred = st.builds(
     task=st.builds(TaskId, _text, _text),
     stdout=_digest,
     stderr=_digest,
+    outputs=_digest,
 )
 _env = st.one_of(
     st.builds(EnvEntry, name=_text, source=st.just(EnvSource.UNSET), value=st.none()),

@@ -354,8 +354,8 @@ def test_build_components_sorts_predecessors_and_outputs_and_sets_cwd(tmp_path: 
     task = make_task(project="web", project_dir="packages/web", outputs=("dist/**", "a", "a"))
     d = _d(b"")
     preds = [
-        PredecessorStreams(task=TaskId("lib", "gen"), stdout=d, stderr=d),
-        PredecessorStreams(task=TaskId("core", "build"), stdout=d, stderr=d),
+        PredecessorStreams(task=TaskId("lib", "gen"), stdout=d, stderr=d, outputs=d),
+        PredecessorStreams(task=TaskId("core", "build"), stdout=d, stderr=d, outputs=d),
     ]
     c = build_components(task, inputs=(), predecessors=preds)
     assert [str(p.task) for p in c.predecessors] == ["core:build", "lib:gen"]
@@ -366,12 +366,17 @@ def test_build_components_sorts_predecessors_and_outputs_and_sets_cwd(tmp_path: 
 
 
 def test_reference_vector_v2_from_files_on_disk(tmp_path: Path) -> None:
-    """CACHE-003..009: resolving the SPEC's v2 task from real files reproduces its key."""
+    """CACHE-003..009: resolving the SPEC's v2 task from real files reproduces its key (chapter
+    revision 1: the predecessor's outputs digest hashed from its files on disk, CACHE-007)."""
     write(tmp_path, "lib/src/a.c", b"int a;\n")
     write(tmp_path, "lib/src/b.h", b"int b;\n")
+    write(tmp_path, "lib/gen/a.h", b"#define A 1\n")
+    write(tmp_path, "lib/gen/run.sh", b"#!/bin/sh\n")
+    (tmp_path / "lib/gen/a.h").chmod(0o644)
+    (tmp_path / "lib/gen/run.sh").chmod(0o744)  # any x bit counts
     for hash_name, expected in [
-        (HashName.BLAKE3, "ca7bd80356da8c5d8ca50f73879a41909fc4b247a3255bbd19bdbb18f075029a"),
-        (HashName.SHA256, "3ce95911add66ac526c747cd777679d4d7891ae8c4da41df0fa6a96b26bb7a14"),
+        (HashName.BLAKE3, "8be2d0e7be1b522931e4fcc718c8c1cc0ecb1f5c4fe607924342dcbf5d8b9a2a"),
+        (HashName.SHA256, "f8decc32b5341438b70a580b9f2e291d7f9a0c950d885945244c1fad8de365af"),
     ]:
         task = make_task(
             action=ShellAction(shell="sh", script="cc -c src/a.c -o out/a.o"),
@@ -381,11 +386,12 @@ def test_reference_vector_v2_from_files_on_disk(tmp_path: Path) -> None:
             pass_through=("HOME",),
             override={"MODE": "release"},
         )
-        pred = PredecessorStreams(
-            task=TaskId("gen", "gen"),
-            stdout=digest_bytes(hash_name, b"generated\n"),
-            stderr=digest_bytes(hash_name, b""),
-        )
         env = {"PATH": "/usr/bin:/bin", "HOME": "/home/me"}
         with open_deriver(tmp_path, hash_name=hash_name, host_env=env) as deriver:
+            pred = PredecessorStreams(
+                task=TaskId("gen", "gen"),
+                stdout=digest_bytes(hash_name, b"generated\n"),
+                stderr=digest_bytes(hash_name, b""),
+                outputs=deriver.outputs_digest(["/lib/gen/run.sh", "/lib/gen/a.h"]),
+            )
             assert deriver.derive(task, [pred]).key.hex == expected

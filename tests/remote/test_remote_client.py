@@ -10,6 +10,7 @@ RC-006 (large blobs stream in chunks, zstd on the wire), RC-007 (FindMissingBlob
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 from collections.abc import Callable, Coroutine
@@ -381,6 +382,39 @@ def test_a_remote_manifest_for_another_key_is_rejected(
     assert found is None
     assert warning is not None
     assert "is for key" in warning
+
+
+def test_a_remote_entry_of_chapter_revision_0_is_a_miss_never_a_hit(
+    server: FakeServer, make_env: Callable[[str], Env]
+) -> None:
+    """CACHE-003/007/015, RC-003: a remote entry written before chapter revision 1
+    (predecessors without an outputs digest) is refused as a schema mismatch — a miss, by
+    lookup and by prefetch — however complete its blobs."""
+    assert REVISION == 1
+    env = make_env("a")
+    manifest = stored(env, "rev0", {"/dist/x": b"x"})
+
+    async def scenario() -> tuple[Manifest | None, int, str | None]:
+        remote = client(server.url)
+        try:
+            assert await upload(remote, env, manifest)
+            slot = ("main", make_key("rev0").raw)
+            doc = json.loads(server.state.manifests[slot])
+            doc["chapter_revision"] = 0
+            doc["key_components"]["predecessors"] = [
+                ["lib:build", make_key("o").hex, make_key("e").hex]
+            ]
+            server.state.manifests[slot] = json.dumps(doc).encode()
+            prefetched = await remote.prefetch([make_key("rev0")])
+            return await remote.lookup(make_key("rev0")), len(prefetched), remote.warning()
+        finally:
+            await remote.close()
+
+    found, prefetched, warning = run(scenario())
+    assert found is None
+    assert prefetched == 0
+    assert warning is not None
+    assert "chapter_revision 0, this client uses 1" in warning
 
 
 @pytest.mark.parametrize("hang", [False, True])

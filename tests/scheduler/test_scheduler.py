@@ -198,6 +198,7 @@ class FakeLifecycle:
             error=error,
             stdout_digest=digest_of(f"out:{task}"),
             stderr_digest=digest_of(f"err:{task}"),
+            outputs_digest=digest_of(f"outputs:{task}"),
         )
 
 
@@ -407,14 +408,18 @@ def test_soft_predecessor_outside_the_run_does_not_order() -> None:
     assert list(records) == ["a:build"]
 
 
-def test_predecessor_stream_digests_flow_into_the_probe() -> None:
-    """CACHE-007: the probe receives each hard predecessor's stdout/stderr digests."""
+def test_predecessor_stream_and_outputs_digests_flow_into_the_probe() -> None:
+    """CACHE-007: the probe receives each hard predecessor's stdout, stderr and outputs
+    digests (chapter revision 1 added the outputs digest)."""
     graph = make_graph({"a": {"gen": {}, "build": {"deps": ["~:gen"]}}})
     life = FakeLifecycle(specs={"a:gen": Spec(hit=True)})
     run(graph, life)
     assert life.seen_predecessors["a:build"] == (
         PredecessorStreams(
-            task=TaskId("a", "gen"), stdout=digest_of("out:a:gen"), stderr=digest_of("err:a:gen")
+            task=TaskId("a", "gen"),
+            stdout=digest_of("out:a:gen"),
+            stderr=digest_of("err:a:gen"),
+            outputs=digest_of("outputs:a:gen"),
         ),
     )
 

@@ -269,3 +269,36 @@ def test_manifest_of_another_chapter_revision_is_stored_as_is(server: ServerThre
         _get(server, manifest.key.raw).manifest_json, chapter_revision=7, hash_name=HASH
     )
     assert stored.chapter_revision == 7
+
+
+def _with_predecessor(document: bytes, predecessor: list[str], revision: int) -> bytes:
+    doc = json.loads(document)
+    doc["chapter_revision"] = revision
+    doc["key_components"]["predecessors"] = [predecessor]
+    return json.dumps(doc).encode()
+
+
+def test_predecessors_are_validated_against_the_revision_the_document_declares(
+    server: ServerThread,
+) -> None:
+    """CACHE-011 (CACHE-007 revision 1): a revision-1 document's predecessors carry an outputs
+    hash (three items are rejected, naming the field); a revision-0 document's three-item
+    predecessors are still accepted and served as they were put (its older clients keep their
+    entries, newer clients see a schema mismatch)."""
+    out, err = digest_of(b"o").hash.hex(), digest_of(b"e").hash.hex()
+    old = _stored_manifest(server, "revision-0 predecessor")
+    three = ["lib:build", out, err]
+    document = _with_predecessor(old.to_json(), three, revision=0)
+    assert server.manifests().PutManifest(put_request(old, document=document)).created is True
+    served = _get(server, old.key.raw).manifest_json
+    assert json.loads(served)["key_components"]["predecessors"] == [three]
+    (pred,) = parse_manifest(served, chapter_revision=0, hash_name=HASH).key_components.predecessors
+    assert pred.outputs is None
+
+    new = _stored_manifest(server, "revision-1 predecessor")
+    bad = _with_predecessor(new.to_json(), three, revision=1)
+    error = _error(server.manifests().PutManifest, put_request(new, document=bad))
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "key_components.predecessors[0]" in (error.details() or "")
+    good = _with_predecessor(new.to_json(), [*three, digest_of(b"x").hash.hex()], revision=1)
+    assert server.manifests().PutManifest(put_request(new, document=good)).created is True
