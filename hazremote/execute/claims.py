@@ -77,6 +77,11 @@ class OutputClaims:
             ``None`` when ``task`` now holds them all; else the overlap with the first (in
             sorted order) path another task holds.
         """
+        if self._peers is not None and not self._peers.get(task):
+            # Without output peers no other task can materialise one of these paths (an
+            # actual match implies a literal-prefix overlap), and no peer's spawn check asks
+            # about them: nothing to hold. Most tasks of a replay take this path.
+            return None
         wanted = sorted(set(paths))
         with self._lock:
             for path in wanted:

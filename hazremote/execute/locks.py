@@ -144,6 +144,7 @@ class TaskLocks:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._dir = directory
+        self._dir_str = str(directory)  # lock paths are built per task: no pathlib there
         self._notify = notify
         self._command = holder_description() if command is None else command
         self._clock = clock
@@ -176,7 +177,7 @@ class TaskLocks:
         name = self._names.get(task)
         if name is None:
             digest = hashlib.sha256(str(task).encode()).hexdigest()[:32]
-            name = self._names[task] = str(self._dir / f"{digest}.lock")
+            name = self._names[task] = f"{self._dir_str}/{digest}.lock"
         return name
 
     def _try(self, path: str) -> int | None:
