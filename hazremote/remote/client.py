@@ -419,35 +419,16 @@ class RemoteCache:
         """One or more ``BatchGetManifests`` for ``keys``: the hits (a miss is absent)."""
         if not keys:
             return {}
-        stub = cache_pb2_grpc.ManifestStoreStub(self._open())
 
         async def call() -> dict[Digest, Manifest]:
-            limits = await self._limits()
             hits: dict[Digest, Manifest] = {}
-            for start in range(0, len(keys), limits.max_batch_items):
-                part = keys[start : start + limits.max_batch_items]
-                self.stats.lookup_batches += 1
-                reply = await stub.BatchGetManifests(
-                    cache_pb2.BatchGetManifestsRequest(
-                        namespace=self._config.namespace,
-                        hash_function=self._hash_fn,
-                        keys=[k.raw for k in part],
-                    ),
-                    timeout=self._timeouts.lookup_s,
-                    metadata=self._metadata,
-                )
-                if len(reply.results) != len(part):
-                    raise _RemoteFailure(
-                        f"BatchGetManifests answered {len(reply.results)} results "
-                        f"for {len(part)} keys"
-                    )
-                for key, result in zip(part, reply.results, strict=True):
-                    if result.found:
-                        document = bytes(result.manifest_json)
-                        manifest = self._parse(key, document)
-                        if manifest is not None:
-                            hits[key] = manifest
-                            self._documents[key] = document
+            async for key, result in self._batch_get_manifests(keys):
+                if result.found:
+                    document = bytes(result.manifest_json)
+                    manifest = self._parse(key, document)
+                    if manifest is not None:
+                        hits[key] = manifest
+                        self._documents[key] = document
             return hits
 
         found = await self._guarded("manifest lookup", call)
@@ -738,9 +719,15 @@ class RemoteCache:
 
     async def _present(self, keys: Sequence[Digest]) -> set[Digest]:
         """The keys of ``keys`` the remote has a manifest for (not fetched for use)."""
+        return {key async for key, result in self._batch_get_manifests(keys) if result.found}
+
+    async def _batch_get_manifests(
+        self, keys: Sequence[Digest]
+    ) -> AsyncIterator[tuple[Digest, Any]]:
+        """``BatchGetManifests`` of ``keys`` in batches the server accepts: each key with its
+        result, in order. A reply of the wrong length is a remote failure."""
         stub = cache_pb2_grpc.ManifestStoreStub(self._open())
         limits = await self._limits()
-        present: set[Digest] = set()
         for start in range(0, len(keys), limits.max_batch_items):
             part = keys[start : start + limits.max_batch_items]
             self.stats.lookup_batches += 1
@@ -757,8 +744,8 @@ class RemoteCache:
                 raise _RemoteFailure(
                     f"BatchGetManifests answered {len(reply.results)} results for {len(part)} keys"
                 )
-            present.update(k for k, r in zip(part, reply.results, strict=True) if r.found)
-        return present
+            for item in zip(part, reply.results, strict=True):
+                yield item
 
     @property
     def pending_uploads(self) -> int:

@@ -93,15 +93,16 @@ class Env:
         manifest: Manifest,
         *,
         fetched: Mapping[Digest, FetchedBlob] | None = None,
-        outputs: str = "/dist/**",
+        outputs: str | tuple[str, ...] = "/dist/**",
     ) -> tuple[RestoreResult, Sinks]:
-        """Restore ``manifest`` into the workspace (from ``fetched`` blobs if given)."""
+        """Restore ``manifest`` into the workspace (from ``fetched`` blobs if given) for a task
+        with the ``outputs`` pattern(s)."""
         sinks = Sinks()
         result = self.cache.restore(
             manifest,
             fetched=fetched,
             workspace_root=self.workspace,
-            output_patterns=patterns(outputs),
+            output_patterns=patterns(*((outputs,) if isinstance(outputs, str) else outputs)),
             stdout_sink=sinks.stdout.append,
             stderr_sink=sinks.stderr.append,
         )
@@ -129,6 +130,11 @@ class Env:
             duration_ms=42,
             producer="test@host",
         )
+
+
+def restore(env: Env, manifest: Manifest, *output_patterns: str) -> RestoreResult:
+    """Restore ``manifest`` for a task with ``output_patterns`` (default ``dist/**``)."""
+    return env.restore(manifest, outputs=output_patterns or ("dist/**",))[0]
 
 
 def tree_snapshot(root: Path) -> dict[str, tuple[int, int, bytes | None]]:

@@ -8,21 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from hazremote.cache import LookupStatus, Manifest, OutputRecord, RestoreResult, RestoreStatus
+from hazremote.cache import LookupStatus, OutputRecord, RestoreStatus
 from hazremote.domain.digest import digest_bytes
 from hazremote.domain.patterns import parse_pattern
-from tests.cache.cachekit import HASH, Env, Sinks, make_key, patterns, plant_entry, tree_snapshot
-
-
-def restore(env: Env, manifest: Manifest, *output_patterns: str) -> RestoreResult:
-    sinks = Sinks()
-    return env.cache.restore(
-        manifest,
-        workspace_root=env.workspace,
-        output_patterns=patterns(*(output_patterns or ("dist/**",))),
-        stdout_sink=sinks.stdout.append,
-        stderr_sink=sinks.stderr.append,
-    )
+from tests.cache.cachekit import (
+    HASH,
+    Env,
+    make_key,
+    patterns,
+    plant_entry,
+    restore,
+    tree_snapshot,
+)
 
 
 @pytest.fixture

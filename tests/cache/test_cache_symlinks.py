@@ -29,7 +29,6 @@ from hazremote.cache import (
     ManifestError,
     OutputFile,
     OutputRecord,
-    RestoreResult,
     RestoreStatus,
     StoreResult,
     parse_manifest,
@@ -39,26 +38,14 @@ from tests.cache.cachekit import (
     HASH,
     REVISION,
     Env,
-    Sinks,
     components,
     make_key,
-    patterns,
     plant_entry,
+    restore,
     tree_snapshot,
 )
 
 LIB = b"\x7fELF pretend shared object\n" * 300
-
-
-def restore(env: Env, manifest: Manifest, *output_patterns: str) -> RestoreResult:
-    sinks = Sinks()
-    return env.cache.restore(
-        manifest,
-        workspace_root=env.workspace,
-        output_patterns=patterns(*(output_patterns or ("dist/**",))),
-        stdout_sink=sinks.stdout.append,
-        stderr_sink=sinks.stderr.append,
-    )
 
 
 def store_paths(env: Env, key_label: str, paths: list[str]) -> StoreResult:
