@@ -34,8 +34,9 @@ demo: $(STAMP_BASE)
 		&& ../../$(BIN)/haz run --workspace \
 		&& ../../$(BIN)/haz run --workspace
 
-## test: install and run the whole test suite (what CI runs)
-test: $(STAMP_TEST)
+## test: install (test + dev extras), lint (ruff, mypy --strict), then run the whole test
+## suite: what CI runs
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP_DEV)
