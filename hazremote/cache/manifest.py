@@ -32,6 +32,7 @@ from __future__ import annotations
 import enum
 import json
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
@@ -649,6 +650,12 @@ def parse_manifest(data: bytes, *, chapter_revision: int, hash_name: HashName) -
         )
     except json.JSONDecodeError as exc:
         raise ManifestError(f"manifest: invalid JSON: {exc}") from None
+    except ValueError:
+        # json's scanner converts digits with int(), which refuses more than
+        # sys.get_int_max_str_digits() of them with a plain ValueError (issue 13).
+        raise ManifestError(
+            f"manifest: invalid JSON: an integer of more than {sys.get_int_max_str_digits()} digits"
+        ) from None
     except RecursionError:
         raise ManifestError("manifest: invalid JSON: nested too deeply") from None
     if not isinstance(document, dict):

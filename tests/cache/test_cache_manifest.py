@@ -251,6 +251,8 @@ def test_duplicate_output_paths_are_rejected() -> None:
         (b'{"producer": "a", "producer": "b"}', "duplicate key 'producer'"),
         (b'{"duration_ms": NaN}', "NaN is not a JSON number"),
         (b"[" * 100_000, "invalid JSON"),
+        # Issue 13: json raises a plain ValueError for an integer CPython will not convert.
+        (b'{"duration_ms": ' + b"9" * 5000 + b"}", "integer of more than 4300 digits"),
     ],
 )
 def test_unparseable_bytes_raise_manifest_error(data: bytes, message: str) -> None:
