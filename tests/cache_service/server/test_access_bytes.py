@@ -152,14 +152,14 @@ def test_handler_writing_its_responses_is_observed(
 def test_undecodable_request_is_logged_and_refused(
     observed: tuple[ServerThread, _Recorder],
 ) -> None:
-    """A request that does not decode fails the call (UNKNOWN, as gRPC answers it) and is
+    """A request that does not decode fails the call (INVALID_ARGUMENT, issue 13) and is
     still counted and logged."""
     server, recorder = observed
     garbage = b"\xff\xff\xff"
     with pytest.raises(grpc.RpcError) as caught:
         server.channel.unary_unary("/haz.remote.v1.ContentStore/FindMissingBlobs")(garbage)
-    assert caught.value.code() is grpc.StatusCode.UNKNOWN
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     [event] = recorder.wait_for("ContentStore/FindMissingBlobs")
-    assert event["code"] == "UNKNOWN"
+    assert event["code"] == "INVALID_ARGUMENT"
     assert event["bytes_in"] == len(garbage)
     assert event["bytes_out"] == 0

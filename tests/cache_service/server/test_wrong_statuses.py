@@ -6,6 +6,8 @@ Spec coverage:
 * SVC-006 — a bad request is ``INVALID_ARGUMENT``; ``INTERNAL`` only for the server's own
   faults (an over-long JSON integer, undecodable protobuf bytes).
 * CACHE-011 — the strict manifest parser reports an over-long integer as a ManifestError.
+* SEC-002 — authentication comes before decoding: undecodable bytes from a caller who is not
+  authenticated are ``UNAUTHENTICATED``.
 """
 
 from __future__ import annotations
@@ -13,12 +15,20 @@ from __future__ import annotations
 import json
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from tests.cache_service.server.serverkit import make_manifest, put_request
+from cache_service.auth import TokenAuthority
+from tests.cache_service.auth.authkit import bearer, tokens_yaml, write_tokens
+from tests.cache_service.server.serverkit import (
+    make_manifest,
+    put_request,
+    running_server,
+    write_chunks,
+)
 from tests.cache_service.server.test_command import Service
 
 #: Far more digits than CPython's int conversion allows (4,300).
@@ -91,3 +101,93 @@ def test_manifest_with_an_over_long_integer_is_invalid_argument(
     _assert_clients_fault(
         _events_until_rpc(service, "ManifestStore/PutManifest"), "INVALID_ARGUMENT"
     )
+
+
+#: Not a protobuf message: a field of the reserved number 0.
+GARBAGE = b"\x00\xff\xff\xff"
+
+
+def _raw(channel: grpc.Channel, method: str, *, streaming: str = "") -> Any:
+    """A call of ``method`` that sends raw bytes (identity serializers)."""
+    make = {
+        "": channel.unary_unary,
+        "in": channel.stream_unary,
+        "out": channel.unary_stream,
+    }[streaming]
+    return make(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+
+
+def _complete(reply: Any) -> None:
+    """Wait for the end of a call (a response stream is read to its end)."""
+    if isinstance(reply, grpc.Call):
+        list(reply)
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "ContentStore/FindMissingBlobs",
+        "ContentStore/BatchUpdateBlobs",
+        "ManifestStore/GetManifest",
+        "ManifestStore/PutManifest",
+        "Capabilities/GetCapabilities",
+    ],
+)
+def test_undecodable_unary_request_is_invalid_argument(
+    service: Service, channel: grpc.Channel, method: str
+) -> None:
+    """Undecodable bytes on a unary method: ``INVALID_ARGUMENT`` naming the method (was
+    ``UNKNOWN``), logged as the client's fault."""
+    with pytest.raises(grpc.RpcError) as caught:
+        _raw(channel, f"/haz.remote.v1.{method}")(GARBAGE, timeout=30)
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid message" in (caught.value.details() or "")
+    _assert_clients_fault(_events_until_rpc(service, method), "INVALID_ARGUMENT")
+
+
+def test_undecodable_read_blob_request_is_invalid_argument(
+    service: Service, channel: grpc.Channel
+) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        list(_raw(channel, "/haz.remote.v1.ContentStore/ReadBlob", streaming="out")(GARBAGE))
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    _assert_clients_fault(_events_until_rpc(service, "ContentStore/ReadBlob"), "INVALID_ARGUMENT")
+
+
+@pytest.mark.parametrize("position", [0, 1])
+def test_undecodable_write_blob_message_is_invalid_argument(
+    service: Service, channel: grpc.Channel, position: int
+) -> None:
+    """An undecodable first or later WriteBlob message: ``INVALID_ARGUMENT`` (was
+    ``INTERNAL`` and an error log)."""
+    data = b"x" * 100
+    first = write_chunks(data, finish=False)[0].SerializeToString()
+    messages = [GARBAGE] if position == 0 else [first, GARBAGE]
+    with pytest.raises(grpc.RpcError) as caught:
+        _raw(channel, "/haz.remote.v1.ContentStore/WriteBlob", streaming="in")(
+            iter(messages), timeout=30
+        )
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert f"message {position + 1} of the stream" in (caught.value.details() or "")
+    _assert_clients_fault(_events_until_rpc(service, "ContentStore/WriteBlob"), "INVALID_ARGUMENT")
+
+
+def test_undecodable_bytes_are_authenticated_first(tmp_path: Path) -> None:
+    """Authentication comes before decoding: a stranger's garbage is ``UNAUTHENTICATED``, an
+    authenticated caller's ``INVALID_ARGUMENT`` (authorization, which needs the namespace,
+    comes after decoding)."""
+    path = write_tokens(tmp_path / "tokens.yaml", tokens_yaml())
+    with running_server(authenticator=TokenAuthority.open(path)) as server:
+        for method in ("ManifestStore/GetManifest", "ContentStore/ReadBlob"):
+            streaming = "out" if method.endswith("ReadBlob") else ""
+            call = _raw(server.channel, f"/haz.remote.v1.{method}", streaming=streaming)
+            codes = []
+            for metadata in ((), bearer("wrong-secret"), bearer("ci-pr")):
+                with pytest.raises(grpc.RpcError) as caught:
+                    _complete(call(GARBAGE, timeout=30, metadata=metadata))
+                codes.append(caught.value.code())
+            assert codes == [
+                grpc.StatusCode.UNAUTHENTICATED,
+                grpc.StatusCode.UNAUTHENTICATED,
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ], method
