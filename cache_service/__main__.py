@@ -46,6 +46,8 @@ _HELP = {
     "log_level": "debug | info | warning | error (default info)",
     "log_format": "console | json (default json)",
     "shutdown_grace": "time in-flight RPCs get after SIGTERM (default 10s)",
+    "stream_idle_timeout": "a WriteBlob client silent this long is dropped with "
+    "DEADLINE_EXCEEDED (default 60s)",
     "storage_threads": "threads running blocking storage calls (default 32)",
     "tokens": "tokens file (YAML); without it the service is open to every caller",
     "tls_cert": "PEM certificate chain: serve TLS (with --tls-key)",
@@ -70,6 +72,7 @@ _METAVARS = {
     "log_level": "LEVEL",
     "log_format": "FORMAT",
     "shutdown_grace": "DURATION",
+    "stream_idle_timeout": "DURATION",
     "storage_threads": "N",
     "tokens": "FILE",
     "tls_cert": "FILE",

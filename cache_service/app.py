@@ -236,6 +236,7 @@ async def serve(
             blobs=blob_service,
             offload=offload,
             slots=StreamSlots(limit=limits.max_concurrent_streams),
+            idle_timeout=config.stream_idle_timeout,
         ),
         registrar,
     )

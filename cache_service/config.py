@@ -17,6 +17,9 @@ Spec coverage:
   (its content is parsed by :mod:`cache_service.auth`).
 * SEC-005 — ``--tls-cert F --tls-key F [--tls-client-ca F]`` (``HAZ_CACHE_TLS_*``,
   ``tls_cert:`` …): certificate and key go together; a client CA needs them.
+* Issue 13 — ``--stream-idle-timeout D`` (``HAZ_CACHE_STREAM_IDLE_TIMEOUT``,
+  ``stream_idle_timeout:``; default 60 s, positive): a WriteBlob client silent this long is
+  dropped with ``DEADLINE_EXCEEDED``.
 Out of scope: ``--queue`` (a later issue); what a storage URL means
 (``cache_service.storage.factory``); reading the certificate files (``cache_service.app``).
 """
@@ -105,6 +108,8 @@ class ServiceConfig:
     log_format: str = "json"
     #: SVC-005: in-flight RPCs get this long to finish after SIGTERM.
     shutdown_grace: float = 10.0
+    #: A WriteBlob client that sends nothing this long is gone (``DEADLINE_EXCEEDED``).
+    stream_idle_timeout: float = 60.0
     #: Threads running blocking storage calls.
     storage_threads: int = 32
     limits: Limits = field(default_factory=Limits)
@@ -171,6 +176,13 @@ def _duration(value: object) -> float:
     return parse_duration(value)
 
 
+def _positive_duration(value: object) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"expected a positive duration, got {value!r}")
+    return seconds
+
+
 def _path(value: object) -> Path:
     return Path(_text(value)).expanduser()
 
@@ -208,6 +220,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(key="log_level", parse=_choice(LOG_LEVELS)),
     Setting(key="log_format", parse=_choice(LOG_FORMATS)),
     Setting(key="shutdown_grace", parse=_duration),
+    Setting(key="stream_idle_timeout", parse=_positive_duration),
     Setting(key="storage_threads", parse=_positive_int),
     Setting(key="tokens", parse=_path),
     Setting(key="tls_cert", parse=_path),
@@ -313,6 +326,7 @@ def resolve_config(*, flags: Mapping[str, object | None], env: Mapping[str, str]
                 "log_level",
                 "log_format",
                 "shutdown_grace",
+                "stream_idle_timeout",
                 "storage_threads",
                 "tokens",
                 "tls_cert",

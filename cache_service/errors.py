@@ -16,6 +16,7 @@ from __future__ import annotations
 __all__ = [
     "BlobAbsentError",
     "CacheServiceError",
+    "ClientIdleError",
     "CorruptBlobError",
     "InvalidRequestError",
     "LimitExceededError",
@@ -30,6 +31,11 @@ class CacheServiceError(Exception):
 
 class InvalidRequestError(CacheServiceError):
     """The request is malformed: a digest of the wrong length, a bad namespace … (400)."""
+
+
+class ClientIdleError(CacheServiceError):
+    """A streaming client sent nothing for the stream idle timeout (``DEADLINE_EXCEEDED``:
+    the client's fault, issue 13)."""
 
 
 class LimitExceededError(CacheServiceError):

@@ -7,6 +7,8 @@ Spec coverage:
 * SEC-004 — a different manifest under the key → ``ALREADY_EXISTS``.
 * SVC-006 — a limit → ``RESOURCE_EXHAUSTED``; an unexpected error → ``INTERNAL`` (logged once,
   here), never a crash.
+* Issue 13 — a streaming client silent past the stream idle timeout → ``DEADLINE_EXCEEDED``
+  (the client's fault: not logged as an error; the access event records it).
 * Storage failures → ``UNAVAILABLE`` (retryable; RC-003 makes the client treat it as a miss).
 Out of scope: authentication statuses (the interceptor in :mod:`cache_service.observe`).
 """
@@ -21,6 +23,7 @@ import grpc
 
 from cache_service.errors import (
     BlobAbsentError,
+    ClientIdleError,
     CorruptBlobError,
     InvalidRequestError,
     LimitExceededError,
@@ -44,6 +47,7 @@ _TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (ManifestError, grpc.StatusCode.INVALID_ARGUMENT),
     (BlobVerificationError, grpc.StatusCode.INVALID_ARGUMENT),
     (LimitExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (ClientIdleError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (BlobAbsentError, grpc.StatusCode.NOT_FOUND),
     (BlobNotFoundError, grpc.StatusCode.NOT_FOUND),
     (CorruptBlobError, grpc.StatusCode.DATA_LOSS),

@@ -27,7 +27,7 @@ from typing import Any
 import grpc
 
 from cache_service.cas import BlobService, WriteItem
-from cache_service.errors import InvalidRequestError
+from cache_service.errors import ClientIdleError, InvalidRequestError
 from cache_service.offload import Offload, StreamSlots
 from cache_service.servicers._convert import (
     accepted_encodings,
@@ -52,7 +52,8 @@ __all__ = [
     "encode_read_chunks",
 ]
 
-#: A WriteBlob client silent this long is gone: the storage thread gives up (nothing published).
+#: A WriteBlob client silent this long is gone: the storage thread gives up (nothing published)
+#: and the call ends ``DEADLINE_EXCEEDED``. The default of ``stream_idle_timeout``.
 STREAM_IDLE_TIMEOUT_S = 60.0
 
 
@@ -238,8 +239,11 @@ class _Inbox:
 
     The storage thread wakes the event loop only when the inbox was full."""
 
-    def __init__(self, requests: AsyncIterator[cache_pb2.WriteBlobChunk], first: Any) -> None:
+    def __init__(
+        self, requests: AsyncIterator[cache_pb2.WriteBlobChunk], first: Any, idle_timeout: float
+    ) -> None:
         self._requests = requests
+        self._idle_timeout = idle_timeout
         self._loop = asyncio.get_running_loop()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._room = asyncio.Event()
@@ -266,13 +270,14 @@ class _Inbox:
         """The next message (None: the stream ended), in the storage thread.
 
         Raises:
-            TimeoutError: the client sent nothing for :data:`STREAM_IDLE_TIMEOUT_S`.
+            ClientIdleError: the client sent nothing for the idle timeout.
         """
         try:
-            item = self._queue.get(timeout=STREAM_IDLE_TIMEOUT_S)
+            item = self._queue.get(timeout=self._idle_timeout)
         except queue.Empty:
-            raise TimeoutError(
-                f"WriteBlob client silent for {STREAM_IDLE_TIMEOUT_S:.0f} s"
+            raise ClientIdleError(
+                f"WriteBlob client sent nothing for {self._idle_timeout:g} s "
+                "(stream idle timeout); nothing was stored"
             ) from None
         if self._full:
             self._loop.call_soon_threadsafe(self._room.set)
@@ -385,10 +390,18 @@ async def _next_or_none(iterator: AsyncIterator[Any]) -> Any:
 
 
 class ContentStoreServicer(cache_pb2_grpc.ContentStoreServicer):  # type: ignore[misc]
-    def __init__(self, *, blobs: BlobService, offload: Offload, slots: StreamSlots) -> None:
+    def __init__(
+        self,
+        *,
+        blobs: BlobService,
+        offload: Offload,
+        slots: StreamSlots,
+        idle_timeout: float = STREAM_IDLE_TIMEOUT_S,
+    ) -> None:
         self._blobs = blobs
         self._offload = offload
         self._slots = slots
+        self._idle_timeout = idle_timeout
 
     @maps_errors
     async def FindMissingBlobs(
@@ -469,7 +482,7 @@ class ContentStoreServicer(cache_pb2_grpc.ContentStoreServicer):  # type: ignore
             raise InvalidRequestError("WriteBlob stream carried no chunk")
         ref = blob_ref(first.hash_function, first.digest)
         encoding = encoding_of(first.compression)
-        inbox = _Inbox(request_iterator, first)
+        inbox = _Inbox(request_iterator, first, self._idle_timeout)
 
         def chunks() -> Iterator[bytes | memoryview]:
             # Runs in a storage thread, while the event loop receives the next messages.

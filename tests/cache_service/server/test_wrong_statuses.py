@@ -6,6 +6,8 @@ Spec coverage:
 * SVC-006 — a bad request is ``INVALID_ARGUMENT``; ``INTERNAL`` only for the server's own
   faults (an over-long JSON integer, undecodable protobuf bytes).
 * CACHE-011 — the strict manifest parser reports an over-long integer as a ManifestError.
+* SVC-006 — a WriteBlob client silent past ``--stream-idle-timeout`` is ``DEADLINE_EXCEEDED``
+  (was ``INTERNAL`` and a ``TimeoutError`` in the error log).
 * SEC-002 — authentication comes before decoding: undecodable bytes from a caller who is not
   authenticated are ``UNAUTHENTICATED``.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +25,11 @@ import grpc
 import pytest
 
 from cache_service.auth import TokenAuthority
+from cache_service.config import ServiceConfigError, resolve_config
+from hazremote._proto.haz.remote.v1 import cache_pb2
 from tests.cache_service.auth.authkit import bearer, tokens_yaml, write_tokens
 from tests.cache_service.server.serverkit import (
+    BLAKE3,
     make_manifest,
     put_request,
     running_server,
@@ -48,6 +54,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         "127.0.0.1:0",
         "--log-format",
         "json",
+        "--stream-idle-timeout",
+        "1s",
     )
     try:
         started.wait_for("listening on ")
@@ -191,3 +199,53 @@ def test_undecodable_bytes_are_authenticated_first(tmp_path: Path) -> None:
                 grpc.StatusCode.UNAUTHENTICATED,
                 grpc.StatusCode.INVALID_ARGUMENT,
             ], method
+
+
+def test_silent_write_blob_client_is_deadline_exceeded(
+    service: Service, channel: grpc.Channel
+) -> None:
+    """A WriteBlob client that sends its first chunk and then nothing: the server drops it
+    after the idle timeout (1 s here) with ``DEADLINE_EXCEEDED`` saying so, logged as the
+    client's fault; nothing is stored."""
+    data = b"silent" * 1000
+    first = write_chunks(data, finish=False)[0]
+    released = threading.Event()
+
+    def messages() -> Iterator[Any]:
+        yield first
+        released.wait(60)  # silent until the call is over
+
+    write = channel.stream_unary(
+        "/haz.remote.v1.ContentStore/WriteBlob",
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=lambda raw: raw,
+    )
+    try:
+        future = write.future(messages(), timeout=30)
+        error = future.exception(timeout=30)
+    finally:
+        released.set()
+    assert isinstance(error, grpc.RpcError)
+    assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "sent nothing for 1 s" in (error.details() or "")
+    _assert_clients_fault(_events_until_rpc(service, "ContentStore/WriteBlob"), "DEADLINE_EXCEEDED")
+    missing = channel.unary_unary(
+        "/haz.remote.v1.ContentStore/FindMissingBlobs",
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=cache_pb2.FindMissingBlobsResponse.FromString,
+    )(cache_pb2.FindMissingBlobsRequest(hash_function=BLAKE3, digests=[first.digest]), timeout=30)
+    assert list(missing.missing) == [first.digest]
+
+
+def test_stream_idle_timeout_is_configurable_and_positive(tmp_path: Path) -> None:
+    """``--stream-idle-timeout`` > ``HAZ_CACHE_STREAM_IDLE_TIMEOUT`` > file > 60 s; zero is a
+    configuration error (a stream could never wait)."""
+    assert resolve_config(flags={}, env={}).stream_idle_timeout == 60.0
+    env = {"HAZ_CACHE_STREAM_IDLE_TIMEOUT": "2m"}
+    assert resolve_config(flags={}, env=env).stream_idle_timeout == 120.0
+    flags = {"stream_idle_timeout": "5s"}
+    assert resolve_config(flags=flags, env=env).stream_idle_timeout == 5.0
+    config = tmp_path / "cache.yaml"
+    config.write_text("stream_idle_timeout: 0s\n")
+    with pytest.raises(ServiceConfigError, match="stream_idle_timeout"):
+        resolve_config(flags={"config": str(config)}, env={})
