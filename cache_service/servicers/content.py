@@ -11,6 +11,9 @@ Spec coverage:
   event loop receives up to :data:`RECEIVE_AHEAD` messages ahead of the storage thread, and
   a storage thread reads ReadBlob chunks up to :data:`READ_AHEAD` ahead of the one being
   sent, so network and storage work overlap with bounded memory.
+* Issue 13 — a WriteBlob client that sends nothing for ``stream_idle_timeout`` is dropped
+  with :class:`~cache_service.errors.ClientIdleError` (``DEADLINE_EXCEEDED``, the client's
+  fault); nothing is published.
 Out of scope: the logic itself (``cache_service.cas``), status mapping (``_status``).
 """
 
