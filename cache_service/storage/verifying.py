@@ -12,7 +12,8 @@ Spec coverage:
   the frame structure (magic, header, block headers, checksum), so a truncated frame, a
   second frame or trailing bytes are rejected even when the decompressed bytes happen to hash
   right. Decompression writes into a bounded sink (never the whole blob in memory, and a
-  "zstd bomb" is stopped as soon as it exceeds the declared size).
+  "zstd bomb" is stopped within a block of exceeding the declared size, without raising
+  through zstandard, which would leak its output buffer: issue 13).
 * :func:`compress_chunks` / :func:`compress_bytes` turn uncompressed bytes into the stored
   form for callers (e.g. the servicer when a client sends identity-encoded data).
 Out of scope: size limits (SVC-006, the servicer's), dictionaries (rejected: frames naming a
@@ -64,12 +65,13 @@ class _FrameWalker:
 
     ``feed`` returns how many bytes of the chunk belong to the frame; the rest is trailing
     data. Only headers are parsed; block contents are skipped by length, so this is cheap.
-    A ``listener`` (the verifier) hears of the frame header, each block header and the
-    content bytes of each block as they pass.
+    The ``listener`` passed to ``feed`` (the verifier) hears of the frame header, each block
+    header and the content bytes of each block as they pass. It is passed, not kept: a walker
+    holding its verifier would make a reference cycle, and the verifier's decoder (a window
+    of native memory, megabytes) would live until the cyclic garbage collector ran (issue 13).
     """
 
-    def __init__(self, listener: _Listener) -> None:
-        self._listener = listener
+    def __init__(self) -> None:
         self._need = 5  # magic + frame header descriptor
         self._header = bytearray()
         self._frame_header = b""
@@ -79,13 +81,13 @@ class _FrameWalker:
         self._last = False
         self.done = False
 
-    def feed(self, chunk: memoryview) -> int:
+    def feed(self, chunk: memoryview, listener: _Listener) -> int:
         pos = 0
         while pos < len(chunk) and not self.done:
             if self._skip:
                 step = min(self._skip, len(chunk) - pos)
                 if self._state == "content":
-                    self._listener.content(chunk[pos : pos + step])
+                    listener.content(chunk[pos : pos + step])
                 self._skip -= step
                 pos += step
                 if not self._skip:
@@ -95,7 +97,7 @@ class _FrameWalker:
             self._header += chunk[pos : pos + take]
             pos += take
             if len(self._header) == self._need:
-                self._advance()
+                self._advance(listener)
         return pos
 
     def _end_of_skip(self) -> None:
@@ -112,7 +114,7 @@ class _FrameWalker:
         else:
             self.done = True
 
-    def _advance(self) -> None:
+    def _advance(self, listener: _Listener) -> None:
         header = bytes(self._header)
         if self._state == "magic":
             if header[:4] != ZSTD_MAGIC:
@@ -128,12 +130,12 @@ class _FrameWalker:
             self._frame_header = header
             self._state, self._need, self._header = "frame_header", rest, bytearray()
             if rest == 0:
-                self._listener.frame_header(self._frame_header)
+                listener.frame_header(self._frame_header)
                 self._begin_block()
             return
         if self._state == "frame_header":
             self._frame_header += header
-            self._listener.frame_header(self._frame_header)
+            listener.frame_header(self._frame_header)
             self._begin_block()
             return
         # a block header: 3 bytes little-endian
@@ -141,7 +143,7 @@ class _FrameWalker:
         last, block_type, size = value & 1, (value >> 1) & 3, value >> 3
         if block_type == 3:
             raise BlobVerificationError("corrupt zstd frame (reserved block type)")
-        self._listener.block(header, block_type, size)
+        listener.block(header, block_type, size)
         self._last = bool(last)
         content = 1 if block_type == _BLOCK_RLE else size
         if content:
@@ -169,7 +171,14 @@ class _Listener:
 
 
 class _HashingSink:
-    """Receives decompressed output from zstandard in bounded pieces."""
+    """Receives decompressed output from zstandard in bounded pieces.
+
+    :meth:`write` never raises: an exception raised into zstandard's ``stream_writer`` from
+    its sink leaks the writer's output buffer (``write_size`` bytes of native memory, never
+    freed; issue 13). Past the limit it only counts; :meth:`check` raises, called by the
+    verifier after each write to the decoder — one block header or block content, so at most
+    a block or two (≤ 256 KiB) is decoded beyond the limit before a bomb is stopped.
+    """
 
     def __init__(self, hasher: Hasher, limit: int) -> None:
         self.hasher = hasher
@@ -178,12 +187,15 @@ class _HashingSink:
 
     def write(self, data: Any) -> int:
         self.count += len(data)
+        if self.count <= self.limit:
+            self.hasher.update(data)
+        return len(data)
+
+    def check(self) -> None:
         if self.count > self.limit:
             raise BlobVerificationError(
                 f"size mismatch: blob decompresses to more than its declared {self.limit} bytes"
             )
-        self.hasher.update(data)
-        return len(data)
 
 
 def _frame_params(header: bytes) -> tuple[int | None, int | None]:
@@ -232,7 +244,7 @@ class BlobVerifier(_Listener):
 
     def __init__(self, ref: BlobRef) -> None:
         self._ref = ref
-        self._walker = _FrameWalker(self)
+        self._walker = _FrameWalker()
         self._sink = _HashingSink(new_hasher(ref.hash_name), ref.size)
         self._writer: Any = None  # the decoder's stream writer, once it decodes
         self._direct = False  # hashing raw/RLE block contents without the decoder
@@ -287,6 +299,7 @@ class BlobVerifier(_Listener):
         else:
             data = view if self._owned else bytes(view)
         self._sink.write(data)
+        self._sink.check()
         self._remember(data)
 
     # -- direct mode -----------------------------------------------------------------------
@@ -342,6 +355,7 @@ class BlobVerifier(_Listener):
             self._writer.write(data)
         except zstandard.ZstdError as exc:
             raise BlobVerificationError(f"corrupt zstd frame: {exc}") from exc
+        self._sink.check()
 
     # -- the API ---------------------------------------------------------------------------
 
@@ -354,7 +368,7 @@ class BlobVerifier(_Listener):
             if len(view):
                 raise BlobVerificationError("trailing data after the zstd frame")
             return
-        used = self._walker.feed(view)
+        used = self._walker.feed(view, self)
         if used < len(view):
             raise BlobVerificationError("trailing data after the zstd frame")
 
@@ -366,6 +380,7 @@ class BlobVerifier(_Listener):
                 self._writer.flush()
             except zstandard.ZstdError as exc:
                 raise BlobVerificationError(f"corrupt zstd frame: {exc}") from exc
+            self._sink.check()
         self._history.clear()
         ref = self._ref
         count = self._sink.count
