@@ -13,8 +13,10 @@ Spec coverage:
   on the remote (hits, confirmations, successful uploads) are reported to ``on_confirmed``.
 * RC-003 — every error (unreachable, deadline, auth, bad data) is a miss (or a skipped upload)
   and becomes ONE warning per run (:meth:`RemoteCache.warning`); a :class:`CircuitBreaker`
-  stops calls after repeated failures and re-probes after a cool-down. Every call has a
-  deadline; the channel has keepalive pings.
+  per kind of operation (lookup, download, upload) stops calls of that kind after repeated
+  failures and re-probes after a cool-down, so a healthy upload path cannot keep resetting
+  the breaker of a dead lookup path (issue 13). Every call has a deadline; the channel has
+  keepalive pings.
 * RC-004 — every downloaded byte is verified against its digest and size while it arrives; a
   mismatch is a miss with a warning.
 * RC-005 — blobs are uploaded before the manifest that references them.
@@ -39,7 +41,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Literal, TypeVar, get_args
 
 import grpc
 import zstandard
@@ -69,9 +71,13 @@ from hazremote.remote.breaker import CircuitBreaker
 from hazremote.remote.channel import aio_channel
 from hazremote.remote.settings import RemoteConfig
 
-__all__ = ["RemoteCache", "RemoteStats", "SyncRemoteLookup", "manifest_blobs"]
+__all__ = ["Operation", "RemoteCache", "RemoteStats", "SyncRemoteLookup", "manifest_blobs"]
 
 _T = TypeVar("_T")
+#: The kinds of remote operation, each with its own circuit breaker: one path of a
+#: half-broken server (say, lookups that never answer) must open its breaker even while
+#: another path (uploads) keeps succeeding.
+Operation = Literal["lookup", "download", "upload"]
 #: Used until the server's capabilities are known (and when they cannot be fetched).
 _DEFAULT_MAX_BATCH_ITEMS = 1000
 _DEFAULT_MAX_BATCH_BYTES = 4 << 20
@@ -168,11 +174,14 @@ class RemoteCache:
         self._hash_name = hash_name
         self._hash_fn = hash_function(hash_name)
         self._revision = chapter_revision
-        self._breaker = CircuitBreaker(
-            failures=config.timeouts.breaker_failures,
-            cooldown_s=config.timeouts.breaker_cooldown_s,
-            clock=clock,
-        )
+        self._breakers: dict[Operation, CircuitBreaker] = {
+            kind: CircuitBreaker(
+                failures=config.timeouts.breaker_failures,
+                cooldown_s=config.timeouts.breaker_cooldown_s,
+                clock=clock,
+            )
+            for kind in get_args(Operation)
+        }
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {config.token}"),) if config.token else ()
         )
@@ -211,9 +220,9 @@ class RemoteCache:
         """RC-002: True in ``read-write`` mode (``read-only`` never uploads)."""
         return self._config.writes
 
-    @property
-    def breaker(self) -> CircuitBreaker:
-        return self._breaker
+    def breaker(self, kind: Operation) -> CircuitBreaker:
+        """The circuit breaker of one kind of operation (RC-003)."""
+        return self._breakers[kind]
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -262,7 +271,7 @@ class RemoteCache:
 
     # -- failures and the breaker -------------------------------------------------------------
 
-    def _failed(self, what: str, error: BaseException) -> None:
+    def _failed(self, kind: Operation, what: str, error: BaseException) -> None:
         if isinstance(error, grpc.aio.AioRpcError):
             detail = f"{error.code().name}: {error.details() or ''}".rstrip(": ")
             breaker = True
@@ -272,9 +281,9 @@ class RemoteCache:
             detail, breaker = f"{type(error).__name__}: {error}", True
         self.stats.errors += 1
         if breaker:
-            self._breaker.failure()
+            self._breakers[kind].failure()
         else:
-            self._breaker.success()  # it answered (with bad data): the remote is reachable
+            self._breakers[kind].success()  # it answered (with bad data): it is reachable
         message = f"{what}: {detail}"
         if self._first_error is None:
             self._first_error = message
@@ -286,19 +295,20 @@ class RemoteCache:
             return None
         more = self.stats.errors - 1
         tail = f" (+{more} more remote error(s))" if more > 0 else ""
-        breaker = (
-            f"; circuit breaker opened {self._breaker.openings} time(s)"
-            if self._breaker.openings
-            else ""
-        )
+        openings = sum(b.openings for b in self._breakers.values())
+        breaker = f"; circuit breaker opened {openings} time(s)" if openings else ""
         return (
             f"remote cache {self._config.url}: {self._first_error}{tail}{breaker} "
             "(failed lookups were misses and those tasks ran locally; failed uploads were skipped)"
         )
 
-    async def _guarded(self, what: str, call: Callable[[], Coroutine[Any, Any, _T]]) -> _T | None:
-        """Run one remote operation through the breaker; ``None`` when refused or failed."""
-        if not self._breaker.allow():
+    async def _guarded(
+        self, kind: Operation, what: str, call: Callable[[], Coroutine[Any, Any, _T]]
+    ) -> _T | None:
+        """Run one remote operation through its kind's breaker; ``None`` when refused or
+        failed."""
+        breaker = self._breakers[kind]
+        if not breaker.allow():
             self.stats.refused_by_breaker += 1
             return None
         try:
@@ -306,9 +316,9 @@ class RemoteCache:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            self._failed(what, error)
+            self._failed(kind, what, error)
             return None
-        self._breaker.success()
+        breaker.success()
         return result
 
     # -- capabilities -------------------------------------------------------------------------
@@ -431,7 +441,7 @@ class RemoteCache:
                         self._documents[key] = document
             return hits
 
-        found = await self._guarded("manifest lookup", call)
+        found = await self._guarded("lookup", "manifest lookup", call)
         if found is None:
             return {}
         self.stats.hits += len(found)
@@ -449,11 +459,14 @@ class RemoteCache:
             )
         except ManifestError as error:
             self._failed(
-                f"manifest {key.hex[:12]}", _RemoteFailure(f"rejected: {error}", breaker=False)
+                "lookup",
+                f"manifest {key.hex[:12]}",
+                _RemoteFailure(f"rejected: {error}", breaker=False),
             )
             return None
         if manifest.key != key:
             self._failed(
+                "lookup",
                 f"manifest {key.hex[:12]}",
                 _RemoteFailure(f"it is for key {manifest.key.hex[:12]}", breaker=False),
             )
@@ -487,7 +500,9 @@ class RemoteCache:
             fetched[digest] = blob
         if rest:
             got = await self._guarded(
-                f"download of {manifest.key.hex[:12]}", partial(self._fetch_blobs, rest, dest)
+                "download",
+                f"download of {manifest.key.hex[:12]}",
+                partial(self._fetch_blobs, rest, dest),
             )
             if got is None:
                 return None
@@ -532,7 +547,9 @@ class RemoteCache:
         got: dict[Digest, FetchedBlob] | None = None
         try:
             got = await self._guarded(
-                f"download of {len(todo)} blob(s)", partial(self._fetch_blobs, todo, dest)
+                "download",
+                f"download of {len(todo)} blob(s)",
+                partial(self._fetch_blobs, todo, dest),
             )
         finally:
             for digest, future in futures.items():
@@ -708,7 +725,7 @@ class RemoteCache:
     ) -> bool:
         keys = [manifest.key for manifest, _ in batch]
         self.stats.shares_checked += len(keys)
-        present = await self._guarded("manifest lookup", partial(self._present, keys))
+        present = await self._guarded("lookup", "manifest lookup", partial(self._present, keys))
         if present is None:
             return False  # RC-003: counted in the run's warning; nothing uploaded
         self._confirm(present)
@@ -781,6 +798,7 @@ class RemoteCache:
         if cut:
             self._failed(
                 "upload",
+                "upload",
                 _RemoteFailure(f"{cut} upload(s) still pending after {limit:g}s", breaker=False),
             )
             for task in list(self._uploads):
@@ -815,7 +833,7 @@ class RemoteCache:
             await self._put_manifest(manifest)
             return True
 
-        done = await self._guarded(f"upload of {manifest.key.hex[:12]}", call)
+        done = await self._guarded("upload", f"upload of {manifest.key.hex[:12]}", call)
         if not done:
             self.stats.uploads_failed += 1
         else:

@@ -3,8 +3,8 @@
 It follows the wire contract of ``proto/haz/remote/v1/cache.proto`` (verify every write,
 RC-004; a manifest only when its blobs are present, RC-005; immutable manifests, SEC-004;
 zstd on reads when accepted, RC-006) and adds switches to misbehave: corrupt reads, fail
-every call with a status, or hang past any deadline (a black hole). It counts calls so tests
-can observe batching and deduplication.
+every call with a status, or hang past any deadline (a black hole, for all methods or only
+some). It counts calls so tests can observe batching and deduplication.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ class FakeState:
     frames: dict[bytes, bytes] = field(default_factory=dict)
     fail_with: grpc.StatusCode | None = None
     hang_s: float = 0.0
+    #: When set, only these methods hang (a half-broken server: lookups dead, uploads fine).
+    hang_only: frozenset[str] | None = None
     max_batch_total: int = 4 << 20
     chunk_size: int = 1 << 20
     max_blob: int = 0  # 0: no limit announced
@@ -65,7 +67,7 @@ class _Base:
         state = self.state
         with state.lock:
             state.calls[name] += 1
-        if state.hang_s:
+        if state.hang_s and (state.hang_only is None or name in state.hang_only):
             time.sleep(state.hang_s)
         if state.fail_with is not None:
             context.abort(state.fail_with, "fake server told to fail")

@@ -354,7 +354,7 @@ def test_breaker_opens_then_reprobes_and_recovers(
             await asyncio.sleep(FAST.breaker_cooldown_s + 0.05)
             assert await remote.lookup(make_key("r")) is not None  # the re-probe succeeded
             assert await remote.lookup(make_key("r")) is not None
-            assert remote.breaker.openings == 1
+            assert remote.breaker("lookup").openings == 1
         finally:
             await remote.close()
 
@@ -600,7 +600,7 @@ def test_a_blob_above_the_server_limit_skips_the_upload_with_a_warning(
         remote = client(server.url)
         try:
             done = await upload(remote, env, manifest)
-            return done, remote.warning(), remote.breaker.allow()
+            return done, remote.warning(), remote.breaker("upload").allow()
         finally:
             await remote.close()
 

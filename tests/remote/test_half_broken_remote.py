@@ -1,0 +1,134 @@
+"""``haz run`` against a half-broken or lying remote: each fault costs what it must, no more.
+
+The real ``haz`` binary against the in-test server (:mod:`tests.remote.fakeserver`) on loopback.
+
+Spec coverage:
+* RC-003 — a breaker per kind of operation: lookups that never answer open the lookup
+  breaker even while uploads succeed, so a chain of tasks stops paying a deadline per level.
+* RC-003 — one warning per fault episode: many refused remote entries are one summarised
+  warning (count and first example), not one line each.
+* RC-001/RC-003 — a manifest the client cannot parse is a miss of its own task only: the
+  other hits of the same ``BatchGetManifests`` are used, and it is not a breaker failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+
+from hazremote.remote import BreakerState
+from tests.cache.cachekit import Env, make_key
+from tests.remote.conftest import FAST as FAST_CLIENT
+from tests.remote.fakeserver import FakeServer
+from tests.remote.test_remote_client import client, stored, upload
+from tests.run.conftest import HazRunner, py
+
+#: A cool-down longer than any run here: once open, the breaker stays open for the run, so
+#: the number of calls that reach the server is exact, whatever the machine's speed.
+NO_REPROBE = "connect_s=2,lookup_s=1,transfer_s=10,breaker_failures=2,breaker_cooldown_s=600"
+#: Short enough to keep the tests quick, long enough for a loaded CI machine.
+FAST = "connect_s=2,lookup_s=2,transfer_s=10,breaker_failures=2,breaker_cooldown_s=0.5"
+
+
+def remote_env(url: str, timeouts: str = FAST) -> dict[str, str]:
+    return {"HAZ_REMOTE_URL": url, "HAZ_REMOTE_TIMEOUTS": timeouts}
+
+
+def chain(levels: int) -> dict[str, str]:
+    """``p0:build`` → ``p1:build`` → …: each level reads the previous level's output, so its
+    key is known only once that level is done (one lookup per level, none batched)."""
+    names = [f"p{i}" for i in range(levels)]
+    layout = {".haz/workspace.yml": f"projects: [{', '.join(names)}]\n", "p0/src.txt": "start\n"}
+    for i, name in enumerate(names):
+        source = "src.txt" if i == 0 else f"../p{i - 1}/out.txt"
+        command = py(
+            "import pathlib;"
+            f"text = pathlib.Path({source!r}).read_text();"
+            f"pathlib.Path('out.txt').write_text(text + '{i}\\n')"
+        )
+        inputs = "[src.txt]" if i == 0 else f"[/p{i - 1}/out.txt]"
+        deps = "" if i == 0 else f"    deps: [p{i - 1}:build]\n"
+        layout[f"{name}/haz.yml"] = (
+            f"tasks:\n  build:\n    command: {command}\n    inputs: {inputs}\n"
+            f"    outputs: [out.txt]\n{deps}"
+        )
+    return layout
+
+
+def siblings(count: int) -> dict[str, str]:
+    """``count`` independent tasks (``p0:build`` …), all ready at once: one lookup batch."""
+    names = [f"p{i}" for i in range(count)]
+    layout = {".haz/workspace.yml": f"projects: [{', '.join(names)}]\n"}
+    for i, name in enumerate(names):
+        command = py(f"import pathlib; pathlib.Path('out.txt').write_text('{i}\\n')")
+        layout[f"{name}/src.txt"] = f"{i}\n"
+        layout[f"{name}/haz.yml"] = (
+            f"tasks:\n  build:\n    command: {command}\n    inputs: [src.txt]\n"
+            "    outputs: [out.txt]\n"
+        )
+    return layout
+
+
+def remote_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "remote cache grpc://" in line]
+
+
+def test_dead_lookups_open_their_breaker_while_uploads_succeed(
+    haz: HazRunner, make_workspace, server: FakeServer
+) -> None:
+    """RC-003 (issue 13, item 10): BatchGetManifests never answers, uploads work. Each
+    successful upload used to reset the one breaker, so every level of the chain paid a
+    lookup deadline; now two failed lookups open the lookup breaker and the rest of the
+    chain is not even sent."""
+    server.state.hang_s = 5.0
+    server.state.hang_only = frozenset({"BatchGetManifests"})
+    root = make_workspace(chain(8), name="chain")
+    result = haz("run", "--workspace", cwd=root, env=remote_env(server.url, NO_REPROBE))
+    assert result.code == 0, result.stderr
+    for i in range(8):
+        assert result.task(f"p{i}:build")["source"] == "fresh"
+    assert (root / "p7" / "out.txt").read_text() == "start\n" + "".join(f"{i}\n" for i in range(8))
+    assert server.state.calls["BatchGetManifests"] == 2  # breaker_failures, then open
+    assert len(server.state.manifests) == 8  # the healthy upload path was still used
+    (line,) = remote_lines(result.stderr)
+    assert "circuit breaker opened 1 time(s)" in line
+
+
+def test_successful_uploads_do_not_reset_the_lookup_breaker(
+    server: FakeServer, make_env: Callable[[str], Env]
+) -> None:
+    """RC-003 (issue 13, item 10), the mechanism itself: lookups that hit their deadline
+    alternate with uploads that succeed, as they do along a task chain. The lookup breaker
+    opens after ``breaker_failures`` lookups; the upload breaker stays closed."""
+    server.state.hang_s = 3.0
+    server.state.hang_only = frozenset({"BatchGetManifests"})
+    env = make_env("a")
+    manifests = [stored(env, f"level{i}", {f"/dist/{i}": str(i).encode()}) for i in range(8)]
+
+    async def scenario() -> tuple[list[bool], BreakerState, BreakerState, str | None]:
+        # No re-probe within the test, however slow the machine: the call count is exact.
+        remote = client(
+            server.url, timeouts=dataclasses.replace(FAST_CLIENT, breaker_cooldown_s=600)
+        )
+        try:
+            done = []
+            for manifest in manifests:
+                assert await remote.lookup(make_key(f"next-{manifest.key.hex}")) is None
+                done.append(await upload(remote, env, manifest))
+            return (
+                done,
+                remote.breaker("lookup").state,
+                remote.breaker("upload").state,
+                remote.warning(),
+            )
+        finally:
+            await remote.close()
+
+    done, lookups, uploads, warning = asyncio.run(scenario())
+    assert done == [True] * 8
+    assert server.state.calls["BatchGetManifests"] == FAST_CLIENT.breaker_failures
+    assert lookups is BreakerState.OPEN
+    assert uploads is BreakerState.CLOSED
+    assert warning is not None
+    assert "circuit breaker opened 1 time(s)" in warning
