@@ -23,6 +23,9 @@ Spec coverage:
 * CACHE-019..020 for links — a link is staged under a temporary name with ``symlinkat`` and
   renamed into place after its target file; a link already present with the recorded text is
   left alone; a file or another link at its path is replaced, never followed.
+* Issue 13 — staging names are ``.haz-restore-<pid>-<random>`` (:mod:`.staging`, reserved for
+  haz: no output so named is restored); before staging into a directory, the restore removes
+  the staging files a dead run left there.
 Out of scope: finding blobs (a :class:`BlobReader` supplies verified bytes) and what happens
 to an entry at fault (the tier decides).
 """
@@ -32,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import stat
 import tempfile
 from collections.abc import Callable, Sequence
@@ -48,6 +50,7 @@ from hazremote.cache.manifest import (
     output_links_problem,
     workspace_path_problem,
 )
+from hazremote.cache.staging import is_staging_name, remove_stale_staging, staging_name
 from hazremote.cache.tier import ByteSink, KnownDigests, RestoreResult, RestoreStatus
 from hazremote.domain.digest import Digest, new_hasher
 from hazremote.domain.model import HashName
@@ -63,7 +66,6 @@ __all__ = [
 
 #: CACHE-019: restored modes never carry setuid, setgid or sticky bits.
 RESTORED_MODE_MASK = 0o777
-_TEMP_PREFIX = ".haz-restore-"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -103,6 +105,8 @@ def reserved_path_problem(path: str) -> str | None:
         return "is inside a .git directory"
     if segments[0] == ".haz":
         return "is inside the workspace's .haz directory"
+    if is_staging_name(segments[-1]):
+        return "has a name reserved for haz's restore staging files (.haz-restore-*)"
     return None
 
 
@@ -149,6 +153,7 @@ class _Workspace:
         # user's choice of workspace, not a redirection by the entry.
         self._fds: dict[str, int] = {"": os.open(root, os.O_RDONLY | os.O_DIRECTORY)}
         self.created: list[tuple[int, str]] = []  # (parent fd, name), in creation order
+        self._swept: set[int] = set()
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -212,6 +217,16 @@ class _Workspace:
                 entry_at_fault=False,
             ) from None
         self._fds[directory] = fd
+        return fd
+
+    def staging_fd(self, directory: str) -> int:
+        """:meth:`fd`, after removing the staging files a dead run left in ``directory`` (once
+        per restore: only where this restore writes, so a replay that writes nothing lists
+        no directory)."""
+        fd = self.fd(directory)
+        if fd not in self._swept:
+            self._swept.add(fd)
+            remove_stale_staging(fd)
         return fd
 
     def remove_created(self) -> None:
@@ -298,8 +313,8 @@ def _is_current(
 
 def _stage(ws: _Workspace, record: OutputRecord, blobs: BlobReader) -> _Staged:
     directory, _, name = record.path.rpartition("/")
-    dir_fd = ws.fd(directory)
-    temp = f"{_TEMP_PREFIX}{secrets.token_hex(8)}"
+    dir_fd = ws.staging_fd(directory)
+    temp = staging_name()
     fd = os.open(
         temp,
         os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -323,8 +338,8 @@ def _stage_link(ws: _Workspace, record: OutputRecord) -> _Staged:
     its path when everything verified: rename replaces a link or file, never follows one."""
     assert record.symlink is not None
     directory, _, name = record.path.rpartition("/")
-    dir_fd = ws.fd(directory)
-    temp = f"{_TEMP_PREFIX}{secrets.token_hex(8)}"
+    dir_fd = ws.staging_fd(directory)
+    temp = staging_name()
     os.symlink(record.symlink, temp, dir_fd=dir_fd)
     return _Staged(record=record, dir_fd=dir_fd, name=name, temp=temp)
 

@@ -8,16 +8,21 @@ Spec coverage:
 * EXEC-020 — the same list feeds the scheduler's output-overlap check.
 * PATH — the walk starts at each pattern's literal prefix and never enters the workspace's
   ``.haz/`` or ``.git/``.
+* Issue 13 — a name reserved for haz's restore staging files (``.haz-restore-*``,
+  :mod:`hazremote.cache.staging`) is never collected, nor entered as a directory; the stale
+  ones a killed restore left in a walked directory are removed on the way.
 Out of scope: hashing and copying (the cache tier does both in one pass while storing).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Iterable
 from pathlib import Path
 
+from hazremote.cache.staging import is_staging_name, staging_stale
 from hazremote.domain.patterns import CONTROL_DIRS, PathPattern
 
 __all__ = ["materialised_outputs"]
@@ -30,6 +35,12 @@ def _is_file(path: str) -> bool:
         return False
 
 
+def _remove_if_stale(entry: os.DirEntry[str]) -> None:
+    with contextlib.suppress(OSError):
+        if staging_stale(entry.name, entry.stat(follow_symlinks=False)):
+            os.unlink(entry.path)
+
+
 def materialised_outputs(root: Path, patterns: Iterable[PathPattern]) -> tuple[str, ...]:
     """Workspace-absolute paths of the files matched by ``patterns`` now, sorted, unique."""
     base = str(root).rstrip("/")
@@ -38,7 +49,9 @@ def materialised_outputs(root: Path, patterns: Iterable[PathPattern]) -> tuple[s
         if pattern.negated:
             continue
         if not pattern.glob:
-            if _is_file(base + pattern.absolute):
+            if not is_staging_name(pattern.absolute.rpartition("/")[2]) and _is_file(
+                base + pattern.absolute
+            ):
                 found.add(pattern.absolute)
             continue
         start = pattern.literal_prefix
@@ -59,6 +72,9 @@ def materialised_outputs(root: Path, patterns: Iterable[PathPattern]) -> tuple[s
             for entry in entries:
                 rel = f"{prefix}/{entry.name}"
                 if directory == "/" and entry.name in CONTROL_DIRS:
+                    continue
+                if is_staging_name(entry.name):
+                    _remove_if_stale(entry)
                     continue
                 try:
                     if entry.is_dir():

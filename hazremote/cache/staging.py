@@ -1,0 +1,110 @@
+"""Names reserved for a restore's staging files, and removing the ones a dead run left.
+
+A restore stages every output under a temporary name in its destination directory, so that
+publishing it is one same-directory ``rename`` (atomic, CACHE-019..020). A run killed while
+staging (SIGKILL, power loss) leaves those files behind. So:
+
+* every name starting with :data:`STAGING_PREFIX` (``.haz-restore-``) is reserved for haz:
+  output collection never collects one (nor descends into a directory so named), and no
+  output with such a name is stored or restored;
+* a staging file is named ``.haz-restore-<pid>-<random>`` after the process that writes it,
+  and is *stale* when that process no longer exists, or when it is older than
+  :data:`STALE_AFTER_S` whatever its name says (a reused pid, a name from an older haz);
+* stale files are removed by the next restore that writes into their directory and by the
+  output collection of the next run of a task whose outputs cover it.
+
+A file whose owner is alive and which is younger than :data:`STALE_AFTER_S` is never removed:
+it may belong to a restore in flight (another thread of this run, another ``haz run`` in the
+same workspace restoring a different task into a shared directory).
+
+Spec coverage:
+* CACHE-019..020 — staging stays in the destination directory (atomic publish); what a
+  killed restore leaves is never published, never stored, and eventually removed (issue 13).
+Out of scope: the local cache's own ``.tmp-`` staging directories (:mod:`.local`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+import time
+
+__all__ = [
+    "STAGING_PREFIX",
+    "STALE_AFTER_S",
+    "is_staging_name",
+    "remove_stale_staging",
+    "staging_name",
+    "staging_stale",
+]
+
+#: Names starting with this are reserved for haz's restore staging files.
+STAGING_PREFIX = ".haz-restore-"
+#: A staging file older than this is stale even when a process with its pid exists (no
+#: restore takes a day; a pid may have been reused).
+STALE_AFTER_S = 24 * 3600.0
+
+
+def is_staging_name(name: str) -> bool:
+    """True when ``name`` (one path segment) is reserved for a staging file."""
+    return name.startswith(STAGING_PREFIX)
+
+
+def staging_name() -> str:
+    """A fresh staging name owned by this process."""
+    return f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
+
+
+def _owner(name: str) -> int | None:
+    pid, sep, rest = name[len(STAGING_PREFIX) :].partition("-")
+    if not sep or not rest or not pid.isdigit() or pid.startswith("0"):
+        return None
+    return int(pid)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, belongs to another user
+    except (OverflowError, OSError):
+        return False  # not a pid this system can have
+    return True
+
+
+def staging_stale(name: str, info: os.stat_result, *, now: float | None = None) -> bool:
+    """Whether the staging file ``name`` (stat ``info``, not followed) is a dead run's."""
+    if not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
+        return False  # a directory or special file so named is not ours to remove
+    current = time.time() if now is None else now
+    if current - info.st_mtime >= STALE_AFTER_S:
+        return True
+    owner = _owner(name)
+    return owner is not None and not _alive(owner)
+
+
+def remove_stale_staging(directory: int | str) -> int:
+    """Remove the stale staging files directly in ``directory`` (a descriptor or a path).
+
+    Returns:
+        How many were removed; errors (a file gone meanwhile, no permission) are ignored.
+    """
+    removed = 0
+    try:
+        entries = [e.name for e in os.scandir(directory) if is_staging_name(e.name)]
+    except OSError:
+        return 0
+    dir_fd = directory if isinstance(directory, int) else None
+    for name in entries:
+        path = name if dir_fd is not None else os.path.join(str(directory), name)
+        with contextlib.suppress(OSError):
+            if staging_stale(name, os.stat(path, dir_fd=dir_fd, follow_symlinks=False)):
+                os.unlink(path, dir_fd=dir_fd)
+                removed += 1
+    return removed
