@@ -105,6 +105,9 @@ class ServiceConfig:
     log_format: str = "json"
     #: SVC-005: in-flight RPCs get this long to finish after SIGTERM.
     shutdown_grace: float = 10.0
+    #: Issue 13: a disk store's temp file untouched this long belongs to a dead write and is
+    #: removed at start-up and by ``gc`` (never less than :data:`MIN_TEMP_GRACE`).
+    temp_grace: float = 3600.0
     #: Threads running blocking storage calls.
     storage_threads: int = 32
     limits: Limits = field(default_factory=Limits)
@@ -171,6 +174,17 @@ def _duration(value: object) -> float:
     return parse_duration(value)
 
 
+#: A shorter temp-file grace could remove the file of a slow write still in flight.
+MIN_TEMP_GRACE = 300.0
+
+
+def _temp_grace(value: object) -> float:
+    seconds = parse_duration(value)
+    if seconds < MIN_TEMP_GRACE:
+        raise ValueError("must be at least 5m (a shorter one could remove a write in flight)")
+    return seconds
+
+
 def _path(value: object) -> Path:
     return Path(_text(value)).expanduser()
 
@@ -208,6 +222,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(key="log_level", parse=_choice(LOG_LEVELS)),
     Setting(key="log_format", parse=_choice(LOG_FORMATS)),
     Setting(key="shutdown_grace", parse=_duration),
+    Setting(key="temp_grace", parse=_temp_grace),
     Setting(key="storage_threads", parse=_positive_int),
     Setting(key="tokens", parse=_path),
     Setting(key="tls_cert", parse=_path),
@@ -313,6 +328,7 @@ def resolve_config(*, flags: Mapping[str, object | None], env: Mapping[str, str]
                 "log_level",
                 "log_format",
                 "shutdown_grace",
+                "temp_grace",
                 "storage_threads",
                 "tokens",
                 "tls_cert",
