@@ -10,7 +10,8 @@ Spec coverage:
 * EXEC-021 — exit 2 on bad configuration or usage, 1 when the service cannot start (port
   taken, storage unreachable), 0 after a graceful shutdown on SIGTERM/SIGINT (SVC-005).
 * OPS-003 — ``haz-cache-service gc [--max-age D] [--max-size SIZE] [--dry-run]`` (plus
-  ``--blob-grace D``) with the same storage settings.
+  ``--blob-grace D``) with the same storage settings; it also removes the temp files of dead
+  writes untouched for ``--temp-grace`` (issue 13).
 * SEC-006 — ``haz-cache-service admin list-producers | purge --producer NAME
   [--namespace NS]``.
 * SEC-002 / SEC-005 — ``--tokens FILE``, ``--tls-cert F --tls-key F [--tls-client-ca F]``; an
@@ -46,8 +47,13 @@ _HELP = {
     "log_level": "debug | info | warning | error (default info)",
     "log_format": "console | json (default json)",
     "shutdown_grace": "time in-flight RPCs get after SIGTERM (default 10s)",
+<<<<<<< HEAD
     "stream_idle_timeout": "a WriteBlob client silent this long is dropped with "
     "DEADLINE_EXCEEDED (default 60s)",
+=======
+    "temp_grace": "remove temp files of dead writes (disk stores) untouched this long, at "
+    "start-up and in gc (default 1h, at least 5m)",
+>>>>>>> i13-restore
     "storage_threads": "threads running blocking storage calls (default 32)",
     "tokens": "tokens file (YAML); without it the service is open to every caller",
     "tls_cert": "PEM certificate chain: serve TLS (with --tls-key)",
@@ -72,7 +78,11 @@ _METAVARS = {
     "log_level": "LEVEL",
     "log_format": "FORMAT",
     "shutdown_grace": "DURATION",
+<<<<<<< HEAD
     "stream_idle_timeout": "DURATION",
+=======
+    "temp_grace": "DURATION",
+>>>>>>> i13-restore
     "storage_threads": "N",
     "tokens": "FILE",
     "tls_cert": "FILE",
@@ -119,7 +129,8 @@ def build_parser(command: str = "serve") -> argparse.ArgumentParser:
             "--blob-grace",
             metavar="D",
             default="1h",
-            help="keep unreferenced blobs younger than D (uploads in progress; default 1h)",
+            help="keep unreferenced published blobs younger than D (uploaded before their "
+            "manifest; default 1h); temp files of unfinished writes follow --temp-grace",
         )
         parser.add_argument("--dry-run", action="store_true", help="report, delete nothing")
         _add_settings(parser)
@@ -194,7 +205,7 @@ def _housekeeping(command: str, namespace: argparse.Namespace, config: ServiceCo
     import time
 
     from cache_service import housekeeping
-    from cache_service.app import open_configured_storage
+    from cache_service.app import configured_disk_roots, open_configured_storage
     from hazremote.domain.units import parse_duration, parse_size
 
     blobs, manifests = open_configured_storage(config)
@@ -203,10 +214,15 @@ def _housekeeping(command: str, namespace: argparse.Namespace, config: ServiceCo
             max_age=None if namespace.max_age is None else parse_duration(namespace.max_age),
             max_size=None if namespace.max_size is None else parse_size(namespace.max_size),
             blob_grace=parse_duration(namespace.blob_grace),
+            temp_grace=config.temp_grace,
             dry_run=namespace.dry_run,
         )
         report = housekeeping.collect_garbage(
-            blobs=blobs, manifests=manifests, policy=policy, now=time.time()
+            blobs=blobs,
+            manifests=manifests,
+            policy=policy,
+            now=time.time(),
+            temp_roots=configured_disk_roots(config),
         )
         print(report.render(dry_run=policy.dry_run))
         return 0

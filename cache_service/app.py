@@ -13,6 +13,9 @@ Spec coverage:
 * SVC-006 — ``max_message_size`` becomes gRPC's message limits (``RESOURCE_EXHAUSTED`` beyond);
   the other limits live in the domain objects and servicers.
 * Issue 5 — :func:`run` tunes glibc's allocator for blob streams (:func:`tune_malloc`).
+* Issue 13 — once serving, :func:`run` removes in the background the temp files of writes
+  that died under the disk stores (older than ``temp_grace``,
+  :func:`cache_service.housekeeping.sweep_temp_files`).
 * §5 — when ready, one line ``listening on HOST:PORT`` on stderr (port 0 shows the real port).
 * EXEC-021 — a failure to bind or to open storage is :class:`ServiceStartError` (exit 1).
 * SEC-002/003 — ``config.tokens`` becomes a :class:`~cache_service.auth.TokenAuthority`
@@ -31,6 +34,8 @@ import contextlib
 import ctypes
 import signal
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +63,7 @@ from cache_service.servicers import (
 )
 from cache_service.servicers.content import add_content_store
 from cache_service.storage.base import BlobStore, ManifestStore, StorageError
-from cache_service.storage.factory import StorageConfig, open_storage
+from cache_service.storage.factory import StorageConfig, disk_roots, open_storage
 from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 from hazremote.logs import get_logger
 
@@ -109,7 +114,20 @@ def open_configured_storage(
         ValueError: the storage URL or read-cache settings are invalid (a config error).
         ServiceStartError: the storage cannot be reached.
     """
-    storage = StorageConfig(
+    storage = _storage_config(config)
+    try:
+        return open_storage(storage, registry=registry)
+    except StorageError as exc:
+        raise ServiceStartError(f"cannot open storage {config.storage}: {exc}") from exc
+
+
+def configured_disk_roots(config: ServiceConfig) -> tuple[Path, ...]:
+    """The disk store directories of ``config`` (``file://`` storage or the read cache)."""
+    return disk_roots(_storage_config(config))
+
+
+def _storage_config(config: ServiceConfig) -> StorageConfig:
+    return StorageConfig(
         url=config.storage,
         s3_endpoint=config.s3_endpoint,
         s3_region=config.s3_region,
@@ -118,10 +136,6 @@ def open_configured_storage(
         read_cache_manifest_ttl=config.read_cache_manifest_ttl,
         fsync=True,
     )
-    try:
-        return open_storage(storage, registry=registry)
-    except StorageError as exc:
-        raise ServiceStartError(f"cannot open storage {config.storage}: {exc}") from exc
 
 
 def _read_pem(path: Path, what: str) -> bytes:
@@ -331,6 +345,21 @@ def tune_malloc() -> bool:
     return all(mallopt(param, value) == 1 for param, value in MALLOC_SETTINGS)
 
 
+def _sweep_temp_files(config: ServiceConfig) -> None:
+    """Issue 13: remove what SIGKILLed writes left (never a write in flight: see
+    :func:`cache_service.storage.disk.remove_stale_temp_files`)."""
+    from cache_service.housekeeping import sweep_temp_files
+
+    try:
+        swept = sweep_temp_files(
+            configured_disk_roots(config), grace=config.temp_grace, now=time.time()
+        )
+    except Exception as exc:  # housekeeping must never take the server down
+        _log.warning("could not remove stale temp files", error=str(exc))
+        return
+    _log.info("removed stale temp files", files=swept.files, bytes=swept.bytes)
+
+
 async def run(config: ServiceConfig) -> int:
     """Serve until SIGTERM or SIGINT, then shut down gracefully (SVC-005); returns 0."""
     tune_malloc()
@@ -357,6 +386,10 @@ async def run(config: ServiceConfig) -> int:
             mutual_tls=config.tls_client_ca is not None,
             tokens=None if config.tokens is None else str(config.tokens),
         )
+        # Walking a large store takes a while: never delay readiness for it.
+        threading.Thread(
+            target=_sweep_temp_files, args=(config,), name="haz-temp-sweep", daemon=True
+        ).start()
         await stopping.wait()
         _log.info("shutting down", grace_s=config.shutdown_grace)
     return 0

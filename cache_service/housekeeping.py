@@ -14,6 +14,11 @@ Spec coverage:
   (in one namespace or all). Blobs are shared by every namespace and verified on every write,
   so a purge leaves them to ``gc``.
 * SEC-004 — a manifest that no longer parses protects nothing: ``gc`` deletes it.
+* Issue 13 — :func:`sweep_temp_files`: ``gc`` (and the service's start-up) removes the temp
+  files writes killed mid-way left in disk stores, once untouched for ``temp_grace``
+  (default 1 h). ``blob_grace`` is about *published* blobs no manifest references yet; a temp
+  file is never a blob and follows ``temp_grace`` only, so ``--blob-grace 0s`` cannot remove
+  the file of a write in flight.
 Out of scope: time-based scheduling (run it from cron or a Kubernetes CronJob), S3 lifecycle
 rules (an alternative the README documents).
 """
@@ -22,11 +27,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cache_service.manifests import referenced_blobs, validate_namespace
 from cache_service.storage.base import BlobStore, ManifestInfo, ManifestStore
+from cache_service.storage.disk import TempSweep, remove_stale_temp_files
 from hazremote.cache.manifest import Manifest, ManifestError, parse_manifest
 from hazremote.domain.digest import Digest
 from hazremote.domain.model import HashName
@@ -38,6 +45,7 @@ __all__ = [
     "collect_garbage",
     "list_producers",
     "purge_producer",
+    "sweep_temp_files",
 ]
 
 _BlobKey = tuple[HashName, Digest]
@@ -52,12 +60,14 @@ class GcPolicy:
         max_size: The oldest manifests go until manifests plus the blobs they alone held fit
             in this many stored bytes (None: no size bound).
         blob_grace: Unreferenced blobs younger than this many seconds stay.
+        temp_grace: Temp files of unfinished writes untouched this many seconds go.
         dry_run: Report only.
     """
 
     max_age: float | None = None
     max_size: int | None = None
     blob_grace: float = 3600.0
+    temp_grace: float = 3600.0
     dry_run: bool = False
 
 
@@ -72,12 +82,15 @@ class GcReport:
     manifests_kept: int = 0
     blobs_kept: int = 0
     bytes_kept: int = 0
+    temps_deleted: int = 0
+    temp_bytes: int = 0
 
     def render(self, *, dry_run: bool) -> str:
         verb = "would delete" if dry_run else "deleted"
         return (
-            f"{verb} {self.manifests_deleted} manifest(s) ({self.manifest_bytes} bytes) and "
-            f"{self.blobs_deleted} blob(s) ({self.blob_bytes} bytes); kept "
+            f"{verb} {self.manifests_deleted} manifest(s) ({self.manifest_bytes} bytes), "
+            f"{self.blobs_deleted} blob(s) ({self.blob_bytes} bytes) and "
+            f"{self.temps_deleted} stale temp file(s) ({self.temp_bytes} bytes); kept "
             f"{self.manifests_kept} manifest(s) and {self.blobs_kept} blob(s) "
             f"({self.bytes_kept} bytes)"
         )
@@ -117,14 +130,34 @@ def _entries(manifests: ManifestStore) -> Iterator[_Entry]:
         yield _Entry(info=info, manifest=manifest, blobs=keys)
 
 
+def sweep_temp_files(
+    roots: Sequence[Path], *, grace: float, now: float, dry_run: bool = False
+) -> TempSweep:
+    """Issue 13: remove the temp files of dead writes under the disk stores at ``roots``
+    untouched for ``grace`` seconds (:func:`.storage.disk.remove_stale_temp_files`)."""
+    files = size = 0
+    for root in roots:
+        swept = remove_stale_temp_files(root, older_than=grace, now=now, dry_run=dry_run)
+        files += swept.files
+        size += swept.bytes
+    return TempSweep(files=files, bytes=size)
+
+
 def collect_garbage(
-    *, blobs: BlobStore, manifests: ManifestStore, policy: GcPolicy, now: float
+    *,
+    blobs: BlobStore,
+    manifests: ManifestStore,
+    policy: GcPolicy,
+    now: float,
+    temp_roots: Sequence[Path] = (),
 ) -> GcReport:
     """OPS-003: delete expired manifests, then the oldest beyond ``max_size``, then blobs no
-    surviving manifest references that are older than the grace period.
+    surviving manifest references that are older than the grace period; and (issue 13) the
+    temp files of dead writes under ``temp_roots`` older than ``policy.temp_grace``.
 
     Args:
         now: The current time (seconds since the epoch), passed in for testability.
+        temp_roots: Directories of the disk stores behind ``blobs`` and ``manifests``.
     """
     entries = sorted(_entries(manifests), key=lambda e: e.info.modified_unix)
     blob_infos = {(b.ref.hash_name, b.ref.digest): b for b in blobs.iterate()}
@@ -180,6 +213,8 @@ def collect_garbage(
             report.bytes_kept += info.stored_bytes
     report.manifests_kept = len(survivors)
     report.bytes_kept += sum(e.info.stored_bytes for e in survivors)
+    swept = sweep_temp_files(temp_roots, grace=policy.temp_grace, now=now, dry_run=policy.dry_run)
+    report.temps_deleted, report.temp_bytes = swept.files, swept.bytes
     return report
 
 

@@ -17,9 +17,12 @@ Spec coverage:
   ``fdatasync`` at a time), so the final fsync only waits for the tail. A blob of 8 MiB or
   more has its uncompressed size reserved with ``fallocate`` first and is cut to what was
   written at the end (a compressed frame is smaller).
-Out of scope: size bounds and eviction (gc, or :mod:`.read_caching` for a cache directory);
-temp files orphaned by a crash are left for an operator (they start with ``.tmp-`` and are
-never listed).
+* Issue 13 — temp files orphaned by a crash (``.tmp-*``, never listed) are removed by
+  :func:`remove_stale_temp_files` once older than a grace period: a write in flight touches
+  its file with every chunk it writes and never waits for a client longer than the stream
+  idle timeout, so a temp file untouched for the grace period (default 1 h) has no writer.
+  ``gc`` and the service's start-up call it.
+Out of scope: size bounds and eviction (gc, or :mod:`.read_caching` for a cache directory).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal, cast
 
@@ -58,7 +62,7 @@ from hazremote.cache._blobs import write_all
 from hazremote.domain.digest import Digest
 from hazremote.domain.model import HashName
 
-__all__ = ["DiskBlobStore", "DiskManifestStore"]
+__all__ = ["DiskBlobStore", "DiskManifestStore", "TempSweep", "remove_stale_temp_files"]
 
 _TEMP_PREFIX = ".tmp-"
 #: ``preadv`` flag: read only what the page cache holds, never wait for the disk (Linux ≥ 4.14).
@@ -382,6 +386,64 @@ def _walk_files(top: Path, depth: int) -> Iterator[tuple[Path, os.stat_result]]:
                 continue
         elif entry.is_dir(follow_symlinks=False):
             yield from _walk_files(Path(entry.path), depth - 1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TempSweep:
+    """What :func:`remove_stale_temp_files` removed (or would remove, in a dry run)."""
+
+    files: int = 0
+    bytes: int = 0
+
+
+def _stale_temps(top: Path, cutoff: float) -> Iterator[tuple[Path, os.stat_result]]:
+    """``.tmp-*`` regular files anywhere below ``top`` last modified before ``cutoff``."""
+    try:
+        entries = list(os.scandir(top))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError:
+        return  # unreadable: nothing of ours to clean there
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                yield from _stale_temps(Path(entry.path), cutoff)
+            elif entry.name.startswith(_TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
+                info = entry.stat(follow_symlinks=False)
+                if info.st_mtime < cutoff:
+                    yield Path(entry.path), info
+        except FileNotFoundError:  # published or removed while we walked
+            continue
+
+
+def remove_stale_temp_files(
+    root: Path, *, older_than: float, now: float, dry_run: bool = False
+) -> TempSweep:
+    """Remove the temp files of writes that died (SIGKILL, power loss) under a disk store.
+
+    Only the store's own trees (``v1/cas`` and ``v1/ns``) are walked, and only files named
+    like this module's temp files, last modified at least ``older_than`` seconds before
+    ``now``: an in-flight write modifies its temp file with every chunk and gives up on a
+    silent client long before any sensible grace period.
+
+    Args:
+        root: The store's directory (as given to :class:`DiskBlobStore`).
+        older_than: The grace period in seconds.
+        now: The current time (seconds since the epoch).
+        dry_run: Count only.
+    """
+    files = size = 0
+    cutoff = now - older_than
+    for prefix in (CAS_PREFIX, NS_PREFIX):
+        for path, info in _stale_temps(Path(root) / prefix, cutoff):
+            if not dry_run:
+                try:
+                    path.unlink()
+                except OSError:
+                    continue  # gone meanwhile, or not ours to remove
+            files += 1
+            size += info.st_size
+    return TempSweep(files=files, bytes=size)
 
 
 class DiskBlobStore:

@@ -38,7 +38,7 @@ from cache_service.storage.s3 import (
 )
 from cache_service.storage.verifying import VerifyingBlobStore
 
-__all__ = ["StorageConfig", "open_storage"]
+__all__ = ["StorageConfig", "disk_roots", "open_storage"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,6 +121,21 @@ def _leaves(config: StorageConfig) -> tuple[BlobStore, ManifestStore, str]:
         f"unsupported storage URL {url!r} (scheme {scheme!r}): expected file:///DIR, DIR, "
         "s3://BUCKET/PREFIX or memory://"
     )
+
+
+def disk_roots(config: StorageConfig) -> tuple[Path, ...]:
+    """The directories of the disk stores ``config`` composes (the ``file://`` store, or the
+    read cache in front of S3), whose crash leftovers housekeeping removes (issue 13).
+
+    Raises:
+        ValueError: the URL is invalid.
+    """
+    root = _disk_root(config.url)
+    if root is not None:
+        return (root,)
+    if config.read_cache_dir is not None and config.url.startswith("s3://"):
+        return (config.read_cache_dir,)
+    return ()
 
 
 def open_storage(
