@@ -47,13 +47,10 @@ _HELP = {
     "log_level": "debug | info | warning | error (default info)",
     "log_format": "console | json (default json)",
     "shutdown_grace": "time in-flight RPCs get after SIGTERM (default 10s)",
-<<<<<<< HEAD
     "stream_idle_timeout": "a WriteBlob client silent this long is dropped with "
     "DEADLINE_EXCEEDED (default 60s)",
-=======
     "temp_grace": "remove temp files of dead writes (disk stores) untouched this long, at "
     "start-up and in gc (default 1h, at least 5m)",
->>>>>>> i13-restore
     "storage_threads": "threads running blocking storage calls (default 32)",
     "tokens": "tokens file (YAML); without it the service is open to every caller",
     "tls_cert": "PEM certificate chain: serve TLS (with --tls-key)",
@@ -78,11 +75,8 @@ _METAVARS = {
     "log_level": "LEVEL",
     "log_format": "FORMAT",
     "shutdown_grace": "DURATION",
-<<<<<<< HEAD
     "stream_idle_timeout": "DURATION",
-=======
     "temp_grace": "DURATION",
->>>>>>> i13-restore
     "storage_threads": "N",
     "tokens": "FILE",
     "tls_cert": "FILE",

@@ -108,14 +108,11 @@ class ServiceConfig:
     log_format: str = "json"
     #: SVC-005: in-flight RPCs get this long to finish after SIGTERM.
     shutdown_grace: float = 10.0
-<<<<<<< HEAD
     #: A WriteBlob client that sends nothing this long is gone (``DEADLINE_EXCEEDED``).
     stream_idle_timeout: float = 60.0
-=======
     #: Issue 13: a disk store's temp file untouched this long belongs to a dead write and is
     #: removed at start-up and by ``gc`` (never less than :data:`MIN_TEMP_GRACE`).
     temp_grace: float = 3600.0
->>>>>>> i13-restore
     #: Threads running blocking storage calls.
     storage_threads: int = 32
     limits: Limits = field(default_factory=Limits)
@@ -182,12 +179,13 @@ def _duration(value: object) -> float:
     return parse_duration(value)
 
 
-<<<<<<< HEAD
 def _positive_duration(value: object) -> float:
     seconds = parse_duration(value)
     if seconds <= 0:
         raise ValueError(f"expected a positive duration, got {value!r}")
-=======
+    return seconds
+
+
 #: A shorter temp-file grace could remove the file of a slow write still in flight.
 MIN_TEMP_GRACE = 300.0
 
@@ -196,7 +194,6 @@ def _temp_grace(value: object) -> float:
     seconds = parse_duration(value)
     if seconds < MIN_TEMP_GRACE:
         raise ValueError("must be at least 5m (a shorter one could remove a write in flight)")
->>>>>>> i13-restore
     return seconds
 
 
@@ -237,11 +234,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(key="log_level", parse=_choice(LOG_LEVELS)),
     Setting(key="log_format", parse=_choice(LOG_FORMATS)),
     Setting(key="shutdown_grace", parse=_duration),
-<<<<<<< HEAD
     Setting(key="stream_idle_timeout", parse=_positive_duration),
-=======
     Setting(key="temp_grace", parse=_temp_grace),
->>>>>>> i13-restore
     Setting(key="storage_threads", parse=_positive_int),
     Setting(key="tokens", parse=_path),
     Setting(key="tls_cert", parse=_path),
@@ -347,11 +341,8 @@ def resolve_config(*, flags: Mapping[str, object | None], env: Mapping[str, str]
                 "log_level",
                 "log_format",
                 "shutdown_grace",
-<<<<<<< HEAD
                 "stream_idle_timeout",
-=======
                 "temp_grace",
->>>>>>> i13-restore
                 "storage_threads",
                 "tokens",
                 "tls_cert",
