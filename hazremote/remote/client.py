@@ -4,7 +4,10 @@ Spec coverage:
 * RC-001 — :meth:`RemoteCache.lookup` (the second tier behind the local cache); lookups issued
   within a short window (tasks that became ready together) go out as one
   ``BatchGetManifests``. A remote manifest is parsed strictly (:func:`parse_manifest`) and must
-  carry the requested key before anything is fetched.
+  carry the requested key before anything is fetched. One the client refuses or cannot parse
+  at all (say, an integer too long for ``json``) is a miss of its own key only: the other hits
+  of its batch are used, a prefetch still remembers every answer, and the breaker counts it
+  as an answer, not a failure (issue 13).
 * RC-002 — :meth:`RemoteCache.upload_later` uploads in the background;
   :meth:`RemoteCache.drain` waits for them at the end of a run, bounded by a timeout. A put
   answered ``ALREADY_EXISTS`` is success. :meth:`RemoteCache.share` makes sure the remote
@@ -370,11 +373,12 @@ class RemoteCache:
         flight: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         for key in wanted:
             self._inflight[key] = flight
+        found: dict[Digest, Manifest] = {}
         try:
-            errors = self.stats.errors
             self.stats.lookups += len(wanted)
-            found = await self.lookup_many(wanted)
-            if self.stats.errors == errors:
+            answered = await self._lookup_many(wanted)
+            if answered is not None:  # a refused entry is a miss to remember, like any other
+                found = answered
                 for key in wanted:
                     self._prefetched[key] = found.get(key)
         finally:
@@ -427,6 +431,11 @@ class RemoteCache:
 
     async def lookup_many(self, keys: Sequence[Digest]) -> dict[Digest, Manifest]:
         """One or more ``BatchGetManifests`` for ``keys``: the hits (a miss is absent)."""
+        return await self._lookup_many(keys) or {}
+
+    async def _lookup_many(self, keys: Sequence[Digest]) -> dict[Digest, Manifest] | None:
+        """The hits of ``keys``, or ``None`` when the lookup itself failed or was refused
+        (an entry the client refuses is only a miss)."""
         if not keys:
             return {}
 
@@ -443,7 +452,7 @@ class RemoteCache:
 
         found = await self._guarded("lookup", "manifest lookup", call)
         if found is None:
-            return {}
+            return None
         self.stats.hits += len(found)
         self._confirm(found)
         return found
@@ -462,6 +471,17 @@ class RemoteCache:
                 "lookup",
                 f"manifest {key.hex[:12]}",
                 _RemoteFailure(f"rejected: {error}", breaker=False),
+            )
+            return None
+        except Exception as error:  # the parser met input it cannot handle
+            # Hostile or broken bytes (an integer json refuses to convert, say) cost this
+            # entry only, never the hits of its batch (RC-003: a miss, one warning).
+            self._failed(
+                "lookup",
+                f"manifest {key.hex[:12]}",
+                _RemoteFailure(
+                    f"rejected: cannot parse ({type(error).__name__}: {error})", breaker=False
+                ),
             )
             return None
         if manifest.key != key:

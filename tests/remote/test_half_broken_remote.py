@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import Callable
 
 from hazremote.remote import BreakerState
@@ -132,3 +133,79 @@ def test_successful_uploads_do_not_reset_the_lookup_breaker(
     assert uploads is BreakerState.CLOSED
     assert warning is not None
     assert "circuit breaker opened 1 time(s)" in warning
+
+
+def tamper_all(server: FakeServer, change: Callable[[dict[str, object]], None]) -> int:
+    """Apply ``change`` to every stored manifest (a lying server); how many were changed."""
+    for slot, document in list(server.state.manifests.items()):
+        manifest = json.loads(document)
+        change(manifest)
+        server.state.manifests[slot] = json.dumps(manifest).encode()
+    return len(server.state.manifests)
+
+
+def with_huge_integer(document: bytes) -> bytes:
+    """``document`` with an exit code json cannot load at all: an integer beyond Python's
+    4,300-digit limit raises ValueError, not JSONDecodeError (issue 13, items 8 and 12)."""
+    manifest = json.loads(document)
+    manifest["exit_code"] = "HUGE"
+    return json.dumps(manifest).encode().replace(b'"HUGE"', b"9" * 5000)
+
+
+def test_an_unparsable_manifest_costs_only_its_own_key(
+    server: FakeServer, make_env: Callable[[str], Env]
+) -> None:
+    """RC-001/RC-003 (issue 13, item 12): one entry of a BatchGetManifests batch that the
+    client cannot parse is a miss of its key; the other hits of the batch are used, and it is
+    no breaker failure: batch after batch, the lookups still go out and still hit."""
+    env = make_env("a")
+    manifests = [stored(env, f"k{i}", {f"/dist/{i}": str(i).encode()}) for i in range(3)]
+
+    async def scenario() -> tuple[list[list[bool]], BreakerState, str | None]:
+        remote = client(server.url)
+        try:
+            for manifest in manifests:
+                assert await upload(remote, env, manifest)
+            slot = ("main", make_key("k1").raw)
+            server.state.manifests[slot] = with_huge_integer(server.state.manifests[slot])
+            rounds = []
+            for _ in range(3):  # more than breaker_failures rounds
+                found = await asyncio.gather(*(remote.lookup(make_key(f"k{i}")) for i in range(3)))
+                rounds.append([manifest is not None for manifest in found])
+            return rounds, remote.breaker("lookup").state, remote.warning()
+        finally:
+            await remote.close()
+
+    rounds, state, warning = asyncio.run(scenario())
+    assert rounds == [[True, False, True]] * 3
+    assert server.state.lookup_batch_sizes == [3, 3, 3]  # one batch per round, none refused
+    assert state is BreakerState.CLOSED
+    assert warning is not None
+    assert "cannot parse" in warning
+    assert "(+2 more remote error(s))" in warning  # one per bad answer, one warning
+
+
+def test_an_unparsable_remote_manifest_costs_one_task_of_a_run(
+    haz: HazRunner, make_workspace, server: FakeServer
+) -> None:
+    """RC-003 (issue 13, item 12) end to end: of three tasks looked up in one batch, the one
+    whose remote manifest cannot be parsed runs; the two others are remote hits."""
+    first = make_workspace(siblings(3), name="honest")
+    assert haz("run", "--workspace", cwd=first, env=remote_env(server.url)).code == 0
+    (slot,) = [
+        slot
+        for slot, document in server.state.manifests.items()
+        if json.loads(document)["key_components"]["cwd"] == "p1"
+    ]
+    server.state.manifests[slot] = with_huge_integer(server.state.manifests[slot])
+
+    second = make_workspace(siblings(3), name="second")
+    result = haz("run", "--workspace", cwd=second, env=remote_env(server.url))
+    assert result.code == 0, result.stderr
+    assert result.sources() == {
+        "p0:build": "remote-cache",
+        "p1:build": "fresh",
+        "p2:build": "remote-cache",
+    }
+    (line,) = remote_lines(result.stderr)
+    assert "cannot parse" in line
