@@ -292,6 +292,8 @@ class LocalLifecycle:
         #: Tasks whose final record this lifecycle already reported to the observer.
         self.reported: set[TaskId] = set()
         self.warnings: list[str] = []
+        #: Entries whose restore was refused, summarised as one warning by :meth:`close`.
+        self._refused_entries: list[str] = []
 
     def _refuse(
         self, task: TaskId, overlap: OutputOverlap, *, key: Digest, started: float
@@ -316,6 +318,11 @@ class LocalLifecycle:
     def close(self) -> None:
         self._key_thread.shutdown(wait=True)
         self._io_pool.shutdown(wait=True)
+        if self._refused_entries:
+            # RC-003: one warning per episode (a lying remote may refuse every entry of a run)
+            first, more = self._refused_entries[0], len(self._refused_entries) - 1
+            self.warnings.append(first + (f" (+{more} more entries not restored)" if more else ""))
+            self._refused_entries.clear()
         self.warnings.extend(self._backfill.close())
 
     async def _on(self, pool: ThreadPoolExecutor, fn: Callable[[], _T]) -> _T:
@@ -623,7 +630,7 @@ class LocalLifecycle:
         if not restored.ok:
             self._claims.release(task.id)  # nothing restored: the task runs instead
             self._unrestorable.add(derived.key)
-            self.warnings.append(
+            self._refused_entries.append(
                 f"{task.id}: cache entry {derived.key.hex[:12]} not restored "
                 f"({restored.status.value}: {restored.message}); running the task"
             )

@@ -209,3 +209,27 @@ def test_an_unparsable_remote_manifest_costs_one_task_of_a_run(
     }
     (line,) = remote_lines(result.stderr)
     assert "an integer of more than" in line  # the parser names it (item 8)
+
+
+def test_many_refused_remote_entries_are_one_warning(
+    haz: HazRunner, make_workspace, server: FakeServer
+) -> None:
+    """RC-003 (issue 13, item 11): a lying server whose 20 entries each name an output the task
+    does not declare costs 20 local runs and ONE warning (count and first example), not 20."""
+    first = make_workspace(siblings(20), name="honest")
+    assert haz("run", "--workspace", cwd=first, env=remote_env(server.url)).code == 0
+
+    def undeclared(manifest: dict[str, object]) -> None:
+        outputs = manifest["outputs"]
+        assert isinstance(outputs, list)
+        outputs[0]["path"] = outputs[0]["path"].replace("out.txt", "planted.txt")
+
+    assert tamper_all(server, undeclared) == 20
+    second = make_workspace(siblings(20), name="second")
+    result = haz("run", "--workspace", cwd=second, env=remote_env(server.url))
+    assert result.code == 0, result.stderr
+    assert set(result.sources().values()) == {"fresh"}
+    refused = [line for line in result.stderr.splitlines() if "not restored" in line]
+    assert len(refused) == 1, result.stderr
+    assert "(+19 more entries not restored)" in refused[0]
+    assert not any((second / f"p{i}" / "planted.txt").exists() for i in range(20))
