@@ -294,6 +294,21 @@ class _Declaration:
     excludes: tuple[str, ...] = ()
 
 
+def _members_declaration(
+    what: str, manifest: str, table: Mapping[str, object], *, root_is_member: bool
+) -> _Declaration:
+    """A TOML ``members``/``exclude`` workspace table (Cargo, uv) as a declaration."""
+    members = _strings(table.get("members"))
+    if root_is_member:
+        members.append(".")
+    return _Declaration(
+        what=what,
+        manifest=manifest,
+        entries=tuple(members),
+        excludes=tuple(_strings(table.get("exclude"))),
+    )
+
+
 def _declarations(root: Path) -> list[_Declaration]:
     """The workspace declarations at ``root``, in a fixed order."""
     found: list[_Declaration] = []
@@ -323,16 +338,13 @@ def _declarations(root: Path) -> list[_Declaration]:
         )
     cargo = _load_toml(root / CARGO_TOML)
     if cargo is not None and isinstance(cargo.get("workspace"), dict):
-        workspace = _table(cargo["workspace"])
-        members = _strings(workspace.get("members"))
-        if "package" in cargo:  # a root [package] is a member of its own workspace
-            members.append(".")
+        # a root [package] is a member of its own workspace
         found.append(
-            _Declaration(
-                what="Cargo.toml [workspace] members",
-                manifest=CARGO_TOML,
-                entries=tuple(members),
-                excludes=tuple(_strings(workspace.get("exclude"))),
+            _members_declaration(
+                "Cargo.toml [workspace] members",
+                CARGO_TOML,
+                _table(cargo["workspace"]),
+                root_is_member="package" in cargo,
             )
         )
     go_work = root / "go.work"
@@ -345,15 +357,10 @@ def _declarations(root: Path) -> list[_Declaration]:
     pyproject = _load_toml(root / PYPROJECT)
     uv = _table(_table(_table(pyproject).get("tool")).get("uv")).get("workspace")
     if pyproject is not None and isinstance(uv, dict):
-        members = _strings(uv.get("members"))
-        if "project" in pyproject:  # uv: a root with [project] is a workspace member
-            members.append(".")
+        # uv: a root with [project] is a workspace member
         found.append(
-            _Declaration(
-                what="[tool.uv.workspace] members",
-                manifest=PYPROJECT,
-                entries=tuple(members),
-                excludes=tuple(_strings(uv.get("exclude"))),
+            _members_declaration(
+                "[tool.uv.workspace] members", PYPROJECT, uv, root_is_member="project" in pyproject
             )
         )
     return found
