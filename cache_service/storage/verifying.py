@@ -14,6 +14,10 @@ Spec coverage:
   right. Decompression writes into a bounded sink (never the whole blob in memory, and a
   "zstd bomb" is stopped within a block of exceeding the declared size, without raising
   through zstandard, which would leak its output buffer: issue 13).
+* Issue 13 — a frame's content checksum, when it has one, is verified on write (libzstd
+  checks it as its bytes reach the decoder): a frame with the right content and a wrong
+  checksum would otherwise be stored, found present by every namespace, and fail every
+  reader that checks it.
 * :func:`compress_chunks` / :func:`compress_bytes` turn uncompressed bytes into the stored
   form for callers (e.g. the servicer when a client sends identity-encoded data).
 Out of scope: size limits (SVC-006, the servicer's), dictionaries (rejected: frames naming a
@@ -88,6 +92,8 @@ class _FrameWalker:
                 step = min(self._skip, len(chunk) - pos)
                 if self._state == "content":
                     listener.content(chunk[pos : pos + step])
+                else:  # the frame's content checksum
+                    listener.checksum(chunk[pos : pos + step])
                 self._skip -= step
                 pos += step
                 if not self._skip:
@@ -167,6 +173,9 @@ class _Listener:
         raise NotImplementedError
 
     def content(self, view: memoryview) -> None:
+        raise NotImplementedError
+
+    def checksum(self, view: memoryview) -> None:
         raise NotImplementedError
 
 
@@ -301,6 +310,13 @@ class BlobVerifier(_Listener):
         self._sink.write(data)
         self._sink.check()
         self._remember(data)
+
+    def checksum(self, view: memoryview) -> None:
+        # Issue 13: a frame's content checksum is checked on write. A frame carrying one is
+        # decoded from its start (``_frame_params``), and libzstd verifies the checksum when
+        # its bytes reach the decoder; a wrong one stored would pass every write check, then
+        # fail every reader that checks it (and an identity read would delete the blob).
+        self._decode(view)
 
     # -- direct mode -----------------------------------------------------------------------
 

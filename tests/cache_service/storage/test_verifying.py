@@ -137,3 +137,30 @@ def test_rejecting_zstd_bombs_does_not_leak_native_memory() -> None:
         with pytest.raises(BlobVerificationError, match="more than its declared 10 bytes"):
             verifier.feed(bomb)
     assert _rss_bytes() - before < 64 << 20
+
+
+@settings(max_examples=30)
+@given(data=st.binary(min_size=1, max_size=4000), flip=st.integers(0, 31))
+def test_any_wrong_content_checksum_is_rejected(data: bytes, flip: int) -> None:
+    """RC-004 (issue 13, item 4): the zstd content checksum is checked on write, however the
+    frame is chunked; a frame with the right content and a wrong checksum never verifies."""
+    frame = bytearray(zstandard.ZstdCompressor(write_checksum=True).compress(data))
+    frame[-4 + flip // 8] ^= 1 << (flip % 8)
+    for step in (1, 3, len(frame)):
+        with pytest.raises(BlobVerificationError, match="checksum"):
+            _verify(_ref(data), bytes(frame), step)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
+def test_rejecting_wrong_checksums_does_not_leak_native_memory() -> None:
+    """RC-004 (issue 13, items 1 and 4): a checksum failure raised by libzstd inside the
+    decoder frees its buffers (unlike an exception raised from its sink)."""
+    data = os.urandom(64 << 10) + b"x" * (192 << 10)
+    frame = zstandard.ZstdCompressor(write_checksum=True).compress(data)
+    bad = frame[:-1] + bytes((frame[-1] ^ 1,))
+    ref = _ref(data)
+    before = _rss_bytes()
+    for _ in range(1500):
+        with pytest.raises(BlobVerificationError, match="checksum"):
+            _verify(ref, bad, len(bad))
+    assert _rss_bytes() - before < 64 << 20
