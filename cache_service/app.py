@@ -64,8 +64,8 @@ from cache_service.servicers import (
 from cache_service.servicers.content import add_content_store
 from cache_service.storage.base import BlobStore, ManifestStore, StorageError
 from cache_service.storage.factory import StorageConfig, disk_roots, open_storage
-from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 from hazremote.logs import get_logger
+from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 
 __all__ = [
     "RunningServer",

@@ -49,7 +49,7 @@ from cache_service.servicers._status import (
     maps_errors_stream,
     status_of,
 )
-from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc, digest_pb2
+from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc, digest_pb2
 
 __all__ = [
     "ContentStoreServicer",

@@ -22,7 +22,7 @@ import pytest
 from cache_service.auth import TokenAuthority
 from cache_service.config import ServiceConfigError, resolve_config
 from cache_service.servicers import content
-from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
+from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 from tests.cache_service.auth.authkit import bearer, stored_manifest, tokens_yaml, write_tokens
 from tests.cache_service.server.serverkit import (
     BLAKE3,
