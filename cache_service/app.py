@@ -64,6 +64,7 @@ from cache_service.servicers import (
 from cache_service.servicers.content import add_content_store
 from cache_service.storage.base import BlobStore, ManifestStore, StorageError
 from cache_service.storage.factory import StorageConfig, disk_roots, open_storage
+from hazremote.errors import HazError
 from hazremote.logs import get_logger
 from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 
@@ -86,7 +87,7 @@ SERVICE_NAMES = tuple(
 )
 
 
-class ServiceStartError(Exception):
+class ServiceStartError(HazError):
     """The service could not start (bind failure, storage unreachable): exit 1 (EXEC-021)."""
 
 

@@ -30,7 +30,7 @@ from cache_service.errors import (
     ManifestConflictError,
     MissingBlobsError,
 )
-from cache_service.storage.base import BlobNotFoundError, BlobVerificationError, StorageError
+from cache_service.storage.base import BlobVerificationError, StorageError
 from hazremote.cache.manifest import ManifestError
 from hazremote.logs import get_logger
 
@@ -49,7 +49,6 @@ _TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (LimitExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ClientIdleError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (BlobAbsentError, grpc.StatusCode.NOT_FOUND),
-    (BlobNotFoundError, grpc.StatusCode.NOT_FOUND),
     (CorruptBlobError, grpc.StatusCode.DATA_LOSS),
     (MissingBlobsError, grpc.StatusCode.FAILED_PRECONDITION),
     (ManifestConflictError, grpc.StatusCode.ALREADY_EXISTS),

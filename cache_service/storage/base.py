@@ -29,11 +29,11 @@ from typing import BinaryIO, Final, Literal, Protocol
 
 from hazremote.domain.digest import Digest
 from hazremote.domain.model import HashName
+from hazremote.errors import HazError
 
 __all__ = [
     "WOULD_BLOCK",
     "BlobInfo",
-    "BlobNotFoundError",
     "BlobRef",
     "BlobStore",
     "BlobVerificationError",
@@ -60,12 +60,8 @@ WOULD_BLOCK: Final = WouldBlock.WOULD_BLOCK
 StoredChunk = bytes | memoryview
 
 
-class StorageError(Exception):
+class StorageError(HazError):
     """The backing storage failed (I/O error, S3 unavailable …): an infrastructure failure."""
-
-
-class BlobNotFoundError(StorageError):
-    """A blob that was expected to exist does not."""
 
 
 class BlobVerificationError(StorageError):
