@@ -52,7 +52,6 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from cache_service.errors import InvalidRequestError
 from cache_service.identity import (
     ANONYMOUS,
-    AccessDeniedError,
     Authenticator,
     Authorizer,
     Identity,
@@ -61,6 +60,7 @@ from cache_service.identity import (
     reset_identity,
     set_identity,
 )
+from cache_service.servicers._status import status_of
 from hazremote.logs import get_logger, json_line_printer, utc_timestamp
 
 __all__ = ["AccessInterceptor", "AccessLog", "HandlerRegistrar", "ServiceMetrics"]
@@ -432,10 +432,8 @@ class AccessInterceptor:
             identity = self._authenticator.authenticate(method=method, metadata=_Metadata(context))
             if self._authorizer is not None:
                 self._authorizer.authorize(identity, method=method, namespace=namespace)
-        except AccessDeniedError as exc:
-            return identity, (grpc.StatusCode.PERMISSION_DENIED, str(exc))
-        except PermissionError as exc:
-            return identity, (grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        except PermissionError as exc:  # AccessDeniedError too
+            return identity, status_of(exc)
         return identity, None
 
     def _undecodable(
@@ -450,7 +448,7 @@ class AccessInterceptor:
                     method=series.method, metadata=_Metadata(context)
                 )
             except PermissionError as exc:
-                return identity, (grpc.StatusCode.UNAUTHENTICATED, str(exc))
+                return identity, status_of(exc)
         return identity, (
             grpc.StatusCode.INVALID_ARGUMENT,
             f"{series.name}: the request is not a valid message ({error})",

@@ -30,6 +30,7 @@ from cache_service.errors import (
     ManifestConflictError,
     MissingBlobsError,
 )
+from cache_service.identity import AccessDeniedError
 from cache_service.storage.base import BlobVerificationError, StorageError
 from hazremote.cache.manifest import ManifestError
 from hazremote.logs import get_logger
@@ -53,6 +54,9 @@ _TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (MissingBlobsError, grpc.StatusCode.FAILED_PRECONDITION),
     (ManifestConflictError, grpc.StatusCode.ALREADY_EXISTS),
     (StorageError, grpc.StatusCode.UNAVAILABLE),
+    # SEC-002: what the authenticator and authorizer refuse with (AccessDeniedError first).
+    (AccessDeniedError, grpc.StatusCode.PERMISSION_DENIED),
+    (PermissionError, grpc.StatusCode.UNAUTHENTICATED),
 )
 
 
