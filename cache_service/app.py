@@ -6,7 +6,7 @@ Spec coverage:
   manifest lookup the store can answer without I/O runs on the event loop instead).
 * SVC-004 — gRPC health checking (``grpc.health.v1``, every service ``SERVING``), server
   reflection, Prometheus metrics on a separate HTTP port (``metrics_listen``), one structured
-  access event per RPC (:mod:`cache_service.observe`; every service registers through the
+  access event per RPC (:mod:`cache_service.interceptor`; every service registers through the
   access interceptor's registrar, which wraps each method handler once).
 * SVC-005 — on SIGTERM/SIGINT: health turns ``NOT_SERVING``, the server stops accepting, and
   in-flight RPCs get ``shutdown_grace`` seconds to finish.
@@ -52,8 +52,9 @@ from cache_service.auth import TokenAuthority
 from cache_service.cas import BlobLimits, BlobService
 from cache_service.config import Address, ServiceConfig, ServiceConfigError
 from cache_service.identity import Authenticator, Authorizer, OpenAccess
+from cache_service.interceptor import AccessInterceptor
 from cache_service.manifests import ManifestService
-from cache_service.observe import AccessInterceptor, ServiceMetrics
+from cache_service.metrics import ServiceMetrics
 from cache_service.offload import Offload, StreamSlots
 from cache_service.servicers import (
     CapabilitiesServicer,

@@ -10,7 +10,7 @@ Spec coverage:
 * Issue 13 — a streaming client silent past the stream idle timeout → ``DEADLINE_EXCEEDED``
   (the client's fault: not logged as an error; the access event records it).
 * Storage failures → ``UNAVAILABLE`` (retryable; RC-003 makes the client treat it as a miss).
-Out of scope: authentication statuses (the interceptor in :mod:`cache_service.observe`).
+Out of scope: authentication statuses (the interceptor in :mod:`cache_service.interceptor`).
 """
 
 from __future__ import annotations
