@@ -26,7 +26,6 @@ dictionary cannot be verified here).
 
 from __future__ import annotations
 
-import io
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, BinaryIO, cast
@@ -38,6 +37,7 @@ from cache_service.storage.base import (
     BlobRef,
     BlobStore,
     BlobVerificationError,
+    ReadingRaw,
     StoredChunk,
 )
 from hazremote.domain.digest import Hasher, new_hasher
@@ -425,7 +425,7 @@ def _verified(ref: BlobRef, stored: Iterable[StoredChunk]) -> Iterator[StoredChu
     verifier.finish()
 
 
-class _VerifyingReader(io.RawIOBase):
+class _VerifyingReader(ReadingRaw):
     """Passes the stored form through, raising BlobVerificationError at its end if corrupt.
 
     :meth:`read` hands out the chunks the inner reader returns as they are (after feeding
@@ -437,9 +437,6 @@ class _VerifyingReader(io.RawIOBase):
         self._inner = inner
         self._verifier = BlobVerifier(ref)
         self._finished = False
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, size: int | None = -1) -> bytes:
         """Up to ``size`` bytes (all the rest when negative), fewer only at the end, where
@@ -468,12 +465,6 @@ class _VerifyingReader(io.RawIOBase):
         while chunk := self.read(_OUT_CHUNK):
             chunks.append(chunk)
         return b"".join(chunks)
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         self._inner.close()
