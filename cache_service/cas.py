@@ -26,7 +26,6 @@ Out of scope: gRPC, the stores themselves, manifests (:mod:`cache_service.manife
 
 from __future__ import annotations
 
-import enum
 import itertools
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -42,13 +41,13 @@ from cache_service.errors import (
 )
 from cache_service.storage.base import BlobRef, BlobStore, BlobVerificationError, StoredChunk
 from cache_service.storage.verifying import ZSTD_MAGIC, compress_chunks, decompress_chunks
+from hazremote.cache.manifest import Compression
 
 __all__ = [
     "BlobLimits",
     "BlobReadStream",
     "BlobService",
     "ReadOutcome",
-    "WireEncoding",
     "WriteItem",
 ]
 
@@ -67,13 +66,6 @@ RAW_BLOCK = 128 * 1024
 _RAW_WINDOW = (21 - 10) << 3
 
 
-class WireEncoding(enum.Enum):
-    """How blob bytes travel in a message (the domain twin of the wire ``Compression``)."""
-
-    IDENTITY = "identity"
-    ZSTD = "zstd"
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BlobLimits:
     """SVC-006 limits that concern blobs (sizes are uncompressed bytes)."""
@@ -90,7 +82,7 @@ class WriteItem:
 
     ref: BlobRef
     data: bytes
-    encoding: WireEncoding
+    encoding: Compression
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,7 +91,7 @@ class ReadOutcome:
 
     ref: BlobRef
     data: bytes = b""
-    encoding: WireEncoding = WireEncoding.IDENTITY
+    encoding: Compression = Compression.NONE
     error: Exception | None = None
 
 
@@ -107,7 +99,7 @@ class ReadOutcome:
 class BlobReadStream:
     """A blob being streamed: the encoding of every chunk, and the chunks (lazily read)."""
 
-    encoding: WireEncoding
+    encoding: Compression
     #: A generator: close it to release the stored data early.
     chunks: Generator[bytes, None, None]
 
@@ -117,12 +109,12 @@ Buffer = bytes | memoryview
 
 
 def _stored_form(
-    ref: BlobRef, chunks: Iterable[Buffer], encoding: WireEncoding
+    ref: BlobRef, chunks: Iterable[Buffer], encoding: Compression
 ) -> Iterable[StoredChunk]:
     """RC-006: the stored form (one zstd frame) of an upload's wire chunks, as views of them
     where it can (zstd passes through as received; a raw-block frame is headers between
     views): the store writes them where they lie (the received messages are immutable)."""
-    if encoding is WireEncoding.ZSTD:
+    if encoding is Compression.ZSTD:
         return chunks
     return _encoded(ref, _exactly(ref, chunks))
 
@@ -253,7 +245,7 @@ class BlobService:
                 results.append(None)
         return results
 
-    def write_stream(self, ref: BlobRef, encoding: WireEncoding, chunks: Iterable[Buffer]) -> int:
+    def write_stream(self, ref: BlobRef, encoding: Compression, chunks: Iterable[Buffer]) -> int:
         """Verify and store one blob from its wire chunks; returns its size (RC-004).
 
         A blob already present succeeds at once (its remaining chunks are not read).
@@ -267,11 +259,11 @@ class BlobService:
     # -- reads ----------------------------------------------------------------------------
 
     def read_batch(
-        self, refs: Sequence[BlobRef], accepted: Sequence[WireEncoding]
+        self, refs: Sequence[BlobRef], accepted: Sequence[Compression]
     ) -> list[ReadOutcome]:
         """Read small blobs whole (bounded by the batch total), verified; per-item errors."""
         self.check_batch(refs, payload=True)
-        zstd = WireEncoding.ZSTD in accepted
+        zstd = Compression.ZSTD in accepted
         outcomes: list[ReadOutcome] = []
         for ref in refs:
             try:
@@ -281,12 +273,12 @@ class BlobService:
             except Exception as exc:  # each item succeeds or fails on its own (wire contract)
                 outcomes.append(ReadOutcome(ref=ref, error=exc))
             else:
-                encoding = WireEncoding.ZSTD if zstd else WireEncoding.IDENTITY
+                encoding = Compression.ZSTD if zstd else Compression.NONE
                 outcomes.append(ReadOutcome(ref=ref, data=data, encoding=encoding))
         return outcomes
 
     def open_stream(
-        self, ref: BlobRef, *, offset: int, accepted: Sequence[WireEncoding]
+        self, ref: BlobRef, *, offset: int, accepted: Sequence[Compression]
     ) -> BlobReadStream:
         """Open a blob for streaming from uncompressed ``offset``.
 
@@ -302,17 +294,15 @@ class BlobService:
         handle = self._store.open_read(ref)
         if handle is None:
             raise BlobAbsentError(f"blob {ref.digest} ({ref.size} bytes) not found")
-        zstd = WireEncoding.ZSTD in accepted
+        zstd = Compression.ZSTD in accepted
         if zstd and offset == 0:
-            return BlobReadStream(
-                encoding=WireEncoding.ZSTD, chunks=self._pass_through(ref, handle)
-            )
+            return BlobReadStream(encoding=Compression.ZSTD, chunks=self._pass_through(ref, handle))
         chunks = self._decoded(ref, handle, offset=offset)
         if zstd:
             return BlobReadStream(
-                encoding=WireEncoding.ZSTD, chunks=_recompressed(chunks, ref, offset)
+                encoding=Compression.ZSTD, chunks=_recompressed(chunks, ref, offset)
             )
-        return BlobReadStream(encoding=WireEncoding.IDENTITY, chunks=chunks)
+        return BlobReadStream(encoding=Compression.NONE, chunks=chunks)
 
     def _corrupt(self, ref: BlobRef, exc: Exception) -> CorruptBlobError:
         self._store.delete(ref)

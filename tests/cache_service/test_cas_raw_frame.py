@@ -9,10 +9,11 @@ from collections.abc import Iterable
 import pytest
 import zstandard
 
-from cache_service.cas import RAW_BLOCK, TRIAL_BYTES, BlobLimits, BlobService, WireEncoding
+from cache_service.cas import RAW_BLOCK, TRIAL_BYTES, BlobLimits, BlobService
 from cache_service.storage.base import BlobRef, BlobVerificationError, StoredChunk
 from cache_service.storage.memory import MemoryBlobStore
 from cache_service.storage.verifying import BlobVerifier, VerifyingBlobStore
+from hazremote.cache.manifest import Compression
 from hazremote.domain.digest import digest_bytes
 from hazremote.domain.model import HashName
 
@@ -35,7 +36,7 @@ def _store(data: bytes, pieces: list[bytes]) -> bytes:
     leaf = MemoryBlobStore()
     service = BlobService(store=VerifyingBlobStore(inner=leaf), limits=LIMITS)
     ref = _ref(data)
-    assert service.write_stream(ref, WireEncoding.IDENTITY, iter(pieces)) == len(data)
+    assert service.write_stream(ref, Compression.NONE, iter(pieces)) == len(data)
     reader = leaf.open_read(ref)
     assert reader is not None
     with reader:
@@ -96,7 +97,7 @@ def test_raw_upload_of_the_wrong_size_is_rejected_and_not_stored(delta: int) -> 
     service = BlobService(store=VerifyingBlobStore(inner=leaf), limits=LIMITS)
     ref = _ref(data)
     with pytest.raises(BlobVerificationError, match="size mismatch"):
-        service.write_stream(ref, WireEncoding.IDENTITY, iter([sent]))
+        service.write_stream(ref, Compression.NONE, iter([sent]))
     assert leaf.missing([ref]) == [ref]
 
 
@@ -108,7 +109,7 @@ def test_raw_upload_with_a_wrong_last_byte_is_rejected_and_not_stored() -> None:
     ref = _ref(data)
     with pytest.raises(BlobVerificationError, match="digest mismatch"):
         service.write_stream(
-            ref, WireEncoding.IDENTITY, iter([wrong[:TRIAL_BYTES], wrong[TRIAL_BYTES:]])
+            ref, Compression.NONE, iter([wrong[:TRIAL_BYTES], wrong[TRIAL_BYTES:]])
         )
     assert leaf.missing([ref]) == [ref]
 
@@ -148,7 +149,7 @@ def test_raw_blocks_reach_the_store_as_views_of_the_received_chunks() -> None:
     leaf = _RecordingStore()
     service = BlobService(store=VerifyingBlobStore(inner=leaf), limits=LIMITS)
     ref = _ref(data)
-    service.write_stream(ref, WireEncoding.IDENTITY, iter([memoryview(pieces[0]), pieces[1]]))
+    service.write_stream(ref, Compression.NONE, iter([memoryview(pieces[0]), pieces[1]]))
     header, *blocks = leaf.given
     assert len(header) == 10
     assert [len(chunk) for chunk in blocks[::2]] == [3] * 5
@@ -171,6 +172,6 @@ def test_zstd_uploads_pass_to_the_store_as_received() -> None:
     received = [memoryview(frame)[:1000], memoryview(frame)[1000:]]
     leaf = _RecordingStore()
     service = BlobService(store=VerifyingBlobStore(inner=leaf), limits=LIMITS)
-    service.write_stream(_ref(data), WireEncoding.ZSTD, iter(received))
+    service.write_stream(_ref(data), Compression.ZSTD, iter(received))
     assert len(leaf.given) == 2
     assert all(got is sent for got, sent in zip(leaf.given, received, strict=True))
