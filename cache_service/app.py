@@ -16,6 +16,11 @@ Spec coverage:
 * Issue 13 — once serving, :func:`run` removes in the background the temp files of writes
   that died under the disk stores (older than ``temp_grace``,
   :func:`cache_service.housekeeping.sweep_temp_files`).
+* Issue 13 — connections: one that has not completed its HTTP/2 (and TLS) handshake within
+  ``handshake_timeout`` is closed, one without calls for :data:`CONNECTION_IDLE_S` is sent
+  away (GOAWAY), and at most :func:`connection_bound` are open at once (below the open-file
+  limit, which :func:`run` raises to the hard limit), so half-open sockets cannot exhaust
+  descriptors. gRPC has no per-peer bound (see docs/decisions.md).
 * §5 — when ready, one line ``listening on HOST:PORT`` on stderr (port 0 shows the real port).
 * EXEC-021 — a failure to bind or to open storage is :class:`ServiceStartError` (exit 1).
 * SEC-002/003 — ``config.tokens`` becomes a :class:`~cache_service.auth.TokenAuthority`
@@ -32,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import resource
 import signal
 import sys
 import threading
@@ -70,7 +76,9 @@ from hazremote.logs import get_logger
 __all__ = [
     "RunningServer",
     "ServiceStartError",
+    "connection_bound",
     "open_configured_storage",
+    "raise_open_file_limit",
     "run",
     "serve",
     "server_credentials",
@@ -165,15 +173,60 @@ def server_credentials(config: ServiceConfig) -> grpc.ServerCredentials | None:
     )
 
 
+#: Issue 13: a connection without calls this long is sent away (the client reconnects when
+#: it needs to), so idle connections do not hold descriptors forever.
+CONNECTION_IDLE_S = 300.0
+#: Descriptors kept for everything but connections: the listening and metrics sockets, the
+#: event loop's and gRPC's own, log files, the storage directory handles.
+_FIXED_DESCRIPTORS = 64
+
+
+def connection_bound(config: ServiceConfig, *, open_files: int) -> int:
+    """Issue 13: how many connections may be open at once under an open-file limit of
+    ``open_files``: what is left once every stream holds a file and every storage thread
+    two (a blob and its directory), never less than half the limit."""
+    reserved = (
+        _FIXED_DESCRIPTORS + config.limits.max_concurrent_streams + 2 * config.storage_threads
+    )
+    return max(open_files - reserved, open_files // 2)
+
+
 def _grpc_options(config: ServiceConfig) -> list[tuple[str, Any]]:
     size = config.limits.max_message_size
+    open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     return [
         ("grpc.max_receive_message_length", size),
         ("grpc.max_send_message_length", size),
         # Without this, Linux lets a second server bind the same port and steal half the
         # connections; a taken port must be a start failure (EXEC-021).
         ("grpc.so_reuseport", 0),
+        # Issue 13: half a preface (or a stalled TLS hello) must not hold a descriptor; the
+        # core's own default is two minutes.
+        ("grpc.server_handshake_timeout_ms", round(config.handshake_timeout * 1000)),
+        ("grpc.max_connection_idle_ms", round(CONNECTION_IDLE_S * 1000)),
+        # Over the bound, a new connection is closed at accept: refusing some clients for a
+        # handshake timeout beats running out of descriptors (and logging so every second).
+        ("grpc.max_allowed_incoming_connections", connection_bound(config, open_files=open_files)),
     ]
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Issue 13: raise the soft open-file limit to the hard one (each connection is a
+    descriptor); returns the soft limit before and after (equal if it could not be raised)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:  # Linux refuses more than fs.nr_open
+        try:
+            target = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            target = soft
+    if target <= soft:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError):
+        return soft, soft
+    return soft, target
 
 
 @contextlib.asynccontextmanager
@@ -363,6 +416,9 @@ def _sweep_temp_files(config: ServiceConfig) -> None:
 async def run(config: ServiceConfig) -> int:
     """Serve until SIGTERM or SIGINT, then shut down gracefully (SVC-005); returns 0."""
     tune_malloc()
+    soft_was, soft = raise_open_file_limit()
+    if soft != soft_was:
+        _log.info("raised the open-file limit", soft_was=soft_was, soft=soft)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -385,6 +441,8 @@ async def run(config: ServiceConfig) -> int:
             tls=config.tls_cert is not None,
             mutual_tls=config.tls_client_ca is not None,
             tokens=None if config.tokens is None else str(config.tokens),
+            max_connections=connection_bound(config, open_files=soft),
+            handshake_timeout_s=config.handshake_timeout,
         )
         # Walking a large store takes a while: never delay readiness for it.
         threading.Thread(
