@@ -41,9 +41,9 @@ from bench._svc_common import (
 )
 from cache_service.storage._layout import blob_name
 from cache_service.storage.base import BlobRef
-from hazremote._proto.haz.remote.v1 import cache_pb2, digest_pb2
 from hazremote.domain.digest import Digest, new_hasher
 from hazremote.domain.model import HashName
+from hazremote.wire.haz.remote.v1 import cache_pb2, digest_pb2
 
 BLAKE3 = digest_pb2.HASH_FUNCTION_BLAKE3
 

@@ -35,7 +35,7 @@ from bench._svc_common import (
     blob_pool,
     channel_options,
 )
-from hazremote._proto.haz.remote.v1 import cache_pb2
+from hazremote.wire.haz.remote.v1 import cache_pb2
 
 
 def _raw(data: bytes) -> bytes:

@@ -67,7 +67,6 @@ from bench._svc_common import (
 from bench._util import work_dir
 from cache_service.storage._layout import blob_name, manifest_name
 from cache_service.storage.base import BlobRef
-from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc, digest_pb2
 from hazremote.cache.manifest import (
     Compression,
     Manifest,
@@ -78,6 +77,7 @@ from hazremote.cache.manifest import (
 from hazremote.domain.digest import Digest, digest_bytes
 from hazremote.domain.model import CommandAction, HashName
 from hazremote.keys.framing import CHAPTER_REVISION
+from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc, digest_pb2
 from tests.support.seaweedfs import ACCESS_KEY, REGION, SECRET_KEY, SeaweedS3, weed_binary
 
 HASH = HashName.BLAKE3

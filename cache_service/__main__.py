@@ -63,6 +63,7 @@ _HELP = {
     "max_batch_total_size": "largest uncompressed payload of one batch call (default 4MiB)",
     "max_message_size": "largest gRPC message either way (default 8MiB)",
     "max_concurrent_streams": "most ReadBlob/WriteBlob streams at once (default 256)",
+    "max_streams_per_caller": "most blob streams of one token or peer at once (default 64)",
     "stream_chunk_size": "preferred chunk size of blob streams (default 1MiB)",
 }
 _METAVARS = {
@@ -90,6 +91,7 @@ _METAVARS = {
     "max_batch_total_size": "SIZE",
     "max_message_size": "SIZE",
     "max_concurrent_streams": "N",
+    "max_streams_per_caller": "N",
     "stream_chunk_size": "SIZE",
 }
 _COMMANDS = ("serve", "gc", "admin")

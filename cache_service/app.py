@@ -70,8 +70,8 @@ from cache_service.servicers import (
 from cache_service.servicers.content import add_content_store
 from cache_service.storage.base import BlobStore, ManifestStore, StorageError
 from cache_service.storage.factory import StorageConfig, disk_roots, open_storage
-from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 from hazremote.logs import get_logger
+from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 
 __all__ = [
     "RunningServer",
@@ -273,6 +273,9 @@ async def serve(
         stream_chunk_size=limits.stream_chunk_size,
     )
     offload = Offload(max_workers=config.storage_threads)
+    # Issue 13: a WriteBlob waits for its client between chunks; it does so in a thread of
+    # its own (one per stream slot), never in the storage pool the lookups need.
+    streams = Offload(max_workers=limits.max_concurrent_streams, name="haz-cache-stream")
     blob_service = BlobService(store=blobs, limits=blob_limits)
     manifest_service = ManifestService(
         manifests=manifests,
@@ -302,7 +305,11 @@ async def serve(
         ContentStoreServicer(
             blobs=blob_service,
             offload=offload,
-            slots=StreamSlots(limit=limits.max_concurrent_streams),
+            streams=streams,
+            slots=StreamSlots(
+                limit=limits.max_concurrent_streams,
+                per_caller=min(limits.max_streams_per_caller, limits.max_concurrent_streams),
+            ),
             idle_timeout=config.stream_idle_timeout,
         ),
         registrar,
@@ -339,6 +346,7 @@ async def serve(
         reason = "address in use or not available"
     if port == 0:
         offload.shutdown()
+        streams.shutdown()
         raise ServiceStartError(f"cannot listen on {config.listen}: {reason}")
     await server.start()
     httpd = None
@@ -375,6 +383,7 @@ async def serve(
             httpd.shutdown()
             httpd.server_close()
         offload.shutdown()
+        streams.shutdown()
 
 
 #: glibc ``mallopt`` parameters (malloc.h) and the values :func:`tune_malloc` sets: blob

@@ -23,6 +23,8 @@ Spec coverage:
 * Issue 13 — ``--handshake-timeout D`` (``HAZ_CACHE_HANDSHAKE_TIMEOUT``,
   ``handshake_timeout:``; default 10 s, positive): a connection that has not completed its
   HTTP/2 (and TLS) handshake this long after it was accepted is closed.
+* Issue 13 — ``--max-streams-per-caller N`` (``HAZ_CACHE_MAX_STREAMS_PER_CALLER``; default 64,
+  at most ``max_concurrent_streams``, which lowers it when lowered below it).
 Out of scope: ``--queue`` (a later issue); what a storage URL means
 (``cache_service.storage.factory``); reading the certificate files (``cache_service.app``).
 """
@@ -57,6 +59,8 @@ ENV_PREFIX = "HAZ_CACHE_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("console", "json")
 MIB = 1 << 20
+#: The default of ``limits.max_streams_per_caller``.
+STREAMS_PER_CALLER = 64
 
 
 class ServiceConfigError(HazError):
@@ -84,6 +88,9 @@ class Limits:
     #: gRPC message limit (compressed bytes on the wire), both directions.
     max_message_size: int = 8 * MIB
     max_concurrent_streams: int = 256
+    #: Issue 13: blob streams one caller (a token, or a peer address without tokens) may
+    #: hold at once; a lowered ``max_concurrent_streams`` lowers it too.
+    max_streams_per_caller: int = STREAMS_PER_CALLER
     stream_chunk_size: int = 1 * MIB
 
 
@@ -253,6 +260,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(key="limits.max_batch_total_size", parse=_positive_size),
     Setting(key="limits.max_message_size", parse=_positive_size),
     Setting(key="limits.max_concurrent_streams", parse=_positive_int),
+    Setting(key="limits.max_streams_per_caller", parse=_positive_int),
     Setting(key="limits.stream_chunk_size", parse=_positive_size),
 )
 _BY_KEY = {s.key: s for s in SETTINGS}
@@ -318,9 +326,10 @@ def resolve_config(*, flags: Mapping[str, object | None], env: Mapping[str, str]
             values[setting.key] = setting.parse(raw)
         except ValueError as exc:
             raise ServiceConfigError(f"{source}: {exc}") from None
-    limits = Limits(
-        **{k.removeprefix("limits."): v for k, v in values.items() if k.startswith("limits.")}
-    )
+    given = {k.removeprefix("limits."): v for k, v in values.items() if k.startswith("limits.")}
+    if "max_streams_per_caller" not in given and "max_concurrent_streams" in given:
+        given["max_streams_per_caller"] = min(STREAMS_PER_CALLER, given["max_concurrent_streams"])
+    limits = Limits(**given)
     _check_limits(limits)
     read_cache_dir = values.get("read_cache")
     read_cache_size = values.get("read_cache_size")
@@ -363,6 +372,11 @@ def resolve_config(*, flags: Mapping[str, object | None], env: Mapping[str, str]
 
 
 def _check_limits(limits: Limits) -> None:
+    if limits.max_streams_per_caller > limits.max_concurrent_streams:
+        raise ServiceConfigError(
+            f"max_streams_per_caller ({limits.max_streams_per_caller}) cannot exceed "
+            f"max_concurrent_streams ({limits.max_concurrent_streams})"
+        )
     # A batch or a chunk must fit in one message with room for framing; zstd can expand
     # incompressible data slightly, hence the margin.
     room = limits.max_message_size - 64 * 1024

@@ -3,8 +3,11 @@
 Spec coverage:
 * SVC-001 — backends are blocking (file I/O, boto3); every storage call of an RPC runs in a
   bounded thread pool so one slow S3 request never stalls the other RPCs.
-* SVC-006 — :class:`StreamSlots` bounds the concurrent blob streams with a clear status.
-Out of scope: what the work is.
+* SVC-006 — :class:`StreamSlots` bounds the concurrent blob streams, in all and per caller,
+  with a clear status.
+* Issue 13 — work that waits for a client (a WriteBlob receiving its chunks) runs in a pool
+  of its own (``name``), never in the storage pool the lookups need.
+Out of scope: what the work is; who a caller is (the servicer names it).
 """
 
 from __future__ import annotations
@@ -24,12 +27,10 @@ _T = TypeVar("_T")
 
 
 class Offload:
-    """Runs blocking callables in a dedicated thread pool."""
+    """Runs blocking callables in a dedicated thread pool (threads named ``name``)."""
 
-    def __init__(self, *, max_workers: int) -> None:
-        self._executor = ThreadPoolExecutor(
-            max_workers=max_workers, thread_name_prefix="haz-cache-storage"
-        )
+    def __init__(self, *, max_workers: int, name: str = "haz-cache-storage") -> None:
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name)
 
     async def __call__(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
         loop = asyncio.get_running_loop()
@@ -41,25 +42,42 @@ class Offload:
 
 
 class StreamSlots:
-    """SVC-006: at most ``limit`` ReadBlob/WriteBlob streams at once (one event loop)."""
+    """SVC-006: at most ``limit`` ReadBlob/WriteBlob streams at once, and at most
+    ``per_caller`` of them for one caller (one event loop)."""
 
-    def __init__(self, *, limit: int) -> None:
+    def __init__(self, *, limit: int, per_caller: int) -> None:
         self._limit = limit
+        self._per_caller = per_caller
         self._used = 0
+        self._by_caller: dict[str, int] = {}
 
     @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        """Take a slot for the duration of a stream.
+    def hold(self, caller: str) -> Iterator[None]:
+        """Take a slot for the duration of a stream of ``caller`` (as a message names it,
+        e.g. ``token 'ci'``).
 
         Raises:
-            LimitExceededError: every slot is taken.
+            LimitExceededError: every slot is taken, or every slot ``caller`` may take.
         """
         if self._used >= self._limit:
             raise LimitExceededError(
-                f"{self._used} blob streams in progress; the limit is {self._limit}"
+                f"{self._used} blob streams in progress; the limit is {self._limit} "
+                "(max_concurrent_streams)"
+            )
+        held = self._by_caller.get(caller, 0)
+        if held >= self._per_caller:
+            raise LimitExceededError(
+                f"{caller} has {held} blob streams in progress; the per-caller limit is "
+                f"{self._per_caller} (max_streams_per_caller)"
             )
         self._used += 1
+        self._by_caller[caller] = held + 1
         try:
             yield
         finally:
             self._used -= 1
+            left = self._by_caller[caller] - 1
+            if left:
+                self._by_caller[caller] = left
+            else:
+                del self._by_caller[caller]

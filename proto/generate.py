@@ -1,10 +1,10 @@
-"""Regenerate the Python code of ``proto/`` into ``hazremote/_proto/`` (``make proto``).
+"""Regenerate the Python code of ``proto/`` into ``hazremote/wire/`` (``make proto``).
 
 The sources are staged under a directory tree that mirrors the Python package
-(``hazremote/_proto/haz/remote/v1/*.proto``, their ``import`` lines rewritten to match) so the
+(``hazremote/wire/haz/remote/v1/*.proto``, their ``import`` lines rewritten to match) so the
 generated modules import each other by paths that resolve inside the package.
 
-Usage: ``python proto/generate.py [--out DIR]`` (default: the repository's ``hazremote/_proto``).
+Usage: ``python proto/generate.py [--out DIR]`` (default: the repository's ``hazremote/wire``).
 ``--check`` regenerates into a temporary directory and exits 1 when the checked-in code differs.
 """
 
@@ -19,11 +19,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = REPO / "proto"
-PACKAGE_PREFIX = Path("hazremote/_proto")
+PACKAGE_PREFIX = Path("hazremote/wire")
 
 
 def generate(out: Path) -> list[Path]:
-    """Generate into ``out`` (the directory that plays ``hazremote/_proto``)."""
+    """Generate into ``out`` (the directory that plays ``hazremote/wire``)."""
     from grpc_tools import protoc
 
     protos = sorted(p.relative_to(SOURCES) for p in SOURCES.rglob("*.proto"))
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.check:
         with tempfile.TemporaryDirectory() as tmp:
-            fresh = Path(tmp) / "_proto"
+            fresh = Path(tmp) / "wire"
             generate(fresh)
             diffs = _differences(fresh, args.out)
         for line in diffs:

@@ -20,7 +20,7 @@ def test_generated_code_is_not_stale() -> None:
 
 
 def test_generated_digest_message_round_trips() -> None:
-    from hazremote._proto.haz.remote.v1 import digest_pb2
+    from hazremote.wire.haz.remote.v1 import digest_pb2
 
     message = digest_pb2.Digest(hash=bytes(range(32)), size_bytes=7)
     parsed = digest_pb2.Digest.FromString(message.SerializeToString())
@@ -33,8 +33,8 @@ def test_stale_code_is_detected(tmp_path: Path) -> None:
     """Changing one generated file makes ``--check`` fail: the guard can fail."""
     import shutil
 
-    copy = tmp_path / "_proto"
-    shutil.copytree(REPO / "hazremote" / "_proto", copy)
+    copy = tmp_path / "wire"
+    shutil.copytree(REPO / "hazremote" / "wire", copy)
     target = copy / "haz" / "remote" / "v1" / "digest_pb2.py"
     target.write_text(target.read_text() + "\n# edited by hand\n")
     result = subprocess.run(

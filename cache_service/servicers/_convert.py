@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from cache_service.cas import WireEncoding
 from cache_service.errors import InvalidRequestError
 from cache_service.storage.base import BlobRef
-from hazremote._proto.haz.remote.v1 import cache_pb2, digest_pb2
 from hazremote.domain.digest import DIGEST_SIZE, HASH_IDS, Digest
 from hazremote.domain.model import HashName
+from hazremote.wire.haz.remote.v1 import cache_pb2, digest_pb2
 
 __all__ = [
     "WIRE_ENCODINGS",

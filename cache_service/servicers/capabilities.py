@@ -20,8 +20,8 @@ from typing import Any
 from cache_service.cas import BlobLimits
 from cache_service.identity import ANONYMOUS, current_identity
 from cache_service.servicers._status import maps_errors
-from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 from hazremote.domain.digest import HASH_IDS
+from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 
 __all__ = ["CapabilitiesServicer", "ServerInfo"]
 

@@ -3,7 +3,10 @@
 Spec coverage:
 * RC-004, RC-006, RC-007 — through :class:`~cache_service.cas.BlobService`; batch calls report
   a status per item (``status_of`` decides the code, here as everywhere).
-* SVC-006 — stream slots bound concurrent ReadBlob/WriteBlob streams (``RESOURCE_EXHAUSTED``).
+* SVC-006 — stream slots bound concurrent ReadBlob/WriteBlob streams, in all and per caller
+  (:func:`stream_caller`), with ``RESOURCE_EXHAUSTED``.
+* Issue 13 — a WriteBlob waits for its client in a thread of the stream pool
+  (``streams``), never in the storage pool the lookups use.
 * WriteBlob is verified while streaming; a stream that ends without ``finish`` (client went
   away) publishes nothing. Its messages are decoded by :func:`decode_write_chunk`, whose
   ``data`` is a view of the received bytes (protobuf copies a 1 MiB chunk twice, once to
@@ -31,6 +34,7 @@ import grpc
 
 from cache_service.cas import BlobService, WriteItem
 from cache_service.errors import ClientIdleError, InvalidRequestError
+from cache_service.identity import ANONYMOUS, current_identity
 from cache_service.offload import Offload, StreamSlots
 from cache_service.servicers._convert import (
     accepted_encodings,
@@ -45,7 +49,7 @@ from cache_service.servicers._status import (
     maps_errors_stream,
     status_of,
 )
-from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc, digest_pb2
+from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc, digest_pb2
 
 __all__ = [
     "ContentStoreServicer",
@@ -53,6 +57,7 @@ __all__ = [
     "add_content_store",
     "decode_write_chunk",
     "encode_read_chunks",
+    "stream_caller",
 ]
 
 #: A WriteBlob client silent this long is gone: the storage thread gives up (nothing published)
@@ -392,17 +397,32 @@ async def _next_or_none(iterator: AsyncIterator[Any]) -> Any:
         return None
 
 
+def stream_caller(context: Any) -> str:
+    """Who holds a stream, as a limit's message names it: the token (``token 'ci'``), or
+    without one the peer's host (``peer 127.0.0.1``: every connection from one machine)."""
+    identity = current_identity()
+    if identity is not ANONYMOUS:
+        return f"token {identity.name!r}"
+    peer = str(context.peer())  # ipv4:127.0.0.1:5000, ipv6:[::1]:5000, unix:/path
+    kind, _, address = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        address = address.rpartition(":")[0].strip("[]")
+    return f"peer {address or peer}"
+
+
 class ContentStoreServicer(cache_pb2_grpc.ContentStoreServicer):  # type: ignore[misc]
     def __init__(
         self,
         *,
         blobs: BlobService,
         offload: Offload,
+        streams: Offload,
         slots: StreamSlots,
         idle_timeout: float = STREAM_IDLE_TIMEOUT_S,
     ) -> None:
         self._blobs = blobs
         self._offload = offload
+        self._streams = streams
         self._slots = slots
         self._idle_timeout = idle_timeout
 
@@ -464,7 +484,7 @@ class ContentStoreServicer(cache_pb2_grpc.ContentStoreServicer):  # type: ignore
         """Yields encoded ``ReadBlobChunk`` messages (:func:`encode_read_chunks`)."""
         ref = blob_ref(request.hash_function, request.digest)
         accepted = accepted_encodings(request.accepted_compressions)
-        with self._slots.hold():
+        with self._slots.hold(stream_caller(context)):
             stream = await self._offload(
                 self._blobs.open_stream, ref, offset=request.offset, accepted=accepted
             )
@@ -479,6 +499,12 @@ class ContentStoreServicer(cache_pb2_grpc.ContentStoreServicer):  # type: ignore
     @maps_errors
     async def WriteBlob(
         self, request_iterator: AsyncIterator[cache_pb2.WriteBlobChunk], context: Any
+    ) -> cache_pb2.WriteBlobResponse:
+        with self._slots.hold(stream_caller(context)):
+            return await self._write(request_iterator)
+
+    async def _write(
+        self, request_iterator: AsyncIterator[cache_pb2.WriteBlobChunk]
     ) -> cache_pb2.WriteBlobResponse:
         first = await _next_or_none(request_iterator)
         if first is None:
@@ -501,8 +527,7 @@ class ContentStoreServicer(cache_pb2_grpc.ContentStoreServicer):  # type: ignore
                     raise InvalidRequestError("WriteBlob stream ended before its finish chunk")
 
         try:
-            with self._slots.hold():
-                committed = await self._offload(self._blobs.write_stream, ref, encoding, chunks())
+            committed = await self._streams(self._blobs.write_stream, ref, encoding, chunks())
         finally:
             inbox.close()
         return cache_pb2.WriteBlobResponse(committed_size_bytes=committed)

@@ -25,9 +25,9 @@ from cache_service.offload import Offload
 from cache_service.servicers._convert import hash_name, key_digest
 from cache_service.servicers._status import maps_errors
 from cache_service.storage.base import WOULD_BLOCK
-from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 from hazremote.domain.digest import Digest
 from hazremote.domain.model import HashName
+from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 
 __all__ = ["ManifestStoreServicer"]
 

@@ -15,8 +15,11 @@ Spec coverage:
   such writes is written by a thread of its own while the next chunks are verified; with
   ``fsync``, it is flushed to disk in the background while it is written (one
   ``fdatasync`` at a time), so the final fsync only waits for the tail. A blob of 8 MiB or
-  more has its uncompressed size reserved with ``fallocate`` first and is cut to what was
-  written at the end (a compressed frame is smaller).
+  more has its space reserved with ``fallocate`` ahead of its writes, at most
+  :data:`_RESERVE_STEP` beyond what arrived and never beyond its uncompressed size, and is
+  cut to what was written at the end (a compressed frame is smaller).
+* Issue 13 — so an upload that declares a large size and sends little holds little disk:
+  at most what it sent plus one reservation step.
 * Issue 13 — temp files orphaned by a crash (``.tmp-*``, never listed) are removed by
   :func:`remove_stale_temp_files` once older than a grace period: a write in flight touches
   its file with every chunk it writes and never waits for a client longer than the stream
@@ -58,9 +61,9 @@ from cache_service.storage.base import (
     StoredChunk,
     WouldBlock,
 )
-from hazremote.cache._blobs import write_all
 from hazremote.domain.digest import Digest
 from hazremote.domain.model import HashName
+from hazremote.fileio import fsync_dir, write_all
 
 __all__ = ["DiskBlobStore", "DiskManifestStore", "TempSweep", "remove_stale_temp_files"]
 
@@ -82,8 +85,10 @@ _GATHER_BYTES = 1 << 20
 _GATHER_MAX = 256
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _fdatasync = getattr(os, "fdatasync", os.fsync)  # no fdatasync on macOS
-#: A blob at least this large gets its space reserved before it is written (:func:`_reserve`).
+#: A blob at least this large gets its space reserved ahead of its writes (:func:`_reserve`).
 _RESERVE_MIN_BYTES = 8 << 20
+#: ... at most this far beyond the bytes that arrived (issue 13: a declared size is a claim).
+_RESERVE_STEP = 16 << 20
 
 
 def _libc_fallocate() -> Callable[[int, int, int, int], int] | None:
@@ -109,23 +114,13 @@ def _libc_fallocate() -> Callable[[int, int, int, int], int] | None:
 _fallocate = _libc_fallocate()
 
 
-def _reserve(fd: int, size: int) -> int:
-    """Allocate ``size`` bytes of ``fd`` (a new, empty file) in one call; returns how many
-    were, 0 when the file system cannot (then the writes allocate as usual). ext4 then
-    writes into allocated extents instead of reserving delayed allocation page by page:
-    about a third of the CPU of writing a large blob (issue 5). The file's size becomes
-    ``size``: the writer truncates it to what it wrote."""
-    if _fallocate is None or size < _RESERVE_MIN_BYTES:
-        return 0
-    return size if _fallocate(fd, 0, 0, size) == 0 else 0
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _reserve(fd: int, start: int, end: int) -> bool:
+    """Allocate bytes ``start`` to ``end`` of ``fd`` in one call; False when the file system
+    cannot (then the writes allocate as usual). ext4 then writes into allocated extents
+    instead of reserving delayed allocation page by page: about a third of the CPU of
+    writing a large blob (issue 5). The file's size becomes at least ``end``: the writer
+    truncates it to what it wrote."""
+    return _fallocate is not None and _fallocate(fd, 0, start, end - start) == 0
 
 
 def _write_temp(directory: Path, chunks: Iterable[bytes], *, fsync: bool, what: str) -> Path:
@@ -239,11 +234,16 @@ class _BlobFile:
     work, issue 5). With ``fsync``, the file is flushed in the background as bytes accumulate
     (:class:`_Flusher`). The chunks are written where they lie, so they must not change until
     :meth:`finish` or :meth:`abandon` returns (the :class:`BlobStore` contract). A file whose
-    space was reserved (:func:`_reserve`) is cut to the bytes written when they are fewer."""
+    space was reserved (:func:`_reserve`) is cut to the bytes written when they are fewer.
 
-    def __init__(self, fd: int, *, fsync: bool, reserved: int = 0) -> None:
+    A blob declaring at least :data:`_RESERVE_MIN_BYTES` has its space reserved ahead of
+    the writes, :data:`_RESERVE_STEP` at a time and never beyond ``size``."""
+
+    def __init__(self, fd: int, *, fsync: bool, size: int) -> None:
         self._fd = fd
-        self._reserved = reserved
+        # Reserve up to here (0: never, e.g. after the file system refused).
+        self._reserve_to = size if size >= _RESERVE_MIN_BYTES and _fallocate else 0
+        self._reserved = 0  # the file's allocated extent, from 0
         self._written = 0
         self._flusher = _Flusher(fd) if fsync else None
         self._first = True
@@ -261,6 +261,8 @@ class _BlobFile:
         if self._error is not None:
             raise self._error
         self._written += count
+        if self._written > self._reserved and self._reserve_to:
+            self._reserve_ahead()
         if self._first:
             self._first = False
             self._write(chunks, count)
@@ -270,6 +272,15 @@ class _BlobFile:
             self._thread.start()
         self._room.acquire()
         self._queue.put((chunks, count))
+
+    def _reserve_ahead(self) -> None:
+        end = min(self._reserve_to, self._written + _RESERVE_STEP)
+        if end <= self._reserved:  # a frame larger than the blob's size: past the reservation
+            return
+        if _reserve(self._fd, self._reserved, end):
+            self._reserved = end
+        else:
+            self._reserve_to = 0
 
     def _write(self, chunks: list[StoredChunk], count: int) -> None:
         if len(chunks) == 1:
@@ -323,15 +334,15 @@ def _write_blob_temp(
 ) -> Path:
     """:func:`_write_temp` for blobs, which may be large: unbuffered (gathered) writes of the
     chunks as they come, overlapping the production of the next (:class:`_BlobFile`), into a
-    file with ``size`` bytes reserved (the blob's uncompressed size: its stored frame is a
-    little larger when incompressible, smaller otherwise)."""
+    file whose space is reserved ahead of them up to ``size`` (the blob's uncompressed size:
+    its stored frame is a little larger when incompressible, smaller otherwise)."""
     temp = directory / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o666)
     except OSError as exc:
         raise StorageError(f"{what}: {exc}") from exc
-    out = _BlobFile(fd, fsync=fsync, reserved=_reserve(fd, size))
+    out = _BlobFile(fd, fsync=fsync, size=size)
     try:
         for group, count in _gathered(chunks):
             try:
@@ -362,7 +373,7 @@ def _publish(temp: Path, path: Path, *, fsync: bool, what: str) -> None:
     try:
         os.replace(temp, path)
         if fsync:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
     except OSError as exc:
         with contextlib.suppress(OSError):
             temp.unlink()
@@ -579,7 +590,7 @@ class DiskManifestStore:
             # winner's document is complete the moment it becomes visible.
             os.link(temp, path)
             if self._fsync:
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
         except FileExistsError:
             return False
         except OSError as exc:

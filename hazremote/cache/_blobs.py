@@ -30,6 +30,7 @@ import zstandard
 from hazremote.cache.manifest import Compression
 from hazremote.domain.digest import Digest, Hasher, digest_bytes, new_hasher
 from hazremote.domain.model import HashName
+from hazremote.fileio import write_all
 
 __all__ = [
     "CHUNK_SIZE",
@@ -54,13 +55,6 @@ PROBE_SIZE = 64 * 1024
 MAX_COMPRESSED_SHARE = 0.9
 #: The longest zstd frame header (magic + descriptor + window + dict id + content size).
 _ZSTD_HEADER_MAX = 18
-
-
-def write_all(fd: int, data: bytes | memoryview) -> None:
-    """Write every byte of ``data`` to ``fd`` (``os.write`` may write less than asked)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 class BlobCorrupt(Exception):

@@ -82,8 +82,8 @@ def _print(check: Check) -> None:
 def _remote_checks(remote: RemoteConfig, hash_value: str) -> list[Check]:
     import grpc
 
-    from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc, digest_pb2
     from hazremote.remote.channel import sync_channel
+    from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc, digest_pb2
 
     target, token, namespace = remote.target, remote.token, remote.namespace
     metadata = (("authorization", f"Bearer {token}"),) if token else ()

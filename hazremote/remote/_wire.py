@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from hazremote._proto.haz.remote.v1 import cache_pb2, digest_pb2
 from hazremote.domain.digest import DIGEST_SIZE, Digest
 from hazremote.domain.model import HashName
+from hazremote.wire.haz.remote.v1 import cache_pb2, digest_pb2
 
 __all__ = [
     "GRPC_ALREADY_EXISTS",

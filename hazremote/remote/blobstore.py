@@ -40,9 +40,9 @@ from cache_service.storage.base import (
     StorageError,
     StoredChunk,
 )
-from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 from hazremote.domain.model import HashName
 from hazremote.remote._wire import WIRE_ZSTD, digest_to_wire, hash_function
+from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 
 __all__ = ["GrpcBlobStore"]
 

@@ -49,7 +49,6 @@ from typing import Any, BinaryIO, Literal, TypeVar, get_args
 import grpc
 import zstandard
 
-from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 from hazremote.cache._blobs import (
     BlobCorrupt,
     FetchedBlob,
@@ -73,6 +72,7 @@ from hazremote.remote._wire import (
 from hazremote.remote.breaker import CircuitBreaker
 from hazremote.remote.channel import aio_channel
 from hazremote.remote.settings import RemoteConfig
+from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 
 __all__ = ["Operation", "RemoteCache", "RemoteStats", "SyncRemoteLookup", "manifest_blobs"]
 

@@ -21,9 +21,9 @@ from typing import Any
 import grpc
 import zstandard
 
-from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc, digest_pb2
 from hazremote.domain.digest import digest_bytes
 from hazremote.domain.model import HashName
+from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc, digest_pb2
 
 HASHES = {
     digest_pb2.HASH_FUNCTION_BLAKE3: HashName.BLAKE3,

@@ -10,8 +10,8 @@ from pathlib import Path
 import grpc
 
 from cache_service.auth import hash_secret
-from hazremote._proto.haz.remote.v1 import cache_pb2
 from hazremote.cache.manifest import Manifest
+from hazremote.wire.haz.remote.v1 import cache_pb2
 from tests.cache_service.server.serverkit import (
     BLAKE3,
     ServerThread,

@@ -9,7 +9,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cache_service.housekeeping import list_producers
-from hazremote._proto.haz.remote.v1 import cache_pb2
+from hazremote.wire.haz.remote.v1 import cache_pb2
 from tests.cache_service.auth.authkit import (
     bearer,
     code_of,

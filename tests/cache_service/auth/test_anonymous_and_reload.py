@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from cache_service.auth import TokenAuthority, hash_secret
-from hazremote._proto.haz.remote.v1 import cache_pb2
+from hazremote.wire.haz.remote.v1 import cache_pb2
 from tests.cache_service.auth.authkit import (
     bearer,
     code_of,

@@ -16,7 +16,7 @@ import grpc
 import pytest
 import zstandard
 
-from hazremote._proto.haz.remote.v1 import cache_pb2
+from hazremote.wire.haz.remote.v1 import cache_pb2
 from tests.cache_service.auth.authkit import bearer
 from tests.cache_service.server.serverkit import (
     BLAKE3,

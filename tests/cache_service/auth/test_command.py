@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 
 from cache_service.auth import hash_secret
-from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
+from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 from tests.cache_service.auth.authkit import SECRETS, bearer, code_of, get_request, tokens_yaml
 from tests.cache_service.server.serverkit import BLAKE3, digest_of, make_manifest, put_request
 from tests.cache_service.server.test_command import COMMAND, Service

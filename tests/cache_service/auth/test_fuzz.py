@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cache_service.auth import METHOD_ACCESS, TokenAuthority, parse_tokens
-from hazremote._proto.haz.remote.v1 import cache_pb2
+from hazremote.wire.haz.remote.v1 import cache_pb2
 from tests.cache_service.auth.authkit import SECRETS, code_of, get_request, tokens_yaml
 from tests.cache_service.server.serverkit import BLAKE3, ServerThread
 

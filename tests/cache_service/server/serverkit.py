@@ -18,7 +18,6 @@ from cache_service.identity import Authenticator
 from cache_service.storage.base import ManifestStore
 from cache_service.storage.memory import MemoryBlobStore, MemoryManifestStore
 from cache_service.storage.verifying import VerifyingBlobStore
-from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc, digest_pb2
 from hazremote.cache.manifest import (
     Compression,
     Manifest,
@@ -28,6 +27,7 @@ from hazremote.cache.manifest import (
 )
 from hazremote.domain.digest import digest_bytes
 from hazremote.domain.model import CommandAction, HashName
+from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc, digest_pb2
 
 HASH = HashName.BLAKE3
 BLAKE3 = digest_pb2.HASH_FUNCTION_BLAKE3

@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
 from cache_service import observe
-from hazremote._proto.haz.remote.v1 import cache_pb2
+from hazremote.wire.haz.remote.v1 import cache_pb2
 from tests.cache_service.server.serverkit import (
     BLAKE3,
     IDENTITY,

@@ -17,7 +17,7 @@ import pytest
 import zstandard
 
 from cache_service.servicers.content import RECEIVE_AHEAD
-from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
+from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 from tests.cache_service.server.serverkit import (
     BLAKE3,
     IDENTITY,

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cache_service.servicers.content import decode_write_chunk, encode_read_chunks
-from hazremote._proto.haz.remote.v1 import cache_pb2, digest_pb2
+from hazremote.wire.haz.remote.v1 import cache_pb2, digest_pb2
 from tests.cache_service.server.serverkit import (
     BLAKE3,
     IDENTITY,

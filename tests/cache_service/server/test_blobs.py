@@ -11,8 +11,8 @@ import grpc
 import pytest
 
 from cache_service.storage.base import BlobRef
-from hazremote._proto.haz.remote.v1 import cache_pb2, digest_pb2
 from hazremote.domain.digest import Digest
+from hazremote.wire.haz.remote.v1 import cache_pb2, digest_pb2
 from tests.cache_service.server.serverkit import (
     BLAKE3,
     HASH,

@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from cache_service.config import Address, ServiceConfigError, default_storage_url, resolve_config
-from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
+from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 from tests.cache_service.server.serverkit import BLAKE3, digest_of, make_manifest
 
 COMMAND = str(Path(sys.executable).parent / "haz-cache-service")

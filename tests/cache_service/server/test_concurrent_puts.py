@@ -14,8 +14,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from hazremote._proto.haz.remote.v1 import cache_pb2
 from hazremote.cache.manifest import parse_manifest
+from hazremote.wire.haz.remote.v1 import cache_pb2
 from tests.cache_service.server.serverkit import (
     HASH,
     make_manifest,

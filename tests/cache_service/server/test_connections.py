@@ -25,7 +25,7 @@ import pytest
 
 from cache_service.app import _grpc_options
 from cache_service.config import ServiceConfigError, resolve_config
-from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
+from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 from tests.cache_service.server.serverkit import BLAKE3, digest_of, running_server, server_config
 from tests.cache_service.server.test_command import Service
 

@@ -19,9 +19,9 @@ from cache_service.observe import AccessInterceptor, ServiceMetrics
 from cache_service.servicers.manifests import INLINE_LOOKUP_KEYS
 from cache_service.storage.base import WOULD_BLOCK
 from cache_service.storage.memory import MemoryBlobStore
-from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 from hazremote.domain.digest import Digest, digest_bytes
 from hazremote.domain.model import HashName
+from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 from tests.cache_service.manifestkit import RecordingManifests
 from tests.cache_service.server.serverkit import BLAKE3, ServerThread, running_server
 

@@ -14,8 +14,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cache_service.identity import Identity
 from cache_service.storage.base import BlobRef
-from hazremote._proto.haz.remote.v1 import cache_pb2, digest_pb2
 from hazremote.cache.manifest import parse_manifest
+from hazremote.wire.haz.remote.v1 import cache_pb2, digest_pb2
 from tests.cache_service.server.serverkit import (
     BLAKE3,
     HASH,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hazremote._proto.haz.remote.v1 import cache_pb2
+from hazremote.wire.haz.remote.v1 import cache_pb2
 from tests.cache_service.server.serverkit import (
     BLAKE3,
     make_manifest,

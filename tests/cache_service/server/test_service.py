@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cache_service import __version__
-from hazremote._proto.haz.remote.v1 import cache_pb2, cache_pb2_grpc, digest_pb2
+from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc, digest_pb2
 from tests.cache_service.server.serverkit import (
     BLAKE3,
     TEST_LIMITS,

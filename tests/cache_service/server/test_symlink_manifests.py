@@ -14,8 +14,8 @@ import os
 import grpc
 import pytest
 
-from hazremote._proto.haz.remote.v1 import cache_pb2
 from hazremote.cache.manifest import Manifest, parse_manifest
+from hazremote.wire.haz.remote.v1 import cache_pb2
 from tests.cache_service.server.serverkit import (
     BLAKE3,
     HASH,

@@ -26,7 +26,7 @@ import pytest
 
 from cache_service.auth import TokenAuthority
 from cache_service.config import ServiceConfigError, resolve_config
-from hazremote._proto.haz.remote.v1 import cache_pb2
+from hazremote.wire.haz.remote.v1 import cache_pb2
 from tests.cache_service.auth.authkit import bearer, tokens_yaml, write_tokens
 from tests.cache_service.server.serverkit import (
     BLAKE3,

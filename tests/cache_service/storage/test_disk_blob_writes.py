@@ -4,6 +4,7 @@ background while they stream (fsync on), and still all-or-nothing (§6, RC-004).
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import random
 import threading
@@ -32,26 +33,30 @@ MIB = 1 << 20
 
 @pytest.fixture(autouse=True)
 def small_flush_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Flush every 256 KiB, gather writes of 200 kB and reserve the space of blobs from 1 MiB,
-    so a few MiB exercise many background flushes, many gathered writes and a reservation."""
+    """Flush every 256 KiB, gather writes of 200 kB and reserve the space of blobs from 1 MiB
+    in steps of 1 MiB, so a few MiB exercise many background flushes, many gathered writes
+    and several reservations."""
     monkeypatch.setattr(disk, "_WRITEBACK_STEP", 256 << 10)
     monkeypatch.setattr(disk, "_GATHER_BYTES", 200_000)
     monkeypatch.setattr(disk, "_RESERVE_MIN_BYTES", MIB)
+    monkeypatch.setattr(disk, "_RESERVE_STEP", MIB)
 
 
 def _blob_path(root: Path, ref: BlobRef) -> Path:
     return root / blob_name(ref)
 
 
-def _recording_reservations(monkeypatch: pytest.MonkeyPatch, result: int = 0) -> list[int]:
-    """Record the sizes reserved through ``fallocate``; ``result`` -1 makes every
-    reservation fail (a file system that cannot allocate ahead)."""
+def _recording_reservations(
+    monkeypatch: pytest.MonkeyPatch, result: int = 0
+) -> list[tuple[int, int]]:
+    """Record the ranges (offset, length) reserved through ``fallocate``; ``result`` -1
+    makes every reservation fail (a file system that cannot allocate ahead)."""
     real = disk._fallocate
     assert real is not None, "fallocate(2) is available on Linux"
-    sizes: list[int] = []
+    sizes: list[tuple[int, int]] = []
 
     def fallocate(fd: int, mode: int, offset: int, length: int) -> int:
-        sizes.append(length)
+        sizes.append((offset, length))
         return result if result else real(fd, mode, offset, length)
 
     monkeypatch.setattr(disk, "_fallocate", fallocate)
@@ -61,9 +66,9 @@ def _recording_reservations(monkeypatch: pytest.MonkeyPatch, result: int = 0) ->
 def test_compressed_blob_keeps_no_more_disk_than_its_frame(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A large blob's uncompressed size is reserved before it is written; when its stored
-    frame is much smaller (compressible output), the file is cut to the frame: the published
-    file has the frame's size and the reserved blocks are given back."""
+    """A large blob's space is reserved one step ahead of its writes; when its stored frame
+    is much smaller (compressible output), the file is cut to the frame: the published file
+    has the frame's size and the reserved blocks are given back."""
     sizes = _recording_reservations(monkeypatch)
     content = b"build output line, highly repetitive\n" * (16 * MIB // 37)
     ref = BlobRef(
@@ -74,11 +79,13 @@ def test_compressed_blob_keeps_no_more_disk_than_its_frame(
     store = VerifyingBlobStore(inner=DiskBlobStore(tmp_path, fsync=True))
     store.write(ref, _chunks(stored, 10_000))
     path = _blob_path(tmp_path, ref)
-    assert sizes == [ref.size]
+    [(offset, length)] = sizes  # one step ahead of the first write covers the frame
+    assert offset == 0
+    assert length <= len(stored) + MIB
     assert path.read_bytes() == stored
     info = os.stat(path)
     assert info.st_size == len(stored)
-    assert info.st_blocks * 512 < MIB, "the reserved 16 MiB were not given back"
+    assert info.st_blocks * 512 < MIB, "the reserved step was not given back"
     reader = store.open_read(ref)
     assert reader is not None
     with reader:
@@ -89,12 +96,14 @@ def test_frame_larger_than_the_reservation_is_written_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An incompressible blob's frame (raw blocks) is a little larger than the uncompressed
-    size reserved for it: the writes go on past the reservation."""
+    size reserved for it: the reservations stop at that size and the writes go on past it."""
     sizes = _recording_reservations(monkeypatch)
     ref, stored = large_random_blob(mib=3, seed=4)
     assert len(stored) > ref.size
     DiskBlobStore(tmp_path, fsync=True).write(ref, _chunks(stored))
-    assert sizes == [ref.size]
+    assert sizes[0][0] == 0
+    assert all(a + n == b for (a, n), (b, _) in itertools.pairwise(sizes))
+    assert sum(n for _, n in sizes) == ref.size
     assert _blob_path(tmp_path, ref).read_bytes() == stored
 
 
@@ -106,7 +115,7 @@ def test_file_system_that_cannot_reserve_still_stores_the_blob(
     sizes = _recording_reservations(monkeypatch, result=-1)
     ref, stored = large_random_blob(mib=2, seed=3)
     DiskBlobStore(tmp_path, fsync=True).write(ref, _chunks(stored))
-    assert sizes == [ref.size]
+    assert len(sizes) == 1  # tried once, then never again for this blob
     path = _blob_path(tmp_path, ref)
     assert path.read_bytes() == stored
     assert os.stat(path).st_size == len(stored)
@@ -122,6 +131,30 @@ def test_small_blobs_reserve_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
     DiskBlobStore(tmp_path, fsync=True).write(ref, [b"".join(compress_chunks([data]))])
     assert sizes == []
     assert _blob_path(tmp_path, ref).exists()
+
+
+def test_declared_size_reserves_only_a_step_beyond_what_arrived(tmp_path: Path) -> None:
+    """Issue 13 (3): an upload declaring 4 GiB that sent 3 MiB holds about 3 MiB plus one
+    reservation step of disk, not 4 GiB; abandoned, it holds nothing."""
+    declared = BlobRef(
+        hash_name=HashName.BLAKE3, digest=digest_bytes(HashName.BLAKE3, b"x"), size=4 << 30
+    )
+    sent = 3 * MIB
+    held: list[int] = []
+
+    def trickle() -> Iterator[bytes]:
+        for _ in range(sent // 100_000):
+            yield os.urandom(100_000)
+        temps = list(tmp_path.rglob(".tmp-*"))
+        assert len(temps) == 1
+        held.append(os.stat(temps[0]).st_blocks * 512)
+        raise StorageError("the client went away")
+
+    with pytest.raises(StorageError, match="went away"):
+        DiskBlobStore(tmp_path).write(declared, trickle())
+    assert held
+    assert held[0] <= sent + MIB + MIB  # received, one step, one gathered write
+    assert list(tmp_path.rglob(".tmp-*")) == []
 
 
 def _chunks(stored: bytes, size: int = 100_000) -> Iterator[bytes]:

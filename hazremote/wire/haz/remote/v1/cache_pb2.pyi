@@ -1,4 +1,4 @@
-from hazremote._proto.haz.remote.v1 import digest_pb2 as _digest_pb2
+from hazremote.wire.haz.remote.v1 import digest_pb2 as _digest_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor

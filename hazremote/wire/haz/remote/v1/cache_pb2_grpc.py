@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from hazremote._proto.haz.remote.v1 import cache_pb2 as hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2
+from hazremote.wire.haz.remote.v1 import cache_pb2 as hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in hazremote/_proto/haz/remote/v1/cache_pb2_grpc.py depends on'
+        + ' but the generated code in hazremote/wire/haz/remote/v1/cache_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -39,8 +39,8 @@ class CapabilitiesStub:
         """
         self.GetCapabilities = channel.unary_unary(
                 '/haz.remote.v1.Capabilities/GetCapabilities',
-                request_serializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.GetCapabilitiesRequest.SerializeToString,
-                response_deserializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.ServerCapabilities.FromString,
+                request_serializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.GetCapabilitiesRequest.SerializeToString,
+                response_deserializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.ServerCapabilities.FromString,
                 _registered_method=True)
 
 
@@ -62,8 +62,8 @@ def add_CapabilitiesServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetCapabilities': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCapabilities,
-                    request_deserializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.GetCapabilitiesRequest.FromString,
-                    response_serializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.ServerCapabilities.SerializeToString,
+                    request_deserializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.GetCapabilitiesRequest.FromString,
+                    response_serializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.ServerCapabilities.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -94,8 +94,8 @@ class Capabilities:
             request,
             target,
             '/haz.remote.v1.Capabilities/GetCapabilities',
-            hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.GetCapabilitiesRequest.SerializeToString,
-            hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.ServerCapabilities.FromString,
+            hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.GetCapabilitiesRequest.SerializeToString,
+            hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.ServerCapabilities.FromString,
             options,
             channel_credentials,
             insecure,
@@ -121,28 +121,28 @@ class ContentStoreStub:
         """
         self.FindMissingBlobs = channel.unary_unary(
                 '/haz.remote.v1.ContentStore/FindMissingBlobs',
-                request_serializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.FindMissingBlobsRequest.SerializeToString,
-                response_deserializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.FindMissingBlobsResponse.FromString,
+                request_serializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.FindMissingBlobsRequest.SerializeToString,
+                response_deserializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.FindMissingBlobsResponse.FromString,
                 _registered_method=True)
         self.BatchReadBlobs = channel.unary_unary(
                 '/haz.remote.v1.ContentStore/BatchReadBlobs',
-                request_serializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchReadBlobsRequest.SerializeToString,
-                response_deserializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchReadBlobsResponse.FromString,
+                request_serializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchReadBlobsRequest.SerializeToString,
+                response_deserializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchReadBlobsResponse.FromString,
                 _registered_method=True)
         self.BatchUpdateBlobs = channel.unary_unary(
                 '/haz.remote.v1.ContentStore/BatchUpdateBlobs',
-                request_serializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchUpdateBlobsRequest.SerializeToString,
-                response_deserializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchUpdateBlobsResponse.FromString,
+                request_serializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchUpdateBlobsRequest.SerializeToString,
+                response_deserializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchUpdateBlobsResponse.FromString,
                 _registered_method=True)
         self.ReadBlob = channel.unary_stream(
                 '/haz.remote.v1.ContentStore/ReadBlob',
-                request_serializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.ReadBlobRequest.SerializeToString,
-                response_deserializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.ReadBlobChunk.FromString,
+                request_serializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.ReadBlobRequest.SerializeToString,
+                response_deserializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.ReadBlobChunk.FromString,
                 _registered_method=True)
         self.WriteBlob = channel.stream_unary(
                 '/haz.remote.v1.ContentStore/WriteBlob',
-                request_serializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.WriteBlobChunk.SerializeToString,
-                response_deserializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.WriteBlobResponse.FromString,
+                request_serializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.WriteBlobChunk.SerializeToString,
+                response_deserializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.WriteBlobResponse.FromString,
                 _registered_method=True)
 
 
@@ -192,28 +192,28 @@ def add_ContentStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'FindMissingBlobs': grpc.unary_unary_rpc_method_handler(
                     servicer.FindMissingBlobs,
-                    request_deserializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.FindMissingBlobsRequest.FromString,
-                    response_serializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.FindMissingBlobsResponse.SerializeToString,
+                    request_deserializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.FindMissingBlobsRequest.FromString,
+                    response_serializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.FindMissingBlobsResponse.SerializeToString,
             ),
             'BatchReadBlobs': grpc.unary_unary_rpc_method_handler(
                     servicer.BatchReadBlobs,
-                    request_deserializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchReadBlobsRequest.FromString,
-                    response_serializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchReadBlobsResponse.SerializeToString,
+                    request_deserializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchReadBlobsRequest.FromString,
+                    response_serializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchReadBlobsResponse.SerializeToString,
             ),
             'BatchUpdateBlobs': grpc.unary_unary_rpc_method_handler(
                     servicer.BatchUpdateBlobs,
-                    request_deserializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchUpdateBlobsRequest.FromString,
-                    response_serializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchUpdateBlobsResponse.SerializeToString,
+                    request_deserializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchUpdateBlobsRequest.FromString,
+                    response_serializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchUpdateBlobsResponse.SerializeToString,
             ),
             'ReadBlob': grpc.unary_stream_rpc_method_handler(
                     servicer.ReadBlob,
-                    request_deserializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.ReadBlobRequest.FromString,
-                    response_serializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.ReadBlobChunk.SerializeToString,
+                    request_deserializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.ReadBlobRequest.FromString,
+                    response_serializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.ReadBlobChunk.SerializeToString,
             ),
             'WriteBlob': grpc.stream_unary_rpc_method_handler(
                     servicer.WriteBlob,
-                    request_deserializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.WriteBlobChunk.FromString,
-                    response_serializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.WriteBlobResponse.SerializeToString,
+                    request_deserializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.WriteBlobChunk.FromString,
+                    response_serializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.WriteBlobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -244,8 +244,8 @@ class ContentStore:
             request,
             target,
             '/haz.remote.v1.ContentStore/FindMissingBlobs',
-            hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.FindMissingBlobsRequest.SerializeToString,
-            hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.FindMissingBlobsResponse.FromString,
+            hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.FindMissingBlobsRequest.SerializeToString,
+            hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.FindMissingBlobsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -271,8 +271,8 @@ class ContentStore:
             request,
             target,
             '/haz.remote.v1.ContentStore/BatchReadBlobs',
-            hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchReadBlobsRequest.SerializeToString,
-            hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchReadBlobsResponse.FromString,
+            hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchReadBlobsRequest.SerializeToString,
+            hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchReadBlobsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -298,8 +298,8 @@ class ContentStore:
             request,
             target,
             '/haz.remote.v1.ContentStore/BatchUpdateBlobs',
-            hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchUpdateBlobsRequest.SerializeToString,
-            hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchUpdateBlobsResponse.FromString,
+            hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchUpdateBlobsRequest.SerializeToString,
+            hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchUpdateBlobsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -325,8 +325,8 @@ class ContentStore:
             request,
             target,
             '/haz.remote.v1.ContentStore/ReadBlob',
-            hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.ReadBlobRequest.SerializeToString,
-            hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.ReadBlobChunk.FromString,
+            hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.ReadBlobRequest.SerializeToString,
+            hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.ReadBlobChunk.FromString,
             options,
             channel_credentials,
             insecure,
@@ -352,8 +352,8 @@ class ContentStore:
             request_iterator,
             target,
             '/haz.remote.v1.ContentStore/WriteBlob',
-            hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.WriteBlobChunk.SerializeToString,
-            hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.WriteBlobResponse.FromString,
+            hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.WriteBlobChunk.SerializeToString,
+            hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.WriteBlobResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -379,18 +379,18 @@ class ManifestStoreStub:
         """
         self.GetManifest = channel.unary_unary(
                 '/haz.remote.v1.ManifestStore/GetManifest',
-                request_serializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.GetManifestRequest.SerializeToString,
-                response_deserializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.GetManifestResponse.FromString,
+                request_serializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.GetManifestRequest.SerializeToString,
+                response_deserializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.GetManifestResponse.FromString,
                 _registered_method=True)
         self.BatchGetManifests = channel.unary_unary(
                 '/haz.remote.v1.ManifestStore/BatchGetManifests',
-                request_serializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchGetManifestsRequest.SerializeToString,
-                response_deserializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchGetManifestsResponse.FromString,
+                request_serializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchGetManifestsRequest.SerializeToString,
+                response_deserializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchGetManifestsResponse.FromString,
                 _registered_method=True)
         self.PutManifest = channel.unary_unary(
                 '/haz.remote.v1.ManifestStore/PutManifest',
-                request_serializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.PutManifestRequest.SerializeToString,
-                response_deserializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.PutManifestResponse.FromString,
+                request_serializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.PutManifestRequest.SerializeToString,
+                response_deserializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.PutManifestResponse.FromString,
                 _registered_method=True)
 
 
@@ -424,18 +424,18 @@ def add_ManifestStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetManifest': grpc.unary_unary_rpc_method_handler(
                     servicer.GetManifest,
-                    request_deserializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.GetManifestRequest.FromString,
-                    response_serializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.GetManifestResponse.SerializeToString,
+                    request_deserializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.GetManifestRequest.FromString,
+                    response_serializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.GetManifestResponse.SerializeToString,
             ),
             'BatchGetManifests': grpc.unary_unary_rpc_method_handler(
                     servicer.BatchGetManifests,
-                    request_deserializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchGetManifestsRequest.FromString,
-                    response_serializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchGetManifestsResponse.SerializeToString,
+                    request_deserializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchGetManifestsRequest.FromString,
+                    response_serializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchGetManifestsResponse.SerializeToString,
             ),
             'PutManifest': grpc.unary_unary_rpc_method_handler(
                     servicer.PutManifest,
-                    request_deserializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.PutManifestRequest.FromString,
-                    response_serializer=hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.PutManifestResponse.SerializeToString,
+                    request_deserializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.PutManifestRequest.FromString,
+                    response_serializer=hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.PutManifestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -466,8 +466,8 @@ class ManifestStore:
             request,
             target,
             '/haz.remote.v1.ManifestStore/GetManifest',
-            hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.GetManifestRequest.SerializeToString,
-            hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.GetManifestResponse.FromString,
+            hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.GetManifestRequest.SerializeToString,
+            hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.GetManifestResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -493,8 +493,8 @@ class ManifestStore:
             request,
             target,
             '/haz.remote.v1.ManifestStore/BatchGetManifests',
-            hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchGetManifestsRequest.SerializeToString,
-            hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchGetManifestsResponse.FromString,
+            hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchGetManifestsRequest.SerializeToString,
+            hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.BatchGetManifestsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -520,8 +520,8 @@ class ManifestStore:
             request,
             target,
             '/haz.remote.v1.ManifestStore/PutManifest',
-            hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.PutManifestRequest.SerializeToString,
-            hazremote_dot___proto_dot_haz_dot_remote_dot_v1_dot_cache__pb2.PutManifestResponse.FromString,
+            hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.PutManifestRequest.SerializeToString,
+            hazremote_dot_wire_dot_haz_dot_remote_dot_v1_dot_cache__pb2.PutManifestResponse.FromString,
             options,
             channel_credentials,
             insecure,
