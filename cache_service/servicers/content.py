@@ -14,6 +14,10 @@ Spec coverage:
   event loop receives up to :data:`RECEIVE_AHEAD` messages ahead of the storage thread, and
   a storage thread reads ReadBlob chunks up to :data:`READ_AHEAD` ahead of the one being
   sent, so network and storage work overlap with bounded memory.
+* Issue 13 — read-ahead takes places in one server-wide :class:`ReadAheadBudget`
+  (:data:`READ_AHEAD_BUDGET`): a stream whose client stops reading holds the chunk gRPC is
+  sending and no read-ahead once the budget is taken; everything a stream holds is released
+  when it ends or is cancelled.
 * Issue 13 — a WriteBlob client that sends nothing for ``stream_idle_timeout`` is dropped
   with :class:`~cache_service.errors.ClientIdleError` (``DEADLINE_EXCEEDED``, the client's
   fault); nothing is published.
@@ -26,7 +30,7 @@ import asyncio
 import contextlib
 import queue
 import threading
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +57,7 @@ from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc, digest_pb2
 
 __all__ = [
     "ContentStoreServicer",
+    "ReadAheadBudget",
     "WriteChunk",
     "add_content_store",
     "decode_write_chunk",
@@ -70,6 +75,9 @@ STREAM_IDLE_TIMEOUT_S = 60.0
 RECEIVE_AHEAD = 2
 #: ReadBlob chunks read (and verified) ahead of the one being sent.
 READ_AHEAD = 2
+#: Issue 13: bytes of ReadBlob chunks read ahead of their clients, all streams together
+#: (:class:`ReadAheadBudget`): 32 streams with full read-ahead at the default 1 MiB chunk.
+READ_AHEAD_BUDGET = 64 << 20
 #: A ReadBlob reading thread whose client takes no chunk for this long returns to the pool.
 READ_PARK_S = 0.05
 
@@ -301,23 +309,59 @@ class _Inbox:
         self._queue.put(_Broken(InvalidRequestError("WriteBlob call ended")))
 
 
+class ReadAheadBudget:
+    """Issue 13: the ReadBlob chunks read ahead of their clients, all streams together.
+
+    A chunk the event loop is waiting for is read without it; only chunks read *ahead* take a
+    place, given back when the chunk is taken (or its stream closes). So clients that open
+    streams and stop reading hold at most ``chunks`` read-ahead chunks between them, however
+    many streams they open, and a client that keeps up still gets read-ahead while places
+    are free."""
+
+    def __init__(self, *, chunks: int) -> None:
+        self.chunks = chunks
+        self._places = threading.Semaphore(chunks)
+
+    @classmethod
+    def for_chunk_size(cls, chunk_size: int) -> ReadAheadBudget:
+        """:data:`READ_AHEAD_BUDGET` bytes of ``chunk_size`` chunks (at least one stream's
+        :data:`READ_AHEAD`)."""
+        return cls(chunks=max(READ_AHEAD_BUDGET // chunk_size, READ_AHEAD))
+
+    def take(self) -> bool:
+        """Take a place if one is free (any thread)."""
+        return self._places.acquire(blocking=False)
+
+    def give(self) -> None:
+        self._places.release()
+
+
 class _Outbox:
     """Reads a ReadBlob stream's chunks in a storage thread, up to :data:`READ_AHEAD` chunks
     ahead of the event loop that sends them (:meth:`get`).
 
     The reading thread stays only while the client keeps up: when no chunk is taken for
     :data:`READ_PARK_S` it returns to the pool, and :meth:`get` starts a new one, so clients
-    that stop reading never hold the storage threads other calls need."""
+    that stop reading never hold the storage threads other calls need. A chunk read ahead of
+    demand takes a place in the server's :class:`ReadAheadBudget`; without one the thread
+    returns to the pool until :meth:`get` waits for a chunk (issue 13: bounded memory for
+    streams nobody reads)."""
 
-    def __init__(self, chunks: Generator[bytes, None, None], offload: Offload) -> None:
+    def __init__(
+        self, chunks: Generator[bytes, None, None], offload: Offload, budget: ReadAheadBudget
+    ) -> None:
         self._chunks = chunks
         self._offload = offload
+        self._budget = budget
         self._loop = asyncio.get_running_loop()
-        self._ready: asyncio.Queue[bytes | _Broken | None] = asyncio.Queue()
+        self._ready: asyncio.Queue[tuple[bytes | _Broken | None, bool]] = asyncio.Queue()
         self._room = threading.Semaphore(READ_AHEAD)
         self._stopped = False
         self._ended = False  # the last item (end or error) was read
         self._waiting = 0  # items delivered and not yet taken (event loop only)
+        #: The event loop waits for a chunk nothing was read for (set by the loop, taken by
+        #: the reading thread): that chunk is read without the budget.
+        self._demand = True
         self._reader: asyncio.Future[None] | None = None
         self._start()
 
@@ -325,29 +369,38 @@ class _Outbox:
         self._reader = asyncio.ensure_future(self._offload(self._read))
 
     def _read(self) -> None:
-        """In a storage thread: read chunks (verified as they are read) while there is room."""
+        """In a storage thread: read chunks (verified as they are read) while there is room
+        in this stream and demand or a place in the budget."""
         deliver = self._loop.call_soon_threadsafe
-        try:
-            while self._room.acquire(timeout=READ_PARK_S):
-                if self._stopped:
-                    return
+        while self._room.acquire(timeout=READ_PARK_S):
+            if self._stopped:
+                return
+            if self._demand:
+                self._demand = False
+                budgeted = False
+            elif self._budget.take():
+                budgeted = True
+            else:  # read ahead of the client only with a place: wait for demand instead
+                self._room.release()
+                break
+            try:
                 chunk = next(self._chunks, None)
-                deliver(self._arrived, chunk)
-                if chunk is None:
-                    return
-        except Exception as exc:  # e.g. CorruptBlobError at the end of the stored data
-            deliver(self._arrived, _Broken(exc))
-            return
+            except Exception as exc:  # e.g. CorruptBlobError at the end of the stored data
+                deliver(self._arrived, _Broken(exc), budgeted)
+                return
+            deliver(self._arrived, chunk, budgeted)
+            if chunk is None:
+                return
         deliver(self._parked)
 
-    def _arrived(self, item: bytes | _Broken | None) -> None:
+    def _arrived(self, item: bytes | _Broken | None, budgeted: bool) -> None:
         self._waiting += 1
         self._ended = self._ended or not isinstance(item, bytes)
-        self._ready.put_nowait(item)
+        self._ready.put_nowait((item, budgeted))
 
     def _parked(self) -> None:
-        # Chunks taken since the thread gave up make room for a new one.
-        if not self._stopped and not self._ended and self._waiting < READ_AHEAD:
+        # Demand that arrived while the thread was giving up needs a new one.
+        if not self._stopped and not self._ended and self._demand:
             self._start()
         else:
             self._reader = None
@@ -358,17 +411,24 @@ class _Outbox:
         Raises:
             Exception: what reading the stored data raised.
         """
-        item = await self._ready.get()
+        if self._ready.empty():
+            self._demand = True
+            if self._reader is None and not self._ended:
+                self._start()
+        item, budgeted = await self._ready.get()
+        if budgeted:
+            self._budget.give()
         self._waiting -= 1
         self._room.release()
         if self._reader is None and not self._ended:
-            self._start()
+            self._start()  # reads ahead if the budget has a place, else returns at once
         if isinstance(item, _Broken):
             raise item.error
         return item
 
     async def close(self) -> None:
-        """Stop reading (the client may have gone away) and release the stored data."""
+        """Stop reading (the client may have gone away), release the stored data and give
+        back the budget of the chunks read ahead and never taken."""
         self._stopped = True
         self._room.release()
         while (reader := self._reader) is not None and not reader.done():
@@ -376,7 +436,14 @@ class _Outbox:
                 await asyncio.shield(reader)
             if self._reader is reader:
                 break
-        await self._offload(_close_quietly, self._chunks)
+        try:
+            await self._offload(_close_quietly, self._chunks)
+        finally:
+            # What the reading thread delivered has arrived: its callbacks ran before the
+            # thread's future was done.
+            while not self._ready.empty():
+                if self._ready.get_nowait()[1]:
+                    self._budget.give()
 
 
 def _close_quietly(chunks: Generator[bytes, None, None]) -> None:
@@ -418,9 +485,15 @@ class ContentStoreServicer(cache_pb2_grpc.ContentStoreServicer):  # type: ignore
         offload: Offload,
         streams: Offload,
         slots: StreamSlots,
+        read_ahead: ReadAheadBudget,
         idle_timeout: float = STREAM_IDLE_TIMEOUT_S,
+        released: Callable[[], None] = lambda: None,
     ) -> None:
+        """``released`` is called (on the event loop) when a ReadBlob stream has given back
+        what it held, e.g. to return freed heap to the OS."""
         self._blobs = blobs
+        self._read_ahead = read_ahead
+        self._released = released
         self._offload = offload
         self._streams = streams
         self._slots = slots
@@ -489,12 +562,13 @@ class ContentStoreServicer(cache_pb2_grpc.ContentStoreServicer):  # type: ignore
                 self._blobs.open_stream, ref, offset=request.offset, accepted=accepted
             )
             messages = encode_read_chunks(wire_compression(stream.encoding), stream.chunks)
-            outbox = _Outbox(messages, self._offload)
+            outbox = _Outbox(messages, self._offload, self._read_ahead)
             try:
                 while (message := await outbox.get()) is not None:
                     yield message
             finally:
                 await outbox.close()  # the stream slot is given back only then
+                self._released()
 
     @maps_errors
     async def WriteBlob(
