@@ -70,7 +70,8 @@ from cache_service.servicers import (
     ManifestStoreServicer,
     ServerInfo,
 )
-from cache_service.servicers.content import ReadAheadBudget, add_content_store
+from cache_service.servicers.chunk_codec import add_content_store
+from cache_service.servicers.stream_bridges import ReadAheadBudget
 from cache_service.storage.base import BlobStore, ManifestStore, StorageError
 from cache_service.storage.factory import StorageConfig, disk_roots, open_storage
 from hazremote.errors import HazError

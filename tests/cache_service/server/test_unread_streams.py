@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from cache_service.servicers.content import READ_AHEAD_BUDGET
+from cache_service.servicers.stream_bridges import READ_AHEAD_BUDGET
 from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 from tests.cache_service.server.serverkit import BLAKE3, ZSTD, digest_of, write_chunks
 from tests.cache_service.server.test_command import Service
