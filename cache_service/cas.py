@@ -42,6 +42,7 @@ from cache_service.errors import (
 from cache_service.storage.base import BlobRef, BlobStore, BlobVerificationError, StoredChunk
 from cache_service.storage.verifying import ZSTD_MAGIC, compress_chunks, decompress_chunks
 from hazremote.cache.manifest import Compression
+from hazremote.compression import PROBE_SIZE, ZSTD_LEVEL, compression_pays
 
 __all__ = [
     "BlobLimits",
@@ -51,12 +52,6 @@ __all__ = [
     "WriteItem",
 ]
 
-#: RC-006: level 3 is zstd's default; ~160 MB/s per core here with a 4.1 ratio on build output.
-ZSTD_LEVEL = 3
-#: Identity uploads of at least this size are trial-compressed on their first this many bytes.
-TRIAL_BYTES = 64 * 1024
-#: ... and stored as raw zstd blocks when the trial saves less than this fraction.
-TRIAL_MIN_SAVING = 0.10
 #: zstd's largest block (Block_Maximum_Size).
 RAW_BLOCK = 128 * 1024
 #: Window_Descriptor of a raw-block frame: 2**21 bytes, what zstd level 3 declares for large
@@ -124,26 +119,26 @@ def _encoded(ref: BlobRef, chunks: Iterator[Buffer]) -> Iterator[StoredChunk]:
     64 KiB saves under 10 % (the local cache's rule, docs/decisions.md)."""
     head: list[Buffer] = []
     seen = 0
-    if ref.size >= TRIAL_BYTES:
+    if ref.size >= PROBE_SIZE:
         for chunk in chunks:
             head.append(chunk)
             seen += len(chunk)
-            if seen >= TRIAL_BYTES:
+            if seen >= PROBE_SIZE:
                 break
     rest = itertools.chain(head, chunks)
-    if seen >= TRIAL_BYTES and not _pays(head):
+    if seen >= PROBE_SIZE and not _pays(head):
         yield from _raw_frame(ref.size, rest)
     else:
         yield from compress_chunks(rest, level=ZSTD_LEVEL, size=ref.size)
 
 
 def _pays(head: Sequence[Buffer]) -> bool:
-    """Whether zstd shrinks the first :data:`TRIAL_BYTES` of ``head`` by at least 10 %."""
+    """Whether zstd shrinks the first :data:`PROBE_SIZE` of ``head`` by at least 10 %."""
     sample = bytearray()
     for chunk in head:
-        sample += memoryview(chunk)[: TRIAL_BYTES - len(sample)]
+        sample += memoryview(chunk)[: PROBE_SIZE - len(sample)]
     packed = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(sample)
-    return len(packed) <= len(sample) * (1 - TRIAL_MIN_SAVING)
+    return compression_pays(len(sample), len(packed))
 
 
 def _raw_frame(size: int, chunks: Iterable[Buffer]) -> Iterator[StoredChunk]:

@@ -40,6 +40,7 @@ from cache_service.storage.base import (
     ReadingRaw,
     StoredChunk,
 )
+from hazremote.compression import ZSTD_LEVEL
 from hazremote.domain.digest import Hasher, new_hasher
 
 __all__ = [
@@ -52,7 +53,6 @@ __all__ = [
 
 #: RC-006: every stored blob is one zstd frame; the frame magic number (little-endian).
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_DEFAULT_LEVEL = 3
 _OUT_CHUNK = 256 * 1024
 
 
@@ -503,7 +503,7 @@ class VerifyingBlobStore:
 
 
 def compress_chunks(
-    chunks: Iterable[bytes | memoryview], *, level: int = _DEFAULT_LEVEL, size: int | None = None
+    chunks: Iterable[bytes | memoryview], *, level: int = ZSTD_LEVEL, size: int | None = None
 ) -> Iterator[bytes]:
     """Compress uncompressed chunks into the stored form (one zstd frame), streaming.
 
@@ -523,7 +523,7 @@ def compress_chunks(
         yield tail
 
 
-def compress_bytes(data: bytes, *, level: int = _DEFAULT_LEVEL) -> bytes:
+def compress_bytes(data: bytes, *, level: int = ZSTD_LEVEL) -> bytes:
     """The stored form of ``data`` (one zstd frame with its content size)."""
     return zstandard.ZstdCompressor(level=level).compress(data)
 
