@@ -31,6 +31,7 @@ from hazremote.domain.model import HashName
 from hazremote.remote.settings import RemoteTimeouts
 from hazremote.remote.transfer import BlobTransfer, TransferError, TransferStats
 from tests.cache_service.server.serverkit import ServerThread, running_server, server_config
+from tests.cache_service.storage.conftest import damaged_blob
 
 HASH = HashName.BLAKE3
 LIMITS = ServiceLimits(
@@ -186,6 +187,27 @@ def test_uploading_a_present_blob_again_succeeds_and_sends_nothing(
 
     assert run(server.target, body, stats=stats) == [None, None]
     assert (stats.blobs_uploaded, stats.blobs_already_present) == (1, 1)
+
+
+@pytest.mark.parametrize("repeat", [50, 6000])  # one batch item; a stream (> 128 KiB)
+@pytest.mark.parametrize(
+    "case",
+    ["wrong_digest", "size_too_small", "size_too_large", "garbage", "truncated", "two_frames"],
+)
+def test_wrong_bytes_are_refused_and_stay_invisible(
+    server: ServerThread, tmp_path: Path, case: str, repeat: int
+) -> None:
+    """RC-004: the service verifies every upload; a blob file that does not hold what its
+    digest and size claim is an error value, and nothing is published (neither under the
+    claimed digest nor the real one). (Moved from the deleted GrpcBlobStore contract.)"""
+    good, ref, frame = damaged_blob(unique(b"the real content of a blob " * repeat), case)
+    path = tmp_path / "damaged.zst"
+    path.write_bytes(frame)
+    claimed = StoredBlob(digest=ref.digest, size=ref.size, path=path, compression=Compression.ZSTD)
+
+    got = run(server.target, lambda t: t.upload([claimed]))
+    assert isinstance(got, TransferError)
+    assert server.blob_leaf.missing([ref, good.ref]) == [ref, good.ref]
 
 
 def test_a_blob_over_the_servers_limit_is_an_answered_error(
