@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from hazremote.cache._blobs import CHUNK_SIZE, BlobCorrupt, write_all
+from hazremote.cache.codec import CHUNK_SIZE, BlobCorrupt, write_all
 from hazremote.cache.manifest import (
     Manifest,
     OutputRecord,

@@ -25,8 +25,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hazremote.cache._blobs import BlobCodec
 from hazremote.cache._restore import reserved_path_problem
+from hazremote.cache.codec import BlobCodec
 from hazremote.cache.manifest import (
     Compression,
     OutputRecord,

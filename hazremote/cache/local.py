@@ -49,7 +49,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hazremote.cache._blobs import (
+from hazremote.cache._restore import restore_into_workspace
+from hazremote.cache.codec import (
     BlobCodec,
     BlobCorrupt,
     EncodedBlob,
@@ -58,7 +59,6 @@ from hazremote.cache._blobs import (
     write_all,
     zstd_content_size,
 )
-from hazremote.cache._restore import restore_into_workspace
 from hazremote.cache.collect import collect_files, outputs_problem
 from hazremote.cache.manifest import (
     Compression,
@@ -80,6 +80,7 @@ from hazremote.cache.tier import (
     StoreResult,
     StoreStatus,
 )
+from hazremote.compression import ZSTD_LEVEL
 from hazremote.domain.digest import Digest, digest_bytes
 from hazremote.domain.model import HashName
 from hazremote.domain.patterns import PathPattern
@@ -111,7 +112,7 @@ STDERR_NAME = "stderr"
 OUTPUTS_DIR = "outputs"
 #: ``bench/bench_zstd_level.py``: +5 % ratio over level 1 for ~12 % more compression CPU;
 #: level 6 compresses 3x slower for +1.5 %. Decompression speed is the same for all three.
-DEFAULT_COMPRESSION_LEVEL = 3
+DEFAULT_COMPRESSION_LEVEL = ZSTD_LEVEL
 #: Remote blobs up to this size are imported uncompressed, linked rather than re-encoded: at
 #: this size compression saves little disk and re-encoding costs more than the download.
 IMPORT_AS_IS_MAX = 64 * 1024

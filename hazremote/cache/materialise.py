@@ -23,7 +23,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from hazremote.cache._blobs import write_all
+from hazremote.cache.codec import write_all
 
 __all__ = [
     "DIR_FLAGS",

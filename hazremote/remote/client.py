@@ -44,7 +44,7 @@ from typing import Any, Literal, TypeVar, get_args
 
 import grpc
 
-from hazremote.cache._blobs import (
+from hazremote.cache.codec import (
     FetchedBlob,
 )
 from hazremote.cache.local import StoredBlob

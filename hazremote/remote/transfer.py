@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, TypeVar
 import grpc
 import zstandard
 
-from hazremote.cache._blobs import (
+from hazremote.cache.codec import (
     BlobCorrupt,
     FetchedBlob,
     VerifiedBlob,
@@ -39,6 +39,7 @@ from hazremote.cache._blobs import (
 )
 from hazremote.cache.local import StoredBlob
 from hazremote.cache.manifest import Compression
+from hazremote.compression import WIRE_ZSTD_LEVEL
 from hazremote.domain.digest import Digest, new_hasher
 from hazremote.domain.model import HashName
 from hazremote.remote._wire import (
@@ -69,7 +70,6 @@ _DEFAULT_MAX_BATCH_BYTES = 4 << 20
 _DEFAULT_CHUNK = 1 << 20
 #: gRPC's own limit on one message; batches stay well below it.
 MAX_MESSAGE = 16 << 20
-_WIRE_ZSTD_LEVEL = 1
 #: Downloaded batch blobs are kept in memory, verified, up to this many bytes (then written
 #: to files): a remote hit restores and backfills them without touching a spool file.
 DEFAULT_MEMORY_BUDGET = 64 << 20
@@ -573,7 +573,7 @@ def _wire_bytes(blob: StoredBlob, zstd: bool) -> tuple[bytes, Any]:
         )
     if zstd:
         packed: bytes = zstandard.ZstdCompressor(
-            level=_WIRE_ZSTD_LEVEL, write_content_size=True
+            level=WIRE_ZSTD_LEVEL, write_content_size=True
         ).compress(data)
         return packed, WIRE_ZSTD
     return data, WIRE_IDENTITY
@@ -610,7 +610,7 @@ class _ChunkReader:
         if blob.compression is Compression.ZSTD and not zstd:
             self._source = zstandard.ZstdDecompressor().stream_reader(self._fh, closefd=False)
         elif blob.compression is Compression.NONE and zstd:
-            self._compressor = zstandard.ZstdCompressor(level=_WIRE_ZSTD_LEVEL).compressobj(
+            self._compressor = zstandard.ZstdCompressor(level=WIRE_ZSTD_LEVEL).compressobj(
                 size=blob.size
             )
         self._buffer = bytearray()

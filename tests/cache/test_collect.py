@@ -9,7 +9,7 @@ import pytest
 import zstandard
 
 from hazremote.cache import Compression, OutputFile
-from hazremote.cache._blobs import BlobCodec
+from hazremote.cache.codec import BlobCodec
 from hazremote.cache.collect import collect, collect_files, matching_files, outputs_problem
 from hazremote.domain.digest import digest_bytes
 from tests.cache.cachekit import HASH, patterns
