@@ -50,6 +50,7 @@ from hazremote.cache.local import CacheOptions, FsyncPolicy, LocalCache
 from hazremote.cache.manifest import Manifest, ManifestError, parse_manifest
 from hazremote.domain.digest import DIGEST_SIZE, Digest
 from hazremote.domain.model import HashName
+from hazremote.errors import HazError
 
 __all__ = [
     "BackfillFrameError",
@@ -71,7 +72,7 @@ _THREADS = 4
 _IN_FLIGHT = 64
 
 
-class BackfillFrameError(ValueError):
+class BackfillFrameError(HazError, ValueError):
     """A frame on the backfill pipe is malformed (truncated, bad kind, bad text)."""
 
 

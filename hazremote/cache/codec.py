@@ -31,6 +31,7 @@ from hazremote.cache.manifest import Compression
 from hazremote.compression import MIN_COMPRESS_SIZE, PROBE_SIZE, compression_pays
 from hazremote.domain.digest import Digest, Hasher, digest_bytes, new_hasher
 from hazremote.domain.model import HashName
+from hazremote.errors import HazError
 from hazremote.fileio import write_all
 
 __all__ = [
@@ -51,7 +52,7 @@ CHUNK_SIZE = 1 << 20
 _ZSTD_HEADER_MAX = 18
 
 
-class BlobCorrupt(Exception):
+class BlobCorrupt(HazError):
     """A stored blob is missing, unreadable, or decodes to other bytes than recorded."""
 
 

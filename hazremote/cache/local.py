@@ -84,6 +84,7 @@ from hazremote.compression import ZSTD_LEVEL
 from hazremote.domain.digest import Digest, digest_bytes
 from hazremote.domain.model import HashName
 from hazremote.domain.patterns import PathPattern
+from hazremote.fileio import fsync_dir
 from hazremote.keys.components import KeyComponents
 
 __all__ = [
@@ -510,8 +511,8 @@ class LocalCache:
             if fsync:
                 os.fsync(fh.fileno())
         if fsync:
-            _fsync_dir(blobs_dir)
-            _fsync_dir(staging)
+            fsync_dir(blobs_dir)
+            fsync_dir(staging)
         return manifest
 
     def _new_staging(self, key: Digest) -> Path:
@@ -537,7 +538,7 @@ class LocalCache:
         if not shard.is_dir():
             shard.mkdir(parents=True, exist_ok=True)
             if self._fsync is FsyncPolicy.FULL:
-                _fsync_dir(self._root)  # the new shard's own directory entry
+                fsync_dir(self._root)  # the new shard's own directory entry
 
     def _publish(self, key: Digest, staging: Path) -> StoreStatus:
         entry = self.entry_dir(key)
@@ -549,7 +550,7 @@ class LocalCache:
                     raise
             else:
                 if self._fsync is FsyncPolicy.FULL:
-                    _fsync_dir(entry.parent)
+                    fsync_dir(entry.parent)
                 return StoreStatus.STORED
             # Another run published this key first. A valid entry wins (concurrent stores of
             # one key hold equivalent results); an invalid one is replaced, once.
@@ -652,8 +653,8 @@ class LocalCache:
                 if fsync:
                     os.fsync(fh.fileno())
             if fsync:
-                _fsync_dir(staging / OUTPUTS_DIR)
-                _fsync_dir(staging)
+                fsync_dir(staging / OUTPUTS_DIR)
+                fsync_dir(staging)
             status = self._publish(key, staging)
             return StoreResult(status=status, manifest=local)
         except Exception as exc:  # a failed import is a miss with a warning, never an error
@@ -948,14 +949,6 @@ def _read_small(path: Path, limit: int) -> bytes:
             parts.append(chunk)
             limit -= len(chunk)
         return b"".join(parts)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
 
