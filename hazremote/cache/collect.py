@@ -41,7 +41,7 @@ from hazremote.domain.patterns import CONTROL_DIRS, PathPattern
 
 __all__ = [
     "Collected",
-    "CollectedBlob",
+    "StoredBlob",
     "collect",
     "collect_files",
     "links_to_store",
@@ -51,9 +51,9 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CollectedBlob:
-    """One distinct blob written by a collection: ``path`` holds ``size`` uncompressed bytes
-    of digest ``digest``, encoded as ``compression``."""
+class StoredBlob:
+    """One blob as it lies at rest: ``path`` holds ``size`` uncompressed bytes (digest
+    ``digest``) encoded as ``compression`` (a zstd blob is one frame)."""
 
     digest: Digest
     size: int
@@ -66,7 +66,7 @@ class Collected:
     """The outputs of a manifest (sorted by path, links included) and the blobs they name."""
 
     outputs: tuple[OutputRecord, ...]
-    blobs: Mapping[Digest, CollectedBlob]
+    blobs: Mapping[Digest, StoredBlob]
 
 
 # -- finding ---------------------------------------------------------------------------------
@@ -157,7 +157,7 @@ def collect_files(
         zstandard.ZstdError: an output changed size while it was compressed.
     """
     records: list[OutputRecord] = []
-    stored: dict[Digest, CollectedBlob] = {}
+    stored: dict[Digest, StoredBlob] = {}
     links = links_to_store(outputs)
     for index, output in enumerate(sorted(outputs, key=lambda o: o.path)):
         if output.path in links:
@@ -168,7 +168,7 @@ def collect_files(
         if known is not None:
             part.unlink()  # same content as an earlier output: one blob serves both
         else:
-            known = CollectedBlob(
+            known = StoredBlob(
                 digest=blob.digest,
                 size=blob.size,
                 path=blobs_dir / blob.digest.hex,

@@ -59,7 +59,7 @@ from hazremote.cache.codec import (
     write_all,
     zstd_content_size,
 )
-from hazremote.cache.collect import collect_files, outputs_problem
+from hazremote.cache.collect import StoredBlob, collect_files, outputs_problem
 from hazremote.cache.manifest import (
     Compression,
     Manifest,
@@ -196,17 +196,6 @@ class CacheInfo:
     schema_mismatched_entries: int
     orphan_temp_dirs: int
     orphan_bytes: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StoredBlob:
-    """One blob of an entry as it lies at rest: ``path`` holds ``size`` uncompressed bytes
-    (digest ``digest``) encoded as ``compression`` (a zstd blob is one frame)."""
-
-    digest: Digest
-    size: int
-    path: Path
-    compression: Compression
 
 
 #: Supplies a file holding the verified, uncompressed bytes of a blob (RC-001 import).
