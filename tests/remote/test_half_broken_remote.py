@@ -1,6 +1,8 @@
 """``haz run`` against a half-broken or lying remote: each fault costs what it must, no more.
 
-The real ``haz`` binary against the in-test server (:mod:`tests.remote.fakeserver`) on loopback.
+The real ``haz`` binary (or client) against the real server over fault-injecting memory
+stores, or the lying server (:mod:`tests.remote.lyingserver`) where a manifest the real
+server refuses must be served.
 
 Spec coverage:
 * RC-003 — a breaker per kind of operation: lookups that never answer open the lookup
@@ -21,9 +23,11 @@ from collections.abc import Callable
 from hazremote.remote import BreakerState
 from tests.cache.cachekit import Env, make_key
 from tests.remote.conftest import FAST as FAST_CLIENT
-from tests.remote.fakeserver import FakeServer
+from tests.remote.conftest import CacheServer
+from tests.remote.lyingserver import LyingServer
 from tests.remote.test_remote_client import client, stored, upload
 from tests.run.conftest import HazRunner, py
+from tests.support.faultstore import LOOKUPS
 
 #: A cool-down longer than any run here: once open, the breaker stays open for the run, so
 #: the number of calls that reach the server is exact, whatever the machine's speed.
@@ -76,34 +80,32 @@ def remote_lines(stderr: str) -> list[str]:
 
 
 def test_dead_lookups_open_their_breaker_while_uploads_succeed(
-    haz: HazRunner, make_workspace, server: FakeServer
+    haz: HazRunner, make_workspace, server: CacheServer
 ) -> None:
     """RC-003 (issue 13, item 10): BatchGetManifests never answers, uploads work. Each
     successful upload used to reset the one breaker, so every level of the chain paid a
     lookup deadline; now two failed lookups open the lookup breaker and the rest of the
     chain is not even sent."""
-    server.state.hang_s = 5.0
-    server.state.hang_only = frozenset({"BatchGetManifests"})
+    server.faults.hang(5.0, LOOKUPS)
     root = make_workspace(chain(8), name="chain")
     result = haz("run", "--workspace", cwd=root, env=remote_env(server.url, NO_REPROBE))
     assert result.code == 0, result.stderr
     for i in range(8):
         assert result.task(f"p{i}:build")["source"] == "fresh"
     assert (root / "p7" / "out.txt").read_text() == "start\n" + "".join(f"{i}\n" for i in range(8))
-    assert server.state.calls["BatchGetManifests"] == 2  # breaker_failures, then open
-    assert len(server.state.manifests) == 8  # the healthy upload path was still used
+    assert server.faults.rpcs["BatchGetManifests"] == 2  # breaker_failures, then open
+    assert len(server.manifests()) == 8  # the healthy upload path was still used
     (line,) = remote_lines(result.stderr)
     assert "circuit breaker opened 1 time(s)" in line
 
 
 def test_successful_uploads_do_not_reset_the_lookup_breaker(
-    server: FakeServer, make_env: Callable[[str], Env]
+    server: CacheServer, make_env: Callable[[str], Env]
 ) -> None:
     """RC-003 (issue 13, item 10), the mechanism itself: lookups that hit their deadline
     alternate with uploads that succeed, as they do along a task chain. The lookup breaker
     opens after ``breaker_failures`` lookups; the upload breaker stays closed."""
-    server.state.hang_s = 3.0
-    server.state.hang_only = frozenset({"BatchGetManifests"})
+    server.faults.hang(3.0, LOOKUPS)
     env = make_env("a")
     manifests = [stored(env, f"level{i}", {f"/dist/{i}": str(i).encode()}) for i in range(8)]
 
@@ -128,14 +130,14 @@ def test_successful_uploads_do_not_reset_the_lookup_breaker(
 
     done, lookups, uploads, warning = asyncio.run(scenario())
     assert done == [True] * 8
-    assert server.state.calls["BatchGetManifests"] == FAST_CLIENT.breaker_failures
+    assert server.faults.rpcs["BatchGetManifests"] == FAST_CLIENT.breaker_failures
     assert lookups is BreakerState.OPEN
     assert uploads is BreakerState.CLOSED
     assert warning is not None
     assert "circuit breaker opened 1 time(s)" in warning
 
 
-def tamper_all(server: FakeServer, change: Callable[[dict[str, object]], None]) -> int:
+def tamper_all(server: LyingServer, change: Callable[[dict[str, object]], None]) -> int:
     """Apply ``change`` to every stored manifest (a lying server); how many were changed."""
     for slot, document in list(server.state.manifests.items()):
         manifest = json.loads(document)
@@ -153,11 +155,14 @@ def with_huge_integer(document: bytes) -> bytes:
 
 
 def test_an_unparsable_manifest_costs_only_its_own_key(
-    server: FakeServer, make_env: Callable[[str], Env]
+    liar: LyingServer, make_env: Callable[[str], Env]
 ) -> None:
     """RC-001/RC-003 (issue 13, item 12): one entry of a BatchGetManifests batch that the
     client cannot parse is a miss of its key; the other hits of the batch are used, and it is
-    no breaker failure: batch after batch, the lookups still go out and still hit."""
+    no breaker failure: batch after batch, the lookups still go out and still hit.
+
+    Needs the liar: the real server refuses a document it cannot parse."""
+    server = liar
     env = make_env("a")
     manifests = [stored(env, f"k{i}", {f"/dist/{i}": str(i).encode()}) for i in range(3)]
 
@@ -186,10 +191,13 @@ def test_an_unparsable_manifest_costs_only_its_own_key(
 
 
 def test_an_unparsable_remote_manifest_costs_one_task_of_a_run(
-    haz: HazRunner, make_workspace, server: FakeServer
+    haz: HazRunner, make_workspace, liar: LyingServer
 ) -> None:
     """RC-003 (issue 13, item 12) end to end: of three tasks looked up in one batch, the one
-    whose remote manifest cannot be parsed runs; the two others are remote hits."""
+    whose remote manifest cannot be parsed runs; the two others are remote hits.
+
+    Needs the liar: the real server refuses a document it cannot parse."""
+    server = liar
     first = make_workspace(siblings(3), name="honest")
     assert haz("run", "--workspace", cwd=first, env=remote_env(server.url)).code == 0
     (slot,) = [
@@ -212,10 +220,14 @@ def test_an_unparsable_remote_manifest_costs_one_task_of_a_run(
 
 
 def test_many_refused_remote_entries_are_one_warning(
-    haz: HazRunner, make_workspace, server: FakeServer
+    haz: HazRunner, make_workspace, liar: LyingServer
 ) -> None:
     """RC-003 (issue 13, item 11): a lying server whose 20 entries each name an output the task
-    does not declare costs 20 local runs and ONE warning (count and first example), not 20."""
+    does not declare costs 20 local runs and ONE warning (count and first example), not 20.
+
+    Needs the liar: it serves documents rewritten after the upload (the real server keeps
+    entries immutable, SEC-004)."""
+    server = liar
     first = make_workspace(siblings(20), name="honest")
     assert haz("run", "--workspace", cwd=first, env=remote_env(server.url)).code == 0
 

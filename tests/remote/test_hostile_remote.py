@@ -15,14 +15,22 @@ import stat
 import blake3
 import pytest
 
-from tests.remote.fakeserver import FakeServer
+from tests.remote.lyingserver import LyingServer
 from tests.remote.test_run_remote import files, remote_env
 from tests.run.conftest import HazRunner
+
+
+@pytest.fixture
+def server(liar: LyingServer) -> LyingServer:
+    """The lying server: every test here serves manifests and blobs rewritten after the
+    upload (hostile paths, modes, swapped bytes), which the real server never hands out."""
+    return liar
+
 
 EVIL = b"#!/bin/sh\necho pwned\n"
 
 
-def tamper(server: FakeServer, task_cwd: str, change: dict[str, object]) -> None:
+def tamper(server: LyingServer, task_cwd: str, change: dict[str, object]) -> None:
     """Add a hostile output record to the stored manifest of the task run in ``task_cwd``."""
     digest = blake3.blake3(EVIL).digest()
     server.state.blobs[digest] = EVIL
@@ -55,7 +63,7 @@ def tamper(server: FakeServer, task_cwd: str, change: dict[str, object]) -> None
 def test_hostile_remote_manifests_are_refused_and_write_nothing(
     haz: HazRunner,
     make_workspace,
-    server: FakeServer,
+    server: LyingServer,
     change: dict[str, object],
     victim: str,
 ) -> None:
@@ -85,7 +93,7 @@ def test_hostile_remote_manifests_are_refused_and_write_nothing(
 
 
 def test_setuid_bits_from_the_remote_are_never_restored(
-    haz: HazRunner, make_workspace, server: FakeServer
+    haz: HazRunner, make_workspace, server: LyingServer
 ) -> None:
     first = make_workspace(files(), name="honest")
     assert haz("run", "--workspace", cwd=first, env=remote_env(server.url)).code == 0
@@ -100,7 +108,7 @@ def test_setuid_bits_from_the_remote_are_never_restored(
 
 
 def test_a_blob_with_other_bytes_is_a_miss(
-    haz: HazRunner, make_workspace, server: FakeServer
+    haz: HazRunner, make_workspace, server: LyingServer
 ) -> None:
     """RC-004: the client verifies every byte; a swapped blob is a miss and the task runs."""
     first = make_workspace(files(), name="honest")

