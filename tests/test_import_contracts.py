@@ -58,3 +58,19 @@ def test_a_forbidden_import_breaks_the_contracts(tmp_path: Path) -> None:
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"cache_service.sneaky -> {private}" in result.stdout
+
+
+def test_no_private_module_is_imported_from_another_subpackage() -> None:
+    """Issue 14: inside hazremote too, a ``_module`` is private to its own subpackage."""
+    import grimp
+
+    graph = grimp.build_graph("hazremote", cache_dir=None)
+    leaks = []
+    for module in sorted(graph.modules):
+        owner = module.rpartition(".")[0]
+        if not module.rpartition(".")[2].startswith("_") or module.endswith("__init__"):
+            continue
+        for importer in sorted(graph.find_modules_that_directly_import(module)):
+            if importer != owner and not importer.startswith(owner + "."):
+                leaks.append(f"{importer} -> {module}")
+    assert leaks == []

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hazremote.config._trace import Trace
+from hazremote.config import Trace
 from hazremote.domain.model import Project, Workspace
 from hazremote.domain.refs import TaskId, parse_cli_target
 from hazremote.errors import ConfigError, Diagnostic, UsageError

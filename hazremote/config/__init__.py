@@ -15,6 +15,7 @@ resolving remote settings against flags and environment (``hazremote.cli``).
 from typing import TYPE_CHECKING, Any
 
 from hazremote.config._discovery import bearing_project, find_workspace_root
+from hazremote.config._trace import Trace
 
 if TYPE_CHECKING:
     from hazremote.config._loader import load_workspace, load_workspace_traced
@@ -30,4 +31,10 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["bearing_project", "find_workspace_root", "load_workspace", "load_workspace_traced"]
+__all__ = [
+    "Trace",
+    "bearing_project",
+    "find_workspace_root",
+    "load_workspace",
+    "load_workspace_traced",
+]
