@@ -1,8 +1,8 @@
 """File writing shared by the client and the service: complete writes and durable renames.
 
 Spec coverage:
-* §6 — a file is replaced whole or not at all (:func:`replace_file`); a rename is durable
-  only once its directory is flushed (:func:`fsync_dir`).
+* §6 — a file appears whole or not at all (:func:`publish`, :func:`replace_file`); a new name
+  is durable only once its directory is flushed (:func:`fsync_dir`).
 Out of scope: what is written where (the caches and stores).
 """
 
@@ -12,7 +12,7 @@ import contextlib
 import os
 import tempfile
 
-__all__ = ["fsync_dir", "replace_file", "write_all"]
+__all__ = ["fsync_dir", "publish", "replace_file", "write_all"]
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:
@@ -58,3 +58,36 @@ def replace_file(
         raise
     if fsync:
         fsync_dir(directory)
+
+
+def publish(
+    temp: str | os.PathLike[str], path: str | os.PathLike[str], *, replace: bool, fsync: bool
+) -> bool:
+    """Give the finished file ``temp`` the name ``path`` atomically, and remove ``temp``.
+
+    With ``replace`` an existing ``path`` is replaced (``rename``); without, ``link`` fails
+    when the name exists, so of racing writers (threads, processes, hosts on one file
+    system) exactly one wins, and this returns False for the others. With ``fsync`` the new
+    name is on disk when this returns.
+
+    Raises:
+        OSError: the file system refused (``temp`` is removed all the same).
+    """
+    try:
+        if replace:
+            os.replace(temp, path)
+        else:
+            try:
+                os.link(temp, path)
+            except FileExistsError:
+                return False
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    if fsync:
+        fsync_dir(os.path.dirname(path) or ".")
+    return True

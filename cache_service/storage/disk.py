@@ -63,7 +63,7 @@ from cache_service.storage.base import (
 )
 from hazremote.domain.digest import Digest
 from hazremote.domain.model import HashName
-from hazremote.fileio import fsync_dir, write_all
+from hazremote.fileio import publish, write_all
 
 __all__ = ["DiskBlobStore", "DiskManifestStore", "TempSweep", "remove_stale_temp_files"]
 
@@ -371,12 +371,8 @@ def _write_blob_temp(
 def _publish(temp: Path, path: Path, *, fsync: bool, what: str) -> None:
     """Atomically move a finished temp file to ``path`` (replacing what is there)."""
     try:
-        os.replace(temp, path)
-        if fsync:
-            fsync_dir(path.parent)
+        publish(temp, path, replace=True, fsync=fsync)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            temp.unlink()
         raise StorageError(f"{what}: {exc}") from exc
 
 
@@ -586,19 +582,11 @@ class DiskManifestStore:
         what = f"cannot write manifest {path}"
         temp = _write_temp(path.parent, [document], fsync=self._fsync, what=what)
         try:
-            # link() fails atomically when the name exists: exactly one racer wins, and the
-            # winner's document is complete the moment it becomes visible.
-            os.link(temp, path)
-            if self._fsync:
-                fsync_dir(path.parent)
-        except FileExistsError:
-            return False
+            # Exactly one racer wins, and its document is complete once it is visible.
+            created = publish(temp, path, replace=False, fsync=self._fsync)
         except OSError as exc:
             raise StorageError(f"{what}: {exc}") from exc
-        finally:
-            with contextlib.suppress(OSError):
-                temp.unlink()
-        return True
+        return created
 
     def replace(self, namespace: str, hash_name: HashName, key: Digest, document: bytes) -> None:
         path = self._path(namespace, hash_name, key)

@@ -32,7 +32,7 @@ from types import MappingProxyType
 
 from hazremote.domain.digest import Digest
 from hazremote.domain.refs import TaskId
-from hazremote.fileio import replace_file
+from hazremote.fileio import publish, replace_file
 
 __all__ = ["DEFAULT_KEEP", "TaskIndex", "TaskKeyRecord"]
 
@@ -182,13 +182,8 @@ class TaskIndex:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(secrets.token_bytes(_SALT_SIZE))
-        try:
-            # link() never replaces: when two processes race, both end up with the winner's.
-            os.link(temp, path)
-        except FileExistsError:
-            pass
-        finally:
-            temp.unlink()
+        # Never replaces: when two processes race, both end up with the winner's salt.
+        publish(temp, path, replace=False, fsync=False)
         return path.read_bytes()
 
 
