@@ -1,7 +1,7 @@
 """MetricsBlobStore / MetricsManifestStore: Prometheus counters around any store.
 
 Spec coverage:
-* SVC-004 — ``haz_storage_operations_total``, ``_operation_seconds`` and ``_bytes_total``.
+* SVC-004 — ``haz_storage_*`` counters: operations, latencies and bytes, by store and operation.
 Out of scope: RPC-level metrics (the interceptor) and logging (one event per RPC, not per call).
 """
 
