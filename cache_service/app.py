@@ -4,8 +4,8 @@ Spec coverage:
 * SVC-001 — storage from :func:`~cache_service.storage.factory.open_storage`, run off the loop.
 * SVC-004 — health checking, reflection, a Prometheus port, one access event per RPC.
 * SVC-005 — on SIGTERM/SIGINT: ``NOT_SERVING``, stop accepting, ``shutdown_grace`` to finish.
-* SVC-006 — ``max_message_size`` is gRPC's message limit; connections are bounded in number.
-* SVC-006 — handshake timeout, idle connections sent away (:func:`connection_bound`).
+* SVC-006 — ``max_message_size`` is gRPC's message limit (``RESOURCE_EXHAUSTED`` beyond).
+* SVC-006 — connections: a handshake timeout, idle ones sent away, :func:`connection_bound`.
 * EXEC-021 — a failure to bind or to open storage is :class:`ServiceStartError` (exit 1).
 * SEC-002, SEC-003 — ``config.tokens`` becomes the interceptor's ``TokenAuthority`` (SIGHUP).
 * SEC-005 — TLS only when ``tls_cert``/``tls_key`` are set; ``tls_client_ca`` means mutual TLS.
