@@ -1,17 +1,10 @@
 """Blob client of ``bench_cache_service``, run as its own process so its peak RSS is its own.
 
-Spec coverage: none (benchmark support). For each repetition (a new random blob, seed =
-repetition number): WriteBlob of identity chunks, ReadBlob accepting zstd (the stored frame is
-passed through, as the haz client asks), ReadBlob accepting identity only (the server
-decompresses), WriteBlob of the same blob again (deleted first) as a zstd frame of raw blocks
-(what the haz client uploads for incompressible output), then the same bytes over the raw echo
-server's Upload and Download streams.
-The client neither hashes nor decompresses what it downloads (neither does the raw baseline).
-It sends and receives exactly the bytes of the ContentStore messages, but encodes WriteBlob
-messages itself (byte-identical to protobuf's encoding, one copy per chunk instead of two) and
-reads only the data length of ReadBlob replies, so on this 2-core machine its own CPU steals
-about as little from the server as the raw client's does.
-Prints one JSON object: seconds per phase per repetition and ``ru_maxrss``.
+Spec coverage: none (benchmark support). Per repetition (a new random blob, seed = repetition
+number) it times WriteBlob of identity chunks, ReadBlob accepting zstd, ReadBlob accepting
+identity only, WriteBlob of the same blob as a zstd frame of raw blocks, then the same bytes
+over the raw echo server's Upload and Download streams. Prints one JSON object: seconds per
+phase per repetition and ``ru_maxrss``.
 
 Usage: ``_svc_blobclient.py SERVICE ECHO SIZE REPS STORE_ROOT``
 """

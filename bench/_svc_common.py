@@ -1,9 +1,8 @@
 """Shared pieces of ``bench_cache_service``: server processes, blob data, echo method names.
 
-Spec coverage: none (benchmark support). Starts servers as separate processes (so client and
-server never share one GIL), parses their ``listening on HOST:PORT`` line (§5), stops them by
-PID, reads peak RSS, and generates the deterministic blob bytes both the client and the raw
-echo server stream.
+Spec coverage: none (benchmark support). Starts servers as separate processes, parses their
+``listening on HOST:PORT`` line, stops them by PID, reads peak RSS, and generates the
+deterministic blob bytes both the client and the raw echo server stream.
 Out of scope: measuring (``bench_cache_service``, ``_svc_blobclient``).
 """
 

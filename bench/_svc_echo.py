@@ -4,11 +4,9 @@ Spec coverage: none (benchmark support). Generic handlers, no interceptor, no th
 storage:
 
 * ``SetReply(bytes)`` stores a serialized ``GetManifestResponse``;
-* ``GetManifest(GetManifestRequest) -> GetManifestResponse`` parses the request and answers
-  the stored reply (the same messages, the same size as a real lookup);
+* ``GetManifest(GetManifestRequest) -> GetManifestResponse`` answers the stored reply;
 * ``Upload(stream bytes) -> bytes`` counts the bytes it received;
-* ``Download(b"SEED,SIZE,CHUNK") -> stream bytes`` streams the blob bytes of
-  :func:`bench._svc_common.blob_chunks`.
+* ``Download(b"SEED,SIZE,CHUNK") -> stream bytes`` streams :func:`bench._svc_common.blob_chunks`.
 
 Prints ``listening on HOST:PORT`` on stderr like ``haz-cache-service``; stops on SIGTERM.
 """

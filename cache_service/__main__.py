@@ -1,22 +1,14 @@
 """Entry point of ``haz-cache-service``: parse the command line, resolve config, serve.
 
 Spec coverage:
-* §5 — ``haz-cache-service [serve] [--config FILE] [--listen HOST:PORT] [--storage URL]
-  [--s3-endpoint URL] [--s3-region R] [--metrics-listen HOST:PORT] [--read-cache DIR
-  --read-cache-size SIZE [--read-cache-manifest-ttl D]]`` plus ``--log-level``,
-  ``--log-format`` and the SVC-006 limit flags (``--max-blob-size`` …); no subcommand means
-  ``serve``.
-* SVC-003 — flag > ``HAZ_CACHE_*`` environment > YAML file > default (:mod:`.config`).
-* EXEC-021 — exit 2 on bad configuration or usage, 1 when the service cannot start (port
-  taken, storage unreachable), 0 after a graceful shutdown on SIGTERM/SIGINT (SVC-005).
-* OPS-003 — ``haz-cache-service gc [--max-age D] [--max-size SIZE] [--dry-run]`` (plus
-  ``--blob-grace D``) with the same storage settings; it also removes the temp files of dead
-  writes untouched for ``--temp-grace`` (issue 13).
-* SEC-006 — ``haz-cache-service admin list-producers | purge --producer NAME
-  [--namespace NS]``.
-* SEC-002 / SEC-005 — ``--tokens FILE``, ``--tls-cert F --tls-key F [--tls-client-ca F]``; an
-  invalid tokens file or unreadable TLS file is exit 2; SIGHUP reloads the tokens file.
-Out of scope (a later issue): ``--queue``.
+* SVC-003 — ``serve`` flags > ``HAZ_CACHE_*`` environment > YAML file > default (:mod:`.config`).
+* SVC-006 — the limit flags (``--max-blob-size`` …).
+* EXEC-021 — exit 2 on bad configuration or usage, 1 when the service cannot start, 0 after.
+* SVC-005 — a graceful shutdown on SIGTERM/SIGINT.
+* OPS-003 — ``gc [--max-age D] [--max-size SIZE] [--blob-grace D] [--temp-grace D] [--dry-run]``.
+* SEC-006 — ``admin list-producers | purge --producer NAME [--namespace NS]``.
+* SEC-002, SEC-005 — ``--tokens FILE`` (SIGHUP reloads it) and the ``--tls-*`` files.
+Out of scope: ``--queue`` (a later issue).
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """The access event: one structured ``rpc`` line per RPC.
 
 Spec coverage:
-* SVC-004 — ``method``, ``code``, ``duration_ms``, ``bytes_in``, ``bytes_out``, ``namespace``,
-  ``peer``, ``identity`` at level info.
+* SVC-004 — ``method``, ``code``, ``duration_ms``, ``bytes_in``/``out``, ``namespace``, ``peer``.
 Out of scope: observing the RPC (:mod:`cache_service.interceptor`).
 """
 

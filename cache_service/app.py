@@ -1,37 +1,16 @@
 """Wiring: configuration → storage → domain objects → servicers → one ``grpc.aio`` server.
 
 Spec coverage:
-* SVC-001 — storage comes from :func:`cache_service.storage.factory.open_storage` (the only
-  place that knows backends); blocking storage calls run in a bounded thread pool (a
-  manifest lookup the store can answer without I/O runs on the event loop instead).
-* SVC-004 — gRPC health checking (``grpc.health.v1``, every service ``SERVING``), server
-  reflection, Prometheus metrics on a separate HTTP port (``metrics_listen``), one structured
-  access event per RPC (:mod:`cache_service.interceptor`; every service registers through the
-  access interceptor's registrar, which wraps each method handler once).
-* SVC-005 — on SIGTERM/SIGINT: health turns ``NOT_SERVING``, the server stops accepting, and
-  in-flight RPCs get ``shutdown_grace`` seconds to finish.
-* SVC-006 — ``max_message_size`` becomes gRPC's message limits (``RESOURCE_EXHAUSTED`` beyond);
-  the other limits live in the domain objects and servicers.
-* Issue 5 — :func:`run` tunes glibc's allocator for blob streams (:func:`tune_malloc`).
-* Issue 13 — :func:`run` gives freed heap back to the OS after blob streams end and
-  periodically (:class:`MallocTrimmer`).
-* Issue 13 — once serving, :func:`run` removes in the background the temp files of writes
-  that died under the disk stores (older than ``temp_grace``,
-  :func:`cache_service.housekeeping.sweep_temp_files`).
-* Issue 13 — connections: one that has not completed its HTTP/2 (and TLS) handshake within
-  ``handshake_timeout`` is closed, one without calls for :data:`CONNECTION_IDLE_S` is sent
-  away (GOAWAY), and at most :func:`connection_bound` are open at once (below the open-file
-  limit, which :func:`run` raises to the hard limit), so half-open sockets cannot exhaust
-  descriptors. gRPC has no per-peer bound (see docs/decisions.md).
-* §5 — when ready, one line ``listening on HOST:PORT`` on stderr (port 0 shows the real port).
+* SVC-001 — storage from :func:`~cache_service.storage.factory.open_storage`, run off the loop.
+* SVC-004 — health checking, reflection, a Prometheus port, one access event per RPC.
+* SVC-005 — on SIGTERM/SIGINT: ``NOT_SERVING``, stop accepting, ``shutdown_grace`` to finish.
+* SVC-006 — ``max_message_size`` is gRPC's message limit (``RESOURCE_EXHAUSTED`` beyond).
+* SVC-006 — connections: a handshake timeout, idle ones sent away, :func:`connection_bound`.
 * EXEC-021 — a failure to bind or to open storage is :class:`ServiceStartError` (exit 1).
-* SEC-002/003 — ``config.tokens`` becomes a :class:`~cache_service.auth.TokenAuthority`
-  that the one access interceptor asks (authentication and authorization), watched for
-  changes while serving; :func:`run` also reloads it on SIGHUP. Without tokens the service is
-  open and :func:`run` logs a warning saying so.
-* SEC-005 — ``tls_cert``/``tls_key`` serve TLS only (no plaintext port); with
-  ``tls_client_ca`` client certificates signed by that CA are required (mutual TLS). An
-  unreadable file is a :class:`~cache_service.config.ServiceConfigError` (exit 2).
+* SEC-002, SEC-003 — ``config.tokens`` becomes the interceptor's ``TokenAuthority`` (SIGHUP).
+* SEC-005 — TLS only when ``tls_cert``/``tls_key`` are set; ``tls_client_ca`` means mutual TLS.
+* Issue 13 — :func:`run` tunes and trims glibc's heap, and sweeps the disk stores' temp files.
+Out of scope: the storage backends (``cache_service.storage``), the RPC logic (servicers).
 """
 
 from __future__ import annotations

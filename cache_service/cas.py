@@ -1,26 +1,14 @@
 """The content-addressed store as the service sees it: limits, wire encodings, verification.
 
-Everything here is synchronous and blocking (the storage ports are); the servicers run it in
-a thread pool. Blobs travel between this module and the servicers as :class:`BlobRef` values
-and plain bytes (uploads: views of the received messages) — never protobuf messages.
+Synchronous and blocking like the storage ports; the servicers run it in a thread pool. Blobs
+travel as :class:`BlobRef` values and plain bytes or views, never protobuf messages.
 
 Spec coverage:
-* RC-004 — the :class:`BlobStore` given is a verifying one (``open_storage`` always wraps
-  in :class:`~cache_service.storage.verifying.VerifyingBlobStore`): every write is verified
-  while it streams, before publishing, and a mismatch raises ``BlobVerificationError`` with
-  nothing visible. Reads are verified as they stream; stored bytes found corrupt are deleted
-  here and reported as :class:`~cache_service.errors.CorruptBlobError` (``DATA_LOSS``).
-* RC-006 — the stored form is one zstd frame; ``identity`` uploads are compressed into it
-  (with the content size in the frame header) or, when a trial on their first 64 KiB saves
-  under 10 % (the local cache's rule), written into it as raw blocks — what zstd itself emits
-  for incompressible input, without its cost or a copy (block headers between views of the
-  received chunks); ``zstd`` uploads pass through as received. Reads send the
-  stored frame as is when the client accepts zstd, otherwise decompressed bytes; a read from
-  an ``offset`` decompresses, skips, and re-encodes. No blob is held whole in memory outside
-  the batch calls, whose total size is bounded.
+* RC-004 — writes are verified before publishing; corrupt stored bytes are deleted (DATA_LOSS).
+* RC-006 — the stored form is one zstd frame; identity uploads are compressed or raw-blocked.
+* RC-006 — reads send the stored frame when the client accepts zstd, else decompressed bytes.
 * RC-007 — :meth:`BlobService.find_missing`.
-* SVC-006 — maximum blob size, batch items and batch total size, checked before any work;
-  the decompressed size of an upload is bounded by its declared size (no zstd bomb).
+* SVC-006 — blob size and batch limits checked before any work; no zstd bomb.
 Out of scope: gRPC, the stores themselves, manifests (:mod:`cache_service.manifests`).
 """
 

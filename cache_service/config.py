@@ -2,31 +2,14 @@
 file > defaults, resolved per item into one frozen :class:`ServiceConfig`.
 
 Spec coverage:
-* SVC-003 — configuration by YAML file (``--config FILE`` or ``HAZ_CACHE_CONFIG``), flags and
-  ``HAZ_CACHE_*`` environment variables, with that precedence per item.
-* §5 — defaults: ``--listen 127.0.0.1:7070``; storage ``file://`` under
-  ``$XDG_DATA_HOME/haz/store`` (or ``~/.local/share/haz/store``); port 0 picks a free port.
-* SVC-006 — every limit is configurable (``limits:`` in the file, ``--max-*`` flags,
-  ``HAZ_CACHE_MAX_*`` variables) and validated against the others.
-* EXEC-021 — any unknown key or bad value is a :class:`ServiceConfigError` (exit 2) whose
-  message names where the value came from.
-* SVC-001 — ``--read-cache-manifest-ttl D`` (``HAZ_CACHE_READ_CACHE_MANIFEST_TTL``,
-  ``read_cache_manifest_ttl:``; default 30 s, 0 turns it off): with ``--read-cache``, how long
-  a found S3 manifest is served from memory; it needs ``--read-cache``.
-* SEC-002 — ``--tokens FILE`` (``HAZ_CACHE_TOKENS``, ``tokens:``): the tokens file's path
-  (its content is parsed by :mod:`cache_service.auth`).
-* SEC-005 — ``--tls-cert F --tls-key F [--tls-client-ca F]`` (``HAZ_CACHE_TLS_*``,
-  ``tls_cert:`` …): certificate and key go together; a client CA needs them.
-* Issue 13 — ``--stream-idle-timeout D`` (``HAZ_CACHE_STREAM_IDLE_TIMEOUT``,
-  ``stream_idle_timeout:``; default 60 s, positive): a WriteBlob client silent this long is
-  dropped with ``DEADLINE_EXCEEDED``.
-* Issue 13 — ``--handshake-timeout D`` (``HAZ_CACHE_HANDSHAKE_TIMEOUT``,
-  ``handshake_timeout:``; default 10 s, positive): a connection that has not completed its
-  HTTP/2 (and TLS) handshake this long after it was accepted is closed.
-* Issue 13 — ``--max-streams-per-caller N`` (``HAZ_CACHE_MAX_STREAMS_PER_CALLER``; default 64,
-  at most ``max_concurrent_streams``, which lowers it when lowered below it).
-Out of scope: ``--queue`` (a later issue); what a storage URL means
-(``cache_service.storage.factory``); reading the certificate files (``cache_service.app``).
+* SVC-003 — ``--config FILE``/``HAZ_CACHE_CONFIG``, flags and variables, that precedence per item.
+* SVC-006 — every limit is configurable (``limits:``, ``--max-*``) and checked against the rest.
+* SVC-006 — ``--stream-idle-timeout``, ``--handshake-timeout``, ``--max-streams-per-caller``.
+* SVC-001 — ``--read-cache-manifest-ttl D`` (default 30 s, 0 off); it needs ``--read-cache``.
+* SEC-002 — ``--tokens FILE``: the tokens file's path (parsed by :mod:`cache_service.auth`).
+* SEC-005 — ``--tls-cert``/``--tls-key`` go together; ``--tls-client-ca`` needs them.
+* EXEC-021 — an unknown key or bad value is a :class:`ServiceConfigError` (exit 2), naming where.
+Out of scope: ``--queue`` (a later issue); what a storage URL means (``storage.factory``).
 """
 
 from __future__ import annotations

@@ -1,14 +1,11 @@
 """Domain errors of the cache service, raised by :mod:`.cas` and :mod:`.manifests`.
 
 Spec coverage:
-* RC-004 — :class:`CorruptBlobError` (stored bytes found corrupt → ``DATA_LOSS``).
-* RC-005 — :class:`MissingBlobsError` (a manifest referencing absent blobs →
-  ``FAILED_PRECONDITION``).
-* SEC-004 — :class:`ManifestConflictError` (a different manifest exists → ``ALREADY_EXISTS``).
-* SVC-006 — :class:`LimitExceededError` (a configured limit → ``RESOURCE_EXHAUSTED``).
-Out of scope: the mapping onto gRPC status codes, which lives in one place
-(``cache_service.servicers._status``); storage failures are the storage ports' own
-:class:`~cache_service.storage.base.StorageError` tree.
+* RC-004 — :class:`CorruptBlobError` (stored bytes found corrupt).
+* RC-005 — :class:`MissingBlobsError` (a manifest referencing absent blobs).
+* SEC-004 — :class:`ManifestConflictError` (a different manifest exists).
+* SVC-006 — :class:`LimitExceededError` (a configured limit).
+Out of scope: the mapping onto gRPC status codes (``cache_service.servicers._status``).
 """
 
 from __future__ import annotations

@@ -1,26 +1,13 @@
 """Bounding storage growth and auditing producers: ``gc`` and ``admin`` over the storage ports.
 
-Synchronous and blocking; the command line runs it directly (no server needed — the service
-is stateless over its storage, so this works beside running replicas).
+Synchronous and blocking; the command line runs it directly, beside running replicas.
 
 Spec coverage:
-* OPS-003 — :func:`collect_garbage`: manifests first (older than ``max_age``, then the oldest
-  until the store fits ``max_size``), then blobs no surviving manifest references — but only
-  those older than a grace period, because a client uploads blobs *before* the manifest that
-  references them (RC-005) and a young unreferenced blob is most likely such an upload.
-  ``dry_run`` reports without deleting.
-* SEC-006 — :func:`list_producers` and :func:`purge_producer`: every manifest records the
-  authenticated producer, so an operator can list producers and delete everything one wrote
-  (in one namespace or all). Blobs are shared by every namespace and verified on every write,
-  so a purge leaves them to ``gc``.
+* OPS-003 — :func:`collect_garbage`: manifests by age and size, then unreferenced old blobs.
+* OPS-003 — :func:`sweep_temp_files`: dead writes' temp files, after ``temp_grace`` only.
+* SEC-006 — :func:`list_producers` and :func:`purge_producer` (blobs are left to ``gc``).
 * SEC-004 — a manifest that no longer parses protects nothing: ``gc`` deletes it.
-* Issue 13 — :func:`sweep_temp_files`: ``gc`` (and the service's start-up) removes the temp
-  files writes killed mid-way left in disk stores, once untouched for ``temp_grace``
-  (default 1 h). ``blob_grace`` is about *published* blobs no manifest references yet; a temp
-  file is never a blob and follows ``temp_grace`` only, so ``--blob-grace 0s`` cannot remove
-  the file of a write in flight.
-Out of scope: time-based scheduling (run it from cron or a Kubernetes CronJob), S3 lifecycle
-rules (an alternative the README documents).
+Out of scope: scheduling (cron, a CronJob), S3 lifecycle rules (documented in the README).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Spec coverage:
 * SEC-006 — the manifest producer comes from :func:`current_identity`, never from the client.
 * SEC-002 — an :class:`Authenticator` turns metadata into an :class:`Identity` or refuses.
-* SEC-002/003 — an identity carries its token's :class:`Grant`; an :class:`Authorizer` refuses.
+* SEC-002, SEC-003 — an identity carries its token's :class:`Grant`; an :class:`Authorizer` refuses.
 Out of scope: parsing tokens, deciding access (both :mod:`cache_service.auth`).
 """
 

@@ -3,8 +3,7 @@
 Spec coverage:
 * SVC-004 — one access event and the metrics of every RPC, wire bytes counted where decoded.
 * SEC-002 — the caller is authenticated (never for health or reflection) and bound.
-* SEC-003 — with an :class:`~cache_service.identity.Authorizer`, the call is authorized
-  against its request's namespace.
+* SEC-003 — with an :class:`~cache_service.identity.Authorizer`, the request's namespace.
 * SEC-006 — the bound identity is the producer the handlers record.
 * Issue 13 — undecodable request bytes are ``INVALID_ARGUMENT`` (after authentication).
 Out of scope: parsing tokens (:mod:`cache_service.auth`), status mapping (``_status``).

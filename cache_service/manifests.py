@@ -1,28 +1,14 @@
 """Manifests as the service sees them: validation, completeness, immutability, producer.
 
-Synchronous and blocking like the storage ports; the servicers run it in a thread pool, except
-:meth:`ManifestService.lookup_nowait`, which never waits for I/O (see
-:meth:`~cache_service.storage.base.ManifestStore.get_nowait`).
+Synchronous and blocking like the storage ports, except :meth:`ManifestService.lookup_nowait`.
 
 Spec coverage:
-* CACHE-011 — a put is parsed strictly with :func:`hazremote.cache.manifest.parse_manifest`
-  (unknown fields, wrong types, bad digests → :class:`ManifestError` naming the field); the
-  document's key must be the request's key and its hash function the request's.
-* RC-005 — a put is accepted only when every blob it references (stdout, stderr, outputs) is
-  present; otherwise :class:`MissingBlobsError` names the first missing blob.
-* SEC-003 — namespaces are ID-like names (``[A-Za-z0-9_-]``, 1–64 bytes, first character
-  alphanumeric), validated on every call; :meth:`ManifestService.lookup` follows a
-  read-through chain (the requested namespace, then the token's read-through namespaces, in
-  order) and reports where each key was found; a lookup never leaves its chain.
-* CACHE-011 (issue 12) — an output record's ``symlink`` text is checked by that same parser
-  (relative, plain, inside the workspace, naming another output with its hash, size and mode;
-  no loop); a link references its target's blob, so RC-005 needs no special case.
-* SEC-004 — an existing manifest is immutable: an identical put (outputs, streams, exit code;
-  not timestamps, duration or producer) answers ``created=False``, a different one raises
-  :class:`ManifestConflictError` and the original stays — unless the original's blobs are gone,
-  in which case it is replaced.
-* SEC-006 — the stored ``producer`` is the authenticated identity given by the caller, never
-  the client's value.
+* CACHE-011 — a put is parsed strictly; its key and hash function must be the request's.
+* CACHE-011 — an output's ``symlink`` is checked by the same parser (issue 12).
+* RC-005 — a put is accepted only when every referenced blob is present.
+* SEC-003 — namespaces are validated; :meth:`ManifestService.lookup` follows read-through.
+* SEC-004 — an identical put is ``created=False``; a different one conflicts, unless blobs are gone.
+* SEC-006 — the stored ``producer`` is the authenticated identity, never the client's value.
 Out of scope: gRPC, authentication (the caller passes the identity), storage layout.
 """
 

@@ -1,8 +1,7 @@
 """The Prometheus metrics of the service.
 
 Spec coverage:
-* SVC-004 — RPCs and latencies by method and status, bytes in/out, storage errors, manifest
-  lookups by result (hit ratio = hits / all).
+* SVC-004 — RPCs and latencies by method and status, bytes, storage errors, lookups by result.
 Out of scope: serving them (``cache_service.app``), counting them (the interceptor).
 """
 

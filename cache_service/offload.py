@@ -1,12 +1,9 @@
 """Running blocking storage work off the event loop (the storage ports are synchronous).
 
 Spec coverage:
-* SVC-001 — backends are blocking (file I/O, boto3); every storage call of an RPC runs in a
-  bounded thread pool so one slow S3 request never stalls the other RPCs.
-* SVC-006 — :class:`StreamSlots` bounds the concurrent blob streams, in all and per caller,
-  with a clear status.
-* Issue 13 — work that waits for a client (a WriteBlob receiving its chunks) runs in a pool
-  of its own (``name``), never in the storage pool the lookups need.
+* SVC-001 — every storage call of an RPC runs in a bounded thread pool.
+* SVC-006 — :class:`StreamSlots` bounds the concurrent blob streams, in all and per caller.
+* SVC-006 — work that waits for a client runs in a pool of its own, never the storage pool.
 Out of scope: what the work is; who a caller is (the servicer names it).
 """
 

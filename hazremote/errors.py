@@ -1,15 +1,11 @@
-"""The project's error tree (STYLE: one root error type).
+"""The project's error tree: every failure ``hazremote`` raises derives from :class:`HazError`.
 
-Every infrastructure or user-input failure raised by ``hazremote`` derives from
-:class:`HazError`. A cache miss is never an exception; it is a value.
+A cache miss is never an exception; it is a value.
 
 Spec coverage:
-* CFG-040 — :class:`Diagnostic` carries file, key path and line; :class:`ConfigError`
-  carries *all* diagnostics of a load so they are reported together.
+* CFG-040 — :class:`Diagnostic` names file, key path and line; :class:`ConfigError` holds all.
 * DAG-011 — :class:`GraphError` collects every graph diagnostic.
-* DAG-016, PATH — a :class:`Diagnostic` of :attr:`Severity.WARNING` is the one shape of every
-  configuration warning (overlapping output patterns, inputs that match nothing …): it names
-  the task(s) it concerns so a command can show those of the tasks it is about.
+* DAG-016, PATH-001..016 — a WARNING :class:`Diagnostic` is every configuration warning.
 * EXEC-021 — each error knows the process exit code it maps to.
 """
 

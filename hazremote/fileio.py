@@ -1,8 +1,8 @@
 """File writing shared by the client and the service: complete writes and durable renames.
 
 Spec coverage:
-* §6 — a file appears whole or not at all (:func:`publish`, :func:`replace_file`); a new name
-  is durable only once its directory is flushed (:func:`fsync_dir`).
+* CACHE-017 — a file appears whole or not at all (:func:`publish`, :func:`replace_file`).
+* CACHE-017 — a new name is durable once its directory is flushed (:func:`fsync_dir`).
 Out of scope: what is written where (the caches and stores).
 """
 

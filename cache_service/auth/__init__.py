@@ -1,7 +1,8 @@
-"""Tokens, namespaces and read-through (SEC-002, SEC-003, SEC-006): the tokens file
-(:mod:`.tokens`) and the :class:`TokenAuthority` the access interceptor asks (:mod:`.authority`).
+"""Tokens, namespaces and read-through: the tokens file and the :class:`TokenAuthority`.
 
-Spec coverage: see the two modules. Out of scope: TLS (``cache_service.app``).
+Spec coverage:
+* SEC-002, SEC-003, SEC-006 — see :mod:`.tokens` and :mod:`.authority`.
+Out of scope: TLS (``cache_service.app``).
 """
 
 from cache_service.auth.authority import METHOD_ACCESS, Access, TokenAuthority, hash_secret

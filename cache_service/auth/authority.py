@@ -1,27 +1,12 @@
 """Token authentication and authorization for the one access interceptor.
 
 Spec coverage:
-* SEC-002 / §5 statuses — ``authorization: Bearer <token>`` metadata; no token while
-  ``anonymous: none``, an unknown token, or an expired one → ``UNAUTHENTICATED``
-  (:class:`PermissionError`); a known token outside its namespaces, writing with ``read``
-  scope, or executing without ``execute`` → ``PERMISSION_DENIED``
-  (:class:`~cache_service.identity.AccessDeniedError`). The secret's SHA-256 is compared with
-  every stored hash in constant time (``hmac.compare_digest``, no early exit).
-* SEC-002 reload — :meth:`TokenAuthority.reload` (SIGHUP) and :meth:`TokenAuthority.watch`
-  (polls the file's mtime, size and inode every second) swap in a new tokens file without a
-  restart; a file that fails validation keeps the previous tokens and logs an error.
-* SEC-003 — manifest reads are allowed in the token's namespaces and its read-through
-  namespaces; manifest writes only in its own namespaces with ``read-write`` scope, so a
-  pull-request token (``namespaces: [pr-*]``, ``read_through: [main]``) can never write
-  ``main``.
-* SEC-006 — the identity bound for the handler (the manifest producer, the access log's
-  ``identity``) is the token's name; tokenless callers are ``anonymous``.
-* Blobs are content, shared by every namespace: reading them needs any accepted caller
-  (a token, or anonymous access); writing them needs ``read-write`` scope, ``execute`` or
-  ``role: worker``.
-* Methods are classified in :data:`METHOD_ACCESS`; a method without an entry is refused
-  (fail closed) — a new service must add its methods there. Health checking and reflection
-  never reach this module (the interceptor skips them).
+* SEC-002 — bearer tokens: unknown, missing or expired → ``UNAUTHENTICATED``, else the grant.
+* SEC-002 — :meth:`TokenAuthority.reload` (SIGHUP) and :meth:`TokenAuthority.watch` (polling).
+* SEC-003 — reads in own and read-through namespaces; writes only in own, ``read-write`` scope.
+* SEC-006 — the bound identity is the token's name; tokenless callers are ``anonymous``.
+* SEC-003 — blobs are shared content: any accepted caller reads, a writing grant writes.
+* SEC-002 — a method without an entry in :data:`METHOD_ACCESS` is refused (fail closed).
 Out of scope: the file format (:mod:`.tokens`), TLS (``cache_service.app``).
 """
 

@@ -1,14 +1,9 @@
 """The tokens file (``--tokens FILE``): strict parsing into frozen values.
 
 Spec coverage:
-* SEC-002 / §5 — the YAML format: ``anonymous: none | {namespaces: [...]}`` and ``tokens:``, a
-  list of ``{name, sha256, namespaces, scope, execute, role, read_through, expires}``. Only
-  hashes are stored: ``sha256`` is the lowercase hex SHA-256 of the secret.
-* SEC-003 — ``namespaces`` are ID-like names or ``*`` globs of them (``pr-*``);
-  ``read_through`` lists plain namespace names, looked up in order.
-* EXEC-021 — anything wrong (unknown key, bad hex, duplicate name or hash, naive or malformed
-  ``expires``, bad namespace) is a :class:`TokensFileError` naming the file, the token and the
-  key; at start that is exit 2, on reload the previous tokens stay.
+* SEC-002 — ``anonymous:`` and ``tokens:`` entries; only the secret's SHA-256 hex is stored.
+* SEC-003 — ``namespaces`` are ID-like names or ``*`` globs; ``read_through`` plain names.
+* EXEC-021 — anything wrong is a :class:`TokensFileError` naming file, token and key (exit 2).
 Out of scope: deciding access (:mod:`.authority`), watching the file.
 """
 

@@ -1,9 +1,7 @@
-"""Conversions between wire messages and domain values, at the edge (STYLE: protobuf types
-never leak into domain code).
+"""Conversions between wire messages and domain values, at the edge (protobuf stays here).
 
 Spec coverage:
-* RC-004 — a digest is 32 raw bytes plus a non-negative size; anything else is
-  ``INVALID_ARGUMENT`` (raised as :class:`InvalidRequestError`).
+* RC-004 — a digest is 32 raw bytes plus a non-negative size, else :class:`InvalidRequestError`.
 * CACHE-002 — the wire ``HashFunction`` values are the hash ids of ``HASH_IDS``.
 * RC-006 — the wire ``Compression`` enum maps onto the manifest's :class:`Compression`.
 Out of scope: the meaning of any request.

@@ -1,16 +1,13 @@
-"""The one place where errors become gRPC status codes (STYLE: not a try/except per method).
+"""The one place where errors become gRPC status codes (not a try/except per method).
 
 Spec coverage:
-* RC-004 — bytes not matching their digest on a write → ``INVALID_ARGUMENT``; stored bytes
-  found corrupt → ``DATA_LOSS``.
+* RC-004 — a write not matching its digest → ``INVALID_ARGUMENT``; corrupt bytes → ``DATA_LOSS``.
 * RC-005 — missing blobs behind a manifest → ``FAILED_PRECONDITION``.
 * SEC-004 — a different manifest under the key → ``ALREADY_EXISTS``.
-* SVC-006 — a limit → ``RESOURCE_EXHAUSTED``; an unexpected error → ``INTERNAL`` (logged once,
-  here), never a crash.
-* Issue 13 — a streaming client silent past the stream idle timeout → ``DEADLINE_EXCEEDED``
-  (the client's fault: not logged as an error; the access event records it).
-* Storage failures → ``UNAVAILABLE`` (retryable; RC-003 makes the client treat it as a miss).
-Out of scope: authentication statuses (the interceptor in :mod:`cache_service.interceptor`).
+* SVC-006 — a limit → ``RESOURCE_EXHAUSTED``; an unexpected error → ``INTERNAL``, logged once here.
+* SVC-006 — a client silent past the stream idle timeout → ``DEADLINE_EXCEEDED`` (not logged).
+* RC-003 — storage failures → ``UNAVAILABLE`` (retryable; the client treats it as a miss).
+Out of scope: authentication statuses (:mod:`cache_service.interceptor`).
 """
 
 from __future__ import annotations

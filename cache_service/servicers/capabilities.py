@@ -2,11 +2,8 @@
 
 Spec coverage:
 * SVC-006 — the configured limits are reported, so clients size batches and chunks to them.
-* §5 ``haz doctor`` — server version and clock (for clock skew).
-* SEC-002/003 — ``auth_disabled`` is true without a tokens file; the ``token_*`` fields
-  describe the caller's token as the server sees it (name, scope in the request's namespace,
-  namespace patterns, read-through chain) — empty for anonymous callers and open access,
-  except that anonymous read access reports its scope and namespaces.
+* SEC-002, SEC-003 — ``auth_disabled`` and the caller's token as the server sees it.
+* ``haz doctor`` (§5) — server version and clock (for clock skew).
 Out of scope: authorization (:mod:`cache_service.auth`).
 """
 

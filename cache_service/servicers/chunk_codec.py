@@ -1,9 +1,7 @@
 """The blob streams' messages on the wire, encoded and decoded without copying chunks.
 
 Spec coverage:
-* RC-006 — a ``WriteBlobChunk``'s ``data`` is a view of the received bytes
-  (:func:`decode_write_chunk`); ``ReadBlobChunk`` messages are built with one copy of each
-  chunk (:func:`encode_read_chunks`), byte for byte what protobuf serializes.
+* RC-006 — :func:`decode_write_chunk` yields views; :func:`encode_read_chunks` copies once.
 Out of scope: what the streams do (:mod:`.content`).
 """
 

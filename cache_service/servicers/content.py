@@ -1,12 +1,10 @@
 """``haz.remote.v1.ContentStore``: thin — parse, call :class:`BlobService`, build the reply.
 
 Spec coverage:
-* RC-004, RC-006, RC-007 — through :class:`~cache_service.cas.BlobService`; batch items get a
-  status each.
+* RC-004, RC-006, RC-007 — through :class:`~cache_service.cas.BlobService`; a status per item.
 * SVC-006 — stream slots bound blob streams, in all and per caller (:func:`stream_caller`).
-* Issue 13 — a WriteBlob waits for its client in the stream pool, never the storage pool.
-Out of scope: the logic (``cache_service.cas``), the wire codec (:mod:`.chunk_codec`), the
-thread bridges (:mod:`.stream_bridges`), status mapping (``_status``).
+* SVC-006 — a WriteBlob waits for its client in the stream pool, never the storage pool.
+Out of scope: the logic (``cache_service.cas``), codec, thread bridges, status mapping.
 """
 
 from __future__ import annotations

@@ -2,15 +2,10 @@
 
 Spec coverage:
 * CACHE-011, RC-005, SEC-004 — through :class:`~cache_service.manifests.ManifestService`.
-* SEC-006 — the producer is :func:`~cache_service.identity.current_identity`, bound by the
-  interceptor from the authenticated call.
-* A miss is ``found=false``, never an error status.
-* SVC-001 — a lookup of a few keys is first tried without waiting for I/O, on the event loop
-  (a manifest the OS has cached, :meth:`ManifestService.lookup_nowait`); otherwise, and for
-  larger batches, it runs in the storage thread pool.
-* SEC-003 — a lookup in namespace N by a token with ``read_through`` tries N, then each
-  read-through namespace in order, and answers ``found_in_namespace``; without a token grant
-  (open access) only N. Whether the caller may use N at all is the interceptor's decision.
+* SEC-006 — the producer is :func:`~cache_service.identity.current_identity`.
+* RC-001 — a miss is ``found=false``, never an error status.
+* SVC-001 — a small lookup is tried on the event loop first, else in the storage pool.
+* SEC-003 — read-through lookups answer ``found_in_namespace``; open access tries N only.
 Out of scope: authorization (:mod:`cache_service.auth`).
 """
 

@@ -1,11 +1,9 @@
 """Bridges between a blob stream on the event loop and the storage thread serving it.
 
 Spec coverage:
-* RC-006 — bounded memory: a WriteBlob is received up to :data:`RECEIVE_AHEAD` messages ahead
-  of its storage thread (:class:`Inbox`); a ReadBlob is read up to :data:`READ_AHEAD` chunks
-  ahead of its client (:class:`Outbox`), from one server-wide :class:`ReadAheadBudget`.
-* Issue 13 — a silent WriteBlob client is :class:`~cache_service.errors.ClientIdleError`; a
-  reader that stops taking chunks gives its storage thread back (:data:`READ_PARK_S`).
+* RC-006 — bounded memory: :class:`Inbox` and :class:`Outbox`, one :class:`ReadAheadBudget`.
+* SVC-006 — a silent WriteBlob client is :class:`~cache_service.errors.ClientIdleError`.
+* SVC-006 — a reader that stops taking chunks gives its thread back (:data:`READ_PARK_S`).
 Out of scope: what is stored or read (:mod:`cache_service.cas`).
 """
 

@@ -1,12 +1,8 @@
-"""Object names shared by every backend (SVC-002).
+"""Object names shared by every backend.
 
 Spec coverage:
-* SVC-002 — every object lives under a versioned prefix that names the hash function:
-  blobs at ``v1/cas/<hash>/<aa>/<hexdigest>-<size>`` and manifests at
-  ``v1/ns/<namespace>/ac/<hash>/<aa>/<hexkey>`` (``<aa>`` = the first two hex characters, so
-  no directory of a file store grows past 256 entries per level).
-* SEC-003 — namespaces are ID-like names (``[A-Za-z0-9_-]``, 1–64), checked here so that a
-  namespace can never escape its prefix (``..``, ``/``).
+* SVC-002 — ``v1/cas/<hash>/<aa>/<hexdigest>-<size>`` and ``v1/ns/<ns>/ac/<hash>/<aa>/<hexkey>``.
+* SEC-003 — namespaces are ID-like names, checked so that none escapes its prefix.
 Out of scope: where the names are rooted (a directory, a bucket prefix) — the leaves decide.
 """
 

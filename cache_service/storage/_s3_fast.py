@@ -1,21 +1,9 @@
-"""A lean SigV4-signed GET for small S3 objects (manifest reads), beside boto3 (issue 5).
+"""A lean SigV4-signed GET for small S3 objects (manifest reads), beside boto3.
 
 Spec coverage:
-* SVC-001 — :class:`SignedGet` reads one object of the bucket a boto3 client reaches, with
-  that client's endpoint, region, path-style addressing, credentials (refreshable ones too:
-  frozen afresh for every request), TLS verification, timeouts and pool size. It signs with
-  botocore's own S3 SigV4 signer and sends over a pooled urllib3 connection, skipping
-  botocore's request pipeline and response parser (~750 µs of CPU per small GET, most of a
-  cold manifest lookup's server CPU).
-* RC-003 (server side) — it answers only the two plain cases, ``200`` (the body) and ``404
-  NoSuchKey`` (None); anything else — another status, a redirect, a timeout, a reset, a
-  credentials failure — is :data:`FALL_BACK`: the caller repeats the read through boto3, so
-  retries and the mapping of errors to :class:`StorageError` stay botocore's. After a
-  fallback the lean path rests for :data:`REST_S` seconds, so an endpoint it cannot reach
-  (a proxy only botocore knows of, a dead server) does not cost two attempts per read.
-Out of scope: writes, listings, large or streamed bodies (those stay on boto3); clients that
-sign otherwise than SigV4, virtual-hosted addressing, explicit proxies and client
-certificates (:meth:`SignedGet.for_client` returns None: every read goes through boto3).
+* SVC-001 — :class:`SignedGet` reads one object with its boto3 client's settings.
+* RC-003 — only ``200`` and ``404 NoSuchKey`` are answered; the rest is :data:`FALL_BACK`.
+Out of scope: writes, listings, large bodies; clients it cannot mimic (``for_client`` → None).
 """
 
 from __future__ import annotations

@@ -1,23 +1,17 @@
 """The storage ports of the cache service: content-addressed blobs and namespaced manifests.
 
 Spec coverage:
-* SVC-001 — one small interface per kind of data; backends (memory, file, S3) are leaves and
-  behaviour (verification, read caching, metrics) comes from decorators of the same Protocol,
-  composed by one factory from configuration (bb-storage's ``BlobAccess`` is the model).
-* SVC-002 — backends lay objects out under a versioned prefix that names the hash function
-  (e.g. ``v1/cas/blake3/<aa>/<hash>``, ``v1/ns/<namespace>/ac/<hash>/<key>``).
-* RC-004 — a blob is identified by the digest of its *uncompressed* bytes plus their size;
-  what a store holds and streams is its *stored form*: one zstd frame (RC-006), so bytes pass
-  from storage to the wire without being recompressed.
-* RC-005 — :class:`ManifestStore` stores opaque CACHE-011 documents; the completeness check
-  (every referenced blob present) is the servicer's, against a :class:`BlobStore`.
+* SVC-001 — one small Protocol per kind of data; leaves and decorators of the same Protocol.
+* SVC-002 — backends lay objects out under a versioned prefix that names the hash function.
+* RC-004 — a blob is its uncompressed digest and size; a store holds its stored form.
+* RC-006 — the stored form is one zstd frame, passed from storage to the wire as is.
+* RC-005 — :class:`ManifestStore` stores opaque documents; completeness is checked above it.
 Out of scope: gRPC, authentication, and the manifest's own schema (``hazremote.cache``).
 
-Every method is synchronous; the gRPC server calls them from a thread pool (boto3 and file
-I/O are blocking anyway) — except :meth:`ManifestStore.get_nowait`, which never waits for I/O
-and so runs on the event loop (a thread-pool hop costs more than reading a small manifest the
-OS already has in memory). Implementations must be safe for concurrent use by many threads
-and by several server replicas sharing the same backing storage.
+Every method is synchronous and called from a thread pool, except
+:meth:`ManifestStore.get_nowait`, which never waits for I/O and runs on the event loop.
+Implementations must be safe for concurrent use by many threads and by several replicas
+sharing the same backing storage.
 """
 
 from __future__ import annotations

@@ -1,30 +1,11 @@
 """File-system leaves: the embedded default store of ``haz-cache-service`` (``file://DIR``).
 
 Spec coverage:
-* SVC-001 — :class:`DiskBlobStore` and :class:`DiskManifestStore` implement the storage ports
-  on a local directory; several server processes may share it.
-* SVC-002 — files live at ``<root>/v1/cas/<hash>/<aa>/<hexdigest>-<size>`` and
-  ``<root>/v1/ns/<namespace>/ac/<hash>/<aa>/<hexkey>`` (:mod:`._layout`).
-* RC-004/RC-005, §6 "nothing partial is ever visible" — every write goes to a temp file in the
-  destination directory and is published with one atomic ``os.replace``; a write whose chunk
-  iterator raises (verification failure, client gone) removes its temp file and publishes
-  nothing. ``put_if_absent`` publishes with ``os.link`` of the finished temp file, which fails
-  atomically when the name exists — race-free across threads, processes and replicas on the
-  same file system. A blob's chunks (views as they arrived, 3-byte block headers) are
-  gathered into ``writev`` calls of about 1 MiB, written where they lie; a blob of several
-  such writes is written by a thread of its own while the next chunks are verified; with
-  ``fsync``, it is flushed to disk in the background while it is written (one
-  ``fdatasync`` at a time), so the final fsync only waits for the tail. A blob of 8 MiB or
-  more has its space reserved with ``fallocate`` ahead of its writes, at most
-  :data:`_RESERVE_STEP` beyond what arrived and never beyond its uncompressed size, and is
-  cut to what was written at the end (a compressed frame is smaller).
-* Issue 13 — so an upload that declares a large size and sends little holds little disk:
-  at most what it sent plus one reservation step.
-* Issue 13 — temp files orphaned by a crash (``.tmp-*``, never listed) are removed by
-  :func:`remove_stale_temp_files` once older than a grace period: a write in flight touches
-  its file with every chunk it writes and never waits for a client longer than the stream
-  idle timeout, so a temp file untouched for the grace period (default 1 h) has no writer.
-  ``gc`` and the service's start-up call it.
+* SVC-001 — :class:`DiskBlobStore` and :class:`DiskManifestStore`; processes may share a root.
+* SVC-002 — files live under :mod:`._layout`'s names below the root.
+* RC-004, RC-005 — a temp file published atomically, or nothing; ``put_if_absent`` by ``os.link``.
+* SVC-006 — an upload holds disk only for what it sent plus one reservation step.
+* OPS-003 — :func:`remove_stale_temp_files` removes orphaned ``.tmp-*`` files after a grace.
 Out of scope: size bounds and eviction (gc, or :mod:`.read_caching` for a cache directory).
 """
 

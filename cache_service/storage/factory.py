@@ -1,17 +1,11 @@
-"""The one place that turns storage configuration into composed stores (SVC-001).
+"""The one place that turns storage configuration into composed stores.
 
 Spec coverage:
-* SVC-001 — ``file:///abs/dir`` or a plain path → disk leaves; ``s3://bucket/prefix`` → S3
-  leaves (endpoint and region from the config, credentials from the standard AWS chain),
-  behind a bounded LRU disk read cache when ``read_cache_dir`` is set — and then the manifest
-  store behind an in-memory cache whose entries live ``read_cache_manifest_ttl`` seconds
-  (:mod:`.manifest_caching`; 0 turns it off); ``memory://`` → memory
-  leaves (tests). The blob store is always wrapped in :class:`VerifyingBlobStore` (RC-004),
-  and both stores in metrics decorators when a registry is given (SVC-004).
-* SVC-003 — the values come from the server's config file, flags or ``HAZ_*`` variables;
-  parsing those is the server's job, this module takes the parsed :class:`StorageConfig`.
-Out of scope: creating directories' parents beyond the store root, and creating buckets (an
-absent bucket is a clear :class:`StorageError`).
+* SVC-001 — ``file://``/a path → disk, ``s3://`` → S3 (with read caches), ``memory://`` → tests.
+* RC-004 — the blob store is always wrapped in :class:`VerifyingBlobStore`.
+* SVC-004 — both stores are wrapped in metrics decorators when a registry is given.
+* SVC-003 — takes the server's parsed :class:`StorageConfig`.
+Out of scope: creating parents beyond the store root, and buckets (absent: a StorageError).
 """
 
 from __future__ import annotations

@@ -1,20 +1,10 @@
-"""ReadCachingManifestStore: found manifests kept in memory for a bounded time (issue 5).
+"""ReadCachingManifestStore: found manifests kept in memory for a bounded time.
 
 Spec coverage:
-* SVC-001 — with ``--read-cache``, the S3 manifest store sits behind this decorator: a
-  document read from (or written to) the inner store is served from memory for at most
-  ``ttl_s`` seconds (``--read-cache-manifest-ttl``, default 30 s), counted from when the read
-  began. :meth:`get_nowait` answers such a hit without I/O, so a warm lookup runs on the
-  event loop like a file-backend lookup from the page cache.
-* Bounded staleness — ``gc`` and ``admin purge`` run as separate processes, other replicas
-  write the same bucket, and SEC-004 lets a manifest whose blobs are gone be replaced: a
-  deletion or replacement made elsewhere reaches this process within ``ttl_s``. Misses are
-  never cached (another replica's new manifest is visible at once), and this process's own
-  ``put_if_absent``/``replace``/``delete`` update or drop the entry at once.
-* Memory — entries are bounded by bytes (documents plus a fixed per-entry overhead) and the
-  least recently used go first; a document larger than the whole bound is never kept.
-Out of scope: coherence between replicas beyond the TTL (no invalidation messages), and
-caching ``iterate`` (gc and admin listings always read the inner store).
+* SVC-001 — behind ``--read-cache``, found documents are served for ``ttl_s``; misses never.
+* SEC-004 — a change made elsewhere is seen within ``ttl_s``; this process's own at once.
+* SVC-006 — entries are bounded by bytes, least recently used first.
+Out of scope: coherence between replicas beyond the TTL, and caching ``iterate``.
 """
 
 from __future__ import annotations

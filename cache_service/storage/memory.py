@@ -1,12 +1,9 @@
 """In-memory leaves: the contract baseline and the store of tests and ``memory://``.
 
 Spec coverage:
-* SVC-001 — :class:`MemoryBlobStore` and :class:`MemoryManifestStore` implement the storage
-  ports with the same observable behaviour as the disk and S3 leaves (the contract suite runs
-  the same assertions against all of them).
+* SVC-001 — :class:`MemoryBlobStore` and :class:`MemoryManifestStore`, same contract as the rest.
 * SVC-002 — objects are keyed by the same names as the other leaves (:mod:`._layout`).
-Out of scope: persistence and size bounds — contents vanish with the process, and a blob is
-held whole in memory (never use this store for production data).
+Out of scope: persistence and size bounds (never use this store for production data).
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
-"""MetricsBlobStore / MetricsManifestStore: Prometheus counters around any store (SVC-004).
+"""MetricsBlobStore / MetricsManifestStore: Prometheus counters around any store.
 
 Spec coverage:
-* SVC-004 — operations, bytes, errors and latencies of the storage layer, exported on the
-  server's metrics port through an injected :class:`prometheus_client.CollectorRegistry`:
-  ``haz_storage_operations_total{store,operation,outcome}``,
-  ``haz_storage_operation_seconds{store,operation}`` and
-  ``haz_storage_bytes_total{store,direction}`` (stored bytes read and written).
-Out of scope: RPC-level metrics (the server's interceptor) and logging (one event per RPC is
-logged by the servicer, not per storage call).
+* SVC-004 — ``haz_storage_*`` counters: operations, latencies and bytes, by store and operation.
+Out of scope: RPC-level metrics (the interceptor) and logging (one event per RPC, not per call).
 """
 
 from __future__ import annotations

@@ -1,17 +1,9 @@
 """ReadCachingBlobStore: a bounded LRU disk cache in front of a slow store (S3).
 
 Spec coverage:
-* SVC-001 — ``--read-cache DIR --read-cache-size SIZE``: reads are served from the fast
-  store when it holds the blob, otherwise copied from the slow store into the fast one and
-  served from there; the fast store's total stored bytes stay under ``max_bytes`` by evicting
-  least-recently-used blobs. Sizes are tracked in memory, seeded by one scan of the fast store
-  at start (oldest modification first).
-* §6 "nothing partial is ever visible" — writes go through the fast store first (so a
-  verifying decorator outside this one has checked every byte before anything is published)
-  and are then copied to the slow store; the write succeeds only when the slow store has it,
-  and a failed copy removes the fast copy, so the cache never claims what the slow store lacks.
-Out of scope: sharing one cache directory between processes (each process tracks its own
-sizes; two processes on one directory may together exceed the bound until restart).
+* SVC-001 — ``--read-cache DIR --read-cache-size SIZE``: hits from disk, misses copied in, LRU.
+* RC-004 — writes go to the fast store, then the slow one; a failed copy drops the fast copy.
+Out of scope: sharing one cache directory between processes (each tracks its own sizes).
 """
 
 from __future__ import annotations

@@ -1,24 +1,13 @@
 """S3 leaves over boto3 (``s3://BUCKET/PREFIX``).
 
 Spec coverage:
-* SVC-001 — :class:`S3BlobStore` and :class:`S3ManifestStore` implement the storage ports on
-  an S3 bucket; endpoint, region and credentials come from arguments or the standard AWS
-  chain (environment, shared config, instance roles). Several replicas may share a bucket.
+* SVC-001 — :class:`S3BlobStore` and :class:`S3ManifestStore`; replicas may share a bucket.
 * SVC-002 — keys are ``<prefix>/v1/cas/...`` and ``<prefix>/v1/ns/...`` (:mod:`._layout`).
-* RC-006 — a blob write is spooled to a temp file (in memory only while small) and then sent
-  with one PUT, or as a multipart upload when large: never held whole in memory, and visible
-  only once complete (S3 publishes an object atomically).
-* SEC-004 — ``put_if_absent`` is a conditional PUT (``If-None-Match: *``): S3 itself decides
-  the race between replicas; ``412 PreconditionFailed`` means another writer won.
-* RC-003 (server side) — botocore runs with bounded connect/read timeouts and standard retries,
-  and every botocore failure becomes a :class:`StorageError` naming the operation and key, so a
-  dead or black-holed endpoint is an error within a bounded time, never a hang.
-* Issue 5 (lookup speed) — :meth:`S3ManifestStore.get` first tries a lean signed GET
-  (:mod:`._s3_fast`: botocore's SigV4 signer, a pooled urllib3 connection, the client's
-  endpoint, region, credentials, TLS and timeouts); it answers a found or NoSuchKey object and
-  leaves everything else to the boto3 read, so retries and errors are exactly boto3's.
-Out of scope: creating buckets (:func:`check_bucket` only verifies one exists), lifecycle
-rules, and server-side encryption settings (bucket policy).
+* RC-006 — a blob write is spooled, then one PUT or a multipart upload; never whole in memory.
+* SEC-004 — ``put_if_absent`` is a conditional PUT (``If-None-Match: *``).
+* RC-003 — bounded timeouts; every botocore failure is a :class:`StorageError`, never a hang.
+* SVC-001 — :meth:`S3ManifestStore.get` tries :mod:`._s3_fast` first, then boto3.
+Out of scope: creating buckets (:func:`check_bucket` only checks), lifecycle, encryption.
 """
 
 from __future__ import annotations

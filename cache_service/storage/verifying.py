@@ -1,27 +1,13 @@
-"""VerifyingBlobStore: a blob is published only when its bytes match its identity (RC-004).
+"""VerifyingBlobStore: a blob is published only when its bytes match its identity.
 
 Spec coverage:
-* RC-004 — on write, the stored form is decompressed incrementally while its chunks pass
-  through to the inner store, hashing and counting the uncompressed bytes; a digest or size
-  mismatch raises :class:`BlobVerificationError` *from inside the chunk iterator*, so the
-  inner store (which consumes everything before publishing) publishes nothing. Chunks pass
-  through as they are (views included: nothing is copied on the way). On read
-  (``verify_reads=True``) the same check runs as the caller reads, and the error is raised
-  when the end of the stored data is reached (the server answers DATA_LOSS and deletes).
-* RC-006 — the stored form is exactly ONE complete zstd frame: a tiny header walker checks
-  the frame structure (magic, header, block headers, checksum), so a truncated frame, a
-  second frame or trailing bytes are rejected even when the decompressed bytes happen to hash
-  right. Decompression writes into a bounded sink (never the whole blob in memory, and a
-  "zstd bomb" is stopped within a block of exceeding the declared size, without raising
-  through zstandard, which would leak its output buffer: issue 13).
-* Issue 13 — a frame's content checksum, when it has one, is verified on write (libzstd
-  checks it as its bytes reach the decoder): a frame with the right content and a wrong
-  checksum would otherwise be stored, found present by every namespace, and fail every
-  reader that checks it.
-* :func:`compress_chunks` / :func:`compress_bytes` turn uncompressed bytes into the stored
-  form for callers (e.g. the servicer when a client sends identity-encoded data).
-Out of scope: size limits (SVC-006, the servicer's), dictionaries (rejected: frames naming a
-dictionary cannot be verified here).
+* RC-004 — writes are checked inside the chunk iterator, so the inner store publishes nothing.
+* RC-004 — with ``verify_reads=True`` reads are checked as the caller reads.
+* RC-006 — the stored form is exactly one complete zstd frame; the frame structure is walked.
+* SVC-006 — decompression writes into a bounded sink, so a zstd bomb stops within a block.
+* RC-004 — a frame's content checksum, when it has one, is verified on write (issue 13).
+* RC-006 — :func:`compress_chunks` / :func:`compress_bytes` make the stored form.
+Out of scope: size limits (the servicer's), dictionaries (a frame naming one is rejected).
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """The cache: manifests, the local tier, the tier port, and the ``haz why`` task index.
 
 Spec coverage:
-* CACHE-010..023 — :class:`LocalCache` (layout, lookup, atomic store, verified restore,
-  info/clean/clear) and :class:`Manifest` (CACHE-011).
+* CACHE-010..023 — :class:`LocalCache` and :class:`Manifest` (CACHE-011).
 * SEC-001 — restore never writes outside the workspace or its declared outputs.
 * RC-001 — :class:`CacheTier` is the port the remote tier also implements.
 Out of scope: key derivation (``hazremote.keys``), the remote tier (``hazremote.remote``) and

@@ -1,32 +1,17 @@
 """Writing a manifest's outputs into the workspace, safely and all-or-nothing.
 
-Directories are opened one segment at a time relative to their parent, with ``O_NOFOLLOW``,
-and every file operation goes through those directory descriptors (the safe materialiser,
-:mod:`hazremote.cache.materialise`): a symlink swapped in after the checks cannot redirect a
-write. The per-file system calls stay inline here: this loop is the hot path of a replay.
+Every file operation goes through directory descriptors opened with ``O_NOFOLLOW``
+(:mod:`hazremote.cache.materialise`), so a symlink swapped in after the checks cannot
+redirect a write.
 
 Spec coverage:
-* CACHE-019..020 — every output is staged under a temporary name in its destination directory,
-  its decompressed bytes verified against size and digest while written, given its recorded mode
-  masked to ``0o777`` (never setuid, setgid or sticky), and renamed into place only after *all*
-  outputs and both streams verified. An output already present with the recorded size and digest
-  is left alone (its mode is corrected in place when it differs). The recorded streams go to the
-  sinks after the outputs are in place.
+* CACHE-019..020 — outputs staged beside their destination, verified, renamed after all verified.
+* CACHE-019..020 — an output already present with the recorded size and digest is left alone.
+* CACHE-019..020 — a link is staged with ``symlinkat`` and renamed into place after its target.
 * CACHE-023 — restored bytes, modes and streams equal the recorded ones.
-* SEC-001 — a path outside the task's declared (non-negated) output patterns, a ``..`` segment,
-  or an existing parent directory that is a symlink makes the restore fail before anything is
-  written; nothing is ever created outside the workspace. Defence in depth beyond the spec: no
-  output is restored into ``.git`` (any segment) or ``/.haz``. A link record (issue 12) is
-  re-checked like the parser does (:func:`output_links_problem`: relative plain text, inside
-  the workspace, naming another output of the entry with its hash, size and mode, no loop),
-  so every link it creates resolves, through directories this restore opened without
-  following links, to a file this restore verified.
-* CACHE-019..020 for links — a link is staged under a temporary name with ``symlinkat`` and
-  renamed into place after its target file; a link already present with the recorded text is
-  left alone; a file or another link at its path is replaced, never followed.
-* Issue 13 — staging names are ``.haz-restore-<pid>-<random>`` (:mod:`.staging`, reserved for
-  haz: no output so named is restored); before staging into a directory, the restore removes
-  the staging files a dead run left there.
+* SEC-001 — undeclared paths, ``..`` or a symlinked parent fail before anything is written.
+* SEC-001 — never into ``.git`` or ``/.haz``; links re-checked (:func:`output_links_problem`).
+* CACHE-019..020 — staging names come from :mod:`.staging`; a dead run's leftovers are removed.
 Out of scope: finding blobs (a :class:`BlobReader` supplies verified bytes) and what happens
 to an entry at fault (the tier decides).
 """

@@ -1,17 +1,12 @@
-"""RC-001: remote hits become local entries in a helper process, off the run's critical path.
+"""Remote hits become local entries in a helper process, off the run's critical path.
 
-The run restores a remote hit from its verified download itself; importing it into the local
-cache (CACHE-017: staging directory, blob files, manifest last, one rename) is handed to a
-child process, ``python -m hazremote.cache.backfill``. A thread would not do: it shares the
-interpreter lock with the restores, and each of their system calls became a hand-over to it
-(~0.35 s of a 1,000-task replay); done inline, the imports' file-system latency sat on the
-critical path. The child runs on another core; the run waits for it only at its end.
+The run restores a remote hit itself; importing it into the local cache is handed to a child
+process, ``python -m hazremote.cache.backfill``, which the run waits for only at its end.
 
 Spec coverage:
-* RC-001 — every restored remote hit is imported with :meth:`LocalCache.import_entry` in the
-  child: strict manifest parse (CACHE-011), every blob verified again (RC-004), one atomic
-  publish. A failed import, or a child that cannot start or dies, is a warning of the run,
-  never an error: the entry is simply fetched again by a later run.
+* RC-001 — each restored remote hit is imported with :meth:`LocalCache.import_entry`.
+* RC-004, CACHE-011 — strict manifest parse, every blob verified again, one atomic publish.
+* RC-003 — a failed import or a dead child is a warning of the run, never an error.
 Out of scope: what to import (the lifecycle) and fetching it (``hazremote.remote``).
 
 Frames on the child's stdin, integers big-endian::

@@ -1,16 +1,10 @@
 """Blob encoding at rest: copy + hash + (maybe) zstd-compress in one pass, and the reverse.
 
 Spec coverage:
-* CACHE-010..013 — blobs MAY be zstd-compressed at rest; the choice is made per blob and
-  recorded in the manifest. Tiny blobs stay uncompressed (a file under one 4 KiB block saves no
-  disk and costs a decompressor call), and so do blobs whose first 64 KiB do not shrink by 10 %
-  (already-compressed images, archives).
-* CACHE-019..020 — decoding verifies size and digest of the decompressed bytes while they are
-  produced; a zstd frame announces its content size, which lookups compare with the manifest.
+* CACHE-010..013 — compression at rest per blob, recorded in the manifest; tiny blobs stay raw.
+* CACHE-019..020 — decoding verifies size and digest while the bytes are produced.
 * RC-006 — no blob is held whole in memory: files larger than one chunk are streamed.
-* RC-004 — a :class:`VerifiedBlob` holds bytes that matched their digest and size when
-  :func:`verified_blob` made it (a small remote download kept in memory): its holders restore
-  and import it without hashing it again.
+* RC-004 — a :class:`VerifiedBlob` holds bytes that matched their digest and size.
 Out of scope: where blobs live and what is done with a bad one (``local``).
 """
 

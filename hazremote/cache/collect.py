@@ -1,18 +1,13 @@
 """Output collection: the files a task produced, by pattern, into output records plus blobs.
 
 The one way ``haz run`` (the local cache's store) and a remote worker turn what a task left
-in its workspace into the outputs of a manifest: find the files its output patterns match,
-copy each into a content-addressed blob directory while hashing (and maybe compressing) it,
-and record path, digest, size, mode and compression.
+in its workspace into the outputs of a manifest.
 
 Spec coverage:
-* CACHE-012/017 — outputs are the regular files (or symlinks to regular files) matched by the
-  task's non-negated output patterns (:func:`matching_files`); a dangling link is no output.
-* CACHE-017 — each output's bytes are hashed while copied (:func:`collect_files`); outputs of
-  equal content share one blob; a relative link into the other outputs is recorded as a link
-  (issue 12, :func:`links_to_store`), any other symlink as its content.
-* PATH — the walk starts at each pattern's literal prefix and never enters ``.haz/``/``.git/``.
-* Issue 13 — ``.haz-restore-*`` names are never collected nor entered; stale ones are removed.
+* CACHE-012, CACHE-017 — outputs are the regular files matched by output patterns.
+* CACHE-017 — bytes hashed while copied; equal contents share a blob; in-output links recorded.
+* PATH-001..016 — the walk starts at each pattern's literal prefix, never enters ``.haz``/``.git``.
+* CACHE-019..020 — ``.haz-restore-*`` names are never collected; stale ones are removed.
 Out of scope: the manifest's other fields and where the blob directory lives (the caller).
 """
 
@@ -86,7 +81,10 @@ def _remove_if_stale(entry: os.DirEntry[str]) -> None:
 
 
 def matching_files(root: Path, patterns: Iterable[PathPattern]) -> tuple[str, ...]:
-    """Workspace-absolute paths of the files matched by ``patterns`` now, sorted, unique."""
+    """Workspace-absolute paths of the files matched by ``patterns`` now, sorted, unique.
+
+    Regular files and symlinks to regular files count; a dangling link is no output.
+    """
     base = str(root).rstrip("/")
     found: set[str] = set()
     for pattern in patterns:

@@ -1,19 +1,11 @@
-"""The local per-task index of recent keys, for ``haz why``.
+"""The local per-task index of recent keys and env fingerprints, for ``haz why``.
 
-A shared manifest records environment variable *names* only (CACHE-011). To tell the user
-which value changed since the last stored run, ``haz why`` needs something local: after each
-store the executor records the key and a fingerprint of every hashed env value here.
-
-Fingerprints are HMAC-SHA256 of the value under a random salt created once per index
-directory (mode 0600), never the values themselves: the index can be copied around (CI caches
-of ``.haz/``, support bundles) without carrying secrets in clear, and equal values still
-compare equal. ``haz why`` can therefore say *which* variables changed, not their old values.
+Fingerprints are HMAC-SHA256 of each hashed env value under a salt per index directory, never
+the values: ``haz why`` can say *which* variables changed, not their old values.
 
 Spec coverage:
-* CACHE-011 — "``haz why`` compares env values through a local per-task index (under
-  ``.haz/``), which is never uploaded": this module; it never leaves the machine.
-* §5 ``haz why`` — :meth:`TaskIndex.recent_keys` gives the most recent stored keys of a task
-  (newest first), whose manifests hold the components to compare.
+* CACHE-011 — ``haz why`` compares env values through this local index; it is never uploaded.
+* ``haz why`` (§5) — :meth:`TaskIndex.recent_keys`: a task's latest stored keys, newest first.
 Out of scope: the comparison of key components (``haz why``) and where ``.haz/`` is.
 """
 

@@ -10,27 +10,12 @@ Layout (CACHE-010)::
     <root>/<aa>/.trash-<key>-<random>/    an entry being deleted
 
 Spec coverage:
-* CACHE-010..013 — the layout above; blobs zstd-compressed at rest when worth it, recorded per
-  blob in the manifest; ``root`` is whatever the caller resolved (``.haz/cache`` or
-  ``HAZ_CACHE_DIR``).
-* CACHE-014..016 — :meth:`LocalCache.lookup`: the manifest parses, revision and hash function
-  match, its key is the entry's key, and every stream and blob exists with its recorded size
-  (raw blobs: the file size; zstd blobs: the content size in the frame header). Any failure is
-  a miss status.
-* CACHE-017 — :meth:`LocalCache.store` stages in ``<shard>/.tmp-<key>-<random>/``, writes
-  blobs and streams while hashing them, the manifest last, then renames the directory into
-  place. A symlink output that stays among the outputs is recorded as a link with its
-  target's blob (issue 12, :mod:`hazremote.cache.collect`); any other symlink as its content. An
-  existing valid entry wins and the staging directory is discarded; an existing invalid one
-  is replaced. Any failure removes the staging directory and becomes a warning.
-  :class:`FsyncPolicy` selects the durability (see ``docs/decisions.md``).
-* CACHE-019..020, SEC-001, CACHE-023 — :meth:`LocalCache.restore` (``_restore``); an entry
-  whose data is at fault is removed.
-* RC-001 — :meth:`LocalCache.import_entry` backfills an entry fetched from the remote tier
-  (blobs staged and verified, the manifest last, one atomic publish, like a store);
-  :meth:`LocalCache.stored_blobs` names an entry's blob files for an upload.
-* CACHE-021..022 — :meth:`info`, :meth:`clean` (soft, max age, max size oldest-first by last
-  use, dry run) and :meth:`clear`.
+* CACHE-010..013 — the layout above; blobs compressed when worth it; ``root`` given by the caller.
+* CACHE-014..016 — :meth:`LocalCache.lookup`: parse, schema, key and blob sizes, else a miss.
+* CACHE-017 — :meth:`LocalCache.store`: staged, manifest last, one rename; failure is a warning.
+* CACHE-019..020, CACHE-023, SEC-001 — :meth:`LocalCache.restore`; a faulty entry is removed.
+* RC-001 — :meth:`LocalCache.import_entry` backfills a remote hit; :meth:`stored_blobs`.
+* CACHE-021..022 — :meth:`info`, :meth:`clean` and :meth:`clear`.
 Out of scope: deciding whether to store (CACHE-018, the executor), the remote tier, and the
 per-task ``haz why`` index (:mod:`hazremote.cache.index`).
 """

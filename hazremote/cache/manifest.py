@@ -1,30 +1,17 @@
 """The cache manifest: what a stored successful run consists of, as a strict JSON document.
 
-The same document is stored in the local cache, in the cache service and by workers, so this
-module knows nothing of where it lives: it parses and serialises bytes.
+The same document is stored locally, in the cache service and by workers; this module only
+parses and serialises bytes.
 
 Spec coverage:
-* CACHE-011 — every field and type: ``chapter_revision``, ``hash_function``, ``key``,
-  ``created_at_unix``, ``exit_code`` (always 0), ``duration_ms``, ``producer``, ``stdout`` /
-  ``stderr`` stream records, ``outputs`` records (workspace-absolute path, hash, size, mode,
-  compression, and for a symbolic link its ``symlink`` text) and ``key_components`` (names and
-  digests only, never env values; each predecessor as ``[task id, stdout hash, stderr hash,
-  outputs hash]``). Unknown fields are rejected, duplicate JSON keys too, every type is checked
-  (a JSON ``true`` is not an int), digests are 64 lowercase hex characters.
+* CACHE-011 — every field and type; unknown fields and duplicate keys rejected; no env values.
 * CACHE-010..013 — the per-blob ``compression`` marker (``none`` | ``zstd``).
-* CACHE-014..016 — :class:`ManifestSchemaError` distinguishes a manifest of another chapter
-  revision or hash function (``miss-schema-mismatch``) from a corrupt one (``miss-corrupt``).
-  The revision is checked before any field, so a client never accepts an entry of another
-  revision; a revision-0 document (predecessors without an outputs hash, before CACHE-007
-  revision 1) still parses when revision 0 is asked for, as the cache service does for the
-  entries it keeps for older clients.
-* SEC-001 (first line of defence) — output paths are workspace-absolute with no empty, ``.`` or
-  ``..`` segments and no NUL; modes are permission bits ``0..0o7777`` (restore masks them
-  further to ``0o777``); a ``symlink`` text is relative, plain (leading ``..`` segments, then
-  names), without NUL, stays inside the workspace and names another output of the manifest
-  with the same hash, size and mode, chains of links ending at a regular output (issue 12).
+* CACHE-014..016 — :class:`ManifestSchemaError` tells a schema mismatch from corruption.
+* CACHE-007 — a revision-0 document parses when revision 0 is asked for.
+* SEC-001 — output paths are workspace-absolute and plain; modes are permission bits only.
+* SEC-001 — a ``symlink`` text is relative, in the workspace, names another output (issue 12).
 Out of scope: where manifests are stored, whether their blobs exist (``local``), and the
-declared-output and symlink checks of a restore (``_workspace``).
+declared-output and symlink checks of a restore (``_restore``).
 """
 
 from __future__ import annotations

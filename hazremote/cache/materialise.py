@@ -1,15 +1,12 @@
 """The safe materialiser: writing files under a root without ever following a symlink.
 
-Directories are opened one segment at a time relative to their parent with ``O_NOFOLLOW``
-(:class:`DirectoryFds`), and every file operation goes through those descriptors, so a symlink
-swapped in after a check cannot redirect a write. Used by the cache restore and by a worker's
-sandbox when it materialises an action's inputs.
+Directories are opened one segment at a time with ``O_NOFOLLOW`` (:class:`DirectoryFds`) and
+every file operation goes through those descriptors. Used by the cache restore and by a
+worker's sandbox.
 
 Spec coverage:
-* SEC-001 — an existing directory component that is a symlink is refused
-  (:class:`PathRefused`, ``SYMLINK``), so nothing is ever created outside the root.
-* CACHE-019 — modes are masked to :data:`MODE_MASK` (never setuid, setgid or sticky);
-  new files are created with ``O_EXCL | O_NOFOLLOW`` (:data:`NEW_FILE_FLAGS`).
+* SEC-001 — a directory component that is a symlink is refused (:class:`PathRefused`).
+* CACHE-019..020 — modes are masked to :data:`MODE_MASK`; new files use :data:`NEW_FILE_FLAGS`.
 Out of scope: which paths may be written and verifying the bytes (the caller).
 """
 

@@ -1,25 +1,12 @@
 """Names reserved for a restore's staging files, and removing the ones a dead run left.
 
-A restore stages every output under a temporary name in its destination directory, so that
-publishing it is one same-directory ``rename`` (atomic, CACHE-019..020). A run killed while
-staging (SIGKILL, power loss) leaves those files behind. So:
-
-* every name starting with :data:`STAGING_PREFIX` (``.haz-restore-``) is reserved for haz:
-  output collection never collects one (nor descends into a directory so named), and no
-  output with such a name is stored or restored;
-* a staging file is named ``.haz-restore-<pid>-<random>`` after the process that writes it,
-  and is *stale* when that process no longer exists, or when it is older than
-  :data:`STALE_AFTER_S` whatever its name says (a reused pid, a name from an older haz);
-* stale files are removed by the next restore that writes into their directory and by the
-  output collection of the next run of a task whose outputs cover it.
-
-A file whose owner is alive and which is younger than :data:`STALE_AFTER_S` is never removed:
-it may belong to a restore in flight (another thread of this run, another ``haz run`` in the
-same workspace restoring a different task into a shared directory).
+Every name starting with :data:`STAGING_PREFIX` (``.haz-restore-``) is reserved for haz: it is
+never collected, stored or restored. A staging file is ``.haz-restore-<pid>-<random>``; it is
+stale when its process is gone or it is older than :data:`STALE_AFTER_S`, and stale files are
+removed by the next restore into, or output collection over, their directory.
 
 Spec coverage:
-* CACHE-019..020 — staging stays in the destination directory (atomic publish); what a
-  killed restore leaves is never published, never stored, and eventually removed (issue 13).
+* CACHE-019..020 — what a killed restore leaves is never published or stored, and is removed.
 Out of scope: the local cache's own ``.tmp-`` staging directories (:mod:`.local`).
 """
 

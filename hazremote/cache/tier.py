@@ -1,14 +1,10 @@
 """The cache-tier port: what the executor asks of a cache, local or remote.
 
 Spec coverage:
-* CACHE-014..016 — :class:`LookupStatus` (``hit``, ``miss-no-entry``, ``miss-schema-mismatch``,
-  ``miss-corrupt``); a miss is a value, never an exception.
-* CACHE-017..018 — :class:`StoreResult`: a failed store is a status with a warning, never an
-  exception, so the task that produced the result still succeeds.
-* CACHE-019..020, SEC-001 — :class:`RestoreResult`: bad or hostile data is a status, never an
-  exception; nothing half-restored is visible.
-* RC-001 — :class:`CacheTier` is shaped so that the remote cache client fits it as a second
-  tier (lookup → restore, store in the background).
+* CACHE-014..016 — :class:`LookupStatus`; a miss is a value, never an exception.
+* CACHE-017..018 — :class:`StoreResult`: a failed store is a status with a warning.
+* CACHE-019..020, SEC-001 — :class:`RestoreResult`: bad or hostile data is a status.
+* RC-001 — :class:`CacheTier` fits the remote cache client as a second tier.
 Out of scope: the tiers themselves (``hazremote.cache.local``, ``hazremote.remote``) and the
 order in which the executor consults them.
 """

@@ -1,13 +1,11 @@
 """What changed between a task's current key components and a stored entry's (``haz why``).
 
-Spec coverage:
-* SPEC §5 ``haz why`` — on a miss, which components differ from the most recent stored entry of
-  the same task: input files added, removed or changed; env variables (compared through the
-  local task index, since manifests never carry values, CACHE-011); predecessors added,
-  removed, or whose stdout, stderr or output files changed (CACHE-007); the command (a
-  ``shell:`` script as a unified line diff, an argv as the old and the new command line); the
-  working directory; the output patterns.
 Pure: no I/O. The CLI gathers the inputs and prints the result.
+
+Spec coverage:
+* ``haz why`` (§5) — which components differ from the latest stored entry of the task.
+* CACHE-011 — env variables are compared through the local task index (no values in manifests).
+* CACHE-007 — predecessors added, removed, or whose streams or outputs changed.
 """
 
 from __future__ import annotations

@@ -1,24 +1,16 @@
-"""What ``haz init`` learns from a repository: its projects, packages and scripts (SPEC §5).
+"""What ``haz init`` learns from a repository: its projects, packages and scripts.
 
-The repository's own workspace declarations come first: ``package.json`` ``workspaces``
-(npm, yarn, bun; the array and the ``{packages: [...]}`` forms), ``pnpm-workspace.yaml``
-``packages``, Cargo ``[workspace] members``/``exclude``, ``go.work`` ``use`` directives and
-uv ``[tool.uv.workspace] members``/``exclude``. A declaration is authoritative for its
-ecosystem's manifest: a ``package.json`` that no JavaScript workspace declaration names is not
-a project on that marker alone. Marker files (``package.json``, ``pyproject.toml``,
-``Cargo.toml``, ``go.mod``, ``Makefile``) of undeclared ecosystems are still guessed from, to
-a depth of 3, but a directory that looks vendored or like a test fixture is never proposed on
-markers alone: it is reported as skipped, with the reason.
+The repository root's workspace declarations come first (``package.json`` ``workspaces``,
+``pnpm-workspace.yaml``, Cargo ``[workspace]``, ``go.work``, uv ``[tool.uv.workspace]``) and
+are authoritative for their ecosystem; marker files of undeclared ecosystems are guessed from
+to a depth of 3, and a directory that looks vendored or like a fixture is reported as skipped.
 
 Spec coverage:
-* SPEC §5 ``haz init`` — project discovery (declarations, then markers), npm script import.
-* DISC-005 — proposed directories are literal paths (no glob characters), so the explicit
-  ``projects:`` list that ``haz init`` writes selects exactly them.
+* ``haz init`` (§5) — project discovery (declarations, then markers), npm script import.
+* DISC-005 — proposed directories are literal paths, so the written ``projects:`` selects them.
 * ID-001..003, DISC-006 — :func:`assign_names` gives every project a valid, unique name.
-Out of scope: writing files (``hazremote.cli.init``), nested workspace declarations (only the
-repository root's are read; a nested workspace is found through its marker files), Poetry
-(no workspace standard: its projects are found by ``pyproject.toml``), Cargo's implicit
-members (path dependencies), and yarn's ``nohoist``.
+Out of scope: writing files (``hazremote.cli.init``), nested workspace declarations, Poetry,
+Cargo's implicit members, and yarn's ``nohoist``.
 """
 
 from __future__ import annotations

@@ -1,16 +1,14 @@
-"""Git change filters of ``haz run`` (EXEC-026..029).
+"""Git change filters of ``haz run``.
+
+Paths come back workspace-absolute (``git … --relative``), so a workspace nested inside a
+larger repository works too.
 
 Spec coverage:
-* EXEC-026 ``--git-changed`` — working tree and untracked files against HEAD.
-* EXEC-027 ``--git-staged`` — the index against HEAD.
-* EXEC-028 ``--git-changed-since REV`` — working tree and untracked files against the
-  merge-base of REV and HEAD.
-* EXEC-029 — the selection is the tasks whose inputs match a changed path, plus their
-  transitive hard dependants; the caller restricts it to the scope and adds what it needs.
-  A task without an ``inputs`` key (PATH default inputs) matches a changed path below its
-  project directory that is not in a nested project, ``.haz/``/``.git/`` or its own outputs.
-Paths come back workspace-absolute (``git … --relative`` from the workspace root), so a
-workspace nested inside a larger repository works too.
+* EXEC-026 — ``--git-changed``: working tree and untracked files against HEAD.
+* EXEC-027 — ``--git-staged``: the index against HEAD.
+* EXEC-028 — ``--git-changed-since REV``: against the merge-base of REV and HEAD.
+* EXEC-029 — tasks whose inputs match a changed path, plus their transitive hard dependants.
+* PATH-001..016 — without ``inputs``, a changed path in the task's own project files matches.
 """
 
 from __future__ import annotations

@@ -1,15 +1,12 @@
-"""``haz check [--all|--workspace]`` — validate configuration and graph (SPEC §5).
+"""``haz check [--all|--workspace]`` — validate configuration and graph.
 
-Loading the workspace validates every file and the whole graph (CFG-040, DAG-011); the flags
-only choose which tasks are counted: the bearing project's (default, also ``--all``), or
-every task (``--workspace``, and the default when no project bears the working directory).
+Loading validates every file and the whole graph; the flags only choose which tasks are
+counted: the bearing project's (default, ``--all``) or every task (``--workspace``).
 
 Spec coverage:
-* DAG-016 — warnings (overlapping output patterns of two tasks …) concerning the counted tasks
-  go to stderr, one line each; warnings alone still exit 0.
-* PATH-001..016 — an input pattern of a counted task that matches no file, or is wholly
-  excluded by the task's own outputs, is a warning on stderr naming the task and the pattern
-  (matched against disk without hashing; the exit code stays 0).
+* CFG-040, DAG-011 — every configuration and graph error, reported together.
+* DAG-016 — warnings about the counted tasks go to stderr, one line each; they still exit 0.
+* PATH-001..016 — an input pattern matching no file is a warning naming task and pattern.
 """
 
 from __future__ import annotations

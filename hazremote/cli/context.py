@@ -3,11 +3,9 @@
 Spec coverage:
 * DISC-001 — ``--workspace-root`` overrides discovery from the working directory.
 * DISC-007 — the bearing project is computed from the working directory.
-* CFG-040 / DAG-011 — a load with errors also reports the graph errors of what still parsed
-  (:func:`hazremote.graph.partial_diagnostics`), all in one error.
-* REF-001..008 — command-line targets (:func:`resolve_targets`): a bare ``task`` is ``~:task``
-  inside a project and ``^:task`` outside.
-* DAG-016, PATH — :func:`print_warnings`: how every command shows configuration warnings.
+* CFG-040, DAG-011 — a failed load also reports the graph errors of what still parsed.
+* REF-001..008 — :func:`resolve_targets`: bare ``task`` is ``~:task`` in a project, else ``^:task``.
+* DAG-016, PATH-001..016 — :func:`print_warnings`: how every command shows warnings.
 """
 
 from __future__ import annotations

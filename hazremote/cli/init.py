@@ -1,19 +1,11 @@
-"""``haz init [--yes]`` — create ``.haz/workspace.yml`` for an existing repository (SPEC §5).
+"""``haz init [--yes]`` — create ``.haz/workspace.yml`` for an existing repository.
 
-It never overwrites: an existing ``.haz/workspace.yml`` is an error (exit 2). Projects come
-from the repository's own workspace declarations, then from marker files
-(:mod:`hazremote.cli._init_repo`); directories seen and not proposed are listed with the
-reason. A ``haz.yml`` is written next to each project that lacks one, so the explicit project
-list is valid at once (DISC-005): ``package.json`` scripts become tasks (lifecycle hooks left
-out), with no ``inputs`` key (the project's files, PATH-001..016), ``deps`` on the ``build`` of
-workspace dependencies, ``cache: false`` on servers, watchers and tree-changing scripts, and
-the package manager the lockfile shows. Without ``--yes``: on a terminal it asks; without a
-terminal it lists what it would write and exits 2.
+Projects come from :mod:`hazremote.cli._init_repo`; a ``haz.yml`` is written beside each
+project that lacks one, with its ``package.json`` scripts as tasks.
 
 Spec coverage:
-* SPEC §5 ``haz init`` — proposal, confirmation, never overwriting, exit 2 without a terminal.
-* DISC-005/006, ID-001..003 — literal project paths; every project gets a valid, unique name
-  (``name:`` is written where the directory's basename would not give it).
+* ``haz init`` (§5) — proposal, confirmation, never overwriting, exit 2 without a terminal.
+* DISC-005, DISC-006, ID-001..003 — literal project paths; valid, unique names.
 * REF-001..008 — generated ``deps`` are ``project:task`` references to existing tasks.
 * PATH-001..016 — no ``inputs`` key is generated: the default hashes the project's files.
 Out of scope: reading the repository (``_init_repo``), tasks for ecosystems other than npm

@@ -1,13 +1,10 @@
 """The ``haz`` command line: argument parsing and dispatch.
 
 Spec coverage:
-* SPEC §5 — the command-line contract (flag spellings; no abbreviations: ``allow_abbrev``
-  is off), ``--help`` with examples on every command.
-* EXEC-021 — exit codes: 0 ok, 2 configuration/reference/usage errors; a :class:`HazError`
-  carries its own code.
+* Commands (§5) — the command-line contract, no abbreviations, ``--help`` with examples.
+* EXEC-021 — exit codes: 0 ok, 2 configuration/reference/usage errors; a HazError's own code.
 * EXEC-040 — diagnostics on stderr; ``--log-level`` and ``--log-format``.
-Out of scope: the commands themselves (one module each, imported lazily so ``haz --help``
-starts fast).
+Out of scope: the commands themselves (one module each, imported lazily).
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """``haz query`` — list tasks whose project, task name and tags match filter expressions.
 
-Spec coverage: SPEC §5 (QRY): expressions over names with ``!``, ``&``, ``|`` in that
-precedence and parentheses; ``--format plain|json``; JSON objects carry ``project``, ``task``,
-``tags`` and ``deps`` as resolved task ids (plus ``weakDeps``, ``inputs``, ``outputs``).
+Spec coverage:
+* ``haz query`` (§5) — ``!``, ``&``, ``|`` and parentheses; ``--format plain|json``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Where a workspace keeps its local state, and the objects commands open over it.
 
 Spec coverage:
-* CACHE-010 — the cache lives in ``<root>/.haz/cache``; ``HAZ_CACHE_DIR`` moves it.
+* CACHE-010..013 — the cache lives in ``<root>/.haz/cache``; ``HAZ_CACHE_DIR`` moves it.
 * CACHE-011 — the ``haz why`` task index lives in ``<root>/.haz/state/why`` (never uploaded).
 """
 

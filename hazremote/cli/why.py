@@ -1,13 +1,10 @@
 """``haz why TASK`` — a task's key, its components, its lookup status, and what changed.
 
 Spec coverage:
-* SPEC §5 ``haz why`` — the key and each component (action, inputs with hashes, predecessors
-  with stream and outputs hashes (CACHE-007), env names with set/unset/override — never
-  values), the lookup status (CACHE-016), and on a miss the differences from the most recent
-  stored entry of the same task (:mod:`hazremote.cache.why`), found through the local task
-  index (CACHE-011).
-* EXEC-030 — a key that depends on a predecessor that would run is reported as unknown; the
-  comparison then covers every component but the predecessors.
+* ``haz why`` (§5) — the key, each component (env names only), and what changed on a miss.
+* CACHE-014..016 — the lookup status.
+* CACHE-007 — predecessors with their stream and outputs hashes.
+* EXEC-030 — a key depending on a predecessor that would run is unknown.
 * EXEC-021 — an unknown or ambiguous task exits 2.
 """
 

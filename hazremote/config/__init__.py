@@ -2,12 +2,10 @@
 
 Spec coverage:
 * DISC-001 — :func:`find_workspace_root`.
-* DISC-003/005/006 — implicit and explicit project modes, project names (:func:`load_workspace`).
+* DISC-003, DISC-005, DISC-006 — project modes and names (:func:`load_workspace`).
 * DISC-007 — :func:`bearing_project`.
-* CFG-040 — :func:`load_workspace` raises one :class:`~hazremote.errors.ConfigError` carrying
-  every diagnostic of the load (file, key path, line, message); unknown keys are errors.
-* ID-001..003, PATH-001..016, REF-001..008 — names, patterns and references are validated as
-  they are read; SPEC §1 durations and sizes are parsed.
+* CFG-040 — :func:`load_workspace` raises one ConfigError with every diagnostic of the load.
+* ID-001..003, PATH-001..016, REF-001..008 — names, patterns and references checked as read.
 Out of scope: overlay merge, reference resolution and graph checks (``hazremote.graph``);
 resolving remote settings against flags and environment (``hazremote.cli``).
 """

@@ -1,21 +1,15 @@
 """Finding the workspace root, the project directories and the bearing project.
 
+The glob walk starts at the pattern's literal prefix, stops at the deepest level the pattern
+can reach, never descends into ``.git``, ``.haz`` or ``node_modules``, and never follows
+symbolic links.
+
 Spec coverage:
-* DISC-001 — :func:`find_workspace_root`: the nearest ancestor (inclusive) holding
-  ``.haz/workspace.yml``. The ``--workspace-root`` override is the CLI's business: it simply
-  does not call this function.
+* DISC-001 — :func:`find_workspace_root` (``--workspace-root`` is the CLI's: it skips this).
 * DISC-003 — implicit mode: no ``projects`` and a root ``haz.yml`` → the root is the project.
-* DISC-005 — explicit mode: literal entries must hold a ``haz.yml``; glob entries (PATH glob
-  semantics, matched against directory paths) select only directories holding one and may
-  select none; ``.`` names the root.
+* DISC-005 — explicit mode: literal entries need a ``haz.yml``; globs select those that have one.
 * DISC-007 — :func:`bearing_project`: the deepest project whose directory contains the cwd.
 Out of scope: parsing the files found (``_loader``).
-
-The glob walk starts at the pattern's literal prefix, stops at the deepest level the pattern
-can reach (unbounded only with ``**``), never descends into ``.git``, ``.haz`` or
-``node_modules``, and never follows symbolic links (a link cycle cannot hang discovery, and a
-linked directory would put project files outside the workspace). Candidates are probed by
-opening ``haz.yml`` directly, one system call per directory.
 """
 
 from __future__ import annotations

@@ -1,20 +1,14 @@
 """Loading a workspace: ``workspace.yml``, every project's ``haz.yml`` and the overlays.
 
-Spec coverage:
-* CFG-040 — every file is checked completely and all diagnostics of the load are raised
-  together in one :class:`~hazremote.errors.ConfigError`, sorted by file and line; it carries
-  what still loaded (:class:`~hazremote.errors.PartialLoad`) so the graph's reference checks
-  can be reported with them.
-* DISC-003/005 — via :mod:`hazremote.config._discovery`.
-* DISC-006 — project names: ``name:``, else the directory basename sanitised to the ID rules;
-  the root project (implicit or listed as ``.``) defaults to ``root``; two projects with one
-  name are one error naming every directory involved.
-* SPEC §1 ``haz.yml`` (``name``, ``tags``, ``tasks``) and ``.haz/tasks/<overlay>.yml``
-  (``tagsFilter``, ``tasks``; overlays in file-name order, named by the file stem).
-* ID-001..003 — project names and tags.
-Out of scope: overlay merge, reference resolution and every graph check (``hazremote.graph``).
-
 Loading only reads: it never creates, writes or locks anything in the workspace.
+
+Spec coverage:
+* CFG-040 — all diagnostics in one ConfigError, sorted, with what still loaded (``PartialLoad``).
+* DISC-003, DISC-005 — via :mod:`hazremote.config._discovery`.
+* DISC-006 — project names; the root defaults to ``root``; duplicates are one error.
+* ID-001..003 — project names and tags.
+* Configuration files (§1) — ``haz.yml`` and ``.haz/tasks/<overlay>.yml`` in file-name order.
+Out of scope: overlay merge, reference resolution and every graph check (``hazremote.graph``).
 """
 
 from __future__ import annotations

@@ -1,22 +1,18 @@
 """A small schema-validation layer over PyYAML node trees.
 
 Every configuration file is *composed* (not constructed) so that each key and value keeps its
-line; the helpers here check shapes and types, record a :class:`~hazremote.errors.Diagnostic`
-for each problem and keep going, so a load reports all of its errors together.
+line; the helpers check shapes and types, record a :class:`~hazremote.errors.Diagnostic` for
+each problem and keep going.
 
 Spec coverage:
-* CFG-040 — diagnostics name the file (workspace-relative), the key path
-  (``tasks.build.deps[1]``) and the 1-based line; unknown keys are errors that list the allowed
-  keys and suggest the closest one; malformed YAML is reported with the parser's line.
-* SPEC §1 — YAML safe loading only (the C safe loader when PyYAML has libyaml); a ``$schema``
-  key is allowed and ignored in every fixed-key mapping.
+* CFG-040 — file, key path and line; unknown keys list the allowed ones and suggest the closest.
+* Configuration files (§1) — YAML safe loading only; ``$schema`` is allowed and ignored.
 Out of scope: what the keys mean (``_tasks``, ``_settings``, ``_loader``).
 
 Type conventions (decided here, once, for every file):
 * ``null`` for an optional key means the key is absent.
-* Where a *string* is expected (names, paths, argv items, env values, enum values), any
-  non-null scalar is accepted and its text is taken exactly as written: ``PORT: 8080`` is
-  ``"8080"``, ``mode: off`` is ``"off"`` (YAML 1.1 would otherwise turn it into ``false``).
+* Where a *string* is expected, any non-null scalar is taken exactly as written:
+  ``PORT: 8080`` is ``"8080"``, ``mode: off`` is ``"off"``.
 * Booleans and integers are strict: ``cache: "yes"`` and ``default: "4"`` are errors.
 """
 

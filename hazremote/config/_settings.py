@@ -1,14 +1,9 @@
 """``.haz/workspace.yml``: the ``projects`` list and the workspace settings.
 
 Spec coverage:
-* SPEC §1 ``workspace.yml`` — ``projects``, ``lock``, ``cache`` (``hash``: blake3 | sha256,
-  ``clean``: ``max_age`` duration, ``max_size`` size), ``concurrency`` (``default``: auto |
-  integer >= 1, ``tags``: tag → integer >= 1), ``output.mode`` (live | buffered),
-  ``execution.grace_period`` (duration), ``remote`` (``url`` grpc:// or grpcs://, ``namespace``
-  with ID rules, ``mode`` off | read-only | read-write, ``token_env``, ``tls`` {ca, cert, key},
-  ``execute`` never | auto | always, ``platform``). Absent keys take the defaults of
-  :mod:`hazremote.domain.model`.
-* CACHE-002 — the hash function name. EXEC-004/005 — concurrency limits.
+* ``workspace.yml`` (§1) — ``projects``, ``lock``, ``cache``, ``concurrency``, ``remote``, …
+* CACHE-002 — the hash function name.
+* EXEC-004, EXEC-005 — concurrency limits.
 * CFG-040 — every problem is a diagnostic with key path and line.
 Out of scope: which project directories the ``projects`` entries select (``_discovery``), and
 resolving remote settings against flags and the environment (the CLI).

@@ -1,18 +1,13 @@
 """Task definitions of ``haz.yml`` files and overlays, as :class:`TaskSpec` values.
 
 Spec coverage:
-* SPEC §1 task fields — ``command`` (argv) XOR ``shell`` (a script for ``sh``, or
-  ``{shell: script}``), ``inputs`` (``!`` exclusions allowed), ``outputs``, ``deps``,
-  ``weakDeps``, ``mutex`` (``db``, ``~:db``, ``{name, mode}``), ``env`` (``from_host``,
-  ``pass_through``, ``override``), ``cache``, ``remote``, ``platform``, ``timeout``.
+* Task fields (§1) — ``command`` XOR ``shell``, inputs, outputs, deps, mutex, env and the rest.
 * ID-001..003 — task names, mutex names.
-* PATH-001..016 — every input and output pattern is validated (syntax, no ``.``/``..``, so no
-  pattern can escape the workspace); ``!`` only in inputs.
+* PATH-001..016 — every pattern is validated, so none can escape the workspace; ``!`` in inputs.
 * REF-001..008 — ``deps``/``weakDeps`` are parsed into :class:`RefEntry` with their origin.
-* MUTEX-001..002 — mutex scope and mode.
+* MUTEX-001..007 — mutex scope and mode.
 * CFG-040 — every problem is a diagnostic at the item's key path and line.
-Out of scope: resolving references, overlay merge and the self/duplicate-edge checks of
-DAG-010/012 (``hazremote.graph``); resolving patterns against a project (``Project``/graph).
+Out of scope: resolving references, overlay merge and the DAG-010/012 checks (``hazremote.graph``).
 """
 
 from __future__ import annotations

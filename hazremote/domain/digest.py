@@ -2,8 +2,7 @@
 
 Spec coverage:
 * CACHE-001 — a key is a 32-byte digest shown as 64 lowercase hex characters.
-* CACHE-002 — BLAKE3 (id ``0x00``, default) and SHA-256 (id ``0x01``); one function per
-  workspace hashes files, streams, blobs and keys.
+* CACHE-002 — BLAKE3 (``0x00``, default) and SHA-256 (``0x01``), one function per workspace.
 Out of scope: what is fed to the hasher (``hazremote.keys``).
 """
 

@@ -1,11 +1,8 @@
 """The loaded workspace as immutable values.
 
 Spec coverage:
-* SPEC §1 — every task field (command/shell, inputs, outputs, deps, weakDeps, mutex with
-  scope and mode, env from_host/pass_through/override, cache, remote, platform, timeout) and
-  every workspace setting (projects, lock, cache, concurrency, output, execution, remote) with
-  its default.
-* MUTEX-001..002 — :class:`MutexSpec` (global or project scope, exclusive or shared).
+* Configuration files (§1) — every task field and workspace setting, with its default.
+* MUTEX-001..007 — :class:`MutexSpec` (global or project scope, exclusive or shared).
 Out of scope: parsing YAML (``hazremote.config``) and resolving references (``hazremote.graph``).
 """
 

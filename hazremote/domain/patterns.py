@@ -1,17 +1,9 @@
 """Workspace paths and glob patterns.
 
 Spec coverage:
-* PATH-001..016 — ``/`` separators; a leading ``/`` means workspace-absolute, otherwise
-  project-relative; no empty, ``.`` or ``..`` segments, no NUL, no backslash; a pattern
-  containing any of ``* ? [ {`` is a glob; ``*`` does not cross ``/`` and matches dotfiles;
-  ``**`` is a whole segment matching zero or more segments; ``{a,b}`` alternates (nesting
-  allowed); ``[abc]``/``[!abc]``/``[a-z]`` classes (a ``]`` right after ``[`` or ``[!`` is a
-  member, a reversed range is an error); matching is case-sensitive; a leading ``!`` negates
-  an input pattern. Because ``..`` is never allowed, no valid pattern can escape the workspace.
-* DAG-013 — :attr:`PathPattern.literal_prefix` and :func:`patterns_overlap` give the
-  producer-edge relation.
-Out of scope: walking the file system (``hazremote.keys`` resolves patterns against disk) and
-the exclusion of ``.haz/``/``.git/`` and own outputs, which is a property of input resolution.
+* PATH-001..016 — path syntax and glob semantics; no ``..``, so no pattern escapes the workspace.
+* DAG-013 — :attr:`PathPattern.literal_prefix` and :func:`patterns_overlap`.
+Out of scope: walking the file system (``hazremote.keys``) and the input exclusions.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """Task references.
 
 Spec coverage:
-* REF-001..008 — the forms ``~:task`` (bearing/same project), ``proj:task``, ``^:task`` (every
-  project having it), ``^~:task`` (every project but this one), ``[tag]:task`` and
-  ``[tag]~:task``; :func:`parse_cli_target` adds the command-line bare ``task``.
+* REF-001..008 — every reference form; :func:`parse_cli_target` adds the bare ``task``.
 * DAG-007 — :class:`TaskId` and its canonical order.
 Out of scope: resolution against a workspace (``hazremote.graph``).
 """

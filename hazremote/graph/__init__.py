@@ -1,12 +1,11 @@
-"""The task graph (SPEC §2) and the ``haz query`` filter expressions (SPEC §5).
+"""The task graph and the ``haz query`` filter expressions.
 
 Spec coverage:
-* DAG-001..016 — :func:`build_graph` merges overlays, resolves ``deps``/``weakDeps``
-  (REF-001..008), derives producer edges and reports every graph error together.
-* CFG-040 / DAG-011 — :func:`partial_diagnostics`: the graph errors of what a failed load
-  still parsed, to report with the configuration errors.
+* DAG-001..014, DAG-016 — :func:`build_graph` merges, resolves, derives edges, reports all.
+* REF-001..008 — ``deps``/``weakDeps`` are resolved against the workspace's tasks.
+* CFG-040, DAG-011 — :func:`partial_diagnostics`: graph errors of what a failed load parsed.
 * EXEC-001 — :meth:`TaskGraph.run_set`.
-* QRY — :mod:`hazremote.graph.filters`.
+* ``haz query`` (§5) — :mod:`hazremote.graph.filters`.
 Out of scope: YAML loading (``hazremote.config``) and scheduling (``hazremote.execute``).
 """
 

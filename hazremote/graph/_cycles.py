@@ -1,11 +1,10 @@
 """Cycle detection over the union of hard, soft and producer edges.
 
+Strongly connected components by an iterative Tarjan's algorithm, so a long chain cannot
+exhaust the interpreter stack.
+
 Spec coverage:
-* DAG-014 — cycles of length ≥ 2 are found as strongly connected components (Tarjan's
-  algorithm, iterative so that a long chain cannot exhaust the interpreter stack). Each
-  component with two or more tasks is one reported cycle, listed in canonical order; a
-  component holding several cycles is reported once, as its members. Self edges (a formatter
-  that consumes its own outputs) are not cycles.
+* DAG-014 — each component of two or more tasks is one cycle, in canonical order; self edges aren't.
 Out of scope: turning components into diagnostics (the builder does).
 """
 

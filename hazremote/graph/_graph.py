@@ -2,32 +2,18 @@
 
 Spec coverage:
 * DAG-001..006 — overlay merge (via ``_merge``).
-* DAG-007 — nodes are :class:`TaskId`; every mapping and every returned tuple is in canonical
-  order.
-* DAG-008/009 — ``deps`` become hard edges and ``weakDeps`` soft edges, resolved relative to
-  the task's own project (REF-001..008); a reference that resolves to nothing is a diagnostic
-  at the reference's file, key path and line.
+* DAG-007 — nodes are :class:`TaskId`; every mapping and returned tuple is in canonical order.
+* DAG-008, DAG-009 — hard and soft edges resolved from the task's project (REF-001..008).
 * DAG-010 — the same task reached from ``deps`` and ``weakDeps`` is an error.
-* DAG-012 — a task reaching itself through a reference is an error (including ``^:t`` or
-  ``[tag]:t`` written in task ``t`` of a project that has the task or carries the tag).
-* DAG-013 — producer edges, indexed by literal prefix (``_producers``); negated inputs do not
-  create edges; a task may be its own producer. Default inputs (PATH: a task without an
-  ``inputs`` key hashes its project's files) are not patterns and create no producer edges:
-  two tasks of one project without inputs, each with outputs, are not a cycle (as in
-  Turborepo and Nx, ordering comes from ``deps``).
-* PATH — :class:`~hazremote.domain.model.ProjectFiles` of a task without ``inputs``: its
-  project directory and the directories of the other projects nested below it.
+* DAG-012 — a task reaching itself through a reference is an error.
+* DAG-013 — producer edges by literal prefix (``_producers``); default inputs create none.
+* PATH-001..016 — :class:`~hazremote.domain.model.ProjectFiles` of a task without ``inputs``.
 * DAG-014 — cycles of two or more tasks over hard+soft+producer edges (``_cycles``).
-* DAG-016 — two tasks declaring the same literal workspace-absolute output path is an error;
-  output patterns of two tasks overlapping by literal prefix (as in DAG-013, indexed the same
-  way, never all pairs) are a warning naming both tasks and patterns
-  (:attr:`TaskGraph.warnings`), and make the tasks each other's
-  :attr:`TaskGraph.output_peers`, the only tasks whose files a run must check (EXEC-020).
+* DAG-016 — equal literal outputs are an error; overlapping patterns a warning and output peers.
 * DAG-011 — :func:`build_graph` collects every diagnostic above and raises them together.
 * EXEC-001 — :meth:`TaskGraph.run_set`: targets plus transitive hard predecessors.
-Out of scope: loading YAML (``hazremote.config``), actual overlaps between files (checked at
-run time, EXEC-020, :mod:`hazremote.execute.claims`), readiness and scheduling
-(``hazremote.execute``).
+Out of scope: loading YAML (``hazremote.config``), overlaps between actual files (EXEC-020,
+:mod:`hazremote.execute.claims`), readiness and scheduling (``hazremote.execute``).
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
 """Attaching tasks to projects: a project's own tasks, then overlay tasks.
 
 Spec coverage:
-* DAG-001..006 — an overlay (``.haz/tasks/<name>.yml``) attaches its tasks to every project
-  carrying one of its ``tagsFilter`` tags. A project's own definition of a task wins over every
-  overlay. When several overlays matching a project define the same task, the overlay whose
-  matched-project set is a strict subset of every other candidate's wins (the most specific
-  one); when no overlay is, that project's task is a collision error naming the overlays,
-  the project and the task.
+* DAG-001..006 — own definitions win; the most specific overlay wins; otherwise a collision.
 Out of scope: resolving patterns and references of the attached tasks (``_graph``).
 """
 

@@ -1,14 +1,8 @@
 """Graph checks on what a failed load still parsed, so that one report holds every error.
 
 Spec coverage:
-* CFG-040 / DAG-011 — all errors of a load are reported together: when the configuration has
-  errors, the graph is still built from the projects and overlays that loaded
-  (:class:`~hazremote.errors.PartialLoad`) and its diagnostics join the configuration's,
-  including the references of tasks that were left out for another error.
-* REF-001..008 — "resolves to nothing" is reported only where it is sure: not for a task of a
-  project whose file had errors (the task may be among those left out), not for a project
-  that may be one that failed to load, not for ``^``/``[tag]`` forms while anything is
-  missing, and not for any task while an overlay (which may add tasks anywhere) had errors.
+* CFG-040, DAG-011 — the graph is built from what loaded; its diagnostics join the config's.
+* REF-001..008 — "resolves to nothing" only where sure: never where a failed file may hold it.
 Out of scope: loading (``hazremote.config``) and the checks themselves (``_graph``).
 """
 

@@ -1,12 +1,8 @@
 """An index of output patterns by literal prefix, for producer edges.
 
 Spec coverage:
-* DAG-013 — an output pattern of P and an input pattern of C overlap when both are literal and
-  equal, or when one pattern's literal prefix is a segment prefix of the other's
-  (:func:`hazremote.domain.patterns.patterns_overlap`). The index answers "which tasks have an
-  output overlapping this input" in O(depth + matches) instead of comparing every pair.
-* DAG-016 — the same relation between two outputs: :meth:`OutputIndex.overlapping_outputs`
-  also says which output pattern of the other task overlaps.
+* DAG-013 — which tasks have an output overlapping an input, without comparing every pair.
+* DAG-016 — :meth:`OutputIndex.overlapping_outputs`: the same relation between two outputs.
 Out of scope: negated inputs (the caller skips them) and run-time overlaps (EXEC-020).
 """
 

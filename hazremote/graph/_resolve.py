@@ -1,11 +1,7 @@
 """Resolution of task references against the tasks of a workspace.
 
 Spec coverage:
-* REF-001..008 — every reference form resolves relative to a *bearing* project (the task's own
-  project for ``deps``/``weakDeps``, DISC-007's bearing project on the command line); a
-  reference that resolves to nothing is explained in words that name it, with "did you mean"
-  for a mistyped project, task or tag (close matches among what the reference could name;
-  computed only on that error path).
+* REF-001..008 — every form, from a bearing project; a miss is explained with "did you mean".
 Out of scope: parsing reference text (``hazremote.domain.refs``) and turning an empty result
 into a diagnostic or an exception (the callers decide which).
 """

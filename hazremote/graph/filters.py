@@ -1,18 +1,13 @@
 """Filter expressions of ``haz query`` (``--tags``, ``--projects``, ``--tasks``).
 
 Spec coverage:
-* SPEC §5 (QRY) — expressions over names with ``!``, ``&`` and ``|`` in that precedence
-  (``!`` binds tightest, ``|`` loosest) and parentheses; whitespace is ignored between tokens.
-  A name is made of ID characters (``[A-Za-z0-9_-]``, ID-001) and ``*``, a wildcard matching any
-  run of characters (``web-*``). A bare name holds over a set of names when any element
-  matches it, so ``!frontend`` holds for a project without the ``frontend`` tag.
-* EXEC-021 — a malformed expression raises :class:`~hazremote.errors.UsageError` (exit 2) whose
-  message names the 1-based column of the problem.
+* ``haz query`` (§5) — ``!``, ``&``, ``|`` in that precedence, parentheses, ``*`` wildcards.
+* ID-001..003 — names are ID characters; a bare name holds when any element of a set matches.
+* EXEC-021 — a malformed expression is a UsageError (exit 2) naming the 1-based column.
 Out of scope: which names an expression is applied to (``hazremote.cli.query``).
 
-``str()`` of a filter is its canonical spelling: operands of ``&``/``|`` are flattened
-(``a & (b & c)`` is ``a & b & c``), parentheses appear only where precedence needs them, and
-parsing the spelling gives back an equal filter.
+``str()`` of a filter is its canonical spelling: operands of ``&``/``|`` are flattened,
+parentheses appear only where precedence needs them, and parsing it gives an equal filter.
 """
 
 from __future__ import annotations

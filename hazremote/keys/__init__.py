@@ -1,6 +1,7 @@
-"""Cache-key derivation (CACHE-001..009): input resolution, stat cache, hashing, framing.
+"""Cache-key derivation: input resolution, stat cache, hashing, framing (re-exported here).
 
-Spec coverage: see each module. The public surface is re-exported here.
+Spec coverage:
+* CACHE-001..009 — see each module.
 """
 
 from hazremote.keys.components import (

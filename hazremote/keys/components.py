@@ -1,18 +1,15 @@
-"""The resolved components of a cache key (CACHE-004..009), as plain values.
+"""The resolved components of a cache key, as plain values.
 
-This module only defines the values; :mod:`hazremote.keys.framing` feeds them to the hasher
-and :mod:`hazremote.keys.resolve` produces them from the workspace.
+:mod:`hazremote.keys.resolve` produces them; :mod:`hazremote.keys.framing` feeds them to the
+hasher.
 
 Spec coverage:
 * CACHE-005 — action (argv, or shell name + script).
-* CACHE-006 — input files: workspace-absolute path, executable bit, content digest (plus a
-  size that is not framed).
-* CACHE-007 — hard predecessors: task id, stdout and stderr digests, and (chapter revision 1)
-  the digest of the files the predecessor produced.
-* CACHE-008 — environment: names with an unset marker, or their value; ``pass_through`` is absent.
+* CACHE-006 — input files: path, executable bit, content digest (and an unframed size).
+* CACHE-007 — hard predecessors: task id, stream digests and (revision 1) outputs digest.
+* CACHE-008 — environment: names with an unset marker, or their value; no ``pass_through``.
 * CACHE-009 — working directory and output patterns.
-* CACHE-011 — :meth:`KeyComponents.to_manifest_json` is the ``key_components`` manifest object,
-  which never carries env values (a shared cache must not leak secrets).
+* CACHE-011 — :meth:`KeyComponents.to_manifest_json`: ``key_components``, never env values.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """The key deriver: one object per run that turns tasks into cache keys.
 
 It owns the run's snapshot of the host environment, the stat cache, the file hasher and the
-input resolver (with its per-run memo), and frames the resolved components with the pure
-:func:`~hazremote.keys.framing.frame_key`.
+input resolver, and frames the resolved components with :func:`~hazremote.keys.framing.frame_key`.
 
 Typical use by the executor::
 
@@ -16,13 +15,10 @@ Typical use by the executor::
     # leaving the block saves the stat cache and stops the hashing pool
 
 Spec coverage:
-* CACHE-001..009 — :meth:`KeyDeriver.derive` (input resolution through the ``Filesystem`` port
-  and the stat cache, then pure framing); the host environment is snapshotted once per run.
-* CACHE-007 — :meth:`KeyDeriver.outputs_digest`: the outputs digest of a task whose run was
-  not stored, from the files it left, through the same stat cache and hasher as inputs.
+* CACHE-001..009 — :meth:`KeyDeriver.derive`; the host environment is snapshotted once per run.
+* CACHE-007 — :meth:`KeyDeriver.outputs_digest`: the outputs digest of a run not stored.
 * EXEC-008 — :meth:`KeyDeriver.process_env`.
-Out of scope: where predecessor digests come from (the executor: a manifest's outputs when
-there is one), cache lookups.
+Out of scope: where predecessor digests come from (the executor), cache lookups.
 """
 
 from __future__ import annotations

@@ -2,22 +2,11 @@
 
 Spec coverage:
 * CACHE-001 — the key is the 32-byte digest of the framed bytes.
-* CACHE-002/003 — the hasher is fed ``[chapter_revision, hash_id]`` first.
-* CACHE-004..009 — the components in order, framed exactly: ``u8`` one byte, ``u32`` four
-  bytes little-endian, ``str`` = ``u32`` byte length + UTF-8, ``d32`` a raw 32-byte digest,
-  every list its ``u32`` count then its items:
-  1. action (CACHE-005): ``u8 0x01`` + list of ``str`` argv, or ``u8 0x02`` + ``str`` shell
-     name + ``str`` script;
-  2. inputs (CACHE-006): list of ``str`` path, ``u8`` executable, ``d32`` digest;
-  3. hard predecessors (CACHE-007): list of ``str`` project, ``str`` task, ``d32`` stdout,
-     ``d32`` stderr, ``d32`` outputs digest (chapter revision 1) — :func:`outputs_digest`,
-     the workspace hash of the predecessor's output files framed like CACHE-006 inputs;
-  4. environment (CACHE-008): list of ``str`` name + ``u8 0x00`` (unset) or ``u8 0x01`` +
-     ``str`` value (set ``from_host``, or override);
-  5. (CACHE-009) ``str`` working directory, then list of ``str`` output patterns.
-Out of scope: sorting and de-duplicating the components (the producer of
-:class:`KeyComponents`, ``hazremote.keys.resolve``, does that; framing frames what it is given,
-in order), where a predecessor's output files come from (the executor), and any I/O.
+* CACHE-002, CACHE-003 — the hasher is fed ``[chapter_revision, hash_id]`` first.
+* CACHE-004..009 — the components in order, framed exactly as the spec says.
+* CACHE-007 — :func:`outputs_digest`: a predecessor's output files framed like inputs.
+Out of scope: sorting and de-duplicating the components (``hazremote.keys.resolve``), where a
+predecessor's output files come from (the executor), and any I/O.
 """
 
 from __future__ import annotations

@@ -1,14 +1,11 @@
 """The ``Filesystem`` port of key derivation and its operating-system adapter.
 
-Every read that key derivation makes (listing directories, ``stat``, reading file bytes,
-reading and writing the stat cache) goes through :class:`Filesystem`, so tests can count and
-shape I/O with a hand-written fake, and so the pure parts never touch ``os`` directly.
-
-Paths given to the port are host paths (``str``); translating workspace-absolute paths to host
-paths is the caller's job (:mod:`hazremote.keys.resolve`).
+Every read key derivation makes goes through :class:`Filesystem`, so tests can count and shape
+I/O with a fake. Paths given to the port are host paths; :mod:`hazremote.keys.resolve`
+translates workspace-absolute ones.
 
 Spec coverage:
-* CACHE-004..009 — "input resolution (I/O through a ``Filesystem`` port and the stat cache)".
+* CACHE-004..009 — input resolution does its I/O through this port and the stat cache.
 Out of scope: which paths are inputs (``resolve``), what a digest is (``hashing``).
 """
 

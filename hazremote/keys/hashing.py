@@ -1,22 +1,12 @@
 """Streaming, parallel content hashing of files through the ``Filesystem`` port.
 
-A file is read with ``readinto`` into a reusable per-thread buffer (1 MiB by default) and fed
-to the workspace hash function chunk by chunk: memory stays bounded however large the file.
-Files of at least ``big_file_threshold`` bytes (32 MiB) are read in 8 MiB chunks and, with
-BLAKE3, hashed with the library's own threads (``max_threads=AUTO``). Measured on the 2-vCPU
-machine, one 1 GiB file in the page cache: 10.7 GB/s that way against 7.3 GB/s single-threaded
-when the second core was free (no difference when it was busy); ``update_mmap`` reached
-7.5 GB/s, no better than streaming, and would bypass the port.
-
-Many files: files of 64 KiB and more go to a small thread pool whose workers pull the next file
-from a shared counter (no per-file future), largest first, while the calling thread hashes the
-small files itself. Reading and hashing large buffers release the GIL; a small file is mostly
-Python work under the GIL, where more threads only contend.
+Files are read into a reusable per-thread buffer, so memory stays bounded however large the
+file; large files use BLAKE3's own threads, and a batch sends files of 64 KiB and more to a
+small pool while the calling thread hashes the small ones.
 
 Spec coverage:
 * CACHE-002 — one hash function per workspace hashes every file.
-* CACHE-006 — the content digest of an input file (the bytes of a symlink's target: the port
-  opens paths following symlinks).
+* CACHE-006 — the content digest of an input file (a symlink's target bytes).
 Out of scope: deciding when a file must be re-hashed (``hazremote.keys.statcache``).
 """
 

@@ -1,59 +1,14 @@
 """Input resolution: a task's patterns, the workspace on disk and the host env → key components.
 
 Spec coverage:
-* CACHE-006 — input files: every file matched by the task's input patterns, as
-  workspace-absolute paths, sorted by path and de-duplicated, each with its executable bit
-  (any ``x`` bit of the followed mode) and content digest. A literal input that is missing, a
-  directory, a dangling symlink or not a regular file raises :class:`InputError` naming the
-  path (the executor fails the task, CACHE-006/EXEC-021). A literal symlink to a regular file
-  is fine. A glob matching nothing contributes nothing. A symlink contributes its own path and
-  its target's bytes.
-* PATH-001..016 — globs walk the tree from the pattern's literal prefix only; ``!`` patterns
-  exclude what they match; nothing under the workspace root's ``.haz/`` or ``.git/`` is an
-  input (globs never descend there; a literal there is dropped); files matched by the task's
-  own output patterns are never inputs (literal or glob).
-* PATH-001..016 (default inputs) — a task without an ``inputs`` key
-  (:attr:`Task.default_inputs`) hashes its project's files: in a git work tree what git tracks
-  or would track (one :class:`~hazremote.keys.worktree.WorkTree` listing per run, partitioned
-  by project with bisection), outside one every file under the project directory (the
-  memoised walk); never ``.haz/``, ``.git/``, other projects' directories nested below it,
-  nor the task's own outputs. A listed file missing from disk (deleted, still in the index)
-  is not an input. After a task of the run wrote outputs, the untracked files below those
-  outputs are listed again before a default is resolved in a project they touch, so an
-  untracked, not ignored output of a predecessor is an input of a dependant.
-* PATH (warnings) — :meth:`InputResolver.unmatched` / :meth:`InputResolver.check_unmatched`:
-  a positive input pattern that matches no file, or whose matches are all the task's own
-  outputs, or a literal under ``.haz/``/``.git/``, as :class:`UnmatchedInput` (the caller
-  decides which to print). ``!`` patterns are never reported.
-* CACHE-008 — :func:`resolve_env`: ``from_host`` names with their host value or the unset
-  marker, ``override`` values shadowing ``from_host`` entries, sorted by name, ``pass_through``
-  absent. EXEC-008 — :func:`effective_process_env`.
-* CACHE-009 — :func:`build_components`: the working directory (the project dir, ``""`` for
-  the root) and the sorted, de-duplicated workspace-absolute output patterns.
-* CACHE-007 — predecessors are sorted by task id here; their stream digests come from the
-  executor.
-
-Decisions where the spec is silent (see the report in ``docs/decisions.md``): globs follow
-symlinked directories, guarded against loops (a directory whose device and inode is already on
-the walk's path is not entered again); a glob meeting a dangling symlink, a FIFO, socket or
-device skips it; an unreadable directory met by a glob is an :class:`InputError`.
-
-Decisions (continued): a root-level entry named ``.haz`` or ``.git`` is skipped whatever its
-kind (a linked worktree's ``.git`` is a file naming a host path); a literal input under them
-is dropped, not an error; an output pattern listed twice is framed once.
-
-Per-run memoisation: a run derives keys for many tasks whose patterns share directories and
-files, so each directory is listed once, each file stat-ed once (one port call per directory)
-and looked up in the stat cache once, and each (glob, exclusions) pair is walked once; a glob
-and the task's exclusions (``!`` inputs, own outputs) form one regular expression, one match
-per file. Tasks of the same run write outputs, so :meth:`InputResolver.invalidate` forgets
-everything a set of output patterns could have changed (the subtree under each pattern's
-literal prefix, listings and globs of its ancestors, and every symlink followed this run,
-whose target may be anywhere). Files reached through a symlinked *ancestor* of a literal input
-are not tracked for in-run invalidation (the stat cache still validates them in the next run).
-
-Out of scope: framing (``hazremote.keys.framing``), streaming bytes (``hazremote.keys.hashing``),
-deciding when bytes must be re-read (``hazremote.keys.statcache``).
+* CACHE-006 — matched files sorted, unique, with executable bit and digest; bad literals fail.
+* PATH-001..016 — globs from the literal prefix; ``!`` excludes; no ``.haz``/``.git``/own outputs.
+* PATH-001..016 — default inputs: git-listed or walked project files (:class:`~.worktree.WorkTree`).
+* PATH-001..016 — :meth:`InputResolver.unmatched`: input patterns that match nothing.
+* CACHE-008 — :func:`resolve_env`; EXEC-008 — :func:`effective_process_env`.
+* CACHE-009 — :func:`build_components`: working directory and sorted output patterns.
+* CACHE-007 — predecessors are sorted by task id here; the executor gives their digests.
+Out of scope: framing (``framing``), streaming bytes (``hashing``), when to re-read (``statcache``).
 """
 
 from __future__ import annotations
@@ -358,6 +313,10 @@ class _TaskWork:
 class InputResolver:
     """Resolves the input files of tasks against one workspace, memoising per run.
 
+    Each directory is listed once, each file stat-ed and looked up in the stat cache once, and
+    each (glob, exclusions) pair walked once; a glob and the task's exclusions (``!`` inputs,
+    own outputs) form one regular expression, one match per file.
+
     Not thread-safe (the executor derives keys from its scheduling thread); hashing runs in the
     :class:`FileHasher`'s pool.
 
@@ -462,7 +421,12 @@ class InputResolver:
         return tuple(found)
 
     def invalidate(self, patterns: Iterable[PathPattern]) -> None:
-        """Forget what writes matching ``patterns`` (a task's outputs) may have changed."""
+        """Forget what writes matching ``patterns`` (a task's outputs) may have changed.
+
+        That is the subtree under each pattern's literal prefix, the listings and globs of its
+        ancestors, and every symlink followed this run. Files reached through a symlinked
+        *ancestor* of a literal input are not tracked (the stat cache validates them next run).
+        """
         memo = self._memo
         memo.tasks.clear()
         for pattern in patterns:

@@ -2,33 +2,20 @@
 
 A file whose ``stat`` fields are unchanged since it was last hashed is not read again. The
 cache is persisted per workspace and hash function at
-``<workspace>/.haz/state/statcache-<hash>.bin``.
+``<workspace>/.haz/state/statcache-<hash>.bin``; a missing, corrupt or foreign file is ignored.
 
-Racy timestamps (git's "racy clean" problem): a file modified twice within one tick of the file
-system's timestamp clock keeps its ``mtime`` and ``ctime``, and if its size is unchanged too its
-stat looks untouched. Two rules keep the cache correct:
+Racy timestamps (git's "racy clean" problem) are handled by two rules:
 
-* Insert rule: :meth:`StatCache.record` only keeps an entry whose ``mtime`` and ``ctime`` are
-  older than ``observed_ns - racy_margin_ns``, where ``observed_ns`` was read from the clock
-  *before* the file was stat-ed and read. Any later write then lands in a later tick and
-  changes the stat. The margin (2 s by default) covers coarse file systems (FAT: 2 s) and the
-  gap between the wall clock and the kernel's coarse timestamp clock.
-* Snapshot rule: an entry loaded from disk is trusted only when its ``mtime`` and ``ctime`` are
-  strictly older than the cache file's own ``mtime`` (the time it was last written, read on the
-  file system's clock, so it also holds when that clock disagrees with ours, e.g. on NFS).
+* Insert rule: :meth:`StatCache.record` keeps an entry only when its ``mtime`` and ``ctime``
+  are older than ``observed_ns - racy_margin_ns`` (``observed_ns`` read before the stat).
+* Snapshot rule: an entry loaded from disk is trusted only when its ``mtime`` and ``ctime``
+  are strictly older than the cache file's own ``mtime``.
 
-An untrusted entry is simply re-hashed (and re-recorded). Entries not used for
-``max_unused_days`` are dropped when the cache is saved, so deleted files do not accumulate.
-
-File format: ``MAGIC`` (8 bytes) + ``u32`` format version + ``u32`` marshal version + 32-byte
-BLAKE3 checksum of the payload + payload; the payload is ``marshal`` of
-``(hash name, {path: 72-byte packed record})``. Measured for 50,000 entries: ~8 ms to load (a
-dict of tuples loads in ~20 ms, pickle likewise), ~4 ms to dump. A missing, truncated,
-corrupt or foreign file is ignored (the cache starts empty and is rebuilt), never an error.
+An untrusted entry is re-hashed. Entries unused for ``max_unused_days`` are dropped on save.
 
 Spec coverage:
 * CACHE-006 — content digests of input files, reused while a file is provably unchanged.
-* CACHE-019 — "per the stat cache": the restore side asks :meth:`StatCache.lookup` too.
+* CACHE-019..020 — the restore side asks :meth:`StatCache.lookup` too.
 Out of scope: hashing bytes (``hazremote.keys.hashing``), deciding which files are inputs.
 """
 

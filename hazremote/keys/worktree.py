@@ -1,20 +1,10 @@
 """The ``WorkTree`` port: which files git tracks or would track, and its git adapter.
 
-A task without an ``inputs`` key hashes its project's files (PATH): in a git work tree, what
-git tracks or would track (untracked and not ignored). One ``git ls-files`` call per run lists
-them for every project at once (:meth:`WorkTree.list_files`, run from the workspace root, so
-a workspace nested in a larger repository sees only its own files); after a task of the run
-wrote outputs, :meth:`WorkTree.untracked_under` lists again only below those outputs.
+One ``git ls-files`` call per run, from the workspace root, lists every project's files
+(:meth:`WorkTree.list_files`); :meth:`WorkTree.untracked_under` lists again below new outputs.
 
 Spec coverage:
-* PATH-001..016 — the git part of the default inputs: ``--cached`` (tracked, including files
-  deleted from disk, which the resolver then skips because they do not exist) plus
-  ``--others --exclude-standard`` (untracked, not ignored by ``.gitignore``,
-  ``.git/info/exclude`` or ``core.excludesFile``).
-Decisions (``docs/decisions.md``, "Default inputs"): a submodule or a nested repository below
-the workspace is listed with its own git rules (one more call each), so editing a vendored
-submodule changes the key; outside a work tree, or without ``git`` on PATH, the resolver
-walks every file instead (``None``).
+* PATH-001..016 — default inputs in git: ``--cached`` plus ``--others --exclude-standard``.
 Out of scope: partitioning by project and excluding ``.haz/``, nested projects and own
 outputs (``hazremote.keys.resolve``).
 """

@@ -1,11 +1,11 @@
-"""The remote cache tier (RC-001..008): settings, the gRPC client, its circuit breaker.
+"""The remote cache tier: settings, channels, the gRPC client, its circuit breaker.
 
 Spec coverage:
-* SPEC §5 — remote settings resolution (:mod:`.settings`).
-* RC-001..008 — the client (:mod:`hazremote.remote.client`, imported lazily: it loads gRPC,
-  which a run without a remote must not pay for) and its breaker (:mod:`.breaker`).
-Out of scope: TLS (SEC-005), remote execution (RX), and the order in which the executor
-consults the tiers (:mod:`hazremote.execute.lifecycle`).
+* Remote settings (§5) — resolution of flags, environment and config (:mod:`.settings`).
+* RC-001..008 — the client (:mod:`hazremote.remote.client`, imported lazily) and :mod:`.breaker`.
+* SEC-005 — ``grpcs://`` channels (:mod:`.channel`).
+Out of scope: remote execution (RX), and the order in which the executor consults the tiers
+(:mod:`hazremote.execute.lifecycle`).
 """
 
 from hazremote.remote.breaker import BreakerState, CircuitBreaker

@@ -1,11 +1,12 @@
 """Conversions between domain values and the generated ``haz.remote.v1`` messages.
 
+Generated types never leave this package (convert at the edge).
+
 Spec coverage:
-* RC-004 — digests travel as raw 32 bytes plus the uncompressed size; the hash function is
-  the workspace's (CACHE-002).
+* RC-004 — digests travel as raw 32 bytes plus the uncompressed size.
+* CACHE-002 — the hash function is the workspace's.
 * RC-006 — the wire ``Compression`` enum.
-Out of scope: the calls themselves (:mod:`.client`). Generated types never leave this
-package (STYLE: convert at the edge).
+Out of scope: the calls themselves (:mod:`.client`).
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """A circuit breaker for the remote cache (pure: the clock is passed in).
 
 Spec coverage:
-* RC-003 — repeated failures open the breaker, so a dead remote stops costing a deadline per
-  task; after a cool-down ONE call is let through as a probe: its success closes the breaker,
-  its failure opens it for another cool-down. The remote is never disabled for the rest of the
-  run for good. A probe that never reports back frees the half-open state after another
-  cool-down.
+* RC-003 — repeated failures open it; after a cool-down ONE probe decides; never off for good.
+* RC-003 — a probe that never reports back frees the half-open state after another cool-down.
 Out of scope: what counts as a failure and the user-facing warning (:mod:`.client`).
 """
 

@@ -1,32 +1,18 @@
 """The remote cache client: one ``grpc.aio`` channel per run, never a point of failure.
 
 Spec coverage:
-* RC-001 — :meth:`RemoteCache.lookup` (the second tier behind the local cache); lookups issued
-  within a short window (tasks that became ready together) go out as one
-  ``BatchGetManifests``. A remote manifest is parsed strictly (:func:`parse_manifest`) and must
-  carry the requested key before anything is fetched. One the client refuses or cannot parse
-  at all (say, an integer too long for ``json``) is a miss of its own key only: the other hits
-  of its batch are used, a prefetch still remembers every answer, and the breaker counts it
-  as an answer, not a failure (issue 13).
-* RC-002 — :meth:`RemoteCache.upload_later` uploads in the background;
-  :meth:`RemoteCache.drain` waits for them at the end of a run, bounded by a timeout. A put
-  answered ``ALREADY_EXISTS`` is success. :meth:`RemoteCache.share` makes sure the remote
-  holds local hits: the entries shared in one event-loop iteration are asked about in one
-  ``BatchGetManifests`` and those missing are uploaded, all in the background. Keys found
-  on the remote (hits, confirmations, successful uploads) are reported to ``on_confirmed``.
-* RC-003 — every error (unreachable, deadline, auth, bad data) is a miss (or a skipped upload)
-  and becomes ONE warning per run (:meth:`RemoteCache.warning`); a :class:`CircuitBreaker`
-  per kind of operation (lookup, download, upload) stops calls of that kind after repeated
-  failures and re-probes after a cool-down, so a healthy upload path cannot keep resetting
-  the breaker of a dead lookup path (issue 13). Every call has a deadline; the channel has
-  keepalive pings.
+* RC-001 — :meth:`RemoteCache.lookup`: ready-together lookups go out as one batch, parsed strictly.
+* RC-003 — a manifest refused or unparsable is a miss of its own key only (issue 13).
+* RC-002 — :meth:`RemoteCache.upload_later` in the background, :meth:`RemoteCache.drain` at the end.
+* RC-002 — :meth:`RemoteCache.share` uploads local hits the remote lacks; ``on_confirmed``.
+* RC-003 — every error is a miss or a skipped upload and ONE warning (:meth:`RemoteCache.warning`).
+* RC-003 — a :class:`CircuitBreaker` per kind of operation; deadlines on every call; keepalive.
 * RC-004 — downloads verified by :class:`~.transfer.BlobTransfer`; its errors are misses.
 * RC-005 — blobs are uploaded before the manifest that references them.
-* RC-006 — blob batches and streams: :mod:`hazremote.remote.transfer`.
-* RC-007 — find-missing first: :mod:`hazremote.remote.transfer`.
-* SPEC §5 — the token travels as metadata ``authorization: Bearer <token>``.
-Out of scope: moving blobs (:mod:`.transfer`), remote execution (RX), deciding when to look up or
-store (:mod:`hazremote.execute.lifecycle`) and writing entries (:mod:`hazremote.cache.local`).
+* RC-006, RC-007 — blob batches, streams and find-missing: :mod:`hazremote.remote.transfer`.
+* SEC-002 — the token travels as metadata ``authorization: Bearer <token>``.
+Out of scope: moving blobs (:mod:`.transfer`), remote execution (RX), deciding when to look
+up or store (:mod:`hazremote.execute.lifecycle`) and writing entries (:mod:`hazremote.cache.local`).
 """
 
 from __future__ import annotations

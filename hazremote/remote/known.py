@@ -1,17 +1,12 @@
 """Which keys a remote cache is known to hold, remembered locally between runs.
 
-Spec coverage:
-* RC-002 — in ``read-write`` mode a local hit the remote lacks is uploaded; to keep a fully
-  local-hit run free of remote round trips, the keys confirmed on the remote (by a lookup,
-  a remote hit, or a successful upload) are remembered per remote URL and namespace in
-  ``.haz/state/remote-known-<digest>.bin``, and only local hits not known there are asked
-  about. A confirmation is trusted for :data:`MAX_AGE_DAYS` days (the remote may collect
-  old entries), then the key is asked about once more.
-Out of scope: the remote calls themselves (:mod:`hazremote.remote.client`).
+Kept per remote URL and namespace in ``.haz/state/remote-known-<digest>.bin``: rebuildable
+state (a torn or foreign file counts as empty); saves merge with the disk and publish atomically.
 
-The file is rebuildable state: a torn, foreign or unreadable file counts as empty (the
-next run asks again), and two runs saving at once may lose each other's additions (a
-lookup later). Saves merge with what is on disk and publish atomically.
+Spec coverage:
+* RC-002 — only local hits not known on the remote are asked about, so warm runs stay local.
+* OPS-003 — a confirmation is trusted for :data:`MAX_AGE_DAYS` days (the remote may collect).
+Out of scope: the remote calls themselves (:mod:`hazremote.remote.client`).
 """
 
 from __future__ import annotations

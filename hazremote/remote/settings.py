@@ -1,15 +1,12 @@
 """Remote cache settings: flag > environment > workspace config, resolved once per run.
 
-Spec coverage:
-* SPEC §5 — URL (``--remote``, ``HAZ_REMOTE_URL``, ``remote.url``); mode (``--remote-mode``,
-  ``HAZ_REMOTE_MODE``, ``remote.mode``, default ``read-write`` whenever a URL is set);
-  namespace (``--remote-namespace``, ``HAZ_REMOTE_NAMESPACE``, ``remote.namespace``, default
-  ``main``); token (``HAZ_REMOTE_TOKEN``, else the variable named by ``remote.token_env``).
-  Each item resolves on its own: an empty flag or variable counts as unset.
-* RC-003 — the deadlines and breaker thresholds that keep a slow remote from slowing a run.
-Out of scope: ``grpcs://`` and CA files (SEC-005, a later issue: rejected with a clear
-message), ``--remote-exec`` (RX), and talking to the server (:mod:`hazremote.remote.client`).
 This module imports no gRPC: ``haz run`` without a remote never pays for it.
+
+Spec coverage:
+* Remote settings (§5) — URL, mode (``read-write``), namespace (``main``), token; empty is unset.
+* SEC-005 — ``grpcs://`` with ``--remote-ca``/``HAZ_REMOTE_CA`` and a client certificate.
+* RC-003 — the deadlines and breaker thresholds (``HAZ_REMOTE_TIMEOUTS``).
+Out of scope: remote execution settings (RX), and talking to the server (:mod:`.client`).
 """
 
 from __future__ import annotations

@@ -1,18 +1,13 @@
 """The blob transfer client: find-missing, batched and streamed upload and download, verified.
 
-Knows the ``ContentStore`` and ``Capabilities`` services and nothing of circuit breakers or
-warnings: every public coroutine returns its result or a :class:`TransferError` value. The
-remote cache tier (:mod:`hazremote.remote.client`) wraps it with RC-003 semantics; a worker
-uses it as it is.
+Every public coroutine returns its result or a :class:`TransferError` value; the remote cache
+tier (:mod:`hazremote.remote.client`) wraps it with RC-003 semantics, a worker uses it as is.
 
 Spec coverage:
 * RC-004 — every downloaded byte is verified against its digest and size while it arrives.
-* RC-006 — zstd on the wire (blobs stored as zstd frames are sent as they are); small blobs
-  in batches bounded by the server's capabilities, large ones streamed in chunks; no blob is
-  held whole in memory beyond the memory budget.
-* RC-007 — :meth:`BlobTransfer.find_missing` first: :meth:`BlobTransfer.upload` sends only
-  what the server lacks.
-* SPEC §5 — the caller's metadata (the token) goes with every call.
+* RC-006 — zstd on the wire; batches bounded by the server's capabilities; large blobs streamed.
+* RC-007 — :meth:`BlobTransfer.upload` sends only what :meth:`BlobTransfer.find_missing` reports.
+* SEC-002 — the caller's metadata (the token) goes with every call.
 Out of scope: manifests, breakers and the run's warning (:mod:`hazremote.remote.client`).
 """
 
