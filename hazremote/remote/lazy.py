@@ -1,12 +1,11 @@
-"""The remote tier of a run, created on first use (RC-001..003).
+"""The remote tier of a run, created on first use.
 
-Importing gRPC and the generated messages costs ~40 ms, a tenth of a fully cached replay of
-1,000 tasks. A run whose every task hits locally never talks to the remote (the lookahead
-only asks for keys without a local hit, and nothing is uploaded), so :class:`LazyRemote`
-builds the :class:`~hazremote.remote.client.RemoteCache` — and imports gRPC — only when a
-lookup, download or upload actually needs it. In ``read-write`` mode local hits are shared
-with the remote (RC-002), but only those not already known to be there
-(:class:`~hazremote.remote.known.KnownRemoteKeys`), so a warm replay stays free of it.
+Spec coverage:
+* RC-001..003 — :class:`LazyRemote` builds the remote tier (and imports gRPC) only when a
+  lookup, download or upload needs it.
+* RC-002 — in ``read-write`` mode local hits are shared unless known to be there
+  (:class:`~hazremote.remote.known.KnownRemoteKeys`).
+Out of scope: talking to the service (:mod:`.client`).
 """
 
 from __future__ import annotations
