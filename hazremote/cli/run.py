@@ -65,6 +65,7 @@ from hazremote.logs import get_logger
 from hazremote.remote.settings import RemoteConfig, RemoteFlags, resolve_remote
 
 if TYPE_CHECKING:
+    from hazremote.execute.observers import StreamFiles
     from hazremote.execute.scheduler import Cancellation
 
 __all__ = ["exit_reasons", "run", "select_run_set"]
@@ -376,9 +377,8 @@ async def _execute(
         def task_started(self, task: TaskId) -> None:
             del task  # the lifecycle announces a task once its source is known
 
-        def task_finished(self, record: TaskRecord) -> None:
-            if record.task not in lifecycle.reported:
-                observer.task_finished(record)
+        def task_finished(self, record: TaskRecord, *, streams: StreamFiles | None = None) -> None:
+            observer.task_finished(record, streams=streams)
 
     started = time.monotonic()
     observer.run_started(total=len(run_set))

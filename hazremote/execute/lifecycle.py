@@ -289,8 +289,6 @@ class LocalLifecycle:
         #: miss), each handed to its probe once.
         self._looked_up: dict[Digest, Manifest | None] = {}
         self._hits = itertools.count()  # names the spool directories of remote hits
-        #: Tasks whose final record this lifecycle already reported to the observer.
-        self.reported: set[TaskId] = set()
         self.warnings: list[str] = []
         #: Entries whose restore was refused, summarised as one warning by :meth:`close`.
         self._refused_entries: list[str] = []
@@ -307,7 +305,6 @@ class LocalLifecycle:
             duration_ms=int((self._clock() - started) * 1000),
             error=overlap.describe(),
         )
-        self._finish(record, None)
         return Executed(record=record, overlap=overlap)
 
     @property
@@ -343,11 +340,11 @@ class LocalLifecycle:
         finally:
             self._key_jobs -= 1
 
-    def _finish(
-        self, record: CompletedRecord | CancelledRecord, streams: StreamFiles | None
-    ) -> None:
-        self.reported.add(record.task)
-        self._observer.task_finished(record, streams=streams)
+    def release(self, executed: Executed) -> None:
+        """The scheduler reported ``executed``: its spooled streams are no longer read."""
+        if executed.streams is not None:
+            for path in (executed.streams.stdout, executed.streams.stderr):
+                path.unlink(missing_ok=True)
 
     # -- remote lookahead -------------------------------------------------------------------------
     async def prefetch_remote(self, graph: TaskGraph, run_set: Sequence[TaskId]) -> int:
@@ -457,7 +454,6 @@ class LocalLifecycle:
                         duration_ms=int((self._clock() - started) * 1000),
                         error=str(found),
                     )
-                    self._finish(record, None)
                     return Executed(record=record)
                 derived, restored = found
                 if isinstance(restored, _Busy):
@@ -509,7 +505,6 @@ class LocalLifecycle:
             stderr_digest=manifest.stderr.hash,
             outputs_digest=manifest.outputs_digest(),
         )
-        self._finish(record, None)
         return Executed(record=record, outputs=tuple(o.path for o in manifest.outputs))
 
     async def _hit_under_lock(self, task: Task, derived: DerivedKey) -> Executed | None:
@@ -742,9 +737,7 @@ class LocalLifecycle:
         started = self._clock()
         held = await self._locks.claim(task.id, cancel)
         if held is None:  # cancelled while another run held the task
-            record = CancelledRecord(task=task.id, key=derived.key)
-            self._finish(record, None)
-            return Executed(record=record)
+            return Executed(record=CancelledRecord(task=task.id, key=derived.key))
         try:
             if self._policy.lookup and task.spec.cache and derived.key not in self._unrestorable:
                 try:
@@ -778,6 +771,7 @@ class LocalLifecycle:
             grace_period_s=self._grace,
             hash_name=self._hash_name,
         )
+        handed_over = False
         try:
             self._processes += 1
             try:
@@ -819,11 +813,12 @@ class LocalLifecycle:
                             self._key_thread, partial(self._deriver.outputs_digest, outputs)
                         )
                     record = replace(record, outputs_digest=digest)
-            self._finish(record, spools)
-            return Executed(record=record, outputs=outputs, overlap=overlap)
+            handed_over = True  # removed by release(), once the record is reported
+            return Executed(record=record, outputs=outputs, overlap=overlap, streams=spools)
         finally:
-            for path in (spools.stdout, spools.stderr):
-                path.unlink(missing_ok=True)
+            if not handed_over:
+                for path in (spools.stdout, spools.stderr):
+                    path.unlink(missing_ok=True)
 
     async def _store(
         self,

@@ -39,6 +39,7 @@ from typing import Any, Protocol
 from hazremote.domain.model import MutexMode, Task
 from hazremote.domain.refs import TaskId
 from hazremote.execute.claims import OutputOverlap
+from hazremote.execute.observers import StreamFiles
 from hazremote.execute.records import (
     CancelledRecord,
     CompletedRecord,
@@ -74,6 +75,9 @@ class Executed:
     record: TaskRecord
     outputs: tuple[str, ...] = ()
     overlap: OutputOverlap | None = None
+    #: A fresh run's complete streams (spool files), handed to the report of its record;
+    #: the lifecycle removes them in :meth:`TaskLifecycle.release`.
+    streams: StreamFiles | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,10 +104,16 @@ class TaskLifecycle(Protocol):
         """Run the task (its mutex is held), classify, store on success."""
         ...
 
+    def release(self, executed: Executed) -> None:
+        """``executed`` was reported: free what it holds (its spooled streams)."""
+        ...
+
 
 class SchedulerEvents(Protocol):
+    """What the run reports; :meth:`task_finished` is called exactly once per task."""
+
     def task_started(self, task: TaskId) -> None: ...
-    def task_finished(self, record: TaskRecord) -> None: ...
+    def task_finished(self, record: TaskRecord, *, streams: StreamFiles | None = None) -> None: ...
 
 
 class Cancellation:
@@ -266,6 +276,19 @@ class _Run:
     ) -> None:
         self.in_flight[asyncio.ensure_future(coro)] = (task, executing)
 
+    async def _reported(self, result: ProbeResult) -> ProbeResult:
+        """Report a lifecycle's finished task the moment it returns (completion order)."""
+        if isinstance(result, Executed):
+            try:
+                self._report(result.record, streams=result.streams)
+            finally:
+                self.lifecycle.release(result)
+        return result
+
+    def _report(self, record: TaskRecord, *, streams: StreamFiles | None = None) -> None:
+        """The one place a finished task is reported."""
+        self.events.task_finished(record, streams=streams)
+
     async def _probe(self, task: TaskId) -> ProbeResult:
         preds = tuple(
             PredecessorStreams(
@@ -277,10 +300,14 @@ class _Run:
             and r.stderr_digest is not None
             and r.outputs_digest is not None
         )
-        return await self.lifecycle.probe(self.graph.tasks[task], preds, self.cancel)
+        return await self._reported(
+            await self.lifecycle.probe(self.graph.tasks[task], preds, self.cancel)
+        )
 
     async def _execute(self, task: TaskId, miss: Miss) -> ProbeResult:
-        return await self.lifecycle.execute(self.graph.tasks[task], miss, self.cancel)
+        return await self._reported(
+            await self.lifecycle.execute(self.graph.tasks[task], miss, self.cancel)
+        )
 
     # -- completion ------------------------------------------------------------------
     def _complete(self, future: asyncio.Future[ProbeResult]) -> None:
@@ -309,11 +336,14 @@ class _Run:
             self.violation = SkipCause.OUTPUT_OVERLAP
             self.violation_task = task
             self.overlap = result.overlap
-        self._finish(result.record)
+        self._finish(result.record, reported=True)
 
-    def _finish(self, record: TaskRecord) -> None:
+    def _finish(self, record: TaskRecord, *, reported: bool = False) -> None:
+        """Settle ``record``; report it unless :meth:`_reported` already did (a
+        lifecycle's record) — the scheduler's own records are reported here."""
         self.records[record.task] = record
-        self.events.task_finished(record)
+        if not reported:
+            self._report(record)
         self._unblock(record)
 
     # -- the loop ----------------------------------------------------------------------

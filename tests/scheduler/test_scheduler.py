@@ -30,6 +30,7 @@ from hazremote.domain.model import (
 )
 from hazremote.domain.refs import TaskId, parse_ref
 from hazremote.execute.claims import OutputClaims, OutputOverlap
+from hazremote.execute.observers import StreamFiles
 from hazremote.execute.records import (
     CancelledRecord,
     CompletedRecord,
@@ -121,6 +122,7 @@ class FakeLifecycle:
     gate: dict[str, asyncio.Event] = field(default_factory=dict)
     intervals: dict[str, list[str]] = field(default_factory=dict)
     claims: OutputClaims = field(default_factory=OutputClaims)
+    released: list[str] = field(default_factory=list)
 
     def spec(self, task: TaskId) -> Spec:
         return self.specs.get(str(task), Spec())
@@ -171,6 +173,9 @@ class FakeLifecycle:
             task.id, self._record(task.id, state, RunSource.FRESH, exit_code=spec.exit_code)
         )
 
+    def release(self, executed: Executed) -> None:
+        self.released.append(str(executed.record.task))
+
     def _claimed(self, task: TaskId, record: CompletedRecord) -> Executed:
         """EXEC-020 as the real lifecycle does it: claim the outputs, fail on an overlap."""
         overlap = self.claims.claim(task, self.spec(task).outputs)
@@ -210,7 +215,7 @@ class Events:
     def task_started(self, task: TaskId) -> None:
         self.started.append(task)
 
-    def task_finished(self, record: TaskRecord) -> None:
+    def task_finished(self, record: TaskRecord, *, streams: StreamFiles | None = None) -> None:
         self.finished.append(record)
 
 
@@ -502,3 +507,13 @@ def test_every_task_of_the_run_set_gets_exactly_one_record(jobs: int) -> None:
         "p2:b",
         "p2:t",
     ]
+
+
+def test_every_record_is_reported_once_and_released_after() -> None:
+    """Issue 14: the scheduler is the one reporter; a lifecycle's result is released
+    (its spools freed) once its record was reported, a scheduler-made record never."""
+    graph = make_graph({"a": {"t": {}}, "b": {"t": {"deps": ["a:t"]}}, "c": {"t": {}}})
+    life = FakeLifecycle(specs={"a:t": Spec(exit_code=1), "c:t": Spec(hit=True)})
+    records = run(graph, life)
+    assert records["b:t"].state is RunState.SKIPPED
+    assert sorted(life.released) == ["a:t", "c:t"]
