@@ -432,7 +432,7 @@ class LocalLifecycle:
     # -- probe: key, lookup, restore ------------------------------------------------------------
     async def probe(
         self, task: Task, predecessors: tuple[PredecessorStreams, ...], cancel: Cancellation
-    ) -> ProbeResult:
+    ) -> ProbeResult[DerivedKey]:
         started = self._clock()
         spools = str(self._spool_dir)  # typeshed wants a str here
         with (
@@ -731,9 +731,8 @@ class LocalLifecycle:
         await self._on_key_thread(partial(self._deriver.outputs_written, task.outputs))
 
     # -- execute: spawn, classify, store ---------------------------------------------------------
-    async def execute(self, task: Task, miss: Miss, cancel: Cancellation) -> Executed:
+    async def execute(self, task: Task, miss: Miss[DerivedKey], cancel: Cancellation) -> Executed:
         derived = miss.state
-        assert isinstance(derived, DerivedKey)
         started = self._clock()
         held = await self._locks.claim(task.id, cancel)
         if held is None:  # cancelled while another run held the task

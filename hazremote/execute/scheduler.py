@@ -34,7 +34,7 @@ import heapq
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from hazremote.domain.model import MutexMode, Task
 from hazremote.domain.refs import TaskId
@@ -59,6 +59,7 @@ __all__ = [
     "RunOutcome",
     "SchedulerEvents",
     "SchedulingLimits",
+    "State",
     "TaskLifecycle",
     "run_graph",
 ]
@@ -80,27 +81,33 @@ class Executed:
     streams: StreamFiles | None = None
 
 
+#: What a lifecycle carries from a probe's miss to its execution (the derived key, for
+#: :class:`~hazremote.execute.lifecycle.LocalLifecycle`); the scheduler never looks inside.
+State = TypeVar("State")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Miss:
+class Miss(Generic[State]):
     """A probe that found no usable entry; ``state`` is the lifecycle's own carry-over."""
 
     task: TaskId
-    state: object
+    state: State
 
 
-ProbeResult = Executed | Miss
+#: A probe's answer: a finished task (hit, key error, refusal) or a miss to execute.
+ProbeResult = Executed | Miss[State]
 
 
-class TaskLifecycle(Protocol):
+class TaskLifecycle(Protocol[State]):
     """The two halves of one task's lifecycle (EXEC-007), driven by the scheduler."""
 
     async def probe(
         self, task: Task, predecessors: tuple[PredecessorStreams, ...], cancel: Cancellation
-    ) -> ProbeResult:
+    ) -> ProbeResult[State]:
         """Derive the key and look it up; restore on a hit. Never takes a mutex."""
         ...
 
-    async def execute(self, task: Task, miss: Miss, cancel: Cancellation) -> Executed:
+    async def execute(self, task: Task, miss: Miss[State], cancel: Cancellation) -> Executed:
         """Run the task (its mutex is held), classify, store on success."""
         ...
 
@@ -148,13 +155,13 @@ class RunOutcome:
     overlap: OutputOverlap | None = None
 
 
-class _Run:
+class _Run(Generic[State]):
     def __init__(
         self,
         *,
         graph: TaskGraph,
         run_set: Sequence[TaskId],
-        lifecycle: TaskLifecycle,
+        lifecycle: TaskLifecycle[State],
         events: SchedulerEvents,
         limits: SchedulingLimits,
         cancel: Cancellation,
@@ -168,8 +175,8 @@ class _Run:
         self.cancel = cancel
         self.records: dict[TaskId, TaskRecord] = {}
         self.waiting: set[TaskId] = set(self.order)  # never started
-        self.mutex_waiting: dict[TaskId, Miss] = {}
-        self.in_flight: dict[asyncio.Future[ProbeResult], tuple[TaskId, bool]] = {}
+        self.mutex_waiting: dict[TaskId, Miss[State]] = {}
+        self.in_flight: dict[asyncio.Future[ProbeResult[State]], tuple[TaskId, bool]] = {}
         self.tag_load: dict[str, int] = {}
         self.holds: dict[tuple[str, str], tuple[MutexMode, int]] = {}
         self.violation: SkipCause | None = None
@@ -272,11 +279,11 @@ class _Run:
             heapq.heappush(self.candidates, task)
 
     def _spawn(
-        self, task: TaskId, coro: Coroutine[object, object, ProbeResult], *, executing: bool
+        self, task: TaskId, coro: Coroutine[object, object, ProbeResult[State]], *, executing: bool
     ) -> None:
         self.in_flight[asyncio.ensure_future(coro)] = (task, executing)
 
-    async def _reported(self, result: ProbeResult) -> ProbeResult:
+    async def _reported(self, result: ProbeResult[State]) -> ProbeResult[State]:
         """Report a lifecycle's finished task the moment it returns (completion order)."""
         if isinstance(result, Executed):
             try:
@@ -289,7 +296,7 @@ class _Run:
         """The one place a finished task is reported."""
         self.events.task_finished(record, streams=streams)
 
-    async def _probe(self, task: TaskId) -> ProbeResult:
+    async def _probe(self, task: TaskId) -> ProbeResult[State]:
         preds = tuple(
             PredecessorStreams(
                 task=p, stdout=r.stdout_digest, stderr=r.stderr_digest, outputs=r.outputs_digest
@@ -304,13 +311,13 @@ class _Run:
             await self.lifecycle.probe(self.graph.tasks[task], preds, self.cancel)
         )
 
-    async def _execute(self, task: TaskId, miss: Miss) -> ProbeResult:
+    async def _execute(self, task: TaskId, miss: Miss[State]) -> ProbeResult[State]:
         return await self._reported(
             await self.lifecycle.execute(self.graph.tasks[task], miss, self.cancel)
         )
 
     # -- completion ------------------------------------------------------------------
-    def _complete(self, future: asyncio.Future[ProbeResult]) -> None:
+    def _complete(self, future: asyncio.Future[ProbeResult[State]]) -> None:
         task, executing = self.in_flight.pop(future)
         self._release(task, mutex=executing)
         error = future.exception()
@@ -418,7 +425,7 @@ async def run_graph(
     *,
     graph: TaskGraph,
     run_set: Sequence[TaskId],
-    lifecycle: TaskLifecycle,
+    lifecycle: TaskLifecycle[State],
     events: SchedulerEvents,
     limits: SchedulingLimits,
     cancel: Cancellation,

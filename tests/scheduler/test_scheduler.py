@@ -129,7 +129,7 @@ class FakeLifecycle:
 
     async def probe(
         self, task: Task, predecessors: tuple[PredecessorStreams, ...], cancel: Cancellation
-    ) -> ProbeResult:
+    ) -> ProbeResult[None]:
         name = str(task.id)
         self.log.append(("probe", name))
         self.seen_predecessors[name] = predecessors
@@ -146,7 +146,7 @@ class FakeLifecycle:
             )
         return Miss(task=task.id, state=None)
 
-    async def execute(self, task: Task, miss: Miss, cancel: Cancellation) -> Executed:
+    async def execute(self, task: Task, miss: Miss[None], cancel: Cancellation) -> Executed:
         name = str(task.id)
         self.log.append(("start", name))
         self.running.add(name)
@@ -234,7 +234,7 @@ def run(
         if cancel_after is not None:
             original = lifecycle.execute
 
-            async def execute(task: Task, miss: Miss, c: Cancellation) -> Executed:
+            async def execute(task: Task, miss: Miss[None], c: Cancellation) -> Executed:
                 if str(task.id) == cancel_after:
                     asyncio.get_running_loop().call_soon(cancel.request, 2)
                 return await original(task, miss, c)
@@ -342,7 +342,7 @@ def test_cache_hits_never_wait_for_a_mutex() -> None:
     original = life.execute
     helpers: list[asyncio.Future[None]] = []
 
-    async def execute(task: Task, miss: Miss, cancel: Cancellation) -> Executed:
+    async def execute(task: Task, miss: Miss[None], cancel: Cancellation) -> Executed:
         helpers.append(asyncio.ensure_future(release_later()))
         return await original(task, miss, cancel)
 
