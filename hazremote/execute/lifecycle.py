@@ -16,7 +16,8 @@ Spec coverage:
   refused or corrupt entry is a miss and the task runs.
 * CACHE-023, EXEC-017 — a hit replays the recorded bytes through the same observer path as a
   fresh run, after the restore succeeded (never a half-replayed stream).
-* EXEC-008/009 — the spawner runs the process; :func:`classify` maps its outcome to a record.
+* EXEC-008/009 — the spawner runs the process;
+  :func:`~hazremote.execute.records.classify` maps its outcome to a record.
 * RC-001 — with a :class:`RemoteTier`, a local miss is looked up remotely; a remote hit is
   downloaded (verified), restored from the download by the same rules as a local hit
   (SEC-001, CACHE-019), recorded as ``remote-cache`` (RC-008), and handed to the
@@ -66,21 +67,26 @@ from hazremote.cache.tier import OutputFile, StoreStatus
 from hazremote.domain.digest import Digest
 from hazremote.domain.model import CommandAction, HashName, Task
 from hazremote.domain.refs import TaskId
-from hazremote.domain.units import format_duration
 from hazremote.execute.claims import OutputClaims, OutputOverlap
 from hazremote.execute.locks import NoTaskLocks, TaskLockPort
 from hazremote.execute.observers import RunObserver, StreamFiles
 from hazremote.execute.outputs import materialised_outputs
-from hazremote.execute.records import CancelledRecord, CompletedRecord, RunSource, RunState
+from hazremote.execute.records import (
+    CancelledRecord,
+    CompletedRecord,
+    RunSource,
+    RunState,
+    classify,
+)
 from hazremote.execute.scheduler import Cancellation, Executed, Miss, ProbeResult
-from hazremote.execute.spawn import ProcessOutcome, ProcessSpawner, SpawnRequest
+from hazremote.execute.spawn import ProcessSpawner, SpawnRequest
 from hazremote.graph import TaskGraph
 from hazremote.keys.components import EnvSource, PredecessorStreams
 from hazremote.keys.deriver import DerivedKey, KeyDeriver
 from hazremote.keys.fs import OsFilesystem
 from hazremote.keys.resolve import InputError
 
-__all__ = ["CachePolicy", "LocalLifecycle", "RemoteTier", "classify", "default_producer"]
+__all__ = ["CachePolicy", "LocalLifecycle", "RemoteTier", "default_producer"]
 
 _T = TypeVar("_T")
 _CHUNK = 1 << 16
@@ -190,36 +196,6 @@ def default_producer() -> str:
     except (KeyError, OSError):
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
-
-
-def classify(
-    task: TaskId, outcome: ProcessOutcome, *, key: Digest, timeout_s: float | None
-) -> CompletedRecord | CancelledRecord:
-    """EXEC-009: a process outcome as a record (the caller adds stream digests)."""
-    duration_ms = int(outcome.duration_s * 1000)
-    if outcome.cancelled:
-        return CancelledRecord(task=task, source=RunSource.FRESH, key=key, duration_ms=duration_ms)
-    state = RunState.FAILED
-    source: RunSource | None = RunSource.FRESH
-    error: str | None = None
-    if outcome.spawn_error is not None:
-        source, error = None, outcome.spawn_error
-    elif outcome.timed_out:
-        error = f"timed out after {format_duration(timeout_s or 0.0)}"
-    elif outcome.exit_code == 0:
-        state = RunState.SUCCEEDED
-    return CompletedRecord(
-        task=task,
-        state=state,
-        source=source,
-        key=key,
-        duration_ms=duration_ms,
-        exit_code=None if outcome.timed_out else outcome.exit_code,
-        signal=outcome.signal,
-        error=error,
-        stdout_digest=outcome.stdout_digest,
-        stderr_digest=outcome.stderr_digest,
-    )
 
 
 def _write_all(spool: IO[bytes], data: bytes) -> None:
