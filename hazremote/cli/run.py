@@ -299,6 +299,7 @@ async def _execute(
 ) -> tuple[list[TaskRecord], int, bool, int | None]:
     from hazremote.cache.backfill import ProcessBackfill
     from hazremote.execute.claims import OutputClaims
+    from hazremote.execute.executor import LocalExecutor
     from hazremote.execute.lifecycle import CachePolicy, LocalLifecycle, default_producer
     from hazremote.execute.locks import TaskLocks
     from hazremote.execute.progress import color_enabled, console_observer
@@ -349,7 +350,7 @@ async def _execute(
         deriver=deriver,
         cache=cache,
         index=open_index(context.workspace),
-        spawner=SubprocessSpawner(),
+        executor=LocalExecutor(SubprocessSpawner()),
         observer=observer,
         spool_dir=spool_dir,
         policy=CachePolicy(lookup=not (args.force or args.no_cache), store=not args.no_cache),

@@ -16,7 +16,7 @@ Spec coverage:
   refused or corrupt entry is a miss and the task runs.
 * CACHE-023, EXEC-017 — a hit replays the recorded bytes through the same observer path as a
   fresh run, after the restore succeeded (never a half-replayed stream).
-* EXEC-008/009 — the spawner runs the process;
+* EXEC-008/009 — the :class:`~hazremote.execute.executor.Executor` runs the action;
   :func:`~hazremote.execute.records.classify` maps its outcome to a record.
 * RC-001 — with a :class:`RemoteTier`, a local miss is looked up remotely; a remote hit is
   downloaded (verified), restored from the download by the same rules as a local hit
@@ -68,6 +68,7 @@ from hazremote.domain.digest import Digest
 from hazremote.domain.model import CommandAction, HashName, Task
 from hazremote.domain.refs import TaskId
 from hazremote.execute.claims import OutputClaims, OutputOverlap
+from hazremote.execute.executor import ActionRequest, Executor
 from hazremote.execute.locks import NoTaskLocks, TaskLockPort
 from hazremote.execute.observers import RunObserver, StreamFiles
 from hazremote.execute.outputs import materialised_outputs
@@ -79,7 +80,6 @@ from hazremote.execute.records import (
     classify,
 )
 from hazremote.execute.scheduler import Cancellation, Executed, Miss, ProbeResult
-from hazremote.execute.spawn import ProcessSpawner, SpawnRequest
 from hazremote.graph import TaskGraph
 from hazremote.keys.components import EnvSource, PredecessorStreams
 from hazremote.keys.deriver import DerivedKey, KeyDeriver
@@ -225,7 +225,7 @@ class LocalLifecycle:
         deriver: KeyDeriver,
         cache: LocalCache,
         index: TaskIndex | None,
-        spawner: ProcessSpawner,
+        executor: Executor,
         observer: RunObserver,
         spool_dir: Path,
         policy: CachePolicy,
@@ -242,7 +242,7 @@ class LocalLifecycle:
         self._deriver = deriver
         self._cache = cache
         self._index = index
-        self._spawner = spawner
+        self._executor = executor
         self._observer = observer
         self._spool_dir = spool_dir
         self._policy = policy
@@ -736,12 +736,16 @@ class LocalLifecycle:
         spools = StreamFiles(
             stdout=self._spool_dir / f"{token}.stdout", stderr=self._spool_dir / f"{token}.stderr"
         )
-        request = SpawnRequest(
+        request = ActionRequest(
+            task=task.id,
+            key=derived.key,
+            components=derived.components,
             argv=_argv(task),
-            cwd=self._root / task.project_dir if task.project_dir else self._root,
             env=self._deriver.process_env(task),
-            stdout_spool=spools.stdout,
-            stderr_spool=spools.stderr,
+            workspace_root=self._root,
+            cwd=self._root / task.project_dir if task.project_dir else self._root,
+            outputs=task.outputs,
+            streams=spools,
             timeout_s=task.spec.timeout_s,
             grace_period_s=self._grace,
             hash_name=self._hash_name,
@@ -750,7 +754,7 @@ class LocalLifecycle:
         try:
             self._processes += 1
             try:
-                outcome = await self._spawner.run(
+                executed = await self._executor.run(
                     request,
                     on_stdout=partial(self._observer.task_stdout, task.id),
                     on_stderr=partial(self._observer.task_stderr, task.id),
@@ -758,10 +762,11 @@ class LocalLifecycle:
                 )
             finally:
                 self._processes -= 1
+            outcome = executed.process
             record = classify(task.id, outcome, key=derived.key, timeout_s=task.spec.timeout_s)
             outputs: tuple[str, ...] = ()
             overlap: OutputOverlap | None = None
-            if outcome.pid is not None:
+            if executed.touched_workspace:
                 await self._on(
                     self._key_thread, partial(self._deriver.outputs_written, task.outputs)
                 )
