@@ -4,7 +4,7 @@ Spec coverage:
 * RC-001 — keys of tasks whose hard predecessors are predicted to hit are derived and looked
   up remotely in one batch per graph level; a hit's recorded digests make the next level's
   keys known (CACHE-007); the blobs of each level's hits start downloading at once.
-* RC-002 — each level's local hits are offered to the remote (:meth:`CacheTiers.look_ahead`).
+* RC-002 — each level's local hits are handed to the tiers for sharing with the remote.
 Out of scope: restoring anything (the probes do, with what this found).
 """
 
@@ -15,7 +15,6 @@ from functools import partial
 from typing import Protocol, TypeVar
 
 from hazremote.cache.manifest import Manifest
-from hazremote.cache.tiers import CacheTiers
 from hazremote.domain.digest import Digest
 from hazremote.domain.model import Task
 from hazremote.domain.refs import TaskId
@@ -23,9 +22,23 @@ from hazremote.graph import TaskGraph
 from hazremote.keys.components import PredecessorStreams
 from hazremote.keys.resolve import InputError
 
-__all__ = ["DeriveKey", "OnKeyThread", "remote_lookahead"]
+__all__ = ["DeriveKey", "LookaheadTiers", "OnKeyThread", "remote_lookahead"]
 
 _T = TypeVar("_T")
+
+
+class LookaheadTiers(Protocol):
+    """What the lookahead asks of the tiers (:class:`~hazremote.cache.tiers.CacheTiers`
+    provides it)."""
+
+    @property
+    def has_remote(self) -> bool: ...
+
+    def lookup_ahead(self, key: Digest) -> Manifest | None: ...
+
+    async def look_ahead(
+        self, keys: Sequence[Digest], *, local_hits: Sequence[Manifest]
+    ) -> Mapping[Digest, Manifest]: ...
 
 
 class OnKeyThread(Protocol):
@@ -42,7 +55,7 @@ async def remote_lookahead(
     *,
     graph: TaskGraph,
     run_set: Sequence[TaskId],
-    tiers: CacheTiers,
+    tiers: LookaheadTiers,
     derive: DeriveKey,
     on_key_thread: OnKeyThread,
 ) -> int:
@@ -92,7 +105,7 @@ def _derive_level(
     graph: TaskGraph,
     level: Sequence[TaskId],
     resolved: Mapping[TaskId, PredecessorStreams],
-    tiers: CacheTiers,
+    tiers: LookaheadTiers,
     derive: DeriveKey,
 ) -> dict[TaskId, tuple[Digest, Manifest | None]]:
     """Keys of ``level`` (cacheable tasks whose inputs resolve) and their local manifests."""
