@@ -34,7 +34,7 @@ demo: $(STAMP_BASE)
 		&& ../../$(BIN)/haz run --workspace \
 		&& ../../$(BIN)/haz run --workspace
 
-## test: install (test + dev extras), lint (ruff, mypy --strict), then run the whole test
+## test: install (test + dev extras), lint (ruff, mypy --strict, import contracts), then run the whole test
 ## suite: what CI runs
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -43,6 +43,7 @@ lint: $(STAMP_DEV)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 fmt: $(STAMP_DEV)
 	$(BIN)/ruff format .

@@ -237,7 +237,7 @@ def measure_level(files: list[bytes], level: int, runs: int) -> dict[str, float]
 
 def measure_codec(files: list[bytes], level: int, root: Path, runs: int) -> dict[str, float]:
     """Through the cache's codec: hash + (maybe) compress, file to file, as a store does."""
-    from hazremote.cache._blobs import BlobCodec
+    from hazremote.cache.codec import BlobCodec
     from hazremote.domain.model import HashName
 
     codec = BlobCodec(hash_name=HashName.BLAKE3, level=level)

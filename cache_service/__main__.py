@@ -49,6 +49,8 @@ _HELP = {
     "shutdown_grace": "time in-flight RPCs get after SIGTERM (default 10s)",
     "stream_idle_timeout": "a WriteBlob client silent this long is dropped with "
     "DEADLINE_EXCEEDED (default 60s)",
+    "handshake_timeout": "close a connection that has not completed its HTTP/2 (and TLS) "
+    "handshake this long after it was accepted (default 10s)",
     "temp_grace": "remove temp files of dead writes (disk stores) untouched this long, at "
     "start-up and in gc (default 1h, at least 5m)",
     "storage_threads": "threads running blocking storage calls (default 32)",
@@ -77,6 +79,7 @@ _METAVARS = {
     "log_format": "FORMAT",
     "shutdown_grace": "DURATION",
     "stream_idle_timeout": "DURATION",
+    "handshake_timeout": "DURATION",
     "temp_grace": "DURATION",
     "storage_threads": "N",
     "tokens": "FILE",

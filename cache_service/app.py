@@ -6,16 +6,23 @@ Spec coverage:
   manifest lookup the store can answer without I/O runs on the event loop instead).
 * SVC-004 — gRPC health checking (``grpc.health.v1``, every service ``SERVING``), server
   reflection, Prometheus metrics on a separate HTTP port (``metrics_listen``), one structured
-  access event per RPC (:mod:`cache_service.observe`; every service registers through the
+  access event per RPC (:mod:`cache_service.interceptor`; every service registers through the
   access interceptor's registrar, which wraps each method handler once).
 * SVC-005 — on SIGTERM/SIGINT: health turns ``NOT_SERVING``, the server stops accepting, and
   in-flight RPCs get ``shutdown_grace`` seconds to finish.
 * SVC-006 — ``max_message_size`` becomes gRPC's message limits (``RESOURCE_EXHAUSTED`` beyond);
   the other limits live in the domain objects and servicers.
 * Issue 5 — :func:`run` tunes glibc's allocator for blob streams (:func:`tune_malloc`).
+* Issue 13 — :func:`run` gives freed heap back to the OS after blob streams end and
+  periodically (:class:`MallocTrimmer`).
 * Issue 13 — once serving, :func:`run` removes in the background the temp files of writes
   that died under the disk stores (older than ``temp_grace``,
   :func:`cache_service.housekeeping.sweep_temp_files`).
+* Issue 13 — connections: one that has not completed its HTTP/2 (and TLS) handshake within
+  ``handshake_timeout`` is closed, one without calls for :data:`CONNECTION_IDLE_S` is sent
+  away (GOAWAY), and at most :func:`connection_bound` are open at once (below the open-file
+  limit, which :func:`run` raises to the hard limit), so half-open sockets cannot exhaust
+  descriptors. gRPC has no per-peer bound (see docs/decisions.md).
 * §5 — when ready, one line ``listening on HOST:PORT`` on stderr (port 0 shows the real port).
 * EXEC-021 — a failure to bind or to open storage is :class:`ServiceStartError` (exit 1).
 * SEC-002/003 — ``config.tokens`` becomes a :class:`~cache_service.auth.TokenAuthority`
@@ -32,11 +39,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import resource
 import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,8 +60,9 @@ from cache_service.auth import TokenAuthority
 from cache_service.cas import BlobLimits, BlobService
 from cache_service.config import Address, ServiceConfig, ServiceConfigError
 from cache_service.identity import Authenticator, Authorizer, OpenAccess
+from cache_service.interceptor import AccessInterceptor
 from cache_service.manifests import ManifestService
-from cache_service.observe import AccessInterceptor, ServiceMetrics
+from cache_service.metrics import ServiceMetrics
 from cache_service.offload import Offload, StreamSlots
 from cache_service.servicers import (
     CapabilitiesServicer,
@@ -61,16 +70,21 @@ from cache_service.servicers import (
     ManifestStoreServicer,
     ServerInfo,
 )
-from cache_service.servicers.content import add_content_store
+from cache_service.servicers.chunk_codec import add_content_store
+from cache_service.servicers.stream_bridges import ReadAheadBudget
 from cache_service.storage.base import BlobStore, ManifestStore, StorageError
 from cache_service.storage.factory import StorageConfig, disk_roots, open_storage
+from hazremote.errors import HazError
 from hazremote.logs import get_logger
 from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 
 __all__ = [
+    "MallocTrimmer",
     "RunningServer",
     "ServiceStartError",
+    "connection_bound",
     "open_configured_storage",
+    "raise_open_file_limit",
     "run",
     "serve",
     "server_credentials",
@@ -86,7 +100,7 @@ SERVICE_NAMES = tuple(
 )
 
 
-class ServiceStartError(Exception):
+class ServiceStartError(HazError):
     """The service could not start (bind failure, storage unreachable): exit 1 (EXEC-021)."""
 
 
@@ -165,15 +179,60 @@ def server_credentials(config: ServiceConfig) -> grpc.ServerCredentials | None:
     )
 
 
+#: Issue 13: a connection without calls this long is sent away (the client reconnects when
+#: it needs to), so idle connections do not hold descriptors forever.
+CONNECTION_IDLE_S = 300.0
+#: Descriptors kept for everything but connections: the listening and metrics sockets, the
+#: event loop's and gRPC's own, log files, the storage directory handles.
+_FIXED_DESCRIPTORS = 64
+
+
+def connection_bound(config: ServiceConfig, *, open_files: int) -> int:
+    """Issue 13: how many connections may be open at once under an open-file limit of
+    ``open_files``: what is left once every stream holds a file and every storage thread
+    two (a blob and its directory), never less than half the limit."""
+    reserved = (
+        _FIXED_DESCRIPTORS + config.limits.max_concurrent_streams + 2 * config.storage_threads
+    )
+    return max(open_files - reserved, open_files // 2)
+
+
 def _grpc_options(config: ServiceConfig) -> list[tuple[str, Any]]:
     size = config.limits.max_message_size
+    open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     return [
         ("grpc.max_receive_message_length", size),
         ("grpc.max_send_message_length", size),
         # Without this, Linux lets a second server bind the same port and steal half the
         # connections; a taken port must be a start failure (EXEC-021).
         ("grpc.so_reuseport", 0),
+        # Issue 13: half a preface (or a stalled TLS hello) must not hold a descriptor; the
+        # core's own default is two minutes.
+        ("grpc.server_handshake_timeout_ms", round(config.handshake_timeout * 1000)),
+        ("grpc.max_connection_idle_ms", round(CONNECTION_IDLE_S * 1000)),
+        # Over the bound, a new connection is closed at accept: refusing some clients for a
+        # handshake timeout beats running out of descriptors (and logging so every second).
+        ("grpc.max_allowed_incoming_connections", connection_bound(config, open_files=open_files)),
     ]
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Issue 13: raise the soft open-file limit to the hard one (each connection is a
+    descriptor); returns the soft limit before and after (equal if it could not be raised)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:  # Linux refuses more than fs.nr_open
+        try:
+            target = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            target = soft
+    if target <= soft:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError):
+        return soft, soft
+    return soft, target
 
 
 @contextlib.asynccontextmanager
@@ -182,6 +241,7 @@ async def serve(
     *,
     storage: tuple[BlobStore, ManifestStore] | None = None,
     authenticator: Authenticator | None = None,
+    released: Callable[[], None] | None = None,
 ) -> AsyncIterator[RunningServer]:
     """Run the cache service for the duration of the ``async with`` block.
 
@@ -194,6 +254,8 @@ async def serve(
             ``anonymous``). One that is also an
             :class:`~cache_service.identity.Authorizer` authorizes every call too; a
             :class:`~cache_service.auth.TokenAuthority` with a file is watched for changes.
+        released: Called when a blob stream has given back what it held (:func:`run`
+            passes :meth:`MallocTrimmer.request`).
 
     Raises:
         ServiceStartError: a port cannot be bound or storage cannot be opened.
@@ -257,7 +319,9 @@ async def serve(
                 limit=limits.max_concurrent_streams,
                 per_caller=min(limits.max_streams_per_caller, limits.max_concurrent_streams),
             ),
+            read_ahead=ReadAheadBudget.for_chunk_size(limits.stream_chunk_size),
             idle_timeout=config.stream_idle_timeout,
+            **({} if released is None else {"released": released}),
         ),
         registrar,
     )
@@ -354,6 +418,47 @@ def tune_malloc() -> bool:
     return all(mallopt(param, value) == 1 for param, value in MALLOC_SETTINGS)
 
 
+#: Issue 13: after a blob stream ends, freed heap is given back this much later (streams
+#: ending together are one trim), and in any case this often (other calls free memory too).
+TRIM_DELAY_S, TRIM_PERIOD_S = 1.0, 30.0
+
+
+class MallocTrimmer:
+    """Issue 13: gives freed heap back to the OS with glibc's ``malloc_trim(0)``, in a thread
+    of its own, :data:`TRIM_DELAY_S` after :meth:`request` and every :data:`TRIM_PERIOD_S`.
+
+    Blob streams free megabytes at once in the storage threads' arenas, which glibc keeps
+    (the trim threshold only applies to the top of the main heap): 64 cancelled ReadBlob
+    streams left ~300 MiB resident without it, ~80 MiB with it."""
+
+    def __init__(self, trim: Callable[[], object]) -> None:
+        self._trim = trim
+        self._wanted = threading.Event()
+        threading.Thread(target=self._run, name="haz-malloc-trim", daemon=True).start()
+
+    @classmethod
+    def start(cls) -> MallocTrimmer | None:
+        """A trimmer of this process's glibc heap; None without glibc ``malloc_trim``."""
+        try:
+            malloc_trim = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):
+            return None
+        malloc_trim.argtypes = (ctypes.c_size_t,)
+        malloc_trim.restype = ctypes.c_int
+        return cls(lambda: malloc_trim(0))
+
+    def request(self) -> None:
+        """Trim soon (any thread; cheap)."""
+        self._wanted.set()
+
+    def _run(self) -> None:
+        while True:
+            if self._wanted.wait(timeout=TRIM_PERIOD_S):
+                time.sleep(TRIM_DELAY_S)
+            self._wanted.clear()
+            self._trim()
+
+
 def _sweep_temp_files(config: ServiceConfig) -> None:
     """Issue 13: remove what SIGKILLed writes left (never a write in flight: see
     :func:`cache_service.storage.disk.remove_stale_temp_files`)."""
@@ -372,6 +477,9 @@ def _sweep_temp_files(config: ServiceConfig) -> None:
 async def run(config: ServiceConfig) -> int:
     """Serve until SIGTERM or SIGINT, then shut down gracefully (SVC-005); returns 0."""
     tune_malloc()
+    soft_was, soft = raise_open_file_limit()
+    if soft != soft_was:
+        _log.info("raised the open-file limit", soft_was=soft_was, soft=soft)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -379,7 +487,9 @@ async def run(config: ServiceConfig) -> int:
     authority = None if config.tokens is None else TokenAuthority.open(config.tokens)
     if authority is not None:
         loop.add_signal_handler(signal.SIGHUP, authority.reload)
-    async with serve(config, authenticator=authority) as server:
+    trimmer = MallocTrimmer.start()
+    released = None if trimmer is None else trimmer.request
+    async with serve(config, authenticator=authority, released=released) as server:
         if authority is None:
             _log.warning(
                 "no tokens file: the service is open to every caller (anonymous read-write)"
@@ -394,6 +504,8 @@ async def run(config: ServiceConfig) -> int:
             tls=config.tls_cert is not None,
             mutual_tls=config.tls_client_ca is not None,
             tokens=None if config.tokens is None else str(config.tokens),
+            max_connections=connection_bound(config, open_files=soft),
+            handshake_timeout_s=config.handshake_timeout,
         )
         # Walking a large store takes a while: never delay readiness for it.
         threading.Thread(

@@ -26,7 +26,6 @@ Out of scope: gRPC, the stores themselves, manifests (:mod:`cache_service.manife
 
 from __future__ import annotations
 
-import enum
 import itertools
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -42,22 +41,17 @@ from cache_service.errors import (
 )
 from cache_service.storage.base import BlobRef, BlobStore, BlobVerificationError, StoredChunk
 from cache_service.storage.verifying import ZSTD_MAGIC, compress_chunks, decompress_chunks
+from hazremote.cache.manifest import Compression
+from hazremote.compression import PROBE_SIZE, ZSTD_LEVEL, compression_pays
 
 __all__ = [
     "BlobLimits",
     "BlobReadStream",
     "BlobService",
     "ReadOutcome",
-    "WireEncoding",
     "WriteItem",
 ]
 
-#: RC-006: level 3 is zstd's default; ~160 MB/s per core here with a 4.1 ratio on build output.
-ZSTD_LEVEL = 3
-#: Identity uploads of at least this size are trial-compressed on their first this many bytes.
-TRIAL_BYTES = 64 * 1024
-#: ... and stored as raw zstd blocks when the trial saves less than this fraction.
-TRIAL_MIN_SAVING = 0.10
 #: zstd's largest block (Block_Maximum_Size).
 RAW_BLOCK = 128 * 1024
 #: Window_Descriptor of a raw-block frame: 2**21 bytes, what zstd level 3 declares for large
@@ -65,13 +59,6 @@ RAW_BLOCK = 128 * 1024
 #: the 1 MiB read chunk, verifying reads cost 3x the CPU (page faults in the decoder's output
 #: path), so the window matches the compressed frames'.
 _RAW_WINDOW = (21 - 10) << 3
-
-
-class WireEncoding(enum.Enum):
-    """How blob bytes travel in a message (the domain twin of the wire ``Compression``)."""
-
-    IDENTITY = "identity"
-    ZSTD = "zstd"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,7 +77,7 @@ class WriteItem:
 
     ref: BlobRef
     data: bytes
-    encoding: WireEncoding
+    encoding: Compression
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,7 +86,7 @@ class ReadOutcome:
 
     ref: BlobRef
     data: bytes = b""
-    encoding: WireEncoding = WireEncoding.IDENTITY
+    encoding: Compression = Compression.NONE
     error: Exception | None = None
 
 
@@ -107,7 +94,7 @@ class ReadOutcome:
 class BlobReadStream:
     """A blob being streamed: the encoding of every chunk, and the chunks (lazily read)."""
 
-    encoding: WireEncoding
+    encoding: Compression
     #: A generator: close it to release the stored data early.
     chunks: Generator[bytes, None, None]
 
@@ -117,12 +104,12 @@ Buffer = bytes | memoryview
 
 
 def _stored_form(
-    ref: BlobRef, chunks: Iterable[Buffer], encoding: WireEncoding
+    ref: BlobRef, chunks: Iterable[Buffer], encoding: Compression
 ) -> Iterable[StoredChunk]:
     """RC-006: the stored form (one zstd frame) of an upload's wire chunks, as views of them
     where it can (zstd passes through as received; a raw-block frame is headers between
     views): the store writes them where they lie (the received messages are immutable)."""
-    if encoding is WireEncoding.ZSTD:
+    if encoding is Compression.ZSTD:
         return chunks
     return _encoded(ref, _exactly(ref, chunks))
 
@@ -132,26 +119,26 @@ def _encoded(ref: BlobRef, chunks: Iterator[Buffer]) -> Iterator[StoredChunk]:
     64 KiB saves under 10 % (the local cache's rule, docs/decisions.md)."""
     head: list[Buffer] = []
     seen = 0
-    if ref.size >= TRIAL_BYTES:
+    if ref.size >= PROBE_SIZE:
         for chunk in chunks:
             head.append(chunk)
             seen += len(chunk)
-            if seen >= TRIAL_BYTES:
+            if seen >= PROBE_SIZE:
                 break
     rest = itertools.chain(head, chunks)
-    if seen >= TRIAL_BYTES and not _pays(head):
+    if seen >= PROBE_SIZE and not _pays(head):
         yield from _raw_frame(ref.size, rest)
     else:
         yield from compress_chunks(rest, level=ZSTD_LEVEL, size=ref.size)
 
 
 def _pays(head: Sequence[Buffer]) -> bool:
-    """Whether zstd shrinks the first :data:`TRIAL_BYTES` of ``head`` by at least 10 %."""
+    """Whether zstd shrinks the first :data:`PROBE_SIZE` of ``head`` by at least 10 %."""
     sample = bytearray()
     for chunk in head:
-        sample += memoryview(chunk)[: TRIAL_BYTES - len(sample)]
+        sample += memoryview(chunk)[: PROBE_SIZE - len(sample)]
     packed = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(sample)
-    return len(packed) <= len(sample) * (1 - TRIAL_MIN_SAVING)
+    return compression_pays(len(sample), len(packed))
 
 
 def _raw_frame(size: int, chunks: Iterable[Buffer]) -> Iterator[StoredChunk]:
@@ -253,7 +240,7 @@ class BlobService:
                 results.append(None)
         return results
 
-    def write_stream(self, ref: BlobRef, encoding: WireEncoding, chunks: Iterable[Buffer]) -> int:
+    def write_stream(self, ref: BlobRef, encoding: Compression, chunks: Iterable[Buffer]) -> int:
         """Verify and store one blob from its wire chunks; returns its size (RC-004).
 
         A blob already present succeeds at once (its remaining chunks are not read).
@@ -267,11 +254,11 @@ class BlobService:
     # -- reads ----------------------------------------------------------------------------
 
     def read_batch(
-        self, refs: Sequence[BlobRef], accepted: Sequence[WireEncoding]
+        self, refs: Sequence[BlobRef], accepted: Sequence[Compression]
     ) -> list[ReadOutcome]:
         """Read small blobs whole (bounded by the batch total), verified; per-item errors."""
         self.check_batch(refs, payload=True)
-        zstd = WireEncoding.ZSTD in accepted
+        zstd = Compression.ZSTD in accepted
         outcomes: list[ReadOutcome] = []
         for ref in refs:
             try:
@@ -281,12 +268,12 @@ class BlobService:
             except Exception as exc:  # each item succeeds or fails on its own (wire contract)
                 outcomes.append(ReadOutcome(ref=ref, error=exc))
             else:
-                encoding = WireEncoding.ZSTD if zstd else WireEncoding.IDENTITY
+                encoding = Compression.ZSTD if zstd else Compression.NONE
                 outcomes.append(ReadOutcome(ref=ref, data=data, encoding=encoding))
         return outcomes
 
     def open_stream(
-        self, ref: BlobRef, *, offset: int, accepted: Sequence[WireEncoding]
+        self, ref: BlobRef, *, offset: int, accepted: Sequence[Compression]
     ) -> BlobReadStream:
         """Open a blob for streaming from uncompressed ``offset``.
 
@@ -302,17 +289,15 @@ class BlobService:
         handle = self._store.open_read(ref)
         if handle is None:
             raise BlobAbsentError(f"blob {ref.digest} ({ref.size} bytes) not found")
-        zstd = WireEncoding.ZSTD in accepted
+        zstd = Compression.ZSTD in accepted
         if zstd and offset == 0:
-            return BlobReadStream(
-                encoding=WireEncoding.ZSTD, chunks=self._pass_through(ref, handle)
-            )
+            return BlobReadStream(encoding=Compression.ZSTD, chunks=self._pass_through(ref, handle))
         chunks = self._decoded(ref, handle, offset=offset)
         if zstd:
             return BlobReadStream(
-                encoding=WireEncoding.ZSTD, chunks=_recompressed(chunks, ref, offset)
+                encoding=Compression.ZSTD, chunks=_recompressed(chunks, ref, offset)
             )
-        return BlobReadStream(encoding=WireEncoding.IDENTITY, chunks=chunks)
+        return BlobReadStream(encoding=Compression.NONE, chunks=chunks)
 
     def _corrupt(self, ref: BlobRef, exc: Exception) -> CorruptBlobError:
         self._store.delete(ref)

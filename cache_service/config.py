@@ -20,6 +20,9 @@ Spec coverage:
 * Issue 13 — ``--stream-idle-timeout D`` (``HAZ_CACHE_STREAM_IDLE_TIMEOUT``,
   ``stream_idle_timeout:``; default 60 s, positive): a WriteBlob client silent this long is
   dropped with ``DEADLINE_EXCEEDED``.
+* Issue 13 — ``--handshake-timeout D`` (``HAZ_CACHE_HANDSHAKE_TIMEOUT``,
+  ``handshake_timeout:``; default 10 s, positive): a connection that has not completed its
+  HTTP/2 (and TLS) handshake this long after it was accepted is closed.
 * Issue 13 — ``--max-streams-per-caller N`` (``HAZ_CACHE_MAX_STREAMS_PER_CALLER``; default 64,
   at most ``max_concurrent_streams``, which lowers it when lowered below it).
 Out of scope: ``--queue`` (a later issue); what a storage URL means
@@ -117,6 +120,9 @@ class ServiceConfig:
     shutdown_grace: float = 10.0
     #: A WriteBlob client that sends nothing this long is gone (``DEADLINE_EXCEEDED``).
     stream_idle_timeout: float = 60.0
+    #: Issue 13: a connection still in its HTTP/2 (and TLS) handshake this long is closed, so
+    #: sockets that send half a preface cannot hold file descriptors.
+    handshake_timeout: float = 10.0
     #: Issue 13: a disk store's temp file untouched this long belongs to a dead write and is
     #: removed at start-up and by ``gc`` (never less than :data:`MIN_TEMP_GRACE`).
     temp_grace: float = 3600.0
@@ -242,6 +248,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(key="log_format", parse=_choice(LOG_FORMATS)),
     Setting(key="shutdown_grace", parse=_duration),
     Setting(key="stream_idle_timeout", parse=_positive_duration),
+    Setting(key="handshake_timeout", parse=_positive_duration),
     Setting(key="temp_grace", parse=_temp_grace),
     Setting(key="storage_threads", parse=_positive_int),
     Setting(key="tokens", parse=_path),
@@ -351,6 +358,7 @@ def resolve_config(*, flags: Mapping[str, object | None], env: Mapping[str, str]
                 "log_format",
                 "shutdown_grace",
                 "stream_idle_timeout",
+                "handshake_timeout",
                 "temp_grace",
                 "storage_threads",
                 "tokens",

@@ -13,6 +13,8 @@ Out of scope: the mapping onto gRPC status codes, which lives in one place
 
 from __future__ import annotations
 
+from hazremote.errors import HazError
+
 __all__ = [
     "BlobAbsentError",
     "CacheServiceError",
@@ -25,8 +27,9 @@ __all__ = [
 ]
 
 
-class CacheServiceError(Exception):
-    """Root of the errors a request can end in that are not storage failures."""
+class CacheServiceError(HazError):
+    """Root of the errors a request can end in that are not storage failures (the project's
+    one root is :class:`~hazremote.errors.HazError`)."""
 
 
 class InvalidRequestError(CacheServiceError):

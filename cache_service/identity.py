@@ -2,14 +2,8 @@
 
 Spec coverage:
 * SEC-006 — the manifest producer comes from :func:`current_identity`, never from the client.
-* SEC-002 (seam only) — an :class:`Authenticator` turns request metadata into an
-  :class:`Identity` or refuses; :class:`OpenAccess` (the default, no ``--tokens``) lets every
-  call in as ``anonymous``. The tokens file and its statuses arrive in a later issue as another
-  ``Authenticator`` plugged into the same interceptor (:mod:`cache_service.observe`).
-* SEC-002/003 (values) — an identity may carry the :class:`Grant` of its token (namespaces,
-  scope, read-through chain, ``execute``, role); an :class:`Authorizer` refuses a call with
-  :class:`AccessDeniedError` (``PERMISSION_DENIED``). The tokens file, its reload and the
-  method table live in :mod:`cache_service.auth`.
+* SEC-002 — an :class:`Authenticator` turns metadata into an :class:`Identity` or refuses.
+* SEC-002/003 — an identity carries its token's :class:`Grant`; an :class:`Authorizer` refuses.
 Out of scope: parsing tokens, deciding access (both :mod:`cache_service.auth`).
 """
 

@@ -5,7 +5,7 @@ Spec coverage:
 * RC-004 — a digest is 32 raw bytes plus a non-negative size; anything else is
   ``INVALID_ARGUMENT`` (raised as :class:`InvalidRequestError`).
 * CACHE-002 — the wire ``HashFunction`` values are the hash ids of ``HASH_IDS``.
-* RC-006 — the wire ``Compression`` maps onto :class:`WireEncoding`.
+* RC-006 — the wire ``Compression`` enum maps onto the manifest's :class:`Compression`.
 Out of scope: the meaning of any request.
 """
 
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from cache_service.cas import WireEncoding
 from cache_service.errors import InvalidRequestError
 from cache_service.storage.base import BlobRef
+from hazremote.cache.manifest import Compression
 from hazremote.domain.digest import DIGEST_SIZE, HASH_IDS, Digest
 from hazremote.domain.model import HashName
 from hazremote.wire.haz.remote.v1 import cache_pb2, digest_pb2
@@ -33,11 +33,11 @@ __all__ = [
 
 _BY_ID: dict[int, HashName] = {number: name for name, number in HASH_IDS.items()}
 
-WIRE_ENCODINGS: dict[cache_pb2.Compression, WireEncoding] = {
-    cache_pb2.COMPRESSION_IDENTITY: WireEncoding.IDENTITY,
-    cache_pb2.COMPRESSION_ZSTD: WireEncoding.ZSTD,
+WIRE_ENCODINGS: dict[cache_pb2.Compression, Compression] = {
+    cache_pb2.COMPRESSION_IDENTITY: Compression.NONE,
+    cache_pb2.COMPRESSION_ZSTD: Compression.ZSTD,
 }
-_TO_WIRE: dict[WireEncoding, cache_pb2.Compression] = {v: k for k, v in WIRE_ENCODINGS.items()}
+_TO_WIRE: dict[Compression, cache_pb2.Compression] = {v: k for k, v in WIRE_ENCODINGS.items()}
 
 
 def hash_name(value: int) -> HashName:
@@ -74,18 +74,18 @@ def digest_message(ref: BlobRef) -> digest_pb2.Digest:
     return digest_pb2.Digest(hash=ref.digest.raw, size_bytes=ref.size)
 
 
-def encoding_of(value: int) -> WireEncoding:
-    encoding: WireEncoding | None = WIRE_ENCODINGS.get(value)  # type: ignore[call-overload]
+def encoding_of(value: int) -> Compression:
+    encoding: Compression | None = WIRE_ENCODINGS.get(value)  # type: ignore[call-overload]
     if encoding is None:
         raise InvalidRequestError(f"unknown compression {value}")
     return encoding
 
 
-def accepted_encodings(values: Iterable[int]) -> list[WireEncoding]:
+def accepted_encodings(values: Iterable[int]) -> list[Compression]:
     """The client's accepted compressions (unknown ones ignored; empty: identity only)."""
     known = [WIRE_ENCODINGS.get(v) for v in values]  # type: ignore[call-overload]
-    return [e for e in known if e is not None] or [WireEncoding.IDENTITY]
+    return [e for e in known if e is not None] or [Compression.NONE]
 
 
-def wire_compression(encoding: WireEncoding) -> cache_pb2.Compression:
+def wire_compression(encoding: Compression) -> cache_pb2.Compression:
     return _TO_WIRE[encoding]

@@ -10,7 +10,7 @@ Spec coverage:
 * Issue 13 — a streaming client silent past the stream idle timeout → ``DEADLINE_EXCEEDED``
   (the client's fault: not logged as an error; the access event records it).
 * Storage failures → ``UNAVAILABLE`` (retryable; RC-003 makes the client treat it as a miss).
-Out of scope: authentication statuses (the interceptor in :mod:`cache_service.observe`).
+Out of scope: authentication statuses (the interceptor in :mod:`cache_service.interceptor`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from cache_service.errors import (
     ManifestConflictError,
     MissingBlobsError,
 )
-from cache_service.storage.base import BlobNotFoundError, BlobVerificationError, StorageError
+from cache_service.identity import AccessDeniedError
+from cache_service.storage.base import BlobVerificationError, StorageError
 from hazremote.cache.manifest import ManifestError
 from hazremote.logs import get_logger
 
@@ -49,11 +50,13 @@ _TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (LimitExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ClientIdleError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (BlobAbsentError, grpc.StatusCode.NOT_FOUND),
-    (BlobNotFoundError, grpc.StatusCode.NOT_FOUND),
     (CorruptBlobError, grpc.StatusCode.DATA_LOSS),
     (MissingBlobsError, grpc.StatusCode.FAILED_PRECONDITION),
     (ManifestConflictError, grpc.StatusCode.ALREADY_EXISTS),
     (StorageError, grpc.StatusCode.UNAVAILABLE),
+    # SEC-002: what the authenticator and authorizer refuse with (AccessDeniedError first).
+    (AccessDeniedError, grpc.StatusCode.PERMISSION_DENIED),
+    (PermissionError, grpc.StatusCode.UNAUTHENTICATED),
 )
 
 

@@ -2,7 +2,6 @@
 
 from cache_service.storage.base import (
     BlobInfo,
-    BlobNotFoundError,
     BlobRef,
     BlobStore,
     BlobVerificationError,
@@ -20,7 +19,6 @@ from cache_service.storage.verifying import (
 
 __all__ = [
     "BlobInfo",
-    "BlobNotFoundError",
     "BlobRef",
     "BlobStore",
     "BlobVerificationError",

@@ -23,22 +23,24 @@ and by several server replicas sharing the same backing storage.
 from __future__ import annotations
 
 import enum
+import io
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Final, Literal, Protocol
+from typing import Any, BinaryIO, Final, Literal, Protocol
 
 from hazremote.domain.digest import Digest
 from hazremote.domain.model import HashName
+from hazremote.errors import HazError
 
 __all__ = [
     "WOULD_BLOCK",
     "BlobInfo",
-    "BlobNotFoundError",
     "BlobRef",
     "BlobStore",
     "BlobVerificationError",
     "ManifestInfo",
     "ManifestStore",
+    "ReadingRaw",
     "StorageError",
     "StoredChunk",
     "WouldBlock",
@@ -60,12 +62,8 @@ WOULD_BLOCK: Final = WouldBlock.WOULD_BLOCK
 StoredChunk = bytes | memoryview
 
 
-class StorageError(Exception):
+class StorageError(HazError):
     """The backing storage failed (I/O error, S3 unavailable …): an infrastructure failure."""
-
-
-class BlobNotFoundError(StorageError):
-    """A blob that was expected to exist does not."""
 
 
 class BlobVerificationError(StorageError):
@@ -164,3 +162,20 @@ class ManifestStore(Protocol):
     def iterate(self, namespace: str | None = None) -> Iterator[ManifestInfo]:
         """Every stored manifest (of one namespace, or all); order unspecified."""
         ...
+
+
+class ReadingRaw(io.RawIOBase):
+    """A readable raw file defined by its :meth:`read` (the readers the store decorators and
+    backends hand out); :meth:`readinto` copies what ``read`` returns."""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:  # pragma: no cover - always overridden
+        raise NotImplementedError
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)

@@ -61,9 +61,9 @@ from cache_service.storage.base import (
     StoredChunk,
     WouldBlock,
 )
-from hazremote.cache._blobs import write_all
 from hazremote.domain.digest import Digest
 from hazremote.domain.model import HashName
+from hazremote.fileio import fsync_dir, write_all
 
 __all__ = ["DiskBlobStore", "DiskManifestStore", "TempSweep", "remove_stale_temp_files"]
 
@@ -121,14 +121,6 @@ def _reserve(fd: int, start: int, end: int) -> bool:
     writing a large blob (issue 5). The file's size becomes at least ``end``: the writer
     truncates it to what it wrote."""
     return _fallocate is not None and _fallocate(fd, 0, start, end - start) == 0
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_temp(directory: Path, chunks: Iterable[bytes], *, fsync: bool, what: str) -> Path:
@@ -381,7 +373,7 @@ def _publish(temp: Path, path: Path, *, fsync: bool, what: str) -> None:
     try:
         os.replace(temp, path)
         if fsync:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
     except OSError as exc:
         with contextlib.suppress(OSError):
             temp.unlink()
@@ -598,7 +590,7 @@ class DiskManifestStore:
             # winner's document is complete the moment it becomes visible.
             os.link(temp, path)
             if self._fsync:
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
         except FileExistsError:
             return False
         except OSError as exc:

@@ -12,7 +12,6 @@ logged by the servicer, not per storage call).
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, BinaryIO, Literal, TypeVar, cast
@@ -26,6 +25,7 @@ from cache_service.storage.base import (
     BlobStore,
     ManifestInfo,
     ManifestStore,
+    ReadingRaw,
     StoredChunk,
     WouldBlock,
 )
@@ -95,7 +95,7 @@ class StorageMetrics:
         return result
 
 
-class _CountingReader(io.RawIOBase):
+class _CountingReader(ReadingRaw):
     """Counts the bytes read; :meth:`read` hands out the inner reader's chunks as they are (no
     buffer in between, so a chunk is not copied: issue 5)."""
 
@@ -105,9 +105,6 @@ class _CountingReader(io.RawIOBase):
         self._store = store
         self._started = time.perf_counter()
         self._failed = False
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, size: int | None = -1) -> bytes:
         try:
@@ -121,12 +118,6 @@ class _CountingReader(io.RawIOBase):
 
     def readall(self) -> bytes:
         return self.read(-1)
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         if not self.closed:

@@ -56,6 +56,7 @@ from cache_service.storage.base import (
     BlobInfo,
     BlobRef,
     ManifestInfo,
+    ReadingRaw,
     StorageError,
     StoredChunk,
     WouldBlock,
@@ -206,7 +207,7 @@ def check_bucket(client: Any, bucket: str) -> None:
         _raise_storage_error(exc, f"cannot reach S3 for bucket {bucket!r}", bucket)
 
 
-class _BodyReader(io.RawIOBase):
+class _BodyReader(ReadingRaw):
     """A botocore streaming body as a raw file; transport failures become StorageError."""
 
     def __init__(self, body: Any, what: str, bucket: str) -> None:
@@ -214,17 +215,12 @@ class _BodyReader(io.RawIOBase):
         self._what = what
         self._bucket = bucket
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
+    def read(self, size: int | None = -1) -> bytes:
         try:
-            data = self._body.read(len(view))
+            data: bytes = self._body.read(None if size is None or size < 0 else size)
         except (BotoCoreError, ClientError, OSError) as exc:
             _raise_storage_error(exc, self._what, self._bucket)
-        view[: len(data)] = data
-        return len(data)
+        return data
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -26,7 +26,6 @@ dictionary cannot be verified here).
 
 from __future__ import annotations
 
-import io
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, BinaryIO, cast
@@ -38,8 +37,10 @@ from cache_service.storage.base import (
     BlobRef,
     BlobStore,
     BlobVerificationError,
+    ReadingRaw,
     StoredChunk,
 )
+from hazremote.compression import ZSTD_LEVEL
 from hazremote.domain.digest import Hasher, new_hasher
 
 __all__ = [
@@ -52,7 +53,6 @@ __all__ = [
 
 #: RC-006: every stored blob is one zstd frame; the frame magic number (little-endian).
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_DEFAULT_LEVEL = 3
 _OUT_CHUNK = 256 * 1024
 
 
@@ -425,7 +425,7 @@ def _verified(ref: BlobRef, stored: Iterable[StoredChunk]) -> Iterator[StoredChu
     verifier.finish()
 
 
-class _VerifyingReader(io.RawIOBase):
+class _VerifyingReader(ReadingRaw):
     """Passes the stored form through, raising BlobVerificationError at its end if corrupt.
 
     :meth:`read` hands out the chunks the inner reader returns as they are (after feeding
@@ -437,9 +437,6 @@ class _VerifyingReader(io.RawIOBase):
         self._inner = inner
         self._verifier = BlobVerifier(ref)
         self._finished = False
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, size: int | None = -1) -> bytes:
         """Up to ``size`` bytes (all the rest when negative), fewer only at the end, where
@@ -468,12 +465,6 @@ class _VerifyingReader(io.RawIOBase):
         while chunk := self.read(_OUT_CHUNK):
             chunks.append(chunk)
         return b"".join(chunks)
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         self._inner.close()
@@ -512,7 +503,7 @@ class VerifyingBlobStore:
 
 
 def compress_chunks(
-    chunks: Iterable[bytes | memoryview], *, level: int = _DEFAULT_LEVEL, size: int | None = None
+    chunks: Iterable[bytes | memoryview], *, level: int = ZSTD_LEVEL, size: int | None = None
 ) -> Iterator[bytes]:
     """Compress uncompressed chunks into the stored form (one zstd frame), streaming.
 
@@ -532,7 +523,7 @@ def compress_chunks(
         yield tail
 
 
-def compress_bytes(data: bytes, *, level: int = _DEFAULT_LEVEL) -> bytes:
+def compress_bytes(data: bytes, *, level: int = ZSTD_LEVEL) -> bytes:
     """The stored form of ``data`` (one zstd frame with its content size)."""
     return zstandard.ZstdCompressor(level=level).compress(data)
 

@@ -1,8 +1,9 @@
 """Writing a manifest's outputs into the workspace, safely and all-or-nothing.
 
 Directories are opened one segment at a time relative to their parent, with ``O_NOFOLLOW``,
-and every file operation goes through those directory descriptors: a symlink swapped in
-after the checks cannot redirect a write.
+and every file operation goes through those directory descriptors (the safe materialiser,
+:mod:`hazremote.cache.materialise`): a symlink swapped in after the checks cannot redirect a
+write. The per-file system calls stay inline here: this loop is the hot path of a replay.
 
 Spec coverage:
 * CACHE-019..020 — every output is staged under a temporary name in its destination directory,
@@ -33,7 +34,6 @@ to an entry at fault (the tier decides).
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import stat
 import tempfile
@@ -42,13 +42,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from hazremote.cache._blobs import CHUNK_SIZE, BlobCorrupt, write_all
+from hazremote.cache.codec import CHUNK_SIZE, BlobCorrupt, write_all
 from hazremote.cache.manifest import (
     Manifest,
     OutputRecord,
     StreamRecord,
     output_links_problem,
     workspace_path_problem,
+)
+from hazremote.cache.materialise import (
+    MODE_MASK,
+    NEW_FILE_FLAGS,
+    DirectoryFds,
+    PathRefused,
+    Refusal,
+    chmod_nofollow,
 )
 from hazremote.cache.staging import is_staging_name, remove_stale_staging, staging_name
 from hazremote.cache.tier import ByteSink, KnownDigests, RestoreResult, RestoreStatus
@@ -65,8 +73,7 @@ __all__ = [
 ]
 
 #: CACHE-019: restored modes never carry setuid, setgid or sticky bits.
-RESTORED_MODE_MASK = 0o777
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+RESTORED_MODE_MASK = MODE_MASK
 
 
 class BlobReader(Protocol):
@@ -145,79 +152,13 @@ def _check_paths(manifest: Manifest, patterns: Sequence[PathPattern]) -> None:
         )
 
 
-class _Workspace:
-    """Directory descriptors of the workspace, opened without following symlinks."""
+class _Workspace(DirectoryFds):
+    """The workspace's directory descriptors (:class:`DirectoryFds`), sweeping stale staging
+    files where this restore writes."""
 
     def __init__(self, root: Path) -> None:
-        # The root itself may be reached through a symlink (e.g. /tmp on macOS): that is the
-        # user's choice of workspace, not a redirection by the entry.
-        self._fds: dict[str, int] = {"": os.open(root, os.O_RDONLY | os.O_DIRECTORY)}
-        self.created: list[tuple[int, str]] = []  # (parent fd, name), in creation order
+        super().__init__(root)
         self._swept: set[int] = set()
-
-    def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
-
-    def probe(self, directory: str) -> bool:
-        """Check the existing part of ``directory`` (workspace-absolute, ``""`` for the root).
-
-        Returns:
-            True when the whole directory exists (and is now open).
-
-        Raises:
-            _Refused: a component is a symlink (UNSAFE) or not a directory (FAILED).
-        """
-        return self._open(directory, create=False) is not None
-
-    def fd(self, directory: str) -> int:
-        """Descriptor of ``directory``, creating missing components.
-
-        Raises:
-            _Refused: as :meth:`probe`.
-            OSError: a directory could not be created.
-        """
-        fd = self._open(directory, create=True)
-        assert fd is not None
-        return fd
-
-    def _open(self, directory: str, *, create: bool) -> int | None:
-        if directory in self._fds:
-            return self._fds[directory]
-        parent, _, name = directory.rpartition("/")
-        parent_fd = self._open(parent, create=create)
-        if parent_fd is None:
-            return None
-        try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
-        except FileNotFoundError:
-            if not create:
-                return None
-            try:
-                os.mkdir(name, 0o777, dir_fd=parent_fd)
-                self.created.append((parent_fd, name))
-            except FileExistsError:
-                pass  # created meanwhile by a concurrent restore or task: use it (checked below)
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
-        except OSError as exc:
-            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
-                raise
-            info = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
-            if stat.S_ISLNK(info.st_mode):
-                raise _Refused(
-                    RestoreStatus.UNSAFE,
-                    f"{directory!r} is a symlink; restoring through it could write outside the "
-                    "workspace",
-                    entry_at_fault=False,
-                ) from None
-            raise _Refused(
-                RestoreStatus.FAILED,
-                f"{directory!r} exists and is not a directory",
-                entry_at_fault=False,
-            ) from None
-        self._fds[directory] = fd
-        return fd
 
     def staging_fd(self, directory: str) -> int:
         """:meth:`fd`, after removing the staging files a dead run left in ``directory`` (once
@@ -228,12 +169,6 @@ class _Workspace:
             self._swept.add(fd)
             remove_stale_staging(fd)
         return fd
-
-    def remove_created(self) -> None:
-        for parent_fd, name in reversed(self.created):
-            # Not empty or already gone: someone else uses it now.
-            with contextlib.suppress(OSError):
-                os.rmdir(name, dir_fd=parent_fd)
 
 
 def _hash_existing(fd: int, hash_name: HashName) -> Digest:
@@ -315,12 +250,7 @@ def _stage(ws: _Workspace, record: OutputRecord, blobs: BlobReader) -> _Staged:
     directory, _, name = record.path.rpartition("/")
     dir_fd = ws.staging_fd(directory)
     temp = staging_name()
-    fd = os.open(
-        temp,
-        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-        0o600,
-        dir_fd=dir_fd,
-    )
+    fd = os.open(temp, NEW_FILE_FLAGS, 0o600, dir_fd=dir_fd)
     staged = _Staged(record=record, dir_fd=dir_fd, name=name, temp=temp)
     try:
         blobs.decode_output(record, lambda data: write_all(fd, data))
@@ -342,15 +272,6 @@ def _stage_link(ws: _Workspace, record: OutputRecord) -> _Staged:
     temp = staging_name()
     os.symlink(record.symlink, temp, dir_fd=dir_fd)
     return _Staged(record=record, dir_fd=dir_fd, name=name, temp=temp)
-
-
-def _chmod_nofollow(fix: _ModeFix) -> None:
-    # fchmodat() cannot refuse symlinks on Linux; open without following, then fchmod.
-    fd = os.open(fix.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fix.dir_fd)
-    try:
-        os.fchmod(fd, fix.mode)
-    finally:
-        os.close(fd)
 
 
 def _unlink_quietly(staged: _Staged) -> None:
@@ -441,11 +362,13 @@ def restore_into_workspace(
         for item in staged:
             os.rename(item.temp, item.name, src_dir_fd=item.dir_fd, dst_dir_fd=item.dir_fd)
         for fix in mode_fixes:
-            _chmod_nofollow(fix)
+            chmod_nofollow(fix.dir_fd, fix.name, fix.mode)
         written = len(staged)
         staged.clear()
     except _Refused as refused:
         return _abort(ws, staged, streams, _refused(refused))
+    except PathRefused as refused:
+        return _abort(ws, staged, streams, _path_refused(refused))
     except BlobCorrupt as exc:
         outcome = RestoreOutcome(
             result=RestoreResult(status=RestoreStatus.CORRUPT, message=str(exc)),
@@ -469,6 +392,13 @@ def _refused(refused: _Refused) -> RestoreOutcome:
     return RestoreOutcome(
         result=RestoreResult(status=refused.status, message=str(refused)),
         entry_at_fault=refused.entry_at_fault,
+    )
+
+
+def _path_refused(refused: PathRefused) -> RestoreOutcome:
+    status = RestoreStatus.UNSAFE if refused.refusal is Refusal.SYMLINK else RestoreStatus.FAILED
+    return RestoreOutcome(
+        result=RestoreResult(status=status, message=str(refused)), entry_at_fault=False
     )
 
 

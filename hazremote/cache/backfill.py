@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from hazremote.cache._blobs import FetchedBlob, VerifiedBlob, verified_blob, write_all
+from hazremote.cache.codec import FetchedBlob, VerifiedBlob, verified_blob, write_all
 from hazremote.cache.local import CacheOptions, FsyncPolicy, LocalCache
 from hazremote.cache.manifest import Manifest, ManifestError, parse_manifest
 from hazremote.domain.digest import DIGEST_SIZE, Digest

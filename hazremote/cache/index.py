@@ -19,7 +19,6 @@ Out of scope: the comparison of key components (``haz why``) and where ``.haz/``
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
@@ -33,6 +32,7 @@ from types import MappingProxyType
 
 from hazremote.domain.digest import Digest
 from hazremote.domain.refs import TaskId
+from hazremote.fileio import replace_file
 
 __all__ = ["DEFAULT_KEEP", "TaskIndex", "TaskKeyRecord"]
 
@@ -156,14 +156,8 @@ class TaskIndex:
             ],
         }
         path = self._path(task)
-        temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
-        temp.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        try:
-            os.replace(temp, path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                temp.unlink()
-            raise
+        text = json.dumps(document, indent=1, sort_keys=True) + "\n"
+        replace_file(path, text.encode("utf-8"), prefix=f".{path.name}.")
 
     def _load_salt(self, *, create: bool) -> bytes | None:
         if self._salt is not None:

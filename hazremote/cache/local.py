@@ -20,7 +20,7 @@ Spec coverage:
 * CACHE-017 — :meth:`LocalCache.store` stages in ``<shard>/.tmp-<key>-<random>/``, writes
   blobs and streams while hashing them, the manifest last, then renames the directory into
   place. A symlink output that stays among the outputs is recorded as a link with its
-  target's blob (issue 12, :func:`_links_to_store`); any other symlink as its content. An
+  target's blob (issue 12, :mod:`hazremote.cache.collect`); any other symlink as its content. An
   existing valid entry wins and the staging directory is discarded; an existing invalid one
   is replaced. Any failure removes the staging directory and becomes a warning.
   :class:`FsyncPolicy` selects the durability (see ``docs/decisions.md``).
@@ -44,13 +44,13 @@ import os
 import re
 import secrets
 import shutil
-import stat
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hazremote.cache._blobs import (
+from hazremote.cache._restore import restore_into_workspace
+from hazremote.cache.codec import (
     BlobCodec,
     BlobCorrupt,
     EncodedBlob,
@@ -59,7 +59,7 @@ from hazremote.cache._blobs import (
     write_all,
     zstd_content_size,
 )
-from hazremote.cache._restore import reserved_path_problem, restore_into_workspace
+from hazremote.cache.collect import collect_files, outputs_problem
 from hazremote.cache.manifest import (
     Compression,
     Manifest,
@@ -69,9 +69,6 @@ from hazremote.cache.manifest import (
     RecordedKeyComponents,
     StreamRecord,
     parse_manifest,
-    symlink_destination,
-    symlink_text_problem,
-    workspace_path_problem,
 )
 from hazremote.cache.tier import (
     ByteSink,
@@ -83,6 +80,7 @@ from hazremote.cache.tier import (
     StoreResult,
     StoreStatus,
 )
+from hazremote.compression import ZSTD_LEVEL
 from hazremote.domain.digest import Digest, digest_bytes
 from hazremote.domain.model import HashName
 from hazremote.domain.patterns import PathPattern
@@ -114,7 +112,7 @@ STDERR_NAME = "stderr"
 OUTPUTS_DIR = "outputs"
 #: ``bench/bench_zstd_level.py``: +5 % ratio over level 1 for ~12 % more compression CPU;
 #: level 6 compresses 3x slower for +1.5 %. Decompression speed is the same for all three.
-DEFAULT_COMPRESSION_LEVEL = 3
+DEFAULT_COMPRESSION_LEVEL = ZSTD_LEVEL
 #: Remote blobs up to this size are imported uncompressed, linked rather than re-encoded: at
 #: this size compression saves little disk and re-encoding costs more than the download.
 IMPORT_AS_IS_MAX = 64 * 1024
@@ -445,7 +443,7 @@ class LocalCache:
             STORED, ALREADY_PRESENT (a valid entry existed: kept), or FAILED with a warning;
             after a failure no trace of the attempt remains.
         """
-        problem = _outputs_problem(outputs)
+        problem = outputs_problem(outputs)
         if problem is not None:
             return _store_failed(key, problem)
         staging: Path | None = None
@@ -491,29 +489,7 @@ class LocalCache:
             self._codec.encode_file(spool, staging / name, fsync=fsync)
             for spool, name in ((stdout, STDOUT_NAME), (stderr, STDERR_NAME))
         ]
-        records: list[OutputRecord] = []
-        stored: dict[Digest, Compression] = {}
-        links = _links_to_store(outputs)
-        for index, output in enumerate(sorted(outputs, key=lambda o: o.path)):
-            if output.path in links:
-                continue
-            part = blobs_dir / f".part-{index}"
-            blob = self._codec.encode_file(output.source, part, fsync=fsync)
-            if blob.digest in stored:
-                part.unlink()  # same content as an earlier output: one blob serves both
-            else:
-                part.rename(blobs_dir / blob.digest.hex)
-                stored[blob.digest] = blob.compression
-            records.append(
-                OutputRecord(
-                    path=output.path,
-                    hash=blob.digest,
-                    size=blob.size,
-                    mode=blob.mode,
-                    compression=stored[blob.digest],
-                )
-            )
-        records = _with_links(records, links)
+        collected = collect_files(outputs, blobs_dir=blobs_dir, codec=self._codec, fsync=fsync)
         manifest = Manifest(
             chapter_revision=self._revision,
             hash_function=self._hash_name,
@@ -524,7 +500,7 @@ class LocalCache:
             producer=producer,
             stdout=_stream_record(streams[0]),
             stderr=_stream_record(streams[1]),
-            outputs=tuple(records),
+            outputs=collected.outputs,
             key_components=RecordedKeyComponents.from_components(components),
         )
         # CACHE-011: the manifest is written last; its presence means the entry is complete.
@@ -961,79 +937,6 @@ def _store_failed(key: Digest, problem: str) -> StoreResult:
 
 def _stream_record(blob: EncodedBlob) -> StreamRecord:
     return StreamRecord(hash=blob.digest, size=blob.size, compression=blob.compression)
-
-
-def _outputs_problem(outputs: Sequence[OutputFile]) -> str | None:
-    seen: set[str] = set()
-    for output in outputs:
-        problem = workspace_path_problem(output.path) or reserved_path_problem(output.path)
-        if problem is not None:
-            return f"output path {output.path!r} {problem}"
-        if output.path in seen:
-            return f"output path {output.path!r} is listed twice"
-        seen.add(output.path)
-    return None
-
-
-def _links_to_store(outputs: Sequence[OutputFile]) -> dict[str, str]:
-    """Output path → link text, for the outputs stored as symbolic links (issue 12).
-
-    A symlink output is stored as a link when its text passes :func:`symlink_text_problem`,
-    names (lexically, without leaving the workspace) another output of this store, and
-    resolves on disk to the very file that output resolves to: so its recorded bytes are that
-    output's, and a restore, which writes every output through real directories, recreates
-    the same resolution. Anything else (absolute text, a link leaving the workspace or the
-    outputs, ``..`` through a symlinked directory) is stored as the copy it resolves to.
-    Links whose texts form a loop among themselves are stored as copies too.
-    """
-    by_path = {o.path: o for o in outputs}
-    texts: dict[str, str] = {}
-    for output in outputs:
-        try:
-            if not stat.S_ISLNK(os.lstat(output.source).st_mode):
-                continue
-            text = os.readlink(output.source)
-        except OSError:
-            continue
-        if symlink_text_problem(text) is not None:
-            continue
-        destination = symlink_destination(output.path, text)
-        target = by_path.get(destination) if destination is not None else None
-        if target is None or target.path == output.path:
-            continue
-        try:
-            resolved, named = os.stat(output.source), os.stat(target.source)
-        except OSError:
-            continue
-        if stat.S_ISREG(resolved.st_mode) and (resolved.st_dev, resolved.st_ino) == (
-            named.st_dev,
-            named.st_ino,
-        ):
-            texts[output.path] = text
-    # A chain of links must end at an output stored as a file: break loops.
-    for start in sorted(texts):
-        seen: list[str] = []
-        path: str | None = start
-        while path is not None and path in texts and path not in seen:
-            seen.append(path)
-            path = symlink_destination(path, texts[path])
-        if path is not None and path in seen:
-            del texts[path]
-    return texts
-
-
-def _with_links(records: list[OutputRecord], links: Mapping[str, str]) -> list[OutputRecord]:
-    """``records`` (the outputs stored as files) plus one record per link, sorted by path: a
-    link carries the hash, size, mode and compression of the file its chain ends at."""
-    by_path = {r.path: r for r in records}
-
-    def final(path: str) -> OutputRecord:
-        while path in links:
-            path = symlink_destination(path, links[path]) or ""
-        return by_path[path]
-
-    linked = [replace(final(path), path=path, symlink=text) for path, text in links.items()]
-    return sorted(records + linked, key=lambda r: r.path)
 
 
 def _read_small(path: Path, limit: int) -> bytes:

@@ -5,7 +5,8 @@ and :mod:`hazremote.keys.resolve` produces them from the workspace.
 
 Spec coverage:
 * CACHE-005 — action (argv, or shell name + script).
-* CACHE-006 — input files: workspace-absolute path, executable bit, content digest.
+* CACHE-006 — input files: workspace-absolute path, executable bit, content digest (plus a
+  size that is not framed).
 * CACHE-007 — hard predecessors: task id, stdout and stderr digests, and (chapter revision 1)
   the digest of the files the predecessor produced.
 * CACHE-008 — environment: names with an unset marker, or their value; ``pass_through`` is absent.
@@ -28,9 +29,14 @@ __all__ = ["EnvEntry", "EnvSource", "InputFile", "KeyComponents", "PredecessorSt
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InputFile:
+    """One input file of a key: what the key frames (path, executable bit, digest) and its
+    ``size`` in bytes, which is never framed (CACHE-006) but names the blob a remote action
+    needs (digest and size)."""
+
     path: str  # workspace-absolute, leading "/"
     executable: bool
     digest: Digest
+    size: int  # as stat'ed when the digest was taken or looked up; not part of the key
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,13 +14,13 @@ Out of scope: which paths are inputs (``resolve``), what a digest is (``hashing`
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat as stat_mod
-import tempfile
 from collections.abc import Sequence
 from types import TracebackType
 from typing import NamedTuple, Protocol, Self
+
+from hazremote.fileio import replace_file
 
 __all__ = [
     "DirListing",
@@ -220,14 +220,4 @@ class OsFilesystem:
             return f.read()
 
     def write_atomic(self, path: str, data: bytes) -> None:
-        directory = os.path.dirname(path) or "."
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        replace_file(path, data)

@@ -685,7 +685,10 @@ class InputResolver:
                     stats[path] = st
                 else:
                     inputs[path] = InputFile(
-                        path=path, executable=bool(st.st_mode & 0o111), digest=digest
+                        path=path,
+                        executable=bool(st.st_mode & 0o111),
+                        digest=digest,
+                        size=st.st_size,
                     )
         out.sort()
         return out
@@ -719,7 +722,9 @@ class InputResolver:
                 pending[path] = st
                 item.waiting.append(path)
                 continue
-            known = InputFile(path=path, executable=is_executable(st), digest=digest)
+            known = InputFile(
+                path=path, executable=is_executable(st), digest=digest, size=st.st_size
+            )
             inputs[path] = known
             files[path] = known
 
@@ -738,7 +743,7 @@ class InputResolver:
             pending[path] = st
             item.waiting.append(path)
             return
-        known = InputFile(path=path, executable=is_executable(st), digest=digest)
+        known = InputFile(path=path, executable=is_executable(st), digest=digest, size=st.st_size)
         memo.inputs[path] = known
         memo.register(path)
         item.files[path] = known
@@ -789,7 +794,9 @@ class InputResolver:
                 continue
             st = pending[path]
             record(path, st, digest, observed_ns=observed_ns)
-            memo.inputs[path] = InputFile(path=path, executable=is_executable(st), digest=digest)
+            memo.inputs[path] = InputFile(
+                path=path, executable=is_executable(st), digest=digest, size=st.st_size
+            )
             memo.register(path)
         return failures
 
@@ -922,7 +929,10 @@ class InputResolver:
                 stats[path] = st
             else:
                 inputs[path] = InputFile(
-                    path=path, executable=bool(st.st_mode & 0o111), digest=digest
+                    path=path,
+                    executable=bool(st.st_mode & 0o111),
+                    digest=digest,
+                    size=st.st_size,
                 )
 
     def _is_loop(self, st: FileStat, stack: list[str]) -> bool:

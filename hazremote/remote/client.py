@@ -20,15 +20,12 @@ Spec coverage:
   failures and re-probes after a cool-down, so a healthy upload path cannot keep resetting
   the breaker of a dead lookup path (issue 13). Every call has a deadline; the channel has
   keepalive pings.
-* RC-004 — every downloaded byte is verified against its digest and size while it arrives; a
-  mismatch is a miss with a warning.
+* RC-004 — downloads verified by :class:`~.transfer.BlobTransfer`; its errors are misses.
 * RC-005 — blobs are uploaded before the manifest that references them.
-* RC-006 — zstd on the wire (local blobs already stored as zstd frames are sent as they are);
-  small blobs travel in batches bounded by the server's capabilities, large ones stream in
-  chunks, and no blob is ever held whole in memory.
-* RC-007 — ``FindMissingBlobs`` first: only what the server lacks is sent.
+* RC-006 — blob batches and streams: :mod:`hazremote.remote.transfer`.
+* RC-007 — find-missing first: :mod:`hazremote.remote.transfer`.
 * SPEC §5 — the token travels as metadata ``authorization: Bearer <token>``.
-Out of scope: TLS (``grpcs://``, SEC-005), remote execution (RX), deciding when to look up or
+Out of scope: moving blobs (:mod:`.transfer`), remote execution (RX), deciding when to look up or
 store (:mod:`hazremote.execute.lifecycle`) and writing entries (:mod:`hazremote.cache.local`).
 """
 
@@ -36,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
@@ -44,34 +40,31 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, TypeVar, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 import grpc
-import zstandard
 
-from hazremote.cache._blobs import (
-    BlobCorrupt,
+from hazremote.cache.codec import (
     FetchedBlob,
-    VerifiedBlob,
-    verified_blob,
-    write_all,
 )
 from hazremote.cache.local import StoredBlob
-from hazremote.cache.manifest import Compression, Manifest, ManifestError, parse_manifest
-from hazremote.domain.digest import Digest, new_hasher
+from hazremote.cache.manifest import Manifest, ManifestError, parse_manifest
+from hazremote.domain.digest import Digest
 from hazremote.domain.model import HashName
 from hazremote.logs import get_logger
 from hazremote.remote._wire import (
-    GRPC_OK,
-    WIRE_IDENTITY,
-    WIRE_ZSTD,
-    digest_from_wire,
-    digest_to_wire,
     hash_function,
 )
 from hazremote.remote.breaker import CircuitBreaker
 from hazremote.remote.channel import aio_channel
 from hazremote.remote.settings import RemoteConfig
+from hazremote.remote.transfer import (
+    DEFAULT_MEMORY_BUDGET,
+    MAX_MESSAGE,
+    BlobTransfer,
+    TransferError,
+    TransferStats,
+)
 from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 
 __all__ = ["Operation", "RemoteCache", "RemoteStats", "SyncRemoteLookup", "manifest_blobs"]
@@ -81,20 +74,8 @@ _T = TypeVar("_T")
 #: half-broken server (say, lookups that never answer) must open its breaker even while
 #: another path (uploads) keeps succeeding.
 Operation = Literal["lookup", "download", "upload"]
-#: Used until the server's capabilities are known (and when they cannot be fetched).
-_DEFAULT_MAX_BATCH_ITEMS = 1000
-_DEFAULT_MAX_BATCH_BYTES = 4 << 20
-_DEFAULT_CHUNK = 1 << 20
-#: gRPC's own limit on one message; batches stay well below it.
-_MAX_MESSAGE = 16 << 20
-_WIRE_ZSTD_LEVEL = 1
 #: Bytes of blobs prefetched per run at most (they wait on disk until restored).
 _PREFETCH_BUDGET = 512 << 20
-#: Downloaded batch blobs are kept in memory, verified, up to this many bytes per run (then
-#: written to files): a remote hit restores and backfills them without touching a spool file.
-_MEMORY_BUDGET = 64 << 20
-#: Concurrent ReadBlob streams of one client.
-_MAX_STREAMS = 4
 #: Pending uploads that finish within this long at the end of a run are not announced.
 _QUIET_DRAIN_S = 0.25
 
@@ -108,32 +89,19 @@ class _RemoteFailure(Exception):
 
 
 @dataclass(slots=True)
-class RemoteStats:
-    """What this client did (for the epilogue, ``bench/`` and tests)."""
+class RemoteStats(TransferStats):
+    """What this client did (for the epilogue, ``bench/`` and tests); the blob counters are
+    the transfer client's (:class:`TransferStats`)."""
 
     lookups: int = 0
     lookup_batches: int = 0
     hits: int = 0
     errors: int = 0
     refused_by_breaker: int = 0
-    blobs_downloaded: int = 0
-    bytes_downloaded: int = 0
     uploads: int = 0
     uploads_failed: int = 0
-    blobs_uploaded: int = 0
-    blobs_already_present: int = 0
-    blob_upload_bytes: int = 0
     manifests_put: int = 0
     shares_checked: int = 0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Limits:
-    max_batch_items: int = _DEFAULT_MAX_BATCH_ITEMS
-    max_batch_bytes: int = _DEFAULT_MAX_BATCH_BYTES
-    chunk: int = _DEFAULT_CHUNK
-    zstd: bool = True
-    max_blob: int | None = None
 
 
 @dataclass(slots=True)
@@ -164,7 +132,7 @@ class RemoteCache:
         hash_name: HashName,
         chapter_revision: int,
         clock: Callable[[], float] = time.monotonic,
-        memory_budget: int = _MEMORY_BUDGET,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
         on_confirmed: Callable[[Iterable[Digest]], None] | None = None,
     ) -> None:
         self._config = config
@@ -189,7 +157,6 @@ class RemoteCache:
             (("authorization", f"Bearer {config.token}"),) if config.token else ()
         )
         self._channel: grpc.aio.Channel | None = None
-        self._caps_task: asyncio.Task[_Limits] | None = None
         self._pending: list[_Pending] = []
         #: Answers of :meth:`prefetch`, each handed out once by :meth:`lookup`.
         self._prefetched: dict[Digest, Manifest | None] = {}
@@ -202,9 +169,6 @@ class RemoteCache:
         self._background: set[asyncio.Task[None]] = set()
         self._blob_futures: dict[Digest, asyncio.Future[FetchedBlob | None]] = {}
         self._prefetch_budget = _PREFETCH_BUDGET
-        self._memory_budget = memory_budget
-        self._dctx = zstandard.ZstdDecompressor()  # the event loop's (not thread-safe)
-        self._streams: asyncio.Semaphore | None = None
         self._first_error: str | None = None
         self._log = get_logger("haz.remote")
         self.stats = RemoteStats()
@@ -213,6 +177,16 @@ class RemoteCache:
         # spend more time handing it over (futex calls in the tens of thousands per replay)
         # than working. Two threads still overlap zstd and hashing, which release the GIL.
         self._files = ThreadPoolExecutor(max_workers=2, thread_name_prefix="haz-remote-files")
+        self._transfer = BlobTransfer(
+            self._open,
+            hash_name=hash_name,
+            namespace=config.namespace,
+            metadata=self._metadata,
+            timeouts=config.timeouts,
+            files=self._files,
+            memory_budget=memory_budget,
+            stats=self.stats,
+        )
 
     @property
     def config(self) -> RemoteConfig:
@@ -240,8 +214,8 @@ class RemoteCache:
                     ("grpc.keepalive_timeout_ms", max(1000, int(t.lookup_s * 1000))),
                     ("grpc.keepalive_permit_without_calls", 0),
                     ("grpc.http2.max_pings_without_data", 0),
-                    ("grpc.max_receive_message_length", _MAX_MESSAGE),
-                    ("grpc.max_send_message_length", _MAX_MESSAGE),
+                    ("grpc.max_receive_message_length", MAX_MESSAGE),
+                    ("grpc.max_send_message_length", MAX_MESSAGE),
                     # A re-probe after the breaker's cool-down must find a fresh connection
                     # attempt, not the tail of a long reconnect backoff. gRPC also uses
                     # min_reconnect_backoff as the deadline of one connection attempt
@@ -262,15 +236,11 @@ class RemoteCache:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-        if self._caps_task is not None and not self._caps_task.done():
-            self._caps_task.cancel()
+        self._transfer.close()
         if self._channel is not None:
             await self._channel.close(grace=None)
             self._channel = None
         self._files.shutdown(wait=True)
-
-    async def _on_files(self, fn: Callable[..., _T], *args: Any) -> _T:
-        return await asyncio.get_running_loop().run_in_executor(self._files, partial(fn, *args))
 
     # -- failures and the breaker -------------------------------------------------------------
 
@@ -323,38 +293,6 @@ class RemoteCache:
             return None
         breaker.success()
         return result
-
-    # -- capabilities -------------------------------------------------------------------------
-
-    async def _limits(self) -> _Limits:
-        if self._caps_task is None:
-            self._caps_task = asyncio.ensure_future(self._fetch_limits())
-        return await asyncio.shield(self._caps_task)
-
-    async def _fetch_limits(self) -> _Limits:
-        stub = cache_pb2_grpc.CapabilitiesStub(self._open())
-        try:
-            caps = await stub.GetCapabilities(
-                cache_pb2.GetCapabilitiesRequest(namespace=self._config.namespace),
-                timeout=self._timeouts.connect_s,
-                metadata=self._metadata,
-            )
-        except grpc.aio.AioRpcError as error:
-            if error.code() is grpc.StatusCode.UNIMPLEMENTED:
-                return _Limits()
-            self._caps_task = None  # ask again on the next call (after a re-probe)
-            raise
-        return _Limits(
-            max_batch_items=caps.max_batch_items or _DEFAULT_MAX_BATCH_ITEMS,
-            max_batch_bytes=min(
-                caps.max_batch_total_size_bytes or _DEFAULT_MAX_BATCH_BYTES,
-                (caps.max_message_size_bytes or _MAX_MESSAGE) // 2,
-                _MAX_MESSAGE // 2,
-            ),
-            chunk=min(caps.stream_chunk_size_bytes or _DEFAULT_CHUNK, 4 << 20),
-            zstd=(not caps.compressions) or WIRE_ZSTD in caps.compressions,
-            max_blob=caps.max_blob_size_bytes or None,
-        )
 
     # -- lookups ------------------------------------------------------------------------------
 
@@ -558,6 +496,9 @@ class RemoteCache:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    async def _fetch_blobs(self, blobs: dict[Digest, int], dest: Path) -> dict[Digest, FetchedBlob]:
+        return _unwrap(await self._transfer.download(blobs, dest))
+
     async def _prefetch_run(
         self,
         todo: dict[Digest, int],
@@ -575,134 +516,6 @@ class RemoteCache:
             for digest, future in futures.items():
                 if not future.done():
                     future.set_result(None if got is None else got.get(digest))
-
-    async def _fetch_blobs(self, blobs: dict[Digest, int], dest: Path) -> dict[Digest, FetchedBlob]:
-        """Small blobs in batches, large ones streamed (a few at a time); raises on trouble."""
-        limits = await self._limits()
-        small: list[tuple[Digest, int]] = []
-        large: list[tuple[Digest, int]] = []
-        for digest, size in blobs.items():
-            (small if size <= limits.max_batch_bytes // 2 else large).append((digest, size))
-        jobs = [self._read_batch(part, dest) for part in _batches(small, limits)]
-        jobs += [self._read_stream(digest, size, dest) for digest, size in large]
-        fetched: dict[Digest, FetchedBlob] = {}
-        for got in await asyncio.gather(*jobs):
-            fetched.update(got)
-        return fetched
-
-    async def _read_batch(
-        self, part: Sequence[tuple[Digest, int]], dest: Path
-    ) -> dict[Digest, FetchedBlob]:
-        stub = cache_pb2_grpc.ContentStoreStub(self._open())
-        sizes = dict(part)
-        reply = await stub.BatchReadBlobs(
-            cache_pb2.BatchReadBlobsRequest(
-                hash_function=self._hash_fn,
-                digests=[digest_to_wire(d, s) for d, s in part],
-                accepted_compressions=[WIRE_ZSTD, WIRE_IDENTITY],
-            ),
-            timeout=self._timeouts.transfer_s,
-            metadata=self._metadata,
-        )
-        items: list[tuple[Digest, Any, Any]] = []
-        for item in reply.items:
-            ident = digest_from_wire(item.digest)
-            if ident is None or ident[0] not in sizes:
-                raise _RemoteFailure("BatchReadBlobs answered a digest that was not asked for")
-            digest = ident[0]
-            if item.status_code != GRPC_OK:
-                raise _RemoteFailure(
-                    f"blob {digest.hex[:12]}: status {item.status_code} {item.status_message}",
-                    breaker=False,
-                )
-            items.append((digest, item.data, item.compression))
-        missing = set(sizes) - {digest for digest, _, _ in items}
-        if missing:
-            raise _RemoteFailure(f"{len(missing)} blob(s) missing from BatchReadBlobs")
-        # Blobs that fit the memory budget are verified here, on the event loop: a thread
-        # hop per batch, and that thread's fight for the GIL with the restores, cost more
-        # than decompressing and hashing a few small blobs. The rest go to files in one hop.
-        got: dict[Digest, FetchedBlob] = {}
-        spill: list[tuple[Digest, Any, Any]] = []
-        for digest, data, compression in items:
-            size = sizes[digest]
-            if size > self._memory_budget:
-                spill.append((digest, data, compression))
-                continue
-            self._memory_budget -= size
-            got[digest] = _decode_verified(
-                bytes(data), compression, digest, size, hash_name=self._hash_name, dctx=self._dctx
-            )
-        if spill:
-            got.update(await self._on_files(self._write_verified, spill, sizes, dest))
-        self.stats.blobs_downloaded += len(got)
-        self.stats.bytes_downloaded += sum(sizes[digest] for digest in got)
-        return got
-
-    def _write_verified(
-        self, items: Sequence[tuple[Digest, Any, Any]], sizes: dict[Digest, int], dest: Path
-    ) -> dict[Digest, FetchedBlob]:
-        dest.mkdir(parents=True, exist_ok=True)
-        got: dict[Digest, FetchedBlob] = {}
-        dctx = zstandard.ZstdDecompressor()  # this thread's own
-        for digest, data, compression in items:
-            blob = _decode_verified(
-                bytes(data),
-                compression,
-                digest,
-                sizes[digest],
-                hash_name=self._hash_name,
-                dctx=dctx,
-            )
-            path = dest / digest.hex
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                write_all(fd, blob.data)
-            finally:
-                os.close(fd)
-            got[digest] = path
-        return got
-
-    async def _read_stream(
-        self, digest: Digest, size: int, dest: Path
-    ) -> dict[Digest, FetchedBlob]:
-        if self._streams is None:
-            self._streams = asyncio.Semaphore(_MAX_STREAMS)
-        async with self._streams:
-            return await self._read_stream_now(digest, size, dest)
-
-    async def _read_stream_now(
-        self, digest: Digest, size: int, dest: Path
-    ) -> dict[Digest, FetchedBlob]:
-        stub = cache_pb2_grpc.ContentStoreStub(self._open())
-        timeout = self._timeouts.transfer_s + self._timeouts.per_mib_s * size / (1 << 20)
-        call = stub.ReadBlob(
-            cache_pb2.ReadBlobRequest(
-                hash_function=self._hash_fn,
-                digest=digest_to_wire(digest, size),
-                accepted_compressions=[WIRE_ZSTD, WIRE_IDENTITY],
-            ),
-            timeout=timeout,
-            metadata=self._metadata,
-        )
-        dest.mkdir(parents=True, exist_ok=True)
-        path = dest / digest.hex
-        sink = _VerifyingSink(path, digest=digest, size=size, hash_name=self._hash_name)
-        try:
-            first = True
-            async for chunk in call:
-                if first:
-                    sink.start(chunk.compression)
-                    first = False
-                await self._on_files(sink.write, bytes(chunk.data))
-            if first:
-                sink.start(WIRE_IDENTITY)
-            await self._on_files(sink.finish)
-        finally:
-            sink.close()
-        self.stats.blobs_downloaded += 1
-        self.stats.bytes_downloaded += size
-        return {digest: path}
 
     # -- uploads ------------------------------------------------------------------------------
 
@@ -764,7 +577,7 @@ class RemoteCache:
         """``BatchGetManifests`` of ``keys`` in batches the server accepts: each key with its
         result, in order. A reply of the wrong length is a remote failure."""
         stub = cache_pb2_grpc.ManifestStoreStub(self._open())
-        limits = await self._limits()
+        limits = _unwrap(await self._transfer.limits())
         for start in range(0, len(keys), limits.max_batch_items):
             part = keys[start : start + limits.max_batch_items]
             self.stats.lookup_batches += 1
@@ -835,21 +648,7 @@ class RemoteCache:
         self.stats.uploads += 1
 
         async def call() -> bool:
-            limits = await self._limits()
-            too_big = [b for b in blobs if limits.max_blob is not None and b.size > limits.max_blob]
-            if too_big:
-                raise _RemoteFailure(
-                    f"blob {too_big[0].digest.hex[:12]} ({too_big[0].size} bytes) exceeds the "
-                    f"server's limit of {limits.max_blob} bytes",
-                    breaker=False,
-                )
-            missing = await self._find_missing(blobs, limits)
-            small = [b for b in missing if b.size <= limits.max_batch_bytes // 2]
-            large = [b for b in missing if b.size > limits.max_batch_bytes // 2]
-            for part in _batches([(b, b.size) for b in small], limits):
-                await self._write_batch([b for b, _ in part], limits)
-            for blob in large:
-                await self._write_stream(blob, limits)
+            _unwrap(await self._transfer.upload(blobs))
             await self._put_manifest(manifest)
             return True
 
@@ -859,69 +658,6 @@ class RemoteCache:
         else:
             self._confirm((manifest.key,))
         return bool(done)
-
-    async def _find_missing(self, blobs: Sequence[StoredBlob], limits: _Limits) -> list[StoredBlob]:
-        stub = cache_pb2_grpc.ContentStoreStub(self._open())
-        by_digest = {b.digest: b for b in blobs}
-        missing: list[StoredBlob] = []
-        items = list(by_digest.values())
-        for start in range(0, len(items), limits.max_batch_items):
-            part = items[start : start + limits.max_batch_items]
-            reply = await stub.FindMissingBlobs(
-                cache_pb2.FindMissingBlobsRequest(
-                    hash_function=self._hash_fn,
-                    digests=[digest_to_wire(b.digest, b.size) for b in part],
-                ),
-                timeout=self._timeouts.lookup_s,
-                metadata=self._metadata,
-            )
-            for message in reply.missing:
-                ident = digest_from_wire(message)
-                if ident is not None and ident[0] in by_digest:
-                    missing.append(by_digest[ident[0]])
-        self.stats.blobs_already_present += len(by_digest) - len(missing)
-        return missing
-
-    async def _write_batch(self, part: Sequence[StoredBlob], limits: _Limits) -> None:
-        stub = cache_pb2_grpc.ContentStoreStub(self._open())
-        items = []
-        for blob in part:
-            data, compression = await self._on_files(_wire_bytes, blob, limits.zstd)
-            items.append(
-                cache_pb2.BatchUpdateBlobsRequest.Item(
-                    digest=digest_to_wire(blob.digest, blob.size),
-                    data=data,
-                    compression=compression,
-                )
-            )
-        reply = await stub.BatchUpdateBlobs(
-            cache_pb2.BatchUpdateBlobsRequest(hash_function=self._hash_fn, items=items),
-            timeout=self._timeouts.transfer_s,
-            metadata=self._metadata,
-        )
-        for item in reply.items:
-            if item.status_code != GRPC_OK:
-                raise _RemoteFailure(
-                    f"BatchUpdateBlobs: status {item.status_code} {item.status_message}"
-                )
-        self.stats.blobs_uploaded += len(part)
-        self.stats.blob_upload_bytes += sum(b.size for b in part)
-
-    async def _write_stream(self, blob: StoredBlob, limits: _Limits) -> None:
-        stub = cache_pb2_grpc.ContentStoreStub(self._open())
-        timeout = self._timeouts.transfer_s + self._timeouts.per_mib_s * blob.size / (1 << 20)
-        reply = await stub.WriteBlob(
-            _stream_chunks(blob, limits, self._hash_fn),
-            timeout=timeout,
-            metadata=self._metadata,
-        )
-        if reply.committed_size_bytes != blob.size:
-            raise _RemoteFailure(
-                f"WriteBlob of {blob.digest.hex[:12]} committed {reply.committed_size_bytes} "
-                f"of {blob.size} bytes"
-            )
-        self.stats.blobs_uploaded += 1
-        self.stats.blob_upload_bytes += blob.size
 
     async def _put_manifest(self, manifest: Manifest) -> None:
         stub = cache_pb2_grpc.ManifestStoreStub(self._open())
@@ -988,175 +724,8 @@ def _ignore_result(task: asyncio.Future[Any]) -> None:
         task.result()
 
 
-def _batches(items: Iterable[tuple[_T, int]], limits: _Limits) -> Iterable[list[tuple[_T, int]]]:
-    """Groups bounded by the server's item count and total uncompressed size."""
-    part: list[tuple[_T, int]] = []
-    total = 0
-    for item, size in items:
-        if part and (len(part) >= limits.max_batch_items or total + size > limits.max_batch_bytes):
-            yield part
-            part, total = [], 0
-        part.append((item, size))
-        total += size
-    if part:
-        yield part
-
-
-def _decode_verified(
-    data: bytes,
-    compression: Any,
-    digest: Digest,
-    size: int,
-    *,
-    hash_name: HashName,
-    dctx: zstandard.ZstdDecompressor,
-) -> VerifiedBlob:
-    """RC-004: the uncompressed bytes of a batch item, verified against size and digest.
-
-    A frame is decompressed only into the recorded size: one that declares another content
-    size is refused unread, so a small hostile frame cannot make the client allocate more.
-    ``dctx`` must not be used by another thread meanwhile.
-    """
-    if compression == WIRE_ZSTD:
-        try:
-            declared = zstandard.frame_content_size(data)
-            if declared not in (size, -1):
-                raise _RemoteFailure(
-                    f"blob {digest.hex[:12]} declares {declared} bytes, not {size} (corrupt data)",
-                    breaker=False,
-                )
-            raw = dctx.decompress(data, max_output_size=size)
-        except zstandard.ZstdError as error:
-            raise _RemoteFailure(
-                f"blob {digest.hex[:12]} is not a valid zstd frame: {error}", breaker=False
-            ) from None
-    elif compression == WIRE_IDENTITY:
-        raw = data
-    else:
-        raise _RemoteFailure(f"blob {digest.hex[:12]}: unknown compression {compression}")
-    try:
-        return verified_blob(raw, digest=digest, size=size, hash_name=hash_name)
-    except BlobCorrupt as error:
-        raise _RemoteFailure(str(error), breaker=False) from None
-
-
-class _VerifyingSink:
-    """Writes a streamed blob to a file, decompressing and hashing as it goes (RC-004)."""
-
-    def __init__(self, path: Path, *, digest: Digest, size: int, hash_name: HashName) -> None:
-        self._fh: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed by close()
-        self._digest = digest
-        self._size = size
-        self._hasher = new_hasher(hash_name)
-        self._written = 0
-        self._decompressor: Any = None
-
-    def start(self, compression: Any) -> None:
-        if compression == WIRE_ZSTD:
-            self._decompressor = zstandard.ZstdDecompressor().decompressobj()
-        elif compression != WIRE_IDENTITY:
-            raise _RemoteFailure(f"ReadBlob: unknown compression {compression}")
-
-    def write(self, data: bytes) -> None:
-        if self._decompressor is not None:
-            try:
-                data = self._decompressor.decompress(data)
-            except zstandard.ZstdError as error:
-                raise _RemoteFailure(
-                    f"blob {self._digest.hex[:12]} is not a valid zstd frame: {error}",
-                    breaker=False,
-                ) from None
-        self._written += len(data)
-        if self._written > self._size:
-            raise _RemoteFailure(
-                f"blob {self._digest.hex[:12]} is longer than recorded (corrupt data)",
-                breaker=False,
-            )
-        self._hasher.update(data)
-        self._fh.write(data)
-
-    def finish(self) -> None:
-        if self._written != self._size or self._hasher.digest() != self._digest.raw:
-            raise _RemoteFailure(
-                f"blob {self._digest.hex[:12]} does not match its digest (corrupt data)",
-                breaker=False,
-            )
-        self._fh.flush()
-
-    def close(self) -> None:
-        self._fh.close()
-
-
-def _wire_bytes(blob: StoredBlob, zstd: bool) -> tuple[bytes, Any]:
-    """A small blob's bytes as they go on the wire (zstd when the server takes it)."""
-    data = blob.path.read_bytes()
-    if blob.compression is Compression.ZSTD:
-        if zstd:
-            return data, WIRE_ZSTD
-        return zstandard.ZstdDecompressor().decompress(data, max_output_size=blob.size), (
-            WIRE_IDENTITY
-        )
-    if zstd:
-        packed: bytes = zstandard.ZstdCompressor(
-            level=_WIRE_ZSTD_LEVEL, write_content_size=True
-        ).compress(data)
-        return packed, WIRE_ZSTD
-    return data, WIRE_IDENTITY
-
-
-async def _stream_chunks(blob: StoredBlob, limits: _Limits, hash_fn: Any) -> AsyncIterator[Any]:
-    """WriteBlob chunks of a large blob, read (and maybe compressed) a chunk at a time."""
-    reader = _ChunkReader(blob, zstd=limits.zstd, chunk=limits.chunk)
-    try:
-        first = True
-        while True:
-            data, last = await asyncio.to_thread(reader.next)
-            message = cache_pb2.WriteBlobChunk(data=data, finish=last)
-            if first:
-                message.hash_function = hash_fn
-                message.digest.CopyFrom(digest_to_wire(blob.digest, blob.size))
-                message.compression = WIRE_ZSTD if limits.zstd else WIRE_IDENTITY
-                first = False
-            yield message
-            if last:
-                return
-    finally:
-        reader.close()
-
-
-class _ChunkReader:
-    """Reads a stored blob as wire chunks: a zstd frame as is, raw bytes compressed on the fly."""
-
-    def __init__(self, blob: StoredBlob, *, zstd: bool, chunk: int) -> None:
-        self._fh: BinaryIO = open(blob.path, "rb")  # noqa: SIM115 - closed by close()
-        self._chunk = chunk
-        self._source: BinaryIO | Any = self._fh
-        self._compressor: Any = None
-        if blob.compression is Compression.ZSTD and not zstd:
-            self._source = zstandard.ZstdDecompressor().stream_reader(self._fh, closefd=False)
-        elif blob.compression is Compression.NONE and zstd:
-            self._compressor = zstandard.ZstdCompressor(level=_WIRE_ZSTD_LEVEL).compressobj(
-                size=blob.size
-            )
-        self._buffer = bytearray()
-        self._eof = False
-
-    def next(self) -> tuple[bytes, bool]:
-        """The next chunk (at most ``chunk`` bytes) and whether it is the last (maybe empty)."""
-        if self._compressor is None:
-            data: bytes = self._source.read(self._chunk)
-            return data, not data
-        # The compressor emits whole blocks (up to 128 KiB): re-cut them to the chunk size.
-        while len(self._buffer) < self._chunk and not self._eof:
-            raw: bytes = self._source.read(self._chunk)
-            if raw:
-                self._buffer += self._compressor.compress(raw)
-            else:
-                self._buffer += self._compressor.flush()
-                self._eof = True
-        out = bytes(self._buffer[: self._chunk])
-        del self._buffer[: self._chunk]
-        return out, self._eof and not self._buffer
-
-    def close(self) -> None:
-        self._fh.close()
+def _unwrap(value: _T | TransferError) -> _T:
+    """A transfer's result, or its error raised for :meth:`RemoteCache._guarded` (RC-003)."""
+    if isinstance(value, TransferError):
+        raise _RemoteFailure(value.message, breaker=value.unhealthy)
+    return value

@@ -16,16 +16,14 @@ lookup later). Saves merge with what is on disk and publish atomically.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import struct
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from hazremote.domain.digest import Digest
+from hazremote.fileio import replace_file
 
 __all__ = ["MAX_AGE_DAYS", "KnownRemoteKeys", "known_keys_path"]
 
@@ -103,16 +101,7 @@ class KnownRemoteKeys:
             _RECORD.pack(key, day) for key, day in merged.items()
         )
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            fd, temp = tempfile.mkstemp(dir=self._path.parent, prefix=".remote-known-")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(payload)
-                os.replace(temp, self._path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temp)
-                raise
+            replace_file(self._path, payload, prefix=".remote-known-")
         except OSError:
             return False  # rebuildable state: the next run asks the remote again
         self._added.clear()

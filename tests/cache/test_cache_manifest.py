@@ -41,7 +41,7 @@ D3 = make_key("three")
 def sample_manifest() -> Manifest:
     components = KeyComponents(
         action=ShellAction(shell="sh", script="cc -c src/a.c -o out/a.o"),
-        inputs=(InputFile(path="/lib/src/a.c", executable=False, digest=D1),),
+        inputs=(InputFile(path="/lib/src/a.c", executable=False, digest=D1, size=10),),
         predecessors=(
             PredecessorStreams(task=TaskId("gen", "gen"), stdout=D1, stderr=D2, outputs=D3),
         ),

@@ -22,7 +22,7 @@ from hazremote.cache import (
     StoreStatus,
     resolve_cache_root,
 )
-from hazremote.cache._blobs import CHUNK_SIZE
+from hazremote.cache.codec import CHUNK_SIZE
 from hazremote.domain.digest import Digest, digest_bytes
 from hazremote.domain.model import HashName
 from hazremote.domain.refs import TaskId

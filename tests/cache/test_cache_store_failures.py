@@ -28,7 +28,7 @@ CHILD = textwrap.dedent(
     import json, os, resource, signal, sys
     from pathlib import Path
     from hazremote.cache import LocalCache, OutputFile, local
-    from hazremote.cache import _blobs
+    from hazremote.cache import codec
     from hazremote.domain.digest import Digest
     from hazremote.domain.model import CommandAction, HashName
     from hazremote.keys.components import KeyComponents
@@ -41,14 +41,14 @@ CHILD = textwrap.dedent(
         os.kill(os.getpid(), signal.SIGKILL)
 
     if mode == "crash-mid-blobs":
-        real = _blobs.BlobCodec.encode_file
+        real = codec.BlobCodec.encode_file
         calls = []
         def encode_then_die(self, source, dest, *, fsync):
             calls.append(source)
             if len(calls) == 4:  # stdout, stderr and one output are staged
                 die()
             return real(self, source, dest, fsync=fsync)
-        _blobs.BlobCodec.encode_file = encode_then_die
+        codec.BlobCodec.encode_file = encode_then_die
     elif mode == "crash-before-rename":
         local.LocalCache._publish = die  # the manifest is written, the rename never happens
     elif mode == "disk-full":

@@ -9,10 +9,12 @@ from collections.abc import Iterable
 import pytest
 import zstandard
 
-from cache_service.cas import RAW_BLOCK, TRIAL_BYTES, BlobLimits, BlobService, WireEncoding
+from cache_service.cas import RAW_BLOCK, BlobLimits, BlobService
 from cache_service.storage.base import BlobRef, BlobVerificationError, StoredChunk
 from cache_service.storage.memory import MemoryBlobStore
 from cache_service.storage.verifying import BlobVerifier, VerifyingBlobStore
+from hazremote.cache.manifest import Compression
+from hazremote.compression import PROBE_SIZE
 from hazremote.domain.digest import digest_bytes
 from hazremote.domain.model import HashName
 
@@ -35,7 +37,7 @@ def _store(data: bytes, pieces: list[bytes]) -> bytes:
     leaf = MemoryBlobStore()
     service = BlobService(store=VerifyingBlobStore(inner=leaf), limits=LIMITS)
     ref = _ref(data)
-    assert service.write_stream(ref, WireEncoding.IDENTITY, iter(pieces)) == len(data)
+    assert service.write_stream(ref, Compression.NONE, iter(pieces)) == len(data)
     reader = leaf.open_read(ref)
     assert reader is not None
     with reader:
@@ -45,8 +47,8 @@ def _store(data: bytes, pieces: list[bytes]) -> bytes:
 @pytest.mark.parametrize(
     "sizes",
     [
-        [TRIAL_BYTES],  # exactly the trial
-        [1000, 5, TRIAL_BYTES],  # the trial spans several small chunks
+        [PROBE_SIZE],  # exactly the trial
+        [1000, 5, PROBE_SIZE],  # the trial spans several small chunks
         [RAW_BLOCK + 1, RAW_BLOCK - 1, 3 * RAW_BLOCK + 17],  # blocks split inside chunks
         [3 << 20],
     ],
@@ -67,7 +69,7 @@ def test_incompressible_upload_is_one_frame_of_raw_blocks(sizes: list[int]) -> N
 
 
 def test_compressible_upload_stays_compressed() -> None:
-    data = b"0123456789abcdef" * (TRIAL_BYTES // 4)
+    data = b"0123456789abcdef" * (PROBE_SIZE // 4)
     stored = _store(data, [data[:1000], data[1000:]])
     assert len(stored) < len(data) // 20
     assert zstandard.ZstdDecompressor().decompress(stored) == data
@@ -75,14 +77,14 @@ def test_compressible_upload_stays_compressed() -> None:
 
 def test_compressible_head_with_random_tail_is_compressed() -> None:
     """The trial decides on the first 64 KiB, as the local cache does."""
-    data = b"a" * TRIAL_BYTES + os.urandom(TRIAL_BYTES)
+    data = b"a" * PROBE_SIZE + os.urandom(PROBE_SIZE)
     stored = _store(data, [data])
     assert len(stored) < len(data) * 0.6
     assert zstandard.ZstdDecompressor().decompress(stored) == data
 
 
 def test_small_incompressible_upload_is_not_trialled() -> None:
-    data = os.urandom(TRIAL_BYTES - 1)
+    data = os.urandom(PROBE_SIZE - 1)
     stored = _store(data, [data])
     assert zstandard.ZstdDecompressor().decompress(stored) == data
     assert zstandard.get_frame_parameters(stored).content_size == len(data)
@@ -90,26 +92,24 @@ def test_small_incompressible_upload_is_not_trialled() -> None:
 
 @pytest.mark.parametrize("delta", [-1, 1])
 def test_raw_upload_of_the_wrong_size_is_rejected_and_not_stored(delta: int) -> None:
-    data = os.urandom(2 * TRIAL_BYTES)
+    data = os.urandom(2 * PROBE_SIZE)
     sent = data[:delta] if delta < 0 else data + b"!"
     leaf = MemoryBlobStore()
     service = BlobService(store=VerifyingBlobStore(inner=leaf), limits=LIMITS)
     ref = _ref(data)
     with pytest.raises(BlobVerificationError, match="size mismatch"):
-        service.write_stream(ref, WireEncoding.IDENTITY, iter([sent]))
+        service.write_stream(ref, Compression.NONE, iter([sent]))
     assert leaf.missing([ref]) == [ref]
 
 
 def test_raw_upload_with_a_wrong_last_byte_is_rejected_and_not_stored() -> None:
-    data = os.urandom(3 * TRIAL_BYTES)
+    data = os.urandom(3 * PROBE_SIZE)
     wrong = data[:-1] + bytes([data[-1] ^ 1])
     leaf = MemoryBlobStore()
     service = BlobService(store=VerifyingBlobStore(inner=leaf), limits=LIMITS)
     ref = _ref(data)
     with pytest.raises(BlobVerificationError, match="digest mismatch"):
-        service.write_stream(
-            ref, WireEncoding.IDENTITY, iter([wrong[:TRIAL_BYTES], wrong[TRIAL_BYTES:]])
-        )
+        service.write_stream(ref, Compression.NONE, iter([wrong[:PROBE_SIZE], wrong[PROBE_SIZE:]]))
     assert leaf.missing([ref]) == [ref]
 
 
@@ -148,7 +148,7 @@ def test_raw_blocks_reach_the_store_as_views_of_the_received_chunks() -> None:
     leaf = _RecordingStore()
     service = BlobService(store=VerifyingBlobStore(inner=leaf), limits=LIMITS)
     ref = _ref(data)
-    service.write_stream(ref, WireEncoding.IDENTITY, iter([memoryview(pieces[0]), pieces[1]]))
+    service.write_stream(ref, Compression.NONE, iter([memoryview(pieces[0]), pieces[1]]))
     header, *blocks = leaf.given
     assert len(header) == 10
     assert [len(chunk) for chunk in blocks[::2]] == [3] * 5
@@ -166,11 +166,11 @@ def test_raw_blocks_reach_the_store_as_views_of_the_received_chunks() -> None:
 def test_zstd_uploads_pass_to_the_store_as_received() -> None:
     """Issue 5: a zstd upload (what the haz client sends) reaches the store as the received
     chunks themselves, views included: nothing is copied on the way."""
-    data = os.urandom(2 * TRIAL_BYTES)
+    data = os.urandom(2 * PROBE_SIZE)
     frame = zstandard.ZstdCompressor(level=3).compress(data)
     received = [memoryview(frame)[:1000], memoryview(frame)[1000:]]
     leaf = _RecordingStore()
     service = BlobService(store=VerifyingBlobStore(inner=leaf), limits=LIMITS)
-    service.write_stream(_ref(data), WireEncoding.ZSTD, iter(received))
+    service.write_stream(_ref(data), Compression.ZSTD, iter(received))
     assert len(leaf.given) == 2
     assert all(got is sent for got, sent in zip(leaf.given, received, strict=True))

@@ -38,8 +38,8 @@ def _v2(h: HashName) -> KeyComponents:
     return KeyComponents(
         action=ShellAction(shell="sh", script="cc -c src/a.c -o out/a.o"),
         inputs=(
-            InputFile(path="/lib/src/a.c", executable=False, digest=_d(h, b"int a;\n")),
-            InputFile(path="/lib/src/b.h", executable=False, digest=_d(h, b"int b;\n")),
+            InputFile(path="/lib/src/a.c", executable=False, digest=_d(h, b"int a;\n"), size=7),
+            InputFile(path="/lib/src/b.h", executable=False, digest=_d(h, b"int b;\n"), size=7),
         ),
         predecessors=(
             PredecessorStreams(
@@ -69,9 +69,17 @@ def _exec_unicode(h: HashName) -> KeyComponents:
     return KeyComponents(
         action=CommandAction(argv=("python3", "gen.py", "--name=café")),
         inputs=(
-            InputFile(path="/tools/gen.py", executable=True, digest=_d(h, b"#!/usr/bin/env py\n")),
             InputFile(
-                path="/tools/données/été.txt", executable=False, digest=_d(h, "été\n".encode())
+                path="/tools/gen.py",
+                executable=True,
+                digest=_d(h, b"#!/usr/bin/env py\n"),
+                size=18,
+            ),
+            InputFile(
+                path="/tools/données/été.txt",
+                executable=False,
+                digest=_d(h, "été\n".encode()),
+                size=6,
             ),
         ),
         cwd="tools",
@@ -305,14 +313,36 @@ def test_inputs_are_path_executable_byte_and_raw_digest() -> None:
     c = KeyComponents(
         action=CommandAction(argv=()),
         inputs=(
-            InputFile(path="/a", executable=True, digest=D1),
-            InputFile(path="/b", executable=False, digest=D2),
+            InputFile(path="/a", executable=True, digest=D1, size=1),
+            InputFile(path="/b", executable=False, digest=D2, size=2),
         ),
     )
     body = frame_bytes(c, H)[3 + 4 :]
     assert body.startswith(
         _u32(2) + _s("/a") + b"\x01" + D1.raw + _s("/b") + b"\x00" + D2.raw + _u32(0)
     )
+
+
+@pytest.mark.parametrize("hash_name", list(HashName))
+@pytest.mark.parametrize("sizes", [(0, 0), (1, 2), (2**40, 7)])
+def test_input_size_is_never_framed(hash_name: HashName, sizes: tuple[int, int]) -> None:
+    """CACHE-006: an input's ``size`` is carried for blob transfer, never part of the key:
+    the framed bytes and the key are those of the same inputs with any other sizes."""
+
+    def components(size_a: int, size_b: int) -> KeyComponents:
+        return KeyComponents(
+            action=CommandAction(argv=("cc",)),
+            inputs=(
+                InputFile(path="/a", executable=True, digest=D1, size=size_a),
+                InputFile(path="/b", executable=False, digest=D2, size=size_b),
+            ),
+        )
+
+    reference = components(123, 456)
+    varied = components(*sizes)
+    assert frame_bytes(varied, hash_name) == frame_bytes(reference, hash_name)
+    assert frame_key(varied, hash_name) == frame_key(reference, hash_name)
+    assert frame_bytes(varied, hash_name) == _reference_frame(varied, hash_name)
 
 
 def test_predecessors_are_project_task_stdout_stderr_outputs() -> None:

@@ -41,8 +41,12 @@ def test_literal_file_gives_path_executable_bit_and_digest(tmp_path: Path) -> No
     write(tmp_path, "lib/run.sh", b"#!/bin/sh\n", mode=0o744)
     write(tmp_path, "lib/data.txt", b"data\n", mode=0o644)
     assert _inputs(tmp_path, "run.sh", "data.txt") == (
-        InputFile(path="/lib/data.txt", executable=False, digest=_d(b"data\n")),
-        InputFile(path="/lib/run.sh", executable=True, digest=_d(b"#!/bin/sh\n")),
+        InputFile(
+            path="/lib/data.txt", executable=False, digest=_d(b"data\n"), size=len(b"data\n")
+        ),
+        InputFile(
+            path="/lib/run.sh", executable=True, digest=_d(b"#!/bin/sh\n"), size=len(b"#!/bin/sh\n")
+        ),
     )
 
 
@@ -101,7 +105,7 @@ def test_literal_symlink_to_file_contributes_its_own_path_and_target_bytes(
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib" / "tool").symlink_to("../shared/tool.sh")
     assert _inputs(tmp_path, "tool") == (
-        InputFile(path="/lib/tool", executable=True, digest=_d(b"echo\n")),
+        InputFile(path="/lib/tool", executable=True, digest=_d(b"echo\n"), size=len(b"echo\n")),
     )
 
 
@@ -221,8 +225,8 @@ def test_glob_includes_symlinks_to_files_with_target_bytes_and_skips_dangling(
     (tmp_path / "lib" / "src" / "alias.c").symlink_to("real.c")
     (tmp_path / "lib" / "src" / "dangling.c").symlink_to("gone.c")
     assert _inputs(tmp_path, "src/*.c") == (
-        InputFile(path="/lib/src/alias.c", executable=False, digest=_d(b"real")),
-        InputFile(path="/lib/src/real.c", executable=False, digest=_d(b"real")),
+        InputFile(path="/lib/src/alias.c", executable=False, digest=_d(b"real"), size=len(b"real")),
+        InputFile(path="/lib/src/real.c", executable=False, digest=_d(b"real"), size=len(b"real")),
     )
 
 
@@ -276,8 +280,10 @@ def test_outputs_written_makes_new_and_changed_files_visible(tmp_path: Path) -> 
         deriver.outputs_written(producer.outputs)
         after = deriver.inputs(consumer)
     assert after == (
-        InputFile(path="/lib/gen/a.c", executable=False, digest=_d(b"a2-longer")),
-        InputFile(path="/lib/gen/sub/b.c", executable=False, digest=_d(b"b")),
+        InputFile(
+            path="/lib/gen/a.c", executable=False, digest=_d(b"a2-longer"), size=len(b"a2-longer")
+        ),
+        InputFile(path="/lib/gen/sub/b.c", executable=False, digest=_d(b"b"), size=len(b"b")),
     )
 
 
@@ -306,7 +312,9 @@ def test_outputs_written_refreshes_symlinks_into_the_written_tree(tmp_path: Path
         write(tmp_path, "gen/out.h", b"v2 longer")
         deriver.outputs_written([parse_pattern("/gen/out.h", project_dir="")])
         files = deriver.inputs(consumer)
-    assert files[0] == InputFile(path="/lib/gen.h", executable=False, digest=_d(b"v2 longer"))
+    assert files[0] == InputFile(
+        path="/lib/gen.h", executable=False, digest=_d(b"v2 longer"), size=len(b"v2 longer")
+    )
 
 
 def test_prefetch_reports_failing_tasks_and_resolves_the_rest(tmp_path: Path) -> None:

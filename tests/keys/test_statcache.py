@@ -106,7 +106,7 @@ def test_mode_change_is_seen(tmp_path: Path) -> None:
 def _input(path: str, data: bytes, *, executable: bool = False) -> object:
     from hazremote.keys.components import InputFile
 
-    return InputFile(path=path, executable=executable, digest=_d(data))
+    return InputFile(path=path, executable=executable, digest=_d(data), size=len(data))
 
 
 # --- racy timestamps, with stats fully under the test's control --------------------------------

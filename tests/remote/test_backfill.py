@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from hazremote.cache import Manifest
-from hazremote.cache._blobs import verified_blob
 from hazremote.cache.backfill import (
     BackfillFrameError,
     ProcessBackfill,
@@ -27,6 +26,7 @@ from hazremote.cache.backfill import (
     read_frame,
     serve,
 )
+from hazremote.cache.codec import verified_blob
 from hazremote.cache.local import CacheOptions, FetchBlob, FetchedBlob, LocalCache, VerifiedBlob
 from hazremote.cache.tier import StoreResult
 from hazremote.domain.digest import Digest

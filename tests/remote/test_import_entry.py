@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from hazremote.cache import Compression, Manifest, RestoreResult, RestoreStatus, StoreStatus
-from hazremote.cache._blobs import BlobCorrupt
-from hazremote.cache._blobs import verified_blob as make_verified_blob
+from hazremote.cache.codec import BlobCorrupt
+from hazremote.cache.codec import verified_blob as make_verified_blob
 from hazremote.cache.local import FetchedBlob, VerifiedBlob
 from hazremote.domain.digest import Digest, digest_bytes
 from tests.cache.cachekit import HASH, Env, Sinks, make_key

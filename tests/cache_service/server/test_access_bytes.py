@@ -17,7 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
-from cache_service import observe
+from cache_service import interceptor
 from hazremote.wire.haz.remote.v1 import cache_pb2
 from tests.cache_service.server.serverkit import (
     BLAKE3,
@@ -54,7 +54,7 @@ class _Recorder:
 @pytest.fixture
 def observed(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ServerThread, _Recorder]]:
     recorder = _Recorder()
-    monkeypatch.setattr(observe, "_log", recorder)
+    monkeypatch.setattr(interceptor, "_log", recorder)
     with running_server() as server:
         yield server, recorder
 

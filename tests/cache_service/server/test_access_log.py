@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import structlog
 
-from cache_service.observe import AccessLog
+from cache_service.access_log import AccessLog
 from hazremote import logs
 from hazremote.logs import configure_logging, get_logger, utc_timestamp
 
@@ -176,7 +176,7 @@ def test_deferred_events_are_written_at_exit() -> None:
     batch was due) prints them."""
     script = """
 import asyncio
-from cache_service.observe import AccessLog
+from cache_service.access_log import AccessLog
 from hazremote.logs import configure_logging
 configure_logging(level="info", fmt="json")
 async def main():

@@ -16,7 +16,7 @@ import grpc
 import pytest
 import zstandard
 
-from cache_service.servicers.content import RECEIVE_AHEAD
+from cache_service.servicers.stream_bridges import RECEIVE_AHEAD
 from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 from tests.cache_service.server.serverkit import (
     BLAKE3,

@@ -11,7 +11,7 @@ from google.protobuf.message import DecodeError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cache_service.servicers.content import decode_write_chunk, encode_read_chunks
+from cache_service.servicers.chunk_codec import decode_write_chunk, encode_read_chunks
 from hazremote.wire.haz.remote.v1 import cache_pb2, digest_pb2
 from tests.cache_service.server.serverkit import (
     BLAKE3,

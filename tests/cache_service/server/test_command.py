@@ -24,12 +24,29 @@ from tests.cache_service.server.serverkit import BLAKE3, digest_of, make_manifes
 COMMAND = str(Path(sys.executable).parent / "haz-cache-service")
 
 
+_EXEC_WITH_LIMITS = (
+    "import ast, os, resource, sys; "
+    "resource.setrlimit(resource.RLIMIT_NOFILE, ast.literal_eval(sys.argv[1])); "
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
 class Service:
     """A running ``haz-cache-service`` process and its stderr lines."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        open_files: tuple[int, int] | None = None,
+    ) -> None:
+        """Start the service; ``open_files`` sets its soft and hard open-file limits first
+        (through an exec, as ``preexec_fn`` is unsafe with threads)."""
+        command = [COMMAND, *args]
+        if open_files is not None:
+            command = [sys.executable, "-c", _EXEC_WITH_LIMITS, repr(open_files), *command]
         self.proc = subprocess.Popen(
-            [COMMAND, *args],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -14,8 +14,9 @@ from cache_service import manifests as manifests_module
 from cache_service.app import RunningServer
 from cache_service.errors import InvalidRequestError
 from cache_service.identity import OpenAccess
+from cache_service.interceptor import AccessInterceptor
 from cache_service.manifests import ManifestService
-from cache_service.observe import AccessInterceptor, ServiceMetrics
+from cache_service.metrics import ServiceMetrics
 from cache_service.servicers.manifests import INLINE_LOOKUP_KEYS
 from cache_service.storage.base import WOULD_BLOCK
 from cache_service.storage.memory import MemoryBlobStore

@@ -21,7 +21,7 @@ import pytest
 
 from cache_service.auth import TokenAuthority
 from cache_service.config import ServiceConfigError, resolve_config
-from cache_service.servicers import content
+from cache_service.servicers import stream_bridges
 from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc
 from tests.cache_service.auth.authkit import bearer, stored_manifest, tokens_yaml, write_tokens
 from tests.cache_service.server.serverkit import (
@@ -35,7 +35,7 @@ from tests.cache_service.server.serverkit import (
     write_chunks,
 )
 
-_INBOX_GET = content._Inbox.get.__code__
+_INBOX_GET = stream_bridges.Inbox.get.__code__
 #: The size of a slow writer's blob (never stored).
 _SLOW_BLOB = 200 << 10
 

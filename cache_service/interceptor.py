@@ -1,35 +1,12 @@
-"""Per-RPC observation: one access-log event, Prometheus metrics, and the identity seam.
+"""The access interceptor: authenticate, authorize, observe and log every RPC.
 
 Spec coverage:
-* SVC-004 — one structured access event per RPC (``method``, ``code``, ``duration_ms``,
-  ``bytes_in``, ``bytes_out``, ``namespace``, ``peer``, ``identity``); Prometheus counters of
-  RPCs and latencies by method and status, bytes in/out, storage errors, manifest lookups by
-  result (hit ratio = hits / all).
-* SEC-002 (seam) — the interceptor asks an :class:`~cache_service.identity.Authenticator`
-  who calls and binds the identity for the handler (SEC-006 producer); a refusal is
-  ``UNAUTHENTICATED``. Health checking and reflection are never authenticated.
-* SEC-002/003 — with an :class:`~cache_service.identity.Authorizer` (the tokens file,
-  :mod:`cache_service.auth`), the same interceptor then authorizes the call against the
-  request's namespace; :class:`~cache_service.identity.AccessDeniedError` is
-  ``PERMISSION_DENIED``. The access event names the token as ``identity``.
-* The wrapping happens once per method, as servicers register through
-  :meth:`AccessInterceptor.registrar`, and the metric children of each method are resolved
-  once: per RPC only the call itself is observed (issue 5: lookups near raw gRPC speed). The
-  unary-unary wrapper (every lookup) keeps its observations in locals and calls no helper
-  it can do without; open access asks no authenticator.
-* With the JSON log format the access event is rendered here, as the very line structlog's
-  JSON chain would print, and printed in batches within milliseconds, in order with the
-  other events (:class:`AccessLog`, :func:`hazremote.logs.json_line_printer`).
-* ``bytes_in`` / ``bytes_out`` are the sizes of the messages on the wire, counted where they
-  are (de)serialized: the wrapper receives the raw request bytes and decodes them itself, and
-  encodes the responses itself, so counting costs a ``len()`` (``ByteSize()`` re-encoded every
-  message: a third of the event loop's time during a 1 MiB-chunk WriteBlob, issue 5).
-* Issue 13 — a request whose bytes do not decode is the client's fault: ``INVALID_ARGUMENT``
-  naming the method (logged by the access event at info, never as an error). The order is
-  authenticate → decode → authorize: authorization needs the request's namespace, but an
-  unauthenticated caller with undecodable bytes gets ``UNAUTHENTICATED`` (parsing is not
-  shown to strangers). A stream's message that does not decode is an
-  :class:`~cache_service.errors.InvalidRequestError` raised to the handler.
+* SVC-004 — one access event and the metrics of every RPC, wire bytes counted where decoded.
+* SEC-002 — the caller is authenticated (never for health or reflection) and bound.
+* SEC-003 — with an :class:`~cache_service.identity.Authorizer`, the call is authorized
+  against its request's namespace.
+* SEC-006 — the bound identity is the producer the handlers record.
+* Issue 13 — undecodable request bytes are ``INVALID_ARGUMENT`` (after authentication).
 Out of scope: parsing tokens (:mod:`cache_service.auth`), status mapping (``_status``).
 """
 
@@ -41,18 +18,16 @@ import inspect
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from json.encoder import encode_basestring_ascii
-from time import perf_counter, time_ns
+from time import perf_counter
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
-from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from cache_service.access_log import AccessLog
 from cache_service.errors import InvalidRequestError
 from cache_service.identity import (
     ANONYMOUS,
-    AccessDeniedError,
     Authenticator,
     Authorizer,
     Identity,
@@ -61,153 +36,14 @@ from cache_service.identity import (
     reset_identity,
     set_identity,
 )
-from hazremote.logs import get_logger, json_line_printer, utc_timestamp
+from cache_service.metrics import ServiceMetrics
+from cache_service.servicers._status import status_of
 
-__all__ = ["AccessInterceptor", "AccessLog", "HandlerRegistrar", "ServiceMetrics"]
+__all__ = ["AccessInterceptor", "HandlerRegistrar"]
 
 _UNAUTHENTICATED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
-#: The access event as the JSON chain of :mod:`hazremote.logs` renders it (keys sorted,
-#: ``json.dumps`` separators): :func:`_render_access` fills it in.
-_ACCESS_LINE = (
-    '{"bytes_in": %d, "bytes_out": %d, "code": %s, "duration_ms": %r, "event": "rpc", '
-    '"identity": %s, "level": "info", "method": %s, "namespace": %s, "peer": %s, '
-    '"timestamp": "%s"}'
-)
-
-
-def _render_access(
-    fields: tuple[int, str, str, float, int, int, str, str, str],
-) -> str:
-    """The JSON line of one access event: its time (``time.time_ns()``), method, code,
-    duration_ms, bytes_in, bytes_out, namespace, peer and identity."""
-    at, method, code, duration_ms, bytes_in, bytes_out, namespace, peer, identity = fields
-    return _ACCESS_LINE % (
-        bytes_in,
-        bytes_out,
-        encode_basestring_ascii(code),
-        duration_ms,
-        encode_basestring_ascii(identity),
-        encode_basestring_ascii(method),
-        encode_basestring_ascii(namespace),
-        encode_basestring_ascii(peer),
-        utc_timestamp(at),
-    )
-
-
-class AccessLog:
-    """SVC-004: the one access event per RPC, ``rpc`` at level info.
-
-    With the JSON log format (the service's default) the event skips structlog's processors:
-    its fields go to :func:`hazremote.logs.json_line_printer`, which renders them
-    (:func:`_render_access`, the line the JSON chain would print) in a batch with the events
-    around it. Rendered and printed one by one through structlog, the access event cost a
-    small lookup about a sixth of its CPU time (issue 5). Any other configuration (console
-    format, ``structlog.testing.capture_logs``) goes through structlog.
-    """
-
-    def __init__(self, name: str) -> None:
-        self._logger = get_logger(name)
-
-    def rpc(
-        self,
-        *,
-        method: str,
-        code: str,
-        duration_ms: float,
-        bytes_in: int,
-        bytes_out: int,
-        namespace: str,
-        peer: str,
-        identity: str,
-    ) -> None:
-        """Log one RPC."""
-        printer = json_line_printer("info")
-        if printer is None:
-            self._logger.info(
-                "rpc",
-                method=method,
-                code=code,
-                duration_ms=duration_ms,
-                bytes_in=bytes_in,
-                bytes_out=bytes_out,
-                namespace=namespace,
-                peer=peer,
-                identity=identity,
-            )
-            return
-        printer(
-            _render_access,
-            (time_ns(), method, code, duration_ms, bytes_in, bytes_out, namespace, peer, identity),
-        )
-
-
 _log = AccessLog("cache_service.access")
-
-
-class ServiceMetrics:
-    """The Prometheus metrics of one server, in their own registry (several servers may run in
-    one process, e.g. in tests)."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
-        self.rpcs = Counter(
-            "haz_cache_rpcs",
-            "RPCs handled, by method and status code",
-            ["method", "code"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "haz_cache_rpc_duration_seconds",
-            "RPC latency, by method and status code",
-            ["method", "code"],
-            registry=r,
-            buckets=(
-                0.0005,
-                0.001,
-                0.0025,
-                0.005,
-                0.01,
-                0.025,
-                0.05,
-                0.1,
-                0.25,
-                0.5,
-                1,
-                2.5,
-                5,
-                10,
-                30,
-                60,
-            ),
-        )
-        self.bytes_in = Counter(
-            "haz_cache_received_bytes",
-            "Request bytes received, by method",
-            ["method"],
-            registry=r,
-        )
-        self.bytes_out = Counter(
-            "haz_cache_sent_bytes", "Response bytes sent, by method", ["method"], registry=r
-        )
-        self.storage_errors = Counter(
-            "haz_cache_storage_errors",
-            "RPCs or batch items that failed in storage",
-            registry=r,
-        )
-        self.manifest_lookups = Counter(
-            "haz_cache_manifest_lookups",
-            "Manifest lookups by result (hit, miss)",
-            ["result"],
-            registry=r,
-        )
-
-        self._lookup_hits = self.manifest_lookups.labels(result="hit")
-        self._lookup_misses = self.manifest_lookups.labels(result="miss")
-
-    def manifest_lookup(self, hit: bool) -> None:
-        (self._lookup_hits if hit else self._lookup_misses).inc()
 
 
 @dataclass(slots=True)
@@ -432,10 +268,8 @@ class AccessInterceptor:
             identity = self._authenticator.authenticate(method=method, metadata=_Metadata(context))
             if self._authorizer is not None:
                 self._authorizer.authorize(identity, method=method, namespace=namespace)
-        except AccessDeniedError as exc:
-            return identity, (grpc.StatusCode.PERMISSION_DENIED, str(exc))
-        except PermissionError as exc:
-            return identity, (grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        except PermissionError as exc:  # AccessDeniedError too
+            return identity, status_of(exc)
         return identity, None
 
     def _undecodable(
@@ -450,7 +284,7 @@ class AccessInterceptor:
                     method=series.method, metadata=_Metadata(context)
                 )
             except PermissionError as exc:
-                return identity, (grpc.StatusCode.UNAUTHENTICATED, str(exc))
+                return identity, status_of(exc)
         return identity, (
             grpc.StatusCode.INVALID_ARGUMENT,
             f"{series.name}: the request is not a valid message ({error})",

@@ -28,12 +28,13 @@ from typing import BinaryIO
 import zstandard
 
 from hazremote.cache.manifest import Compression
+from hazremote.compression import MIN_COMPRESS_SIZE, PROBE_SIZE, compression_pays
 from hazremote.domain.digest import Digest, Hasher, digest_bytes, new_hasher
 from hazremote.domain.model import HashName
+from hazremote.fileio import write_all
 
 __all__ = [
     "CHUNK_SIZE",
-    "MIN_COMPRESS_SIZE",
     "BlobCodec",
     "BlobCorrupt",
     "EncodedBlob",
@@ -46,21 +47,8 @@ __all__ = [
 
 #: Read/write granularity; also the size up to which a blob is (de)compressed in one call.
 CHUNK_SIZE = 1 << 20
-#: Below one filesystem block compression saves no disk space.
-MIN_COMPRESS_SIZE = 4096
-#: Prefix compressed as a probe to decide whether a large blob is worth compressing.
-PROBE_SIZE = 64 * 1024
-#: A blob is stored compressed only when compression keeps at most this share of its bytes.
-MAX_COMPRESSED_SHARE = 0.9
 #: The longest zstd frame header (magic + descriptor + window + dict id + content size).
 _ZSTD_HEADER_MAX = 18
-
-
-def write_all(fd: int, data: bytes | memoryview) -> None:
-    """Write every byte of ``data`` to ``fd`` (``os.write`` may write less than asked)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 class BlobCorrupt(Exception):
@@ -218,7 +206,7 @@ class BlobCodec:
     def _write_small(self, data: bytes, out: BinaryIO) -> Compression:
         if len(data) >= MIN_COMPRESS_SIZE:
             packed: bytes = self._cctx.compress(data)
-            if len(packed) <= MAX_COMPRESSED_SHARE * len(data):
+            if compression_pays(len(data), len(packed)):
                 out.write(packed)
                 return Compression.ZSTD
         out.write(data)
@@ -227,7 +215,7 @@ class BlobCodec:
     def _choose(self, first: bytes) -> Compression:
         probe = first[:PROBE_SIZE]
         packed: bytes = self._cctx.compress(probe)
-        if len(packed) <= MAX_COMPRESSED_SHARE * len(probe):
+        if compression_pays(len(probe), len(packed)):
             return Compression.ZSTD
         return Compression.NONE
 
