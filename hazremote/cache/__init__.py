@@ -1,9 +1,9 @@
-"""The cache: manifests, the local tier, the tier port, and the ``haz why`` task index.
+"""The cache: manifests, the local tier, the tiers' port, and the ``haz why`` task index.
 
 Spec coverage:
 * CACHE-010..023 — :class:`LocalCache` and :class:`Manifest` (CACHE-011).
 * SEC-001 — restore never writes outside the workspace or its declared outputs.
-* RC-001 — :class:`CacheTier` is the port the remote tier also implements.
+* RC-001 — :mod:`.tiers`: local → remote behind one port (``CacheTiers``).
 Out of scope: key derivation (``hazremote.keys``), the remote tier (``hazremote.remote``) and
 the decision to look up or store (``hazremote.execute``, CACHE-018).
 """
@@ -36,7 +36,6 @@ from hazremote.cache.manifest import (
 )
 from hazremote.cache.tier import (
     ByteSink,
-    CacheTier,
     KnownDigests,
     LookupResult,
     LookupStatus,
@@ -52,7 +51,6 @@ __all__ = [
     "DEFAULT_COMPRESSION_LEVEL",
     "ByteSink",
     "CacheInfo",
-    "CacheTier",
     "CleanReason",
     "CleanReport",
     "Compression",

@@ -267,7 +267,7 @@ class _FetchedBlobs:
 
 
 class LocalCache:
-    """The local cache tier (implements :class:`~hazremote.cache.tier.CacheTier`).
+    """The local cache tier (the first of :class:`~hazremote.cache.tiers.TieredCache`).
 
     Safe for concurrent use by several processes: publication is one directory rename, and
     readers verify what they read.

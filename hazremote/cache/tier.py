@@ -1,31 +1,27 @@
-"""The cache-tier port: what the executor asks of a cache, local or remote.
+"""What a cache tier answers, as values: lookup, store and restore results.
 
 Spec coverage:
 * CACHE-014..016 — :class:`LookupStatus`; a miss is a value, never an exception.
 * CACHE-017..018 — :class:`StoreResult`: a failed store is a status with a warning.
 * CACHE-019..020, SEC-001 — :class:`RestoreResult`: bad or hostile data is a status.
-* RC-001 — :class:`CacheTier` fits the remote cache client as a second tier.
 Out of scope: the tiers themselves (``hazremote.cache.local``, ``hazremote.remote``) and the
-order in which the executor consults them.
+port the lifecycle asks them through, in order (:mod:`hazremote.cache.tiers`).
 """
 
 from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from hazremote.cache.manifest import Manifest
 from hazremote.domain.digest import Digest
-from hazremote.domain.patterns import PathPattern
-from hazremote.keys.components import KeyComponents
 
 __all__ = [
     "ByteSink",
-    "CacheTier",
     "KnownDigests",
     "LookupResult",
     "LookupStatus",
@@ -144,38 +140,3 @@ class RestoreResult:
     @property
     def ok(self) -> bool:
         return self.status is RestoreStatus.RESTORED
-
-
-class CacheTier(Protocol):
-    """One cache tier. Every method reports bad data and I/O trouble as a value."""
-
-    def lookup(self, key: Digest) -> LookupResult:
-        """CACHE-014..016: the manifest if the entry is complete, else a miss status."""
-        ...
-
-    def store(
-        self,
-        *,
-        key: Digest,
-        components: KeyComponents,
-        stdout: Path,
-        stderr: Path,
-        outputs: Sequence[OutputFile],
-        duration_ms: int,
-        producer: str,
-    ) -> StoreResult:
-        """CACHE-017: store a successful run; streams come from spool files."""
-        ...
-
-    def restore(
-        self,
-        manifest: Manifest,
-        *,
-        workspace_root: Path,
-        output_patterns: Sequence[PathPattern],
-        stdout_sink: ByteSink,
-        stderr_sink: ByteSink,
-        known_digests: KnownDigests | None = None,
-    ) -> RestoreResult:
-        """CACHE-019..020, SEC-001: write outputs into the workspace and replay the streams."""
-        ...

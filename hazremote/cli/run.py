@@ -65,6 +65,7 @@ from hazremote.logs import get_logger
 from hazremote.remote.settings import RemoteConfig, RemoteFlags, resolve_remote
 
 if TYPE_CHECKING:
+    from hazremote.execute.observers import StreamFiles
     from hazremote.execute.scheduler import Cancellation
 
 __all__ = ["exit_reasons", "run", "select_run_set"]
@@ -297,8 +298,15 @@ async def _execute(
     remote_settings: RemoteConfig | None,
 ) -> tuple[list[TaskRecord], int, bool, int | None]:
     from hazremote.cache.backfill import ProcessBackfill
+    from hazremote.cache.tiers import TieredCache
     from hazremote.execute.claims import OutputClaims
-    from hazremote.execute.lifecycle import CachePolicy, LocalLifecycle, default_producer
+    from hazremote.execute.executor import LocalExecutor
+    from hazremote.execute.lifecycle import (
+        CachePolicy,
+        LifecycleSettings,
+        LocalLifecycle,
+        default_producer,
+    )
     from hazremote.execute.locks import TaskLocks
     from hazremote.execute.progress import color_enabled, console_observer
     from hazremote.execute.scheduler import Cancellation, SchedulingLimits, run_graph
@@ -343,19 +351,24 @@ async def _execute(
     cache = open_cache(context.workspace)
     locks = TaskLocks(context.root / ".haz" / "locks", notify=observer.notice)
     lifecycle = LocalLifecycle(
-        workspace_root=context.root,
-        hash_name=settings.cache.hash,
+        settings=LifecycleSettings(
+            workspace_root=context.root,
+            hash_name=settings.cache.hash,
+            spool_dir=spool_dir,
+            policy=CachePolicy(lookup=not (args.force or args.no_cache), store=not args.no_cache),
+            grace_period_s=settings.execution.grace_period_s,
+        ),
         deriver=deriver,
-        cache=cache,
-        index=open_index(context.workspace),
-        spawner=SubprocessSpawner(),
+        tiers=TieredCache(
+            local=cache,
+            index=open_index(context.workspace),
+            remote=remote,
+            backfill=ProcessBackfill(cache.options, log_dir=spool_dir),
+            spool_dir=spool_dir,
+            producer=default_producer(),
+        ),
+        executor=LocalExecutor(SubprocessSpawner()),
         observer=observer,
-        spool_dir=spool_dir,
-        policy=CachePolicy(lookup=not (args.force or args.no_cache), store=not args.no_cache),
-        grace_period_s=settings.execution.grace_period_s,
-        producer=default_producer(),
-        remote=remote,
-        backfill=ProcessBackfill(cache.options, log_dir=spool_dir),
         claims=OutputClaims(peers=context.graph.output_peers),
         locks=locks,
     )
@@ -376,9 +389,8 @@ async def _execute(
         def task_started(self, task: TaskId) -> None:
             del task  # the lifecycle announces a task once its source is known
 
-        def task_finished(self, record: TaskRecord) -> None:
-            if record.task not in lifecycle.reported:
-                observer.task_finished(record)
+        def task_finished(self, record: TaskRecord, *, streams: StreamFiles | None = None) -> None:
+            observer.task_finished(record, streams=streams)
 
     started = time.monotonic()
     observer.run_started(total=len(run_set))

@@ -11,7 +11,12 @@ Public surface of the process and output half (EXEC-008, 009, 012..017, 040):
 * :mod:`.progress` — :class:`PlainProgress`, :class:`TtyProgress` (``rich``, imported lazily),
   the task line and epilogue formats, and :func:`console_observer` wiring it all for ``haz run``.
 
-Spec coverage: see each module. Out of scope here: the scheduler and the per-task lifecycle.
+The scheduling half: :mod:`.scheduler` (``run_graph``, the one reporter of finished tasks),
+:mod:`.lifecycle` (probe → restore | execute → store, over the tiers of
+:mod:`hazremote.cache.tiers`), :mod:`.executor` (the :class:`Executor` port and
+:class:`LocalExecutor`), :mod:`.lookahead` (the remote lookahead), :mod:`.records`.
+
+Spec coverage: see each module.
 """
 
 from hazremote.execute.observers import (

@@ -1,7 +1,8 @@
 """What happened to each task of a run, as values.
 
 Spec coverage:
-* EXEC-009 — :class:`RunState` classification: succeeded, failed, skipped, cancelled.
+* EXEC-009 — :class:`RunState` classification: succeeded, failed, skipped, cancelled;
+  :func:`classify` turns a process outcome into its record.
 * EXEC-011 — :class:`SkipRecord` names the root failed task.
 * EXEC-041 — :func:`summary_json` renders the versioned summary document exactly as the
   table of SPEC §4 says (every task of the run set once, canonical order).
@@ -14,9 +15,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hazremote.domain.digest import Digest
 from hazremote.domain.refs import TaskId
+from hazremote.domain.units import format_duration
+
+if TYPE_CHECKING:
+    from hazremote.execute.spawn import ProcessOutcome
 
 __all__ = [
     "SUMMARY_VERSION",
@@ -27,6 +33,7 @@ __all__ = [
     "SkipCause",
     "SkipRecord",
     "TaskRecord",
+    "classify",
     "summary_json",
 ]
 
@@ -106,6 +113,36 @@ class CancelledRecord:
 
 
 TaskRecord = CompletedRecord | SkipRecord | CancelledRecord
+
+
+def classify(
+    task: TaskId, outcome: ProcessOutcome, *, key: Digest, timeout_s: float | None
+) -> CompletedRecord | CancelledRecord:
+    """EXEC-009: a process outcome as a record (the caller adds stream digests)."""
+    duration_ms = int(outcome.duration_s * 1000)
+    if outcome.cancelled:
+        return CancelledRecord(task=task, source=RunSource.FRESH, key=key, duration_ms=duration_ms)
+    state = RunState.FAILED
+    source: RunSource | None = RunSource.FRESH
+    error: str | None = None
+    if outcome.spawn_error is not None:
+        source, error = None, outcome.spawn_error
+    elif outcome.timed_out:
+        error = f"timed out after {format_duration(timeout_s or 0.0)}"
+    elif outcome.exit_code == 0:
+        state = RunState.SUCCEEDED
+    return CompletedRecord(
+        task=task,
+        state=state,
+        source=source,
+        key=key,
+        duration_ms=duration_ms,
+        exit_code=None if outcome.timed_out else outcome.exit_code,
+        signal=outcome.signal,
+        error=error,
+        stdout_digest=outcome.stdout_digest,
+        stderr_digest=outcome.stderr_digest,
+    )
 
 
 def _record_json(record: TaskRecord) -> dict[str, object]:

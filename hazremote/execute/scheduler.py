@@ -34,11 +34,12 @@ import heapq
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from hazremote.domain.model import MutexMode, Task
 from hazremote.domain.refs import TaskId
 from hazremote.execute.claims import OutputOverlap
+from hazremote.execute.observers import StreamFiles
 from hazremote.execute.records import (
     CancelledRecord,
     CompletedRecord,
@@ -58,6 +59,7 @@ __all__ = [
     "RunOutcome",
     "SchedulerEvents",
     "SchedulingLimits",
+    "State",
     "TaskLifecycle",
     "run_graph",
 ]
@@ -74,36 +76,51 @@ class Executed:
     record: TaskRecord
     outputs: tuple[str, ...] = ()
     overlap: OutputOverlap | None = None
+    #: A fresh run's complete streams (spool files), handed to the report of its record;
+    #: the lifecycle removes them in :meth:`TaskLifecycle.release`.
+    streams: StreamFiles | None = None
+
+
+#: What a lifecycle carries from a probe's miss to its execution (the derived key, for
+#: :class:`~hazremote.execute.lifecycle.LocalLifecycle`); the scheduler never looks inside.
+State = TypeVar("State")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Miss:
+class Miss(Generic[State]):
     """A probe that found no usable entry; ``state`` is the lifecycle's own carry-over."""
 
     task: TaskId
-    state: object
+    state: State
 
 
-ProbeResult = Executed | Miss
+#: A probe's answer: a finished task (hit, key error, refusal) or a miss to execute.
+ProbeResult = Executed | Miss[State]
 
 
-class TaskLifecycle(Protocol):
+class TaskLifecycle(Protocol[State]):
     """The two halves of one task's lifecycle (EXEC-007), driven by the scheduler."""
 
     async def probe(
         self, task: Task, predecessors: tuple[PredecessorStreams, ...], cancel: Cancellation
-    ) -> ProbeResult:
+    ) -> ProbeResult[State]:
         """Derive the key and look it up; restore on a hit. Never takes a mutex."""
         ...
 
-    async def execute(self, task: Task, miss: Miss, cancel: Cancellation) -> Executed:
+    async def execute(self, task: Task, miss: Miss[State], cancel: Cancellation) -> Executed:
         """Run the task (its mutex is held), classify, store on success."""
+        ...
+
+    def release(self, executed: Executed) -> None:
+        """``executed`` was reported: free what it holds (its spooled streams)."""
         ...
 
 
 class SchedulerEvents(Protocol):
+    """What the run reports; :meth:`task_finished` is called exactly once per task."""
+
     def task_started(self, task: TaskId) -> None: ...
-    def task_finished(self, record: TaskRecord) -> None: ...
+    def task_finished(self, record: TaskRecord, *, streams: StreamFiles | None = None) -> None: ...
 
 
 class Cancellation:
@@ -138,13 +155,13 @@ class RunOutcome:
     overlap: OutputOverlap | None = None
 
 
-class _Run:
+class _Run(Generic[State]):
     def __init__(
         self,
         *,
         graph: TaskGraph,
         run_set: Sequence[TaskId],
-        lifecycle: TaskLifecycle,
+        lifecycle: TaskLifecycle[State],
         events: SchedulerEvents,
         limits: SchedulingLimits,
         cancel: Cancellation,
@@ -158,8 +175,8 @@ class _Run:
         self.cancel = cancel
         self.records: dict[TaskId, TaskRecord] = {}
         self.waiting: set[TaskId] = set(self.order)  # never started
-        self.mutex_waiting: dict[TaskId, Miss] = {}
-        self.in_flight: dict[asyncio.Future[ProbeResult], tuple[TaskId, bool]] = {}
+        self.mutex_waiting: dict[TaskId, Miss[State]] = {}
+        self.in_flight: dict[asyncio.Future[ProbeResult[State]], tuple[TaskId, bool]] = {}
         self.tag_load: dict[str, int] = {}
         self.holds: dict[tuple[str, str], tuple[MutexMode, int]] = {}
         self.violation: SkipCause | None = None
@@ -262,11 +279,24 @@ class _Run:
             heapq.heappush(self.candidates, task)
 
     def _spawn(
-        self, task: TaskId, coro: Coroutine[object, object, ProbeResult], *, executing: bool
+        self, task: TaskId, coro: Coroutine[object, object, ProbeResult[State]], *, executing: bool
     ) -> None:
         self.in_flight[asyncio.ensure_future(coro)] = (task, executing)
 
-    async def _probe(self, task: TaskId) -> ProbeResult:
+    async def _reported(self, result: ProbeResult[State]) -> ProbeResult[State]:
+        """Report a lifecycle's finished task the moment it returns (completion order)."""
+        if isinstance(result, Executed):
+            try:
+                self._report(result.record, streams=result.streams)
+            finally:
+                self.lifecycle.release(result)
+        return result
+
+    def _report(self, record: TaskRecord, *, streams: StreamFiles | None = None) -> None:
+        """The one place a finished task is reported."""
+        self.events.task_finished(record, streams=streams)
+
+    async def _probe(self, task: TaskId) -> ProbeResult[State]:
         preds = tuple(
             PredecessorStreams(
                 task=p, stdout=r.stdout_digest, stderr=r.stderr_digest, outputs=r.outputs_digest
@@ -277,13 +307,17 @@ class _Run:
             and r.stderr_digest is not None
             and r.outputs_digest is not None
         )
-        return await self.lifecycle.probe(self.graph.tasks[task], preds, self.cancel)
+        return await self._reported(
+            await self.lifecycle.probe(self.graph.tasks[task], preds, self.cancel)
+        )
 
-    async def _execute(self, task: TaskId, miss: Miss) -> ProbeResult:
-        return await self.lifecycle.execute(self.graph.tasks[task], miss, self.cancel)
+    async def _execute(self, task: TaskId, miss: Miss[State]) -> ProbeResult[State]:
+        return await self._reported(
+            await self.lifecycle.execute(self.graph.tasks[task], miss, self.cancel)
+        )
 
     # -- completion ------------------------------------------------------------------
-    def _complete(self, future: asyncio.Future[ProbeResult]) -> None:
+    def _complete(self, future: asyncio.Future[ProbeResult[State]]) -> None:
         task, executing = self.in_flight.pop(future)
         self._release(task, mutex=executing)
         error = future.exception()
@@ -309,11 +343,14 @@ class _Run:
             self.violation = SkipCause.OUTPUT_OVERLAP
             self.violation_task = task
             self.overlap = result.overlap
-        self._finish(result.record)
+        self._finish(result.record, reported=True)
 
-    def _finish(self, record: TaskRecord) -> None:
+    def _finish(self, record: TaskRecord, *, reported: bool = False) -> None:
+        """Settle ``record``; report it unless :meth:`_reported` already did (a
+        lifecycle's record) — the scheduler's own records are reported here."""
         self.records[record.task] = record
-        self.events.task_finished(record)
+        if not reported:
+            self._report(record)
         self._unblock(record)
 
     # -- the loop ----------------------------------------------------------------------
@@ -388,7 +425,7 @@ async def run_graph(
     *,
     graph: TaskGraph,
     run_set: Sequence[TaskId],
-    lifecycle: TaskLifecycle,
+    lifecycle: TaskLifecycle[State],
     events: SchedulerEvents,
     limits: SchedulingLimits,
     cancel: Cancellation,

@@ -28,7 +28,7 @@ __all__ = ["LazyRemote"]
 
 
 class LazyRemote:
-    """Implements the lifecycle's ``RemoteTier`` and what ``haz run`` asks at the end."""
+    """Implements :class:`hazremote.cache.tiers.RemoteTier` and what ``haz run`` asks at the end."""
 
     def __init__(
         self,

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from hazremote.cache import (
-    CacheTier,
     Compression,
     FsyncPolicy,
     LocalCache,
@@ -392,12 +391,6 @@ def test_an_entry_of_chapter_revision_0_is_a_schema_mismatch_never_a_hit(
     result = env.cache.lookup(key)
     assert result.status is LookupStatus.MISS_SCHEMA_MISMATCH
     assert result.manifest is None
-
-
-def test_local_cache_fits_the_cache_tier_port(env: Env) -> None:
-    """RC-001: the local cache implements the CacheTier Protocol (checked by mypy here)."""
-    tier: CacheTier = env.cache
-    assert tier.lookup(make_key("nothing")).status is LookupStatus.MISS_NO_ENTRY
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ from hazremote.domain.model import (
 )
 from hazremote.domain.refs import TaskId, parse_ref
 from hazremote.execute.claims import OutputClaims, OutputOverlap
+from hazremote.execute.observers import StreamFiles
 from hazremote.execute.records import (
     CancelledRecord,
     CompletedRecord,
@@ -121,13 +122,14 @@ class FakeLifecycle:
     gate: dict[str, asyncio.Event] = field(default_factory=dict)
     intervals: dict[str, list[str]] = field(default_factory=dict)
     claims: OutputClaims = field(default_factory=OutputClaims)
+    released: list[str] = field(default_factory=list)
 
     def spec(self, task: TaskId) -> Spec:
         return self.specs.get(str(task), Spec())
 
     async def probe(
         self, task: Task, predecessors: tuple[PredecessorStreams, ...], cancel: Cancellation
-    ) -> ProbeResult:
+    ) -> ProbeResult[None]:
         name = str(task.id)
         self.log.append(("probe", name))
         self.seen_predecessors[name] = predecessors
@@ -144,7 +146,7 @@ class FakeLifecycle:
             )
         return Miss(task=task.id, state=None)
 
-    async def execute(self, task: Task, miss: Miss, cancel: Cancellation) -> Executed:
+    async def execute(self, task: Task, miss: Miss[None], cancel: Cancellation) -> Executed:
         name = str(task.id)
         self.log.append(("start", name))
         self.running.add(name)
@@ -170,6 +172,9 @@ class FakeLifecycle:
         return self._claimed(
             task.id, self._record(task.id, state, RunSource.FRESH, exit_code=spec.exit_code)
         )
+
+    def release(self, executed: Executed) -> None:
+        self.released.append(str(executed.record.task))
 
     def _claimed(self, task: TaskId, record: CompletedRecord) -> Executed:
         """EXEC-020 as the real lifecycle does it: claim the outputs, fail on an overlap."""
@@ -210,7 +215,7 @@ class Events:
     def task_started(self, task: TaskId) -> None:
         self.started.append(task)
 
-    def task_finished(self, record: TaskRecord) -> None:
+    def task_finished(self, record: TaskRecord, *, streams: StreamFiles | None = None) -> None:
         self.finished.append(record)
 
 
@@ -229,7 +234,7 @@ def run(
         if cancel_after is not None:
             original = lifecycle.execute
 
-            async def execute(task: Task, miss: Miss, c: Cancellation) -> Executed:
+            async def execute(task: Task, miss: Miss[None], c: Cancellation) -> Executed:
                 if str(task.id) == cancel_after:
                     asyncio.get_running_loop().call_soon(cancel.request, 2)
                 return await original(task, miss, c)
@@ -337,7 +342,7 @@ def test_cache_hits_never_wait_for_a_mutex() -> None:
     original = life.execute
     helpers: list[asyncio.Future[None]] = []
 
-    async def execute(task: Task, miss: Miss, cancel: Cancellation) -> Executed:
+    async def execute(task: Task, miss: Miss[None], cancel: Cancellation) -> Executed:
         helpers.append(asyncio.ensure_future(release_later()))
         return await original(task, miss, cancel)
 
@@ -502,3 +507,13 @@ def test_every_task_of_the_run_set_gets_exactly_one_record(jobs: int) -> None:
         "p2:b",
         "p2:t",
     ]
+
+
+def test_every_record_is_reported_once_and_released_after() -> None:
+    """Issue 14: the scheduler is the one reporter; a lifecycle's result is released
+    (its spools freed) once its record was reported, a scheduler-made record never."""
+    graph = make_graph({"a": {"t": {}}, "b": {"t": {"deps": ["a:t"]}}, "c": {"t": {}}})
+    life = FakeLifecycle(specs={"a:t": Spec(exit_code=1), "c:t": Spec(hit=True)})
+    records = run(graph, life)
+    assert records["b:t"].state is RunState.SKIPPED
+    assert sorted(life.released) == ["a:t", "c:t"]

@@ -1,0 +1,133 @@
+"""The executor port: how the lifecycle runs a miss, wherever the action runs.
+
+Spec coverage:
+* EXEC-008 — :class:`ActionRequest` carries the complete process environment, argv and
+  working directory (the project root) of one task.
+* EXEC-009 — :class:`ExecutionOutcome` holds the facts (:class:`ProcessOutcome`); the
+  lifecycle classifies them (:func:`~hazremote.execute.records.classify`).
+* EXEC-012..015 — cancellation and timeouts are the executor's to enforce (grace period).
+* EXEC-017 — both streams are spooled completely to the request's files and delivered live
+  through the callbacks.
+Out of scope: cache lookups and stores (the lifecycle's), a remote executor (issue 15:
+:class:`ActionRequest` already names the key, its components and the declared outputs it
+needs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from hazremote.domain.digest import Digest
+from hazremote.domain.model import HashName
+from hazremote.domain.patterns import PathPattern
+from hazremote.domain.refs import TaskId
+from hazremote.execute.observers import StreamFiles
+from hazremote.execute.spawn import (
+    CancelSignal,
+    OutputCallback,
+    ProcessOutcome,
+    ProcessSpawner,
+    SpawnRequest,
+)
+from hazremote.keys.components import KeyComponents
+
+__all__ = ["ActionRequest", "ExecutionOutcome", "Executor", "LocalExecutor"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActionRequest:
+    """One task's action, with everything an executor needs to run it here or elsewhere.
+
+    Attributes:
+        task: The task it belongs to.
+        key: Its cache key (a remote executor names the action by it).
+        components: What the key was derived from: the input files (path + digest) a remote
+            executor makes present, the action, the working directory.
+        argv: Program and arguments (EXEC-008).
+        env: The complete process environment; nothing else is inherited.
+        workspace_root: The workspace's absolute root.
+        cwd: Working directory, absolute (the project root).
+        outputs: The task's declared output patterns (what a remote executor collects).
+        streams: Files receiving the complete stdout / stderr.
+        timeout_s: The task's timeout; ``None`` for none.
+        grace_period_s: SIGTERM → SIGKILL delay on timeout or cancellation.
+        hash_name: The hash function of the stream digests in the outcome.
+    """
+
+    task: TaskId
+    key: Digest
+    components: KeyComponents
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    workspace_root: Path
+    cwd: Path
+    outputs: tuple[PathPattern, ...]
+    streams: StreamFiles
+    timeout_s: float | None
+    grace_period_s: float
+    hash_name: HashName
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionOutcome:
+    """What running an action did.
+
+    Attributes:
+        process: The process facts (exit code, signal, timeout, cancellation, stream
+            digests), not yet classified.
+        touched_workspace: The action may have written into the workspace (a process
+            started), so files under its output patterns may have changed.
+    """
+
+    process: ProcessOutcome
+    touched_workspace: bool
+
+
+class Executor(Protocol):
+    """Runs one action; every failure of the action is a value in the outcome."""
+
+    async def run(
+        self,
+        request: ActionRequest,
+        *,
+        on_stdout: OutputCallback,
+        on_stderr: OutputCallback,
+        cancel: CancelSignal,
+    ) -> ExecutionOutcome:
+        """Run ``request`` to its end (or cancellation), streaming its output live."""
+        ...
+
+
+class LocalExecutor:
+    """An :class:`Executor` running the action as a local process through a spawner."""
+
+    def __init__(self, spawner: ProcessSpawner) -> None:
+        self._spawner = spawner
+
+    async def run(
+        self,
+        request: ActionRequest,
+        *,
+        on_stdout: OutputCallback,
+        on_stderr: OutputCallback,
+        cancel: CancelSignal,
+    ) -> ExecutionOutcome:
+        outcome = await self._spawner.run(
+            SpawnRequest(
+                argv=request.argv,
+                cwd=request.cwd,
+                env=request.env,
+                stdout_spool=request.streams.stdout,
+                stderr_spool=request.streams.stderr,
+                timeout_s=request.timeout_s,
+                grace_period_s=request.grace_period_s,
+                hash_name=request.hash_name,
+            ),
+            on_stdout=on_stdout,
+            on_stderr=on_stderr,
+            cancel=cancel,
+        )
+        return ExecutionOutcome(process=outcome, touched_workspace=outcome.pid is not None)
