@@ -2,14 +2,12 @@
 
 Spec coverage:
 * CACHE-014..016 — :meth:`CacheTiers.lookup_local`: the local entry, or ``None``.
-* CACHE-017/018 — :meth:`CacheTiers.store` stores locally; a failure is a warning.
-* CACHE-019/020, SEC-001 — :meth:`CacheTiers.restore` restores by the local tier's rules,
-  from the local store or from a remote download alike.
-* RC-001 — :meth:`CacheTiers.fetch_remote` looks up and downloads (verified) beyond the
-  local tier; :meth:`CacheTiers.settle` hands a restored remote hit to the
-  :class:`Backfill`; :meth:`CacheTiers.look_ahead` batches a level's remote lookups.
-* RC-002 — a stored result, and a local hit a probe restored, are uploaded in the
-  background in ``read-write`` mode.
+* CACHE-017, CACHE-018 — :meth:`CacheTiers.store` stores locally; a failure is a warning.
+* CACHE-019..020, SEC-001 — :meth:`CacheTiers.restore`: the local rules, whatever the source.
+* RC-001 — :meth:`CacheTiers.fetch_remote`: lookup and verified download beyond the local tier.
+* RC-001 — :meth:`CacheTiers.settle` hands a restored remote hit to the :class:`Backfill`.
+* RC-001 — :meth:`CacheTiers.look_ahead` batches a level's remote lookups.
+* RC-002 — stored results and restored local hits are uploaded in the background.
 * RC-003 — any remote trouble is a miss (``None``), never an exception.
 Out of scope: locks, output claims and which task is restored when (the lifecycle's), the
 remote protocol (:mod:`hazremote.remote.client`).

@@ -1,32 +1,24 @@
-"""``haz run`` — run tasks, restoring what the cache already has.
+"""``haz run``: run tasks, restoring what the cache already has.
 
 Spec coverage:
-* EXEC-001 — the run set: targets (or ``~:default``/``^:default``; ``--all``; ``--workspace``)
-  plus their transitive hard predecessors; no default task is an error (exit 2).
+* EXEC-001 — :func:`select_run_set`: targets or the defaults, ``--all``, ``--workspace``.
 * EXEC-004 — ``-j N`` overrides ``concurrency.default`` (``auto`` = CPU count).
-* EXEC-012..015 — SIGINT/SIGTERM request cancellation; a second one kills at once; the exit
-  code is 128 + the first signal. Each says at once on stderr what happens (how many running
-  tasks get SIGTERM, when SIGKILL follows, that a second Ctrl-C kills now).
-* EXEC-016/040 — ``--output live|buffered``; progress and epilogue on stderr; colour only on a
-  terminal and never with ``NO_COLOR``.
-* EXEC-021 — exit 0 / 1 / 2 / 128+n; a non-zero exit after a run says why on stderr, after
-  the epilogue (:func:`exit_reasons`: the output overlap that stopped it, the failed tasks,
-  the signal).
-* DAG-016 — the graph's warnings about the tasks of the run are printed once, before it.
-* EXEC-020 — one :class:`~hazremote.execute.claims.OutputClaims` per run, over the graph's
-  ``output_peers``, shared by every task's lifecycle.
+* EXEC-012..015 — SIGINT/SIGTERM cancel, a second kills at once; each says what happens.
+* EXEC-021 — exit 0/1/2/128+n; after a non-zero run :func:`exit_reasons` says why on stderr.
+* EXEC-016, EXEC-040 — ``--output live|buffered``; progress on stderr; colour and ``NO_COLOR``.
+* DAG-016 — the graph's warnings about the run's tasks are printed once, before it.
+* EXEC-020 — one :class:`~hazremote.execute.claims.OutputClaims` per run, shared by all tasks.
 * EXEC-026..029 — git filters (:mod:`hazremote.cli.changes`).
-* EXEC-030 — ``--dry-run[=json]`` (:mod:`hazremote.execute.predict`).
+* EXEC-030 — ``--dry-run[=json]`` (:mod:`hazremote.execute.predict`), ``remote hit`` included.
 * EXEC-041 — ``--summary-json FILE`` whenever a run started.
-* CACHE-018 — ``--force`` and ``--no-cache``; SPEC §1 ``lock: true`` (one run at a time);
-  without it, concurrent runs wait only for the tasks they share (:mod:`hazremote.execute.locks`).
-* SPEC §5, RC-001..008 — ``--remote``, ``--remote-mode``, ``--remote-namespace`` (resolved
-  with the environment and config by :func:`hazremote.remote.resolve_remote`); one remote
-  client per run, created only when a remote is configured (no gRPC import otherwise); the
-  end of a run waits for pending uploads (bounded, with a progress line); the remote's one
-  warning joins the run's warnings; ``--dry-run`` shows ``remote hit``.
+* CACHE-018 — ``--force`` and ``--no-cache``.
+* SPEC §1 ``lock`` — :func:`workspace_lock` for ``lock: true``; else task locks only.
+* RC-001 — ``--remote``, ``--remote-mode``, ``--remote-namespace`` (:func:`remote_config`).
+* RC-001 — one remote client per run, created only when needed (no gRPC import otherwise).
+* RC-002 — the end of a run waits for pending uploads (bounded, with a progress line).
+* RC-003 — the remote's one warning joins the run's warnings.
 * SEC-005 — ``grpcs://`` remotes use TLS; ``--remote-ca`` (``HAZ_REMOTE_CA``, ``remote.tls``).
-Out of scope: ``--remote-exec`` (a later issue).
+Out of scope: ``--remote-exec`` (RX, issue 15).
 """
 
 from __future__ import annotations

@@ -1,20 +1,13 @@
-"""Running tasks: processes, output rendering, progress, and (elsewhere in the package) the
-scheduler.
+"""Running tasks: the scheduler, one task's lifecycle, processes, output and progress.
 
-Public surface of the process and output half (EXEC-008, 009, 012..017, 040):
-
-* :mod:`.spawn` — the :class:`ProcessSpawner` port, :class:`SpawnRequest`,
-  :class:`ProcessOutcome`, and the local adapter :class:`SubprocessSpawner` (a per-task
-  supervisor that is a child subreaper on Linux; see :mod:`._reaper`).
-* :mod:`.observers` — the :class:`RunObserver` port, :class:`LiveOutput` /
-  :class:`BufferedOutput` renderers writing through an :class:`OutputSink`.
-* :mod:`.progress` — :class:`PlainProgress`, :class:`TtyProgress` (``rich``, imported lazily),
-  the task line and epilogue formats, and :func:`console_observer` wiring it all for ``haz run``.
-
-The scheduling half: :mod:`.scheduler` (``run_graph``, the one reporter of finished tasks),
-:mod:`.lifecycle` (probe → restore | execute → store, over the tiers of
-:mod:`hazremote.cache.tiers`), :mod:`.executor` (the :class:`Executor` port and
-:class:`LocalExecutor`), :mod:`.lookahead` (the remote lookahead), :mod:`.records`.
+Modules:
+* :mod:`.scheduler` — ``run_graph``: which task runs when; the one reporter of finished tasks.
+* :mod:`.lifecycle` — probe → restore | execute → store, over :mod:`hazremote.cache.tiers`.
+* :mod:`.executor` — the :class:`Executor` port and :class:`LocalExecutor`.
+* :mod:`.lookahead` — the remote lookahead; :mod:`.predict` — ``--dry-run`` and ``haz why``.
+* :mod:`.spawn` — the :class:`ProcessSpawner` port and :class:`SubprocessSpawner` (:mod:`._reaper`).
+* :mod:`.observers`, :mod:`.progress` — the :class:`RunObserver` port, task output, progress.
+* :mod:`.records`, :mod:`.claims`, :mod:`.locks`, :mod:`.outputs` — records, overlaps, task locks.
 
 Spec coverage: see each module.
 """

@@ -1,37 +1,27 @@
 """The per-task process supervisor: one small Python process between haz and each command.
 
 Run as ``python -I -S _reaper.py`` with a connected control socket as its stdin, the task's
-stdout/stderr pipes as its stdout/stderr and the task's working directory as its cwd. It reads
-the request (argv and environment as bytes), starts the command, and reports on the socket.
-It imports the standard library only (it runs with ``-S``, without site-packages) and is also
-imported by :mod:`hazremote.execute.spawn` for the protocol constants below.
-
-Why a separate process: a Linux child subreaper adopts every orphaned descendant, so the
-descendants of *this* task, even ones that escaped its process group with ``setsid``, end up
-as children of this supervisor and can be killed and reaped. Making haz itself the subreaper
-would mix the orphans of concurrent tasks (no way to tell whose they are) and would compete
-with asyncio's child watcher for ``waitpid``.
+stdout/stderr pipes as its stdout/stderr and the task's working directory as its cwd. It
+imports the standard library only; :mod:`hazremote.execute.spawn` imports it for the protocol
+constants below. Without ``/proc`` and ``PR_SET_CHILD_SUBREAPER`` (not Linux) it tracks only
+the process group.
 
 Spec coverage:
-* EXEC-008 — stdin is ``/dev/null``; the environment is exactly the one given (``execve``,
-  the program looked up on the *task's* ``PATH``); the command leads its own process group;
-  descendants are tracked as a child subreaper (Linux) and none survive the command: when it
-  exits, its group and every remaining descendant get SIGKILL and are reaped (after a ``term``,
-  they keep the rest of the grace period instead). A command that cannot start is reported
-  (its errno), not run.
-* EXEC-012..015 — ``term`` sends SIGTERM to the command's group and to every descendant that
-  left it; ``kill`` sends SIGKILL to all of them. The grace period is timed by haz. If haz goes
-  away (the socket reaches EOF), everything is killed.
-Out of scope: timeouts and grace periods (haz decides when to send ``term``/``kill``), stream
-capture (the command writes straight into haz's pipes). Without ``/proc`` and
-``PR_SET_CHILD_SUBREAPER`` (not Linux) only the process group is tracked.
+* EXEC-008 — stdin ``/dev/null``; exactly the given env; the program looked up on its ``PATH``.
+* EXEC-008 — the command leads its own process group; descendants are tracked as a subreaper.
+* EXEC-008 — when the command exits, its group and every remaining descendant are killed, reaped.
+* EXEC-008 — a command that cannot start is reported (``error <errno>``), not run.
+* EXEC-012..015 — ``term``: SIGTERM to the group and escaped descendants; ``kill``: SIGKILL.
+* EXEC-012..015 — after ``term`` descendants keep the grace period; socket EOF kills everything.
+Out of scope: timeouts and grace periods (haz sends ``term``/``kill``), stream capture (the
+command writes straight into haz's pipes).
 
 Protocol (after the request, one ASCII line per message):
-* haz → supervisor: the request — a line ``<n>`` then ``n`` bytes: the argument count, the
-  arguments and the ``NAME=value`` environment entries, NUL-separated (:func:`encode_request`)
-  — then any of ``term`` / ``kill``.
-* supervisor → haz: ``started <pid>`` or ``error <errno>``; then, after every
-  descendant is gone, ``exit <code>`` or ``signal <number>``; then the supervisor exits 0.
+* haz → supervisor: a line ``<n>`` then ``n`` bytes: the argument count, the arguments and the
+  ``NAME=value`` environment entries, NUL-separated (:func:`encode_request`); then any of
+  ``term`` / ``kill``.
+* supervisor → haz: ``started <pid>`` or ``error <errno>``; then, after every descendant is
+  gone, ``exit <code>`` or ``signal <number>``; then the supervisor exits 0.
 """
 
 from __future__ import annotations

@@ -1,22 +1,11 @@
-"""Which task of a run materialised which workspace path (EXEC-020), consulted *before* a
-restore renames anything into place and before a fresh task is spawned.
+"""Which task of a run materialised which workspace path: the output-overlap check.
 
 Spec coverage:
-* EXEC-020 — two tasks materialising the same path in one run is an :class:`OutputOverlap`.
-  :meth:`OutputClaims.claim` records the paths a task materialises — a hit's manifest paths
-  before its restore writes anything, a fresh run's collected outputs before they are stored
-  — all or nothing, and refuses when another task already holds one of them.
-  :meth:`OutputClaims.conflict_before_spawn` refuses a fresh task whose output patterns match
-  a path another task already holds: after it ran, that file would be collected as its
-  output too (and stored in its entry), so it must not start. Only the task's
-  ``output_peers`` (DAG-016: tasks with an output pattern overlapping one of its own by
-  literal prefix) can hold such a path — an actual match implies that overlap — so the check
-  costs nothing for tasks without peers.
-Out of scope: what a violation does to the run (the scheduler stops admission) and two tasks
-running at the same time that both write one file: nothing holds the path before either
-finishes, so the second to finish is refused when it claims (its result is not stored).
-
-Thread-safe: restores claim on the key thread while fresh tasks claim on the event loop.
+* EXEC-020 — :meth:`OutputClaims.claim`: a task's paths, all or nothing, refused when held.
+* EXEC-020 — :meth:`OutputClaims.conflict_before_spawn`: a fresh task matching a held path.
+* DAG-016 — only a task's ``output_peers`` can hold such a path: no cost for tasks without.
+Out of scope: what a violation does to the run (the scheduler stops admission); two tasks
+running at once that write one file (the second to finish is refused when it claims).
 """
 
 from __future__ import annotations
@@ -56,6 +45,8 @@ class OutputOverlap:
 class OutputClaims:
     """The paths materialised so far in one run, each held by the first task to claim it.
 
+    Thread-safe: restores claim on the key thread while fresh tasks claim on the event loop.
+
     Args:
         peers: Task → the tasks whose output patterns overlap its own (``TaskGraph.
             output_peers``). Without it, :meth:`conflict_before_spawn` checks every path
@@ -71,7 +62,9 @@ class OutputClaims:
     def claim(self, task: TaskId, paths: Iterable[str]) -> OutputOverlap | None:
         """Hold every one of ``paths`` for ``task``, or none of them and say why not.
 
-        A path ``task`` holds already is fine (a failed restore's claim, then the run).
+        Called with a hit's manifest paths before its restore writes anything, and with a
+        fresh run's collected outputs before they are stored. A path ``task`` holds already
+        is fine (a failed restore's claim, then the run).
 
         Returns:
             ``None`` when ``task`` now holds them all; else the overlap with the first (in
@@ -102,7 +95,11 @@ class OutputClaims:
                     del self._holders[path]
 
     def conflict_before_spawn(self, task: Task) -> OutputOverlap | None:
-        """The first path (sorted) held by another task that ``task``'s outputs match."""
+        """The first path (sorted) held by another task that ``task``'s outputs match.
+
+        Such a task must not start: after it ran, that file would be collected as its output
+        too (and stored in its entry). Only its ``output_peers`` can hold such a path.
+        """
         patterns = [p for p in task.outputs if not p.negated]
         if not patterns:
             return None

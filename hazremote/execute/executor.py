@@ -1,16 +1,11 @@
 """The executor port: how the lifecycle runs a miss, wherever the action runs.
 
 Spec coverage:
-* EXEC-008 — :class:`ActionRequest` carries the complete process environment, argv and
-  working directory (the project root) of one task.
-* EXEC-009 — :class:`ExecutionOutcome` holds the facts (:class:`ProcessOutcome`); the
-  lifecycle classifies them (:func:`~hazremote.execute.records.classify`).
-* EXEC-012..015 — cancellation and timeouts are the executor's to enforce (grace period).
-* EXEC-017 — both streams are spooled completely to the request's files and delivered live
-  through the callbacks.
-Out of scope: cache lookups and stores (the lifecycle's), a remote executor (issue 15:
-:class:`ActionRequest` already names the key, its components and the declared outputs it
-needs).
+* EXEC-008 — :class:`ActionRequest`: the complete env, argv and working directory of one task.
+* EXEC-009 — :class:`ExecutionOutcome` holds the facts; :func:`~.records.classify` judges them.
+* EXEC-012..015 — cancellation and timeouts (grace period) are the executor's to enforce.
+* EXEC-017 — both streams are spooled completely to the request's files and delivered live.
+Out of scope: cache lookups and stores (the lifecycle's); a remote executor (RX, issue 15).
 """
 
 from __future__ import annotations

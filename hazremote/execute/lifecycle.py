@@ -1,43 +1,20 @@
-"""One task's lifecycle against the local machine: key, lookup, restore or run, store.
+"""One task's lifecycle in a run: derive the key, look it up, restore a hit or run a miss, store.
 
 Spec coverage:
-* EXEC-007 — :meth:`LocalLifecycle.probe` derives the key and looks it up without any mutex;
-  a hit restores the outputs and replays the streams; :meth:`LocalLifecycle.execute` runs a
-  miss (the scheduler holds its mutex), classifies it, and stores a success.
-* CACHE-006/EXEC-021 — a key error (missing literal input …) fails the task before it spawns,
-  with the message naming the path; dependants are then ``upstream-errored``.
-* CACHE-007 — predecessor digests come from the scheduler; each succeeded record carries its
-  outputs digest, computed once: a hit's from its manifest, a stored run's from the manifest
-  the store wrote (the same bytes a later hit restores), a run that was not stored (``cache:
-  false``, ``--no-cache``, a failed store) from the files its output patterns match.
-* CACHE-018 — only exit 0 is stored; never with ``cache: false`` or ``--no-cache``;
-  ``--force`` skips lookups but stores.
-* CACHE-019/020, SEC-001 — restore is the cache tier's, which refuses hostile entries; a
-  refused or corrupt entry is a miss and the task runs.
-* CACHE-023, EXEC-017 — a hit replays the recorded bytes through the same observer path as a
-  fresh run, after the restore succeeded (never a half-replayed stream).
-* EXEC-008/009 — the :class:`~hazremote.execute.executor.Executor` runs the action;
-  :func:`~hazremote.execute.records.classify` maps its outcome to a record.
-* RC-001 — a local miss is fetched from beyond the local tier
-  (:meth:`~hazremote.cache.tiers.CacheTiers.fetch_remote`), restored by the same rules as a
-  local hit and recorded as ``remote-cache`` (RC-008); the tiers settle it (backfill).
-* RC-002 — a stored result and a probe's local hit go to the tiers, which upload them in the
-  background; dependants never wait for it.
-* EXEC-020 — the run's :class:`~hazremote.execute.claims.OutputClaims` are consulted before a
-  hit's restore writes anything (its manifest's paths), before a miss is spawned (its output
-  patterns against the paths its ``output_peers`` hold) and before a fresh result is stored
-  (its collected outputs). A refusal fails the task — never spawned or restored, ``error``
-  naming both tasks and the path — and hands the overlap to the scheduler, which stops
-  admission.
-* SPEC §1 ``lock`` (concurrent runs) — every write of a task's outputs happens under its
-  task lock (:mod:`.locks`): a restore (local or remote hit) and a run + store. A run finding
-  the lock held waits for the other run, then looks the key up locally again before it
-  restores or runs (the other run has usually stored it: a hit, the task runs once). The
-  lock is never held while waiting for anything else (no mutex, slot or other lock), so two
-  runs cannot deadlock.
-Out of scope: ordering, caps and mutexes (:mod:`.scheduler`); the tiers' order, uploads and
-backfill (:mod:`hazremote.cache.tiers`); the remote lookahead (:mod:`.lookahead`); the
-end-of-run drain of uploads (the CLI).
+* EXEC-007 — :meth:`LocalLifecycle.probe`: key and lookup, no mutex; a hit restored, replayed.
+* EXEC-007 — :meth:`LocalLifecycle.execute`: runs a miss (mutex held), classifies, stores.
+* CACHE-006, EXEC-021 — a key error fails the task before it spawns, naming the path.
+* CACHE-007 — a succeeded record carries its outputs digest, computed once.
+* CACHE-018 — only exit 0 is stored; never with ``cache: false``/``--no-cache``; ``--force``.
+* CACHE-019..020, SEC-001 — restores are the tiers'; a refused or corrupt entry is a miss.
+* CACHE-023, EXEC-017 — a hit replays its recorded bytes like a run, once its restore succeeded.
+* EXEC-008, EXEC-009 — an :class:`~.executor.Executor` runs the action; ``classify`` judges it.
+* RC-001, RC-008 — a local miss is fetched beyond, restored alike, recorded ``remote-cache``.
+* RC-002 — stored results and a probe's local hits go to the tiers to upload in the background.
+* EXEC-020 — :class:`~.claims.OutputClaims` is asked before a restore, a spawn and a store.
+* SPEC §1 ``lock`` — every write of a task's outputs happens under its task lock (:mod:`.locks`).
+Out of scope: ordering, caps, mutexes (:mod:`.scheduler`); tiers, uploads, backfill
+(:mod:`hazremote.cache.tiers`); the lookahead (:mod:`.lookahead`); draining uploads (the CLI).
 """
 
 from __future__ import annotations
@@ -514,6 +491,13 @@ class LocalLifecycle:
 
     # -- execute: spawn, classify, store ---------------------------------------------------------
     async def execute(self, task: Task, miss: Miss[DerivedKey], cancel: Cancellation) -> Executed:
+        """Run a miss (the scheduler holds its mutex) under its task lock, classify, store.
+
+        A succeeded record carries its outputs digest (CACHE-007), computed once: from the
+        manifest the store wrote (the bytes a later hit restores), or, for a run not stored
+        (``cache: false``, ``--no-cache``, a failed store), from the files its patterns match.
+        A hit's comes from its manifest.
+        """
         derived = miss.state
         started = self._clock()
         held = await self._locks.claim(task.id, cancel)

@@ -1,24 +1,12 @@
 """Task locks: two ``haz run`` in one workspace never write one task's outputs at once.
 
 Spec coverage:
-* SPEC §1 ``lock`` — without ``lock: true`` several runs may share a workspace; a task's
-  restore (which writes its outputs) and its run + store happen under an exclusive
-  ``flock`` on ``.haz/locks/<digest of the task id>.lock``, so a second run that reaches a
-  task another live run is restoring or running waits for it, and says so on stderr naming
-  that run (pid and command line, like Bazel's "Another command is running"). Runs whose
-  tasks are disjoint never wait for each other.
-* EXEC-012..015 — waiting never blocks the event loop (the lock is polled with ``LOCK_NB``)
-  and ends at once when cancellation is requested.
-* Locks die with their process (``flock`` on a close-on-exec descriptor, never inherited by
-  a task), so a SIGKILLed run never blocks the next one.
-Out of scope: ``lock: true`` (the whole-workspace lock, :func:`hazremote.cli.run.workspace_lock`)
-and deciding when to lock (:mod:`hazremote.execute.lifecycle`).
-
-Writing a description of the holder into every task's lock file would cost a page-cache
-write per task (~35 µs: a tenth of a fully cached replay); instead each run publishes one
-description of itself, ``.haz/locks/run-<pid>.json``, held under a shared ``flock`` for the
-run's lifetime (a file whose lock can be taken belongs to a dead run). A waiter finds the
-holding pid in ``/proc/locks`` where there is one, and otherwise names every other live run.
+* SPEC §1 ``lock`` — without ``lock: true``, a task's restore and its run + store hold its lock.
+* SPEC §1 ``lock`` — :class:`TaskLocks`: an exclusive ``flock`` on ``.haz/locks/<digest>.lock``.
+* SPEC §1 ``lock`` — a waiting run names the other on stderr (:func:`describe_other_runs`).
+* EXEC-012..015 — waiting never blocks the event loop and ends at once on cancellation.
+Out of scope: ``lock: true`` (:func:`hazremote.cli.run.workspace_lock`) and when to lock
+(:mod:`hazremote.execute.lifecycle`).
 """
 
 from __future__ import annotations
@@ -128,6 +116,10 @@ class NoTaskLocks:
 class TaskLocks:
     """Task locks under ``directory`` (``.haz/locks``) for one run.
 
+    Locks die with their process (``flock`` on a close-on-exec descriptor, never inherited by
+    a task), so a SIGKILLed run never blocks the next one. Each run publishes one description
+    of itself, ``run-<pid>.json``, held under a shared ``flock`` for its lifetime.
+
     Args:
         directory: Where the lock files live; created on first use.
         notify: Prints one line on stderr (called on the event loop only).
@@ -236,7 +228,11 @@ class TaskLocks:
 
 def describe_other_runs(directory: Path) -> str:
     """The other live runs of the workspace whose lock directory is ``directory``, as
-    "another haz run (pid N: haz run …)"."""
+    "another haz run (pid N: haz run …)".
+
+    A waiter finds the holding pid in ``/proc/locks`` where there is one; otherwise this
+    names every other live run.
+    """
     others = {p: c for p, c in _live_runs(directory).items() if p != os.getpid()}
     if len(others) == 1:
         ((pid, command),) = others.items()

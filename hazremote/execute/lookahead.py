@@ -1,9 +1,9 @@
-"""The remote lookahead: a run's remote lookups batched up front, level by level (RC-001).
+"""The remote lookahead: a run's remote lookups batched up front, level by level.
 
 Spec coverage:
-* RC-001 — keys of tasks whose hard predecessors are predicted to hit are derived and looked
-  up remotely in one batch per graph level; a hit's recorded digests make the next level's
-  keys known (CACHE-007); the blobs of each level's hits start downloading at once.
+* RC-001 — :func:`remote_lookahead`: derivable keys looked up remotely, one batch per level.
+* CACHE-007 — a remote hit's recorded digests make the next level's keys known.
+* RC-001 — the blobs of each level's hits start downloading at once.
 * RC-002 — each level's local hits are handed to the tiers for sharing with the remote.
 Out of scope: restoring anything (the probes do, with what this found).
 """

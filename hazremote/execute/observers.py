@@ -7,17 +7,13 @@ their records, the end of the run); :class:`ObserverGroup` fans that out to an o
 so tests capture them and the terminal progress area can keep itself out of their way.
 
 Spec coverage:
-* EXEC-016 ``live`` — every complete line goes to the matching parent stream prefixed
-  ``[project:task] `` and written whole (one write per chunk of whole lines, never a partial
-  line), so tasks running together never split each other's lines; a trailing partial line is
-  flushed with a newline at task end. ``buffered`` — at task end the task's stdout, then its
-  stderr, as two contiguous verbatim blocks.
-* EXEC-017 — a cache hit replays its recorded bytes through the same calls, so it renders the
-  same way (the scheduler's side of the contract).
-* EXEC-040 — task output goes to stdout/stderr exactly as above; bytes pass through unchanged
-  (binary-safe, invalid UTF-8 included).
-Out of scope: progress lines and the epilogue (:mod:`hazremote.execute.progress`), deciding
-the output mode (the CLI), replaying cache entries (the scheduler).
+* EXEC-016 — :class:`LiveOutput`: whole lines prefixed ``[project:task] ``, one write per chunk.
+* EXEC-016 — :class:`LiveOutput`: a trailing partial line is flushed with a newline at task end.
+* EXEC-016 — :class:`BufferedOutput`: at task end, stdout then stderr, two verbatim blocks.
+* EXEC-017 — a cache hit replays its recorded bytes through the same calls, rendered alike.
+* EXEC-040 — task output goes to stdout/stderr unchanged (binary-safe, invalid UTF-8 included).
+Out of scope: progress and the epilogue (:mod:`.progress`), choosing the output mode (the CLI),
+replaying cache entries (the lifecycle).
 """
 
 from __future__ import annotations

@@ -1,16 +1,11 @@
 """Finding the files a task materialised: its output patterns against the workspace on disk.
 
 Spec coverage:
-* CACHE-012/017 — the files to store after a successful run are the regular files (or
-  symlinks to regular files) matched by the task's output patterns; the cache stores a
-  relative link into the other outputs as a link, any other as its content (issue 12). A
-  dangling link is no output.
-* EXEC-020 — the same list feeds the scheduler's output-overlap check.
-* PATH — the walk starts at each pattern's literal prefix and never enters the workspace's
-  ``.haz/`` or ``.git/``.
-* Issue 13 — a name reserved for haz's restore staging files (``.haz-restore-*``,
-  :mod:`hazremote.cache.staging`) is never collected, nor entered as a directory; the stale
-  ones a killed restore left in a walked directory are removed on the way.
+* CACHE-017 — :func:`materialised_outputs`: the regular files, and links to them, matched now.
+* CACHE-017 — a dangling link is no output; links are stored by :mod:`hazremote.cache.collect`.
+* EXEC-020 — the same list feeds the output-overlap check (:mod:`.claims`).
+* PATH-001..016 — each walk starts at a literal prefix, never entering ``.haz/`` or ``.git/``.
+* Issue 13 — ``.haz-restore-*`` staging names are never collected; stale ones are removed.
 Out of scope: hashing and copying (:mod:`hazremote.cache.collect`, which also holds the walk).
 """
 

@@ -1,14 +1,11 @@
 """Predicting cache state without running anything: ``haz run --dry-run`` and ``haz why``.
 
 Spec coverage:
-* EXEC-030 — for each task of the run set, in canonical order: its key and predicted cache
-  state (local hit / remote hit / miss), or ``key unknown (waits on X)`` when a hard
-  predecessor would not hit, since its stream and outputs digests (CACHE-007) are only known
-  once it has run. A hit's manifest (local or remote) gives them, so its dependants' keys are
-  known too.
-* CACHE-018 — ``cache: false`` tasks are predicted to run (and so are their dependants' keys
-  unknown); ``--force`` predicts every task to run.
-* RC-001 — the remote is asked only when the local cache misses (``remote_lookup``).
+* EXEC-030 — :func:`predict`: each task's key and predicted state, in canonical order.
+* EXEC-030 — ``key unknown (waits on X)`` when a hard predecessor would not hit.
+* CACHE-007 — a predicted hit's manifest (local or remote) gives its digests: dependants' keys.
+* CACHE-018 — ``cache: false`` tasks, and every task with ``--force``, are predicted to run.
+* RC-001 — the remote is asked only when the local cache misses.
 Out of scope: talking to the remote (the caller passes ``remote_lookup``).
 """
 

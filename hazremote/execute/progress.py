@@ -1,24 +1,15 @@
 """Progress on stderr: a line per finished task, a live status area on a terminal, the epilogue.
 
 Spec coverage:
-* EXEC-040 — everything haz itself prints goes to stderr. Not on a terminal
-  (:class:`PlainProgress`): one line per finished task — ``✓ project:task 1.2s`` (ran),
-  ``◉ … (cached)``, ``↓ … (remote cache)``, ``⇡ … (remote exec)``, ``✗ … (exit 2)``,
-  ``- … (skipped)``, ``! … (cancelled)``. On a terminal (:class:`TtyProgress`): the same lines,
-  plus a status area under them (running tasks with elapsed time, done/total, cache hits).
-  Epilogue: ``Tasks: N succeeded (L cached, R remote cache, X remote exec), F failed,
-  S skipped, C cancelled`` with zero parts omitted, then ``Time: 4.2s``. Beyond the spec's
-  wording, the skipped count names each skip cause and its root tasks (issue 12: every
-  non-zero exit says why): ``3 skipped (2 upstream-failed: lib:build; 1 output-overlap:
-  lib:pack)``. Notices haz prints
-  during a run (waiting for another run, stopping on Ctrl-C) are lines on stderr written
-  above the status area (:meth:`ConsoleObserver.notice`). Colour only on a
-  terminal and never with ``NO_COLOR`` (:func:`color_enabled`) — decided by the caller and
-  passed in, never read here.
-Out of scope: task output itself (:mod:`hazremote.execute.observers`), the summary JSON
-(:mod:`hazremote.execute.records`), structlog diagnostics (the CLI).
-
-``rich`` is imported only when a terminal reporter is built (start-up time matters).
+* EXEC-040 — haz's own output goes to stderr; :class:`PlainProgress`: a line per finished task.
+* EXEC-040 — :func:`format_task_line`: ``✓ project:task 1.2s``, ``◉ … (cached)``, ``↓``, ``✗``….
+* EXEC-040 — :class:`TtyProgress`: the same lines above a status area (running, done, hits).
+* EXEC-040 — :func:`epilogue_lines`: ``Tasks: …`` with zero parts omitted, then ``Time: 4.2s``.
+* EXEC-011 — :func:`skip_causes`: the skipped count names each skip cause and its root tasks.
+* EXEC-040 — :meth:`ConsoleObserver.notice`: haz's notices in a run, above the status area.
+* EXEC-040 — colour only on a terminal and never with ``NO_COLOR`` (:func:`color_enabled`).
+Out of scope: task output (:mod:`.observers`), the summary JSON (:mod:`.records`), structlog
+diagnostics (the CLI).
 """
 
 from __future__ import annotations
@@ -219,7 +210,8 @@ class TtyProgress(NullObserver):
     The status area lists running tasks with their elapsed time and a ``done/total`` line with
     the cache hits so far. Everything written to the terminal meanwhile — task output too —
     must go through :attr:`sink`, which erases the area, writes, and redraws it, so the area
-    never tears a line. A background thread refreshes the elapsed times.
+    never tears a line. A background thread refreshes the elapsed times. ``rich`` is imported
+    only when one is built (start-up time matters).
 
     Args:
         sink: The real stdout/stderr; the area is drawn on ``Stream.STDERR``.

@@ -1,13 +1,11 @@
 """What happened to each task of a run, as values.
 
 Spec coverage:
-* EXEC-009 — :class:`RunState` classification: succeeded, failed, skipped, cancelled;
-  :func:`classify` turns a process outcome into its record.
+* EXEC-009 — :class:`RunState`; :func:`classify` turns a process outcome into its record.
 * EXEC-011 — :class:`SkipRecord` names the root failed task.
-* EXEC-041 — :func:`summary_json` renders the versioned summary document exactly as the
-  table of SPEC §4 says (every task of the run set once, canonical order).
-* RC-008 — :class:`RunSource` includes ``remote-cache``/``remote-exec`` for the remote tiers.
-Out of scope: how the records are produced (:mod:`hazremote.execute.scheduler`).
+* EXEC-041 — :func:`summary_json`: the versioned summary of SPEC §4, every task once, in order.
+* RC-008 — :class:`RunSource` includes ``remote-cache`` and ``remote-exec``.
+Out of scope: how the records are produced (:mod:`.scheduler`, :mod:`.lifecycle`).
 """
 
 from __future__ import annotations

@@ -1,30 +1,18 @@
-"""The scheduler: which task runs when (``run_graph``).
+"""The scheduler: which task runs when (``run_graph``), and the one reporter of finished tasks.
 
 Spec coverage:
 * EXEC-001 — the caller passes the run set (targets + transitive hard predecessors).
-* EXEC-002 — ready: every hard predecessor succeeded, every soft predecessor in the run
-  finished.
+* EXEC-002 — ready: hard predecessors succeeded, soft predecessors in the run finished.
 * EXEC-003 — ready tasks are admitted in canonical order.
-* EXEC-004/005 — a global cap and per-tag caps bound the tasks in flight; a task blocked
-  by a tag cap or a mutex does not block later tasks.
-* EXEC-006/007, MUTEX-001..007 — a task is first *probed* (key + lookup, no mutex); only a
-  miss needs its mutex: if the hold set is incompatible it goes back to waiting and frees
-  its slot. Cache hits never touch mutexes. Shared holders coexist, an exclusive holder
-  excludes all.
-* EXEC-010/011 — a failure stops only its hard descendants, which are skipped naming the
-  root failure (the first in canonical order when there are several).
-* EXEC-012..015 — cancellation stops admission; running tasks are cancelled by their
-  lifecycle; tasks never started are recorded ``cancelled``.
-* EXEC-020 — two tasks materialising one path is an output overlap, found by the lifecycle
-  before anything is written (:mod:`hazremote.execute.claims`) and reported in
-  :attr:`Executed.overlap`: admission stops, and tasks not started — the refused task's
-  dependants included — are skipped with that cause, naming the refused task.
-* CACHE-007 — each hard predecessor's stream and outputs digests flow into its dependants'
-  probes.
-Out of scope: the per-task lifecycle (:mod:`hazremote.execute.lifecycle`), rendering, and
-EXEC-019 runtime cycles — producer edges are a superset of every path a task can
-materialise (an actual match implies a literal-prefix overlap), so DAG-014 already rejects
-every cycle a run could close (docs/decisions.md).
+* EXEC-004, EXEC-005 — a global cap and per-tag caps; a blocked task does not block later ones.
+* EXEC-006, EXEC-007 — a task is probed first (key + lookup, no mutex); only a miss needs one.
+* MUTEX-001..007 — a miss whose mutex is taken goes back to waiting; hits never touch mutexes.
+* EXEC-010, EXEC-011 — a failure skips only its hard descendants, naming the first root failure.
+* EXEC-012..015 — cancellation stops admission; tasks never started are recorded ``cancelled``.
+* EXEC-020 — an overlap (:attr:`Executed.overlap`) stops admission; unstarted tasks are skipped.
+* CACHE-007 — each hard predecessor's stream and outputs digests flow into its dependants' probes.
+Out of scope: the per-task lifecycle (:mod:`.lifecycle`), rendering, and EXEC-019 (DAG-014
+already rejects every runtime cycle: docs/decisions.md).
 """
 
 from __future__ import annotations

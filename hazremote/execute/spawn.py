@@ -1,24 +1,19 @@
 """Running one process for a task: the ``ProcessSpawner`` port and its subprocess adapter.
 
-The adapter starts a small supervisor per task (:mod:`hazremote.execute._reaper`, a stdlib-only
-Python script run with ``-I -S``), which starts the command as a Linux child subreaper and
-reports its exit over a control socket. Output flows from the command straight into pipes read
-here: every chunk is appended to a spool file, hashed on the fly when asked, and passed to the
-caller's callback, so a task printing hundreds of MiB never sits in haz's memory.
+The adapter starts a small supervisor per task (:mod:`hazremote.execute._reaper`), which
+starts the command and reports its exit over a control socket. Output flows from the command
+straight into pipes read here: every chunk is appended to a spool file, hashed on the fly when
+asked, and passed to the caller's callback.
 
 Spec coverage:
-* EXEC-008 — cwd, the exact environment (nothing added, nothing inherited), stdin
-  ``/dev/null``, the command's own process group, descendants tracked as a child subreaper so
-  none survive the task (:mod:`._reaper`), stdout/stderr captured in full to spool files, and a
-  command that cannot start reported as :attr:`ProcessOutcome.spawn_error` — never raised.
-* EXEC-009 — the facts classification needs: exit code, signal, ``timed_out``, ``cancelled``.
-  (Turning them into a record is the caller's job.)
-* EXEC-012..015 — cancellation: SIGTERM to the process group (and any escaped descendant),
-  SIGKILL after the grace period; ``kill_now`` (a second SIGINT) sends SIGKILL at once. A task
-  timeout (SPEC §1 ``timeout``) takes the same path and reports ``timed_out``.
-Out of scope: building argv from an action (a shell action is ``[shell, "-c", script]``,
-built by the caller), computing the environment (``hazremote.keys``), classification into
-records, storing in the cache, remote execution.
+* EXEC-008 — :class:`SubprocessSpawner`: cwd, the exact env, stdin ``/dev/null``, own group.
+* EXEC-008 — descendants are tracked as a child subreaper; none survive the task.
+* EXEC-008 — stdout/stderr spooled in full; a start failure is :attr:`ProcessOutcome.spawn_error`.
+* EXEC-009 — :class:`ProcessOutcome`: exit code, signal, ``timed_out``, ``cancelled`` (facts).
+* EXEC-012..015 — SIGTERM to the group and escaped descendants, SIGKILL after the grace period.
+* EXEC-012..015 — ``kill_now`` (a second SIGINT) kills at once; a timeout takes the same path.
+Out of scope: argv from an action (the caller's), the environment (:mod:`hazremote.keys`),
+classification, the cache, remote execution.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """The remote tier of a run, created on first use.
 
 Spec coverage:
-* RC-001..003 — :class:`LazyRemote` builds the remote tier (and imports gRPC) only when a
-  lookup, download or upload needs it.
-* RC-002 — in ``read-write`` mode local hits are shared unless known to be there
-  (:class:`~hazremote.remote.known.KnownRemoteKeys`).
+* RC-001, RC-003 — :class:`LazyRemote` builds the remote tier (and imports gRPC) on first need.
+* RC-002 — in ``read-write`` mode local hits are shared unless known there (:mod:`.known`).
 Out of scope: talking to the service (:mod:`.client`).
 """
 
