@@ -30,6 +30,7 @@ from pathlib import Path
 from hazremote.cache.codec import CHUNK_SIZE, BlobCorrupt, FetchedBlob, VerifiedBlob
 from hazremote.domain.digest import Digest, new_hasher
 from hazremote.domain.model import HashName
+from hazremote.execute.sandbox import SandboxInput
 from hazremote.fileio import publish, write_all
 from hazremote.remote.transfer import TransferError
 
@@ -125,6 +126,10 @@ class InputCache:
                 return None
             self._lru.move_to_end(digest)
             return path
+
+    def locate(self, file: SandboxInput) -> Path | None:
+        """The sandbox's ``InputSource`` port: the blob of ``file``, if present."""
+        return self.get(file.digest, file.size)
 
     def missing(self, refs: Mapping[Digest, int]) -> dict[Digest, int]:
         """The blobs of ``refs`` (digest → size) not held now."""
