@@ -43,7 +43,11 @@ from hazremote.cache.materialise import (
     Refusal,
     chmod_nofollow,
 )
-from hazremote.cache.staging import is_staging_name, remove_stale_staging, staging_name
+from hazremote.cache.staging import (
+    remove_stale_staging,
+    reserved_path_problem,
+    staging_name,
+)
 from hazremote.cache.tier import ByteSink, KnownDigests, RestoreResult, RestoreStatus
 from hazremote.domain.digest import Digest, new_hasher
 from hazremote.domain.model import HashName
@@ -88,18 +92,6 @@ class _Refused(Exception):
         super().__init__(message)
         self.status = status
         self.entry_at_fault = entry_at_fault
-
-
-def reserved_path_problem(path: str) -> str | None:
-    """Why no output may be restored at the workspace-absolute ``path``, or None."""
-    segments = path[1:].split("/")
-    if ".git" in segments[:-1] or segments[-1] == ".git":
-        return "is inside a .git directory"
-    if segments[0] == ".haz":
-        return "is inside the workspace's .haz directory"
-    if is_staging_name(segments[-1]):
-        return "has a name reserved for haz's restore staging files (.haz-restore-*)"
-    return None
 
 
 def _check_paths(manifest: Manifest, patterns: Sequence[PathPattern]) -> None:

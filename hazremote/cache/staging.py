@@ -23,6 +23,7 @@ __all__ = [
     "STALE_AFTER_S",
     "is_staging_name",
     "remove_stale_staging",
+    "reserved_path_problem",
     "staging_name",
     "staging_stale",
 ]
@@ -95,3 +96,15 @@ def remove_stale_staging(directory: int | str) -> int:
                 os.unlink(path, dir_fd=dir_fd)
                 removed += 1
     return removed
+
+
+def reserved_path_problem(path: str) -> str | None:
+    """Why no output may be restored at the workspace-absolute ``path``, or None."""
+    segments = path[1:].split("/")
+    if ".git" in segments[:-1] or segments[-1] == ".git":
+        return "is inside a .git directory"
+    if segments[0] == ".haz":
+        return "is inside the workspace's .haz directory"
+    if is_staging_name(segments[-1]):
+        return "has a name reserved for haz's restore staging files (.haz-restore-*)"
+    return None

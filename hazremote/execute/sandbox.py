@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from hazremote.cache._restore import reserved_path_problem
 from hazremote.cache.codec import BlobCodec
 from hazremote.cache.collect import Collected, collect, matching_files
 from hazremote.cache.materialise import (
@@ -43,6 +42,7 @@ from hazremote.cache.materialise import (
     PathRefused,
     masked_mode,
 )
+from hazremote.cache.staging import reserved_path_problem
 from hazremote.domain.digest import Digest
 from hazremote.domain.model import DEFAULT_GRACE_PERIOD_S
 from hazremote.domain.patterns import PathPattern, parse_pattern
