@@ -7,6 +7,7 @@ removed by the next restore into, or output collection over, their directory.
 
 Spec coverage:
 * CACHE-019..020 — what a killed restore leaves is never published or stored, and is removed.
+* SEC-001 — :func:`reserved_path_problem`: nothing in `.git`, `/.haz` or a staging name.
 Out of scope: the local cache's own ``.tmp-`` staging directories (:mod:`.local`).
 """
 
