@@ -45,6 +45,7 @@ __all__ = [
     "RecordedPredecessor",
     "StreamRecord",
     "output_links_problem",
+    "parse_key_components",
     "parse_manifest",
     "symlink_destination",
     "symlink_text_problem",
@@ -611,6 +612,37 @@ _FIELDS = (
 )
 
 
+def parse_key_components(data: bytes, *, chapter_revision: int) -> RecordedKeyComponents:
+    """Parse a CACHE-011 ``key_components`` object on its own, as strictly as in a manifest
+    (a remote action carries it, RX-002).
+
+    Raises:
+        ManifestError: the document is malformed; the message names the field.
+    """
+    return _key_components(_load_json(data), "key_components", chapter_revision)
+
+
+def _load_json(data: bytes) -> object:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"manifest: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        return json.loads(
+            text, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant
+        )
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"manifest: invalid JSON: {exc}") from None
+    except ValueError:
+        # json's scanner converts digits with int(), which refuses more than
+        # sys.get_int_max_str_digits() of them with a plain ValueError (issue 13).
+        raise ManifestError(
+            f"manifest: invalid JSON: an integer of more than {sys.get_int_max_str_digits()} digits"
+        ) from None
+    except RecursionError:
+        raise ManifestError("manifest: invalid JSON: nested too deeply") from None
+
+
 def parse_manifest(data: bytes, *, chapter_revision: int, hash_name: HashName) -> Manifest:
     """Parse and validate a manifest document strictly (CACHE-011).
 
@@ -627,24 +659,7 @@ def parse_manifest(data: bytes, *, chapter_revision: int, hash_name: HashName) -
         ManifestSchemaError: the revision or hash function differ from the expected ones.
         ManifestError: anything else is wrong; the message names the field.
     """
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ManifestError(f"manifest: not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    try:
-        document = json.loads(
-            text, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant
-        )
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"manifest: invalid JSON: {exc}") from None
-    except ValueError:
-        # json's scanner converts digits with int(), which refuses more than
-        # sys.get_int_max_str_digits() of them with a plain ValueError (issue 13).
-        raise ManifestError(
-            f"manifest: invalid JSON: an integer of more than {sys.get_int_max_str_digits()} digits"
-        ) from None
-    except RecursionError:
-        raise ManifestError("manifest: invalid JSON: nested too deeply") from None
+    document = _load_json(data)
     if not isinstance(document, dict):
         _fail("", f"expected an object, got {_kind(document)}")
     revision = document.get("chapter_revision")

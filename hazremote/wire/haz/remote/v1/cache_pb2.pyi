@@ -22,7 +22,7 @@ class GetCapabilitiesRequest(_message.Message):
     def __init__(self, namespace: _Optional[str] = ...) -> None: ...
 
 class ServerCapabilities(_message.Message):
-    __slots__ = ("server_version", "server_time_unix_ms", "hash_functions", "compressions", "max_blob_size_bytes", "max_batch_total_size_bytes", "max_batch_items", "max_message_size_bytes", "stream_chunk_size_bytes", "token_name", "token_scope", "token_namespaces", "token_read_through", "auth_disabled")
+    __slots__ = ("server_version", "server_time_unix_ms", "hash_functions", "compressions", "max_blob_size_bytes", "max_batch_total_size_bytes", "max_batch_items", "max_message_size_bytes", "stream_chunk_size_bytes", "token_name", "token_scope", "token_namespaces", "token_read_through", "auth_disabled", "execution_offered", "execution_pools")
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     SERVER_TIME_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     HASH_FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,8 @@ class ServerCapabilities(_message.Message):
     TOKEN_NAMESPACES_FIELD_NUMBER: _ClassVar[int]
     TOKEN_READ_THROUGH_FIELD_NUMBER: _ClassVar[int]
     AUTH_DISABLED_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_OFFERED_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_POOLS_FIELD_NUMBER: _ClassVar[int]
     server_version: str
     server_time_unix_ms: int
     hash_functions: _containers.RepeatedScalarFieldContainer[_digest_pb2.HashFunction]
@@ -51,7 +53,21 @@ class ServerCapabilities(_message.Message):
     token_namespaces: _containers.RepeatedScalarFieldContainer[str]
     token_read_through: _containers.RepeatedScalarFieldContainer[str]
     auth_disabled: bool
-    def __init__(self, server_version: _Optional[str] = ..., server_time_unix_ms: _Optional[int] = ..., hash_functions: _Optional[_Iterable[_Union[_digest_pb2.HashFunction, str]]] = ..., compressions: _Optional[_Iterable[_Union[Compression, str]]] = ..., max_blob_size_bytes: _Optional[int] = ..., max_batch_total_size_bytes: _Optional[int] = ..., max_batch_items: _Optional[int] = ..., max_message_size_bytes: _Optional[int] = ..., stream_chunk_size_bytes: _Optional[int] = ..., token_name: _Optional[str] = ..., token_scope: _Optional[str] = ..., token_namespaces: _Optional[_Iterable[str]] = ..., token_read_through: _Optional[_Iterable[str]] = ..., auth_disabled: _Optional[bool] = ...) -> None: ...
+    execution_offered: bool
+    execution_pools: _containers.RepeatedCompositeFieldContainer[ExecutionPool]
+    def __init__(self, server_version: _Optional[str] = ..., server_time_unix_ms: _Optional[int] = ..., hash_functions: _Optional[_Iterable[_Union[_digest_pb2.HashFunction, str]]] = ..., compressions: _Optional[_Iterable[_Union[Compression, str]]] = ..., max_blob_size_bytes: _Optional[int] = ..., max_batch_total_size_bytes: _Optional[int] = ..., max_batch_items: _Optional[int] = ..., max_message_size_bytes: _Optional[int] = ..., stream_chunk_size_bytes: _Optional[int] = ..., token_name: _Optional[str] = ..., token_scope: _Optional[str] = ..., token_namespaces: _Optional[_Iterable[str]] = ..., token_read_through: _Optional[_Iterable[str]] = ..., auth_disabled: _Optional[bool] = ..., execution_offered: _Optional[bool] = ..., execution_pools: _Optional[_Iterable[_Union[ExecutionPool, _Mapping]]] = ...) -> None: ...
+
+class ExecutionPool(_message.Message):
+    __slots__ = ("platform", "workers", "slots", "free_slots")
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    FREE_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    platform: _containers.RepeatedCompositeFieldContainer[_digest_pb2.Property]
+    workers: int
+    slots: int
+    free_slots: int
+    def __init__(self, platform: _Optional[_Iterable[_Union[_digest_pb2.Property, _Mapping]]] = ..., workers: _Optional[int] = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ...) -> None: ...
 
 class FindMissingBlobsRequest(_message.Message):
     __slots__ = ("hash_function", "digests")

@@ -24,15 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)hazremote/wire/haz/remote/v1/digest.proto\x12\rhaz.remote.v1\"*\n\x06\x44igest\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03*B\n\x0cHashFunction\x12\x18\n\x14HASH_FUNCTION_BLAKE3\x10\x00\x12\x18\n\x14HASH_FUNCTION_SHA256\x10\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)hazremote/wire/haz/remote/v1/digest.proto\x12\rhaz.remote.v1\"*\n\x06\x44igest\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\"\'\n\x08Property\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t*B\n\x0cHashFunction\x12\x18\n\x14HASH_FUNCTION_BLAKE3\x10\x00\x12\x18\n\x14HASH_FUNCTION_SHA256\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hazremote.wire.haz.remote.v1.digest_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_HASHFUNCTION']._serialized_start=104
-  _globals['_HASHFUNCTION']._serialized_end=170
+  _globals['_HASHFUNCTION']._serialized_start=145
+  _globals['_HASHFUNCTION']._serialized_end=211
   _globals['_DIGEST']._serialized_start=60
   _globals['_DIGEST']._serialized_end=102
+  _globals['_PROPERTY']._serialized_start=104
+  _globals['_PROPERTY']._serialized_end=143
 # @@protoc_insertion_point(module_scope)

@@ -19,3 +19,11 @@ class Digest(_message.Message):
     hash: bytes
     size_bytes: int
     def __init__(self, hash: _Optional[bytes] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class Property(_message.Message):
+    __slots__ = ("name", "value")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: str
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
