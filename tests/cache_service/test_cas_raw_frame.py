@@ -123,7 +123,7 @@ def test_frame_header_of_a_blob_over_4_gib_records_its_size_in_8_bytes() -> None
     assert len(header) == 4 + 1 + 1 + 8
     assert zstandard.get_frame_parameters(header).content_size == size
     verifier = BlobVerifier(BlobRef(hash_name=HashName.BLAKE3, digest=_ref(b"").digest, size=size))
-    verifier.feed(header + (1 << 3).to_bytes(3, "little") + b"x")  # one raw block of 1 byte
+    verifier.feed(bytes(header) + (1 << 3).to_bytes(3, "little") + b"x")  # one raw block of 1 byte
 
 
 class _RecordingStore(MemoryBlobStore):
@@ -148,7 +148,8 @@ def test_raw_blocks_reach_the_store_as_views_of_the_received_chunks() -> None:
     leaf = _RecordingStore()
     service = BlobService(store=VerifyingBlobStore(inner=leaf), limits=LIMITS)
     ref = _ref(data)
-    service.write_stream(ref, Compression.NONE, iter([memoryview(pieces[0]), pieces[1]]))
+    received: list[StoredChunk] = [memoryview(pieces[0]), pieces[1]]
+    service.write_stream(ref, Compression.NONE, iter(received))
     header, *blocks = leaf.given
     assert len(header) == 10
     assert [len(chunk) for chunk in blocks[::2]] == [3] * 5

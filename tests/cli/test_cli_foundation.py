@@ -54,7 +54,9 @@ def run_haz(
     return code, out, err
 
 
-def test_check_counts_every_task_of_the_workspace(small: Path, monkeypatch, capsys) -> None:
+def test_check_counts_every_task_of_the_workspace(
+    small: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert run_haz(["check", "--workspace"], small, monkeypatch, capsys) == (
         0,
         "5 task(s) validated.\n",
@@ -62,13 +64,17 @@ def test_check_counts_every_task_of_the_workspace(small: Path, monkeypatch, caps
     )
 
 
-def test_check_counts_the_bearing_projects_tasks(small: Path, monkeypatch, capsys) -> None:
+def test_check_counts_the_bearing_projects_tasks(
+    small: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """DISC-007: inside libs/core, the bearing project is core (2 tasks)."""
     code, out, _ = run_haz(["check"], small / "libs" / "core", monkeypatch, capsys)
     assert (code, out) == (0, "2 task(s) validated.\n")
 
 
-def test_check_reports_every_error_with_file_key_and_line(small: Path, monkeypatch, capsys) -> None:
+def test_check_reports_every_error_with_file_key_and_line(
+    small: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     (small / "app" / "haz.yml").write_text(
         "tasks:\n  build:\n    command: [make]\n    deps: [nope:build]\n    depz: []\n"
     )
@@ -82,7 +88,9 @@ def test_check_reports_every_error_with_file_key_and_line(small: Path, monkeypat
     assert sorted(p.relative_to(small) for p in small.rglob("*")) == before
 
 
-def test_check_reports_an_unresolvable_reference(small: Path, monkeypatch, capsys) -> None:
+def test_check_reports_an_unresolvable_reference(
+    small: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     (small / "app" / "haz.yml").write_text(
         "tasks:\n  build:\n    command: [make]\n    deps: [nope:build]\n"
     )
@@ -92,7 +100,9 @@ def test_check_reports_an_unresolvable_reference(small: Path, monkeypatch, capsy
     assert "nope:build" in err
 
 
-def test_check_without_a_workspace_is_a_usage_error(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_check_without_a_workspace_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, _, err = run_haz(["check"], tmp_path, monkeypatch, capsys)
     assert code == 2
     assert "no workspace found" in err
@@ -100,7 +110,10 @@ def test_check_without_a_workspace_is_a_usage_error(tmp_path: Path, monkeypatch,
 
 
 def test_workspace_root_flag_overrides_discovery(
-    small: Path, tmp_path_factory, monkeypatch, capsys
+    small: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     code, out, _ = run_haz(
@@ -109,7 +122,9 @@ def test_workspace_root_flag_overrides_discovery(
     assert (code, out) == (0, "5 task(s) validated.\n")
 
 
-def test_query_filters_by_tags_with_boolean_expressions(small: Path, monkeypatch, capsys) -> None:
+def test_query_filters_by_tags_with_boolean_expressions(
+    small: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = run_haz(["query", "--tags", "lib&!legacy"], small, monkeypatch, capsys)
     assert (code, out) == (0, "core:build\ncore:lint\n")
     code, out, _ = run_haz(
@@ -119,7 +134,7 @@ def test_query_filters_by_tags_with_boolean_expressions(small: Path, monkeypatch
 
 
 def test_query_json_lists_project_task_tags_and_resolved_deps(
-    small: Path, monkeypatch, capsys
+    small: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, _ = run_haz(
         ["query", "--projects", "app", "--format", "json"], small, monkeypatch, capsys
@@ -132,20 +147,26 @@ def test_query_json_lists_project_task_tags_and_resolved_deps(
     assert rows[0]["weakDeps"] == ["app:lint"]
 
 
-def test_query_rejects_a_bad_expression(small: Path, monkeypatch, capsys) -> None:
+def test_query_rejects_a_bad_expression(
+    small: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, _, err = run_haz(["query", "--tags", "a&(b"], small, monkeypatch, capsys)
     assert code == 2
     assert "invalid filter expression" in err
 
 
-def test_graph_dot_styles_soft_edges_dashed(small: Path, monkeypatch, capsys) -> None:
+def test_graph_dot_styles_soft_edges_dashed(
+    small: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = run_haz(["graph", "--format", "dot"], small, monkeypatch, capsys)
     assert code == 0
     assert '"core:build" -> "app:build";' in out
     assert '"app:lint" -> "app:build" [style=dashed];' in out
 
 
-def test_graph_mermaid_restricted_to_a_targets_run_set(small: Path, monkeypatch, capsys) -> None:
+def test_graph_mermaid_restricted_to_a_targets_run_set(
+    small: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = run_haz(
         ["graph", "util:build", "--format", "mermaid"], small, monkeypatch, capsys
     )
@@ -158,7 +179,9 @@ def test_graph_mermaid_restricted_to_a_targets_run_set(small: Path, monkeypatch,
     ]
 
 
-def test_graph_json_has_nodes_and_typed_edges(small: Path, monkeypatch, capsys) -> None:
+def test_graph_json_has_nodes_and_typed_edges(
+    small: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = run_haz(["graph", "--format", "json"], small, monkeypatch, capsys)
     graph = json.loads(out)
     assert code == 0
@@ -169,7 +192,7 @@ def test_graph_json_has_nodes_and_typed_edges(small: Path, monkeypatch, capsys) 
 
 
 def test_graph_bare_target_outside_a_project_means_every_project(
-    small: Path, monkeypatch, capsys
+    small: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """REF: a bare `lint` at the root (no bearing project) is `^:lint`."""
     code, out, _ = run_haz(["graph", "lint", "--format", "json"], small, monkeypatch, capsys)
@@ -177,14 +200,16 @@ def test_graph_bare_target_outside_a_project_means_every_project(
     assert [n["id"] for n in json.loads(out)["nodes"]] == ["app:lint", "core:lint"]
 
 
-def test_graph_unknown_target_exits_2_naming_it(small: Path, monkeypatch, capsys) -> None:
+def test_graph_unknown_target_exits_2_naming_it(
+    small: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, _, err = run_haz(["graph", "ghost:build"], small, monkeypatch, capsys)
     assert code == 2
     assert "ghost:build" in err
 
 
 def test_init_without_a_terminal_lists_and_writes_nothing(
-    tmp_path: Path, monkeypatch, capsys
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     write_files(
         tmp_path,
@@ -198,7 +223,9 @@ def test_init_without_a_terminal_lists_and_writes_nothing(
     assert not (tmp_path / ".haz").exists()
 
 
-def test_init_yes_writes_a_valid_workspace(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_init_yes_writes_a_valid_workspace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     write_files(
         tmp_path,
         {
@@ -215,7 +242,9 @@ def test_init_yes_writes_a_valid_workspace(tmp_path: Path, monkeypatch, capsys) 
     assert (code, out) == (0, "web:build\nweb:test\n")
 
 
-def test_init_refuses_to_overwrite(small: Path, monkeypatch, capsys) -> None:
+def test_init_refuses_to_overwrite(
+    small: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     before = (small / ".haz" / "workspace.yml").read_text()
     code, _, err = run_haz(["init", "--yes"], small, monkeypatch, capsys)
     assert code == 2
@@ -224,14 +253,18 @@ def test_init_refuses_to_overwrite(small: Path, monkeypatch, capsys) -> None:
 
 
 @pytest.mark.parametrize("command", ["check", "query", "graph", "init"])
-def test_every_command_has_help_with_examples(command: str, capsys) -> None:
+def test_every_command_has_help_with_examples(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert "examples:" in capsys.readouterr().out
 
 
-def test_generated_workspace_of_2000_tasks_validates(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_generated_workspace_of_2000_tasks_validates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     write_generated_workspace(tmp_path, projects=400, tasks_per_project=5, rng=random.Random(3))
     code, out, _ = run_haz(["check", "--workspace"], tmp_path, monkeypatch, capsys)
     assert (code, out) == (0, "2000 task(s) validated.\n")

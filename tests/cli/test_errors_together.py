@@ -26,14 +26,16 @@ WS = {
 }
 
 
-def _check(root: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> tuple[int, str]:
+def _check(
+    root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
     monkeypatch.chdir(root)
     code = main(["check", "--workspace"])
     return code, capsys.readouterr().err
 
 
 def test_a_reference_error_is_reported_with_another_files_syntax_error(
-    tmp_path: Path, monkeypatch, capsys
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = write_files(
         tmp_path,
@@ -54,7 +56,7 @@ def test_a_reference_error_is_reported_with_another_files_syntax_error(
 
 
 def test_a_reference_error_is_reported_with_an_error_of_its_own_task(
-    tmp_path: Path, monkeypatch, capsys
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = write_files(
         tmp_path,
@@ -72,7 +74,7 @@ def test_a_reference_error_is_reported_with_an_error_of_its_own_task(
 
 
 def test_no_reference_error_into_a_project_that_failed_to_load(
-    tmp_path: Path, monkeypatch, capsys
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """app's file does not parse: app:build's existence is unknown, so no claim is made."""
     root = write_files(tmp_path, {**WS, "app/haz.yml": "tasks: [\n"})
@@ -84,7 +86,7 @@ def test_no_reference_error_into_a_project_that_failed_to_load(
 
 
 def test_no_unknown_project_error_while_a_project_file_failed_to_load(
-    tmp_path: Path, monkeypatch, capsys
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A project whose file does not parse may carry `name: engine`: engine:build stays quiet,
     while a missing task of a project that loaded is still reported."""
@@ -103,7 +105,9 @@ def test_no_unknown_project_error_while_a_project_file_failed_to_load(
     assert "2 configuration errors:" in err
 
 
-def test_a_clean_workspace_still_validates(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_a_clean_workspace_still_validates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = write_files(tmp_path, WS)
     monkeypatch.chdir(root)
     assert main(["check", "--workspace"]) == 0
@@ -111,7 +115,7 @@ def test_a_clean_workspace_still_validates(tmp_path: Path, monkeypatch, capsys) 
 
 
 def test_no_missing_task_error_while_an_overlay_failed_to_load(
-    tmp_path: Path, monkeypatch, capsys
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The broken overlay would give core a `lint`: core:lint is not reported as missing."""
     root = write_files(

@@ -12,6 +12,7 @@ import argparse
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,9 @@ def _haz_commands() -> list[str]:
     return sorted(sub.choices)
 
 
-def _help_of(main, argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+def _help_of(
+    main: Callable[[list[str]], object], argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> str:
     with pytest.raises(SystemExit) as exit_info:
         main([*argv, "--help"])
     assert exit_info.value.code == 0
@@ -48,7 +51,7 @@ def test_the_rule_id_pattern_recognises_what_it_must() -> None:
 
 
 @pytest.mark.parametrize("argv", [[], *([c] for c in _haz_commands())], ids=str)
-def test_haz_help_has_no_rule_ids(argv: list[str], capsys) -> None:
+def test_haz_help_has_no_rule_ids(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     text = _help_of(haz_main, argv, capsys)
     assert RULE_ID.findall(text) == [], text
 
@@ -58,7 +61,9 @@ def test_haz_help_has_no_rule_ids(argv: list[str], capsys) -> None:
     [[], ["serve"], ["gc"], ["admin"], ["admin", "list-producers"], ["admin", "purge"]],
     ids=str,
 )
-def test_cache_service_help_has_no_rule_ids(argv: list[str], capsys) -> None:
+def test_cache_service_help_has_no_rule_ids(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     text = _help_of(service_main, argv, capsys)
     assert RULE_ID.findall(text) == [], text
 

@@ -36,7 +36,9 @@ def test_dry_run_takes_a_format_only_after_an_equals_sign(
     assert (args.dry_run, args.targets) == (dry_run, targets)
 
 
-def test_an_unknown_dry_run_format_is_a_usage_error_naming_the_flag(capsys) -> None:
+def test_an_unknown_dry_run_format_is_a_usage_error_naming_the_flag(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(["run", "--dry-run=xml"])
     assert exit_info.value.code == 2
@@ -46,7 +48,7 @@ def test_an_unknown_dry_run_format_is_a_usage_error_naming_the_flag(capsys) -> N
     assert "--dry-run=json" in err
 
 
-def test_usage_shows_the_optional_value_spelling(capsys) -> None:
+def test_usage_shows_the_optional_value_spelling(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     assert "[--dry-run[=json]]" in capsys.readouterr().out
@@ -68,7 +70,7 @@ def two_projects(tmp_path: Path) -> Path:
 
 
 def test_dry_run_followed_by_a_target_dry_runs_that_target(
-    two_projects: Path, monkeypatch, capsys
+    two_projects: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """EXEC-030 with the issue's command line: exit 0 and the target's run set only."""
     monkeypatch.chdir(two_projects)
@@ -81,7 +83,7 @@ def test_dry_run_followed_by_a_target_dry_runs_that_target(
 
 
 def test_dry_run_with_a_spaced_format_says_to_write_the_equals_sign(
-    two_projects: Path, monkeypatch, capsys
+    two_projects: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(two_projects)
     assert main(["run", "--dry-run", "json"]) == 2

@@ -378,7 +378,7 @@ def test_project_tasks_are_read_only_and_sorted(write_tree: WriteTree) -> None:
     assert project is not None
     assert list(project.tasks) == ["build", "codegen", "lint", "test"]
     with pytest.raises(TypeError):
-        project.tasks["x"] = project.tasks["build"]  # type: ignore[index]
+        project.tasks["x"] = project.tasks["build"]  # type: ignore[index]  # read-only on purpose
 
 
 def test_null_values_mean_absent(write_tree: WriteTree) -> None:

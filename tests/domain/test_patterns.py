@@ -237,4 +237,4 @@ def test_pattern_value_is_frozen() -> None:
     pattern = parse_pattern("a", project_dir="")
     assert isinstance(pattern, PathPattern)
     with pytest.raises(AttributeError):
-        pattern.text = "b"  # type: ignore[misc]
+        pattern.text = "b"  # type: ignore[misc]  # frozen: the error is the point

@@ -131,9 +131,9 @@ def test_generated_workspace_of_2000_tasks() -> None:
     rng = random.Random(5)
     forward = {t: set(ps) for t, ps in expected.items()}
     backward: dict[str, set[str]] = {}
-    for task, predecessors in expected.items():
+    for name, predecessors in expected.items():
         for p in predecessors:
-            backward.setdefault(p, set()).add(task)
+            backward.setdefault(p, set()).add(name)
     for _ in range(25):
         roots = {str(t) for t in rng.sample(list(graph.tasks), rng.randint(1, 4))}
         run_set = graph.run_set(tid(r) for r in roots)

@@ -28,7 +28,7 @@ from hazremote.domain.digest import digest_bytes
 from hazremote.domain.model import HashName
 from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc, digest_pb2
 
-HASHES = {
+HASHES: dict[int, HashName] = {
     digest_pb2.HASH_FUNCTION_BLAKE3: HashName.BLAKE3,
     digest_pb2.HASH_FUNCTION_SHA256: HashName.SHA256,
 }
@@ -68,7 +68,7 @@ def _decode(data: bytes, compression: int) -> bytes:
     return data
 
 
-class Capabilities(_Base, cache_pb2_grpc.CapabilitiesServicer):
+class Capabilities(_Base, cache_pb2_grpc.CapabilitiesServicer):  # type: ignore[misc]  # untyped stub
     def GetCapabilities(self, request: Any, context: grpc.ServicerContext) -> Any:
         self._enter("GetCapabilities", context)
         return cache_pb2.ServerCapabilities(
@@ -82,7 +82,7 @@ class Capabilities(_Base, cache_pb2_grpc.CapabilitiesServicer):
         )
 
 
-class ContentStore(_Base, cache_pb2_grpc.ContentStoreServicer):
+class ContentStore(_Base, cache_pb2_grpc.ContentStoreServicer):  # type: ignore[misc]  # untyped stub
     def FindMissingBlobs(self, request: Any, context: grpc.ServicerContext) -> Any:
         self._enter("FindMissingBlobs", context)
         with self.state.lock:
@@ -120,7 +120,9 @@ class ContentStore(_Base, cache_pb2_grpc.ContentStoreServicer):
                 cache_pb2.BatchReadBlobsResponse.Item(
                     digest=digest,
                     data=zstandard.ZstdCompressor().compress(data) if zstd else data,
-                    compression=cache_pb2.COMPRESSION_ZSTD if zstd else 0,
+                    compression=cache_pb2.COMPRESSION_ZSTD
+                    if zstd
+                    else cache_pb2.COMPRESSION_IDENTITY,
                 )
             )
         return cache_pb2.BatchReadBlobsResponse(items=items)
@@ -138,7 +140,9 @@ class ContentStore(_Base, cache_pb2_grpc.ContentStoreServicer):
         for index, start in enumerate(range(0, max(1, len(payload)), step)):
             chunk = cache_pb2.ReadBlobChunk(data=payload[start : start + step])
             if index == 0:
-                chunk.compression = cache_pb2.COMPRESSION_ZSTD if zstd else 0
+                chunk.compression = (
+                    cache_pb2.COMPRESSION_ZSTD if zstd else cache_pb2.COMPRESSION_IDENTITY
+                )
             yield chunk
 
     def _accept(self, hash_function: int, digest: Any, data: bytes) -> int:
@@ -183,7 +187,7 @@ def _content(document: bytes) -> Any:
     return (obj["outputs"], obj["stdout"]["hash"], obj["stderr"]["hash"], obj["exit_code"])
 
 
-class ManifestStore(_Base, cache_pb2_grpc.ManifestStoreServicer):
+class ManifestStore(_Base, cache_pb2_grpc.ManifestStoreServicer):  # type: ignore[misc]  # untyped stub
     def _get(self, namespace: str, key: bytes) -> Any:
         with self.state.lock:
             document = self.state.manifests.get((namespace, bytes(key)))

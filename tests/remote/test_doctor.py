@@ -10,14 +10,18 @@ from __future__ import annotations
 import pytest
 
 from tests.remote.test_run_cache_service import Service, service  # noqa: F401 - fixture
-from tests.run.conftest import HazRunner
+from tests.run.conftest import HazRunner, WorkspaceMaker
 
 pytestmark = pytest.mark.e2e
 
 WORKSPACE = {".haz/workspace.yml": "", "haz.yml": "tasks:\n  t: {command: [true]}\n"}
 
 
-def test_doctor_reports_a_healthy_setup(haz: HazRunner, make_workspace, service: Service) -> None:  # noqa: F811
+def test_doctor_reports_a_healthy_setup(
+    haz: HazRunner,
+    make_workspace: WorkspaceMaker,
+    service: Service,  # noqa: F811
+) -> None:
     root = make_workspace(WORKSPACE)
     result = haz("doctor", "--remote", service.url, cwd=root)
     assert result.code == 0, result.out
@@ -34,14 +38,18 @@ def test_doctor_reports_a_healthy_setup(haz: HazRunner, make_workspace, service:
     assert any("open access" in line for line in lines)
 
 
-def test_doctor_fails_when_the_remote_is_unreachable(haz: HazRunner, make_workspace) -> None:
+def test_doctor_fails_when_the_remote_is_unreachable(
+    haz: HazRunner, make_workspace: WorkspaceMaker
+) -> None:
     root = make_workspace(WORKSPACE)
     result = haz("doctor", "--remote", "grpc://127.0.0.1:1", cwd=root)
     assert result.code == 1
     assert "FAIL  remote: 127.0.0.1:1: UNAVAILABLE" in result.out
 
 
-def test_doctor_reports_a_broken_config_as_a_failed_check(haz: HazRunner, make_workspace) -> None:
+def test_doctor_reports_a_broken_config_as_a_failed_check(
+    haz: HazRunner, make_workspace: WorkspaceMaker
+) -> None:
     root = make_workspace({".haz/workspace.yml": "bogus: 1\n"})
     result = haz("doctor", cwd=root)
     assert result.code == 1

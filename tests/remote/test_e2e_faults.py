@@ -27,7 +27,7 @@ from hazremote.domain.digest import digest_bytes
 from hazremote.domain.model import HashName
 from tests.remote.test_run_remote import FAST, snapshot, warning_lines
 from tests.remote.test_run_remote import files as small_files
-from tests.run.conftest import HazRunner, py
+from tests.run.conftest import HazRunner, WorkspaceMaker, py
 from tests.support.faultproxy import (
     BlackHole,
     CorruptAt,
@@ -167,7 +167,7 @@ def proxy_url(proxy: FaultProxy) -> str:
     return f"grpc://127.0.0.1:{proxy.port}"
 
 
-def seed_the_service(haz: HazRunner, make_workspace, url: str) -> Path:
+def seed_the_service(haz: HazRunner, make_workspace: WorkspaceMaker, url: str) -> Path:
     """Run a first clone against ``url`` so the service holds both tasks' results."""
     root = make_workspace(files(), name="seed")
     first = haz("run", "--workspace", cwd=root, env=env_for(url), timeout=RUN_TIMEOUT_S)
@@ -178,7 +178,7 @@ def seed_the_service(haz: HazRunner, make_workspace, url: str) -> Path:
 
 
 def test_a_server_that_never_answers_costs_deadlines_not_the_run(
-    haz: HazRunner, make_workspace, proxy: FaultProxy
+    haz: HazRunner, make_workspace: WorkspaceMaker, proxy: FaultProxy
 ) -> None:
     """RC-003: the proxy accepts connections and swallows every byte; the run completes
     locally within its bound, with exactly one warning."""
@@ -200,7 +200,7 @@ def test_a_server_that_never_answers_costs_deadlines_not_the_run(
 
 @BOTH_PATHS
 def test_a_reset_mid_download_still_yields_correct_outputs(
-    haz: HazRunner, make_workspace, service: ServiceProcess, proxy: FaultProxy
+    haz: HazRunner, make_workspace: WorkspaceMaker, service: ServiceProcess, proxy: FaultProxy
 ) -> None:
     """RC-003/RC-001: the connection is reset 512 KiB into the download of the 2 MiB blob
     (on every connection); the run succeeds and every output is byte-identical, whether
@@ -221,7 +221,7 @@ def test_a_reset_mid_download_still_yields_correct_outputs(
 
 @BOTH_PATHS
 def test_a_reset_mid_upload_publishes_nothing_wrong(
-    haz: HazRunner, make_workspace, service: ServiceProcess, proxy: FaultProxy
+    haz: HazRunner, make_workspace: WorkspaceMaker, service: ServiceProcess, proxy: FaultProxy
 ) -> None:
     """RC-003/RC-004: the upload of the 2 MiB blob is reset 512 KiB in; the run succeeds, and
     a later clone (through a clean connection) gets correct outputs — nothing half-written
@@ -247,7 +247,7 @@ def test_a_reset_mid_upload_publishes_nothing_wrong(
 
 
 def test_a_slow_link_within_the_deadlines_still_gets_hits(
-    haz: HazRunner, make_workspace, service: ServiceProcess, proxy: FaultProxy
+    haz: HazRunner, make_workspace: WorkspaceMaker, service: ServiceProcess, proxy: FaultProxy
 ) -> None:
     """RC-003/RC-001: 250 ms of latency on every chunk each way — the connection handshake
     included — is slow but inside generous deadlines: the clone gets remote-cache hits and
@@ -268,7 +268,7 @@ def test_a_slow_link_within_the_deadlines_still_gets_hits(
 
 @BOTH_PATHS
 def test_a_byte_flipped_inside_a_downloaded_blob_is_caught_by_digest(
-    haz: HazRunner, make_workspace, service: ServiceProcess, proxy: FaultProxy
+    haz: HazRunner, make_workspace: WorkspaceMaker, service: ServiceProcess, proxy: FaultProxy
 ) -> None:
     """RC-004/RC-003: one byte 1 MiB into the server→client stream — inside the 2 MiB
     blob's payload — is flipped; the client's digest check rejects the blob, ``lib:build``
@@ -289,7 +289,7 @@ def test_a_byte_flipped_inside_a_downloaded_blob_is_caught_by_digest(
 
 
 def test_a_blob_corrupted_on_the_server_disk_runs_the_task_locally(
-    haz: HazRunner, make_workspace, service: ServiceProcess, tmp_path: Path
+    haz: HazRunner, make_workspace: WorkspaceMaker, service: ServiceProcess, tmp_path: Path
 ) -> None:
     """RC-004/RC-003: the stored blob file is overwritten with different bytes of the same
     size; the service's verifying read catches it by digest (DATA_LOSS, and deletes the
@@ -324,7 +324,7 @@ def s3_proxy(seaweed: SeaweedS3) -> Iterator[FaultProxy]:  # noqa: F811
 
 
 def test_storage_that_stops_answering_costs_deadlines_not_the_run(
-    haz: HazRunner, make_workspace, s3_proxy: FaultProxy, tmp_path: Path
+    haz: HazRunner, make_workspace: WorkspaceMaker, s3_proxy: FaultProxy, tmp_path: Path
 ) -> None:
     """RC-003 through the whole chain: the service's S3 (behind a proxy) turns into a black
     hole after startup; the service answers UNAVAILABLE or the client deadline fires, and

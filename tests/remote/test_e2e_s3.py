@@ -22,7 +22,7 @@ import pytest
 from hazremote.domain.digest import digest_bytes
 from hazremote.domain.model import HashName
 from tests.remote.test_run_remote import files, snapshot, warning_lines
-from tests.run.conftest import HazRunner
+from tests.run.conftest import HazRunner, WorkspaceMaker
 from tests.support.fixtures import (
     BUCKET,
     ServiceProcess,
@@ -81,7 +81,7 @@ def bucket_names(seaweed: SeaweedS3, prefix: str) -> set[str]:  # noqa: F811
 
 def test_two_clones_share_results_through_the_service_on_s3(
     haz: HazRunner,
-    make_workspace,
+    make_workspace: WorkspaceMaker,
     s3_service: ServiceProcess,
     seaweed: SeaweedS3,  # noqa: F811
     prefix: str,
@@ -128,7 +128,7 @@ def test_two_clones_share_results_through_the_service_on_s3(
 
 def test_a_namespace_is_isolated_on_s3(
     haz: HazRunner,
-    make_workspace,
+    make_workspace: WorkspaceMaker,
     s3_service: ServiceProcess,
     seaweed: SeaweedS3,  # noqa: F811
     prefix: str,

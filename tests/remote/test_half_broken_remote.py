@@ -26,7 +26,7 @@ from tests.remote.conftest import FAST as FAST_CLIENT
 from tests.remote.conftest import CacheServer
 from tests.remote.lyingserver import LyingServer
 from tests.remote.test_remote_client import client, stored, upload
-from tests.run.conftest import HazRunner, py
+from tests.run.conftest import HazRunner, WorkspaceMaker, py
 from tests.support.faultstore import LOOKUPS
 
 #: A cool-down longer than any run here: once open, the breaker stays open for the run, so
@@ -80,7 +80,7 @@ def remote_lines(stderr: str) -> list[str]:
 
 
 def test_dead_lookups_open_their_breaker_while_uploads_succeed(
-    haz: HazRunner, make_workspace, server: CacheServer
+    haz: HazRunner, make_workspace: WorkspaceMaker, server: CacheServer
 ) -> None:
     """RC-003 (issue 13, item 10): BatchGetManifests never answers, uploads work. Each
     successful upload used to reset the one breaker, so every level of the chain paid a
@@ -191,7 +191,7 @@ def test_an_unparsable_manifest_costs_only_its_own_key(
 
 
 def test_an_unparsable_remote_manifest_costs_one_task_of_a_run(
-    haz: HazRunner, make_workspace, liar: LyingServer
+    haz: HazRunner, make_workspace: WorkspaceMaker, liar: LyingServer
 ) -> None:
     """RC-003 (issue 13, item 12) end to end: of three tasks looked up in one batch, the one
     whose remote manifest cannot be parsed runs; the two others are remote hits.
@@ -220,7 +220,7 @@ def test_an_unparsable_remote_manifest_costs_one_task_of_a_run(
 
 
 def test_many_refused_remote_entries_are_one_warning(
-    haz: HazRunner, make_workspace, liar: LyingServer
+    haz: HazRunner, make_workspace: WorkspaceMaker, liar: LyingServer
 ) -> None:
     """RC-003 (issue 13, item 11): a lying server whose 20 entries each name an output the task
     does not declare costs 20 local runs and ONE warning (count and first example), not 20.

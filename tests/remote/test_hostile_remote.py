@@ -17,7 +17,7 @@ import pytest
 
 from tests.remote.lyingserver import LyingServer
 from tests.remote.test_run_remote import files, remote_env
-from tests.run.conftest import HazRunner
+from tests.run.conftest import HazRunner, WorkspaceMaker
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def tamper(server: LyingServer, task_cwd: str, change: dict[str, object]) -> Non
 )
 def test_hostile_remote_manifests_are_refused_and_write_nothing(
     haz: HazRunner,
-    make_workspace,
+    make_workspace: WorkspaceMaker,
     server: LyingServer,
     change: dict[str, object],
     victim: str,
@@ -93,7 +93,7 @@ def test_hostile_remote_manifests_are_refused_and_write_nothing(
 
 
 def test_setuid_bits_from_the_remote_are_never_restored(
-    haz: HazRunner, make_workspace, server: LyingServer
+    haz: HazRunner, make_workspace: WorkspaceMaker, server: LyingServer
 ) -> None:
     first = make_workspace(files(), name="honest")
     assert haz("run", "--workspace", cwd=first, env=remote_env(server.url)).code == 0
@@ -108,7 +108,7 @@ def test_setuid_bits_from_the_remote_are_never_restored(
 
 
 def test_a_blob_with_other_bytes_is_a_miss(
-    haz: HazRunner, make_workspace, server: LyingServer
+    haz: HazRunner, make_workspace: WorkspaceMaker, server: LyingServer
 ) -> None:
     """RC-004: the client verifies every byte; a swapped blob is a miss and the task runs."""
     first = make_workspace(files(), name="honest")

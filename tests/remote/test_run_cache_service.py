@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.remote.test_run_remote import FAST, files, snapshot, warning_lines
-from tests.run.conftest import HazRunner, py
+from tests.run.conftest import HazRunner, WorkspaceMaker, py
 from tests.support.fixtures import service_process
 
 pytestmark = pytest.mark.e2e
@@ -56,7 +56,7 @@ def env_for(service: Service, **extra: str) -> dict[str, str]:
 
 
 def test_two_clones_share_results_through_the_real_service(
-    haz: HazRunner, make_workspace, service: Service
+    haz: HazRunner, make_workspace: WorkspaceMaker, service: Service
 ) -> None:
     """RC-001/RC-008/CACHE-023 with the real server: the second clone (empty local cache, other
     path) gets only remote-cache hits, byte-identical outputs, modes and streams."""
@@ -81,7 +81,7 @@ def test_two_clones_share_results_through_the_real_service(
 
 
 def test_read_only_mode_leaves_the_service_store_unchanged(
-    haz: HazRunner, make_workspace, service: Service
+    haz: HazRunner, make_workspace: WorkspaceMaker, service: Service
 ) -> None:
     """RC-002: read-only looks up but never writes blobs or manifests."""
     seed = make_workspace(files(), name="seed")
@@ -98,7 +98,7 @@ def test_read_only_mode_leaves_the_service_store_unchanged(
 
 
 def test_a_service_killed_mid_run_does_not_fail_the_run(
-    haz: HazRunner, make_workspace, service: Service
+    haz: HazRunner, make_workspace: WorkspaceMaker, service: Service
 ) -> None:
     """RC-003: the server dies between two tasks: later lookups and uploads fail, the run
     succeeds locally with exactly one warning."""

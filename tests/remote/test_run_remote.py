@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tests.remote.conftest import CacheServer
 from tests.remote.lyingserver import LyingServer
-from tests.run.conftest import HazRunner, py
+from tests.run.conftest import HazRunner, WorkspaceMaker, py
 from tests.support.faultstore import ALL
 
 BUILD = py(
@@ -91,7 +91,7 @@ def warning_lines(stderr: str) -> list[str]:
 
 
 def test_second_clone_restores_everything_from_the_remote(
-    haz: HazRunner, make_workspace, server: CacheServer
+    haz: HazRunner, make_workspace: WorkspaceMaker, server: CacheServer
 ) -> None:
     """RC-001/RC-008/CACHE-023: a clone at another path with an empty local cache gets only
     remote-cache hits with byte-identical outputs, modes and streams, and is backfilled."""
@@ -122,7 +122,7 @@ def test_second_clone_restores_everything_from_the_remote(
 
 
 def test_flags_override_environment_and_read_only_never_writes(
-    haz: HazRunner, make_workspace, server: CacheServer
+    haz: HazRunner, make_workspace: WorkspaceMaker, server: CacheServer
 ) -> None:
     """SPEC §5 / RC-002: --remote-mode read-only beats HAZ_REMOTE_MODE; nothing is written."""
     root = make_workspace(files())
@@ -142,7 +142,7 @@ def test_flags_override_environment_and_read_only_never_writes(
 
 
 def test_remote_namespace_flag_selects_the_namespace(
-    haz: HazRunner, make_workspace, server: CacheServer
+    haz: HazRunner, make_workspace: WorkspaceMaker, server: CacheServer
 ) -> None:
     """SPEC §5: --remote-namespace writes under that namespace; others do not see it."""
     first_root = make_workspace(files(), name="a")
@@ -164,7 +164,7 @@ def test_remote_namespace_flag_selects_the_namespace(
 
 
 def test_corrupt_remote_data_runs_locally_with_one_warning(
-    haz: HazRunner, make_workspace, liar: LyingServer
+    haz: HazRunner, make_workspace: WorkspaceMaker, liar: LyingServer
 ) -> None:
     """RC-003/RC-004: corrupt bytes from the server are a miss: the tasks run, one warning.
 
@@ -188,7 +188,9 @@ def _dead_url() -> str:
         return f"grpc://127.0.0.1:{sock.getsockname()[1]}"
 
 
-def test_unreachable_remote_is_one_warning_and_a_local_run(haz: HazRunner, make_workspace) -> None:
+def test_unreachable_remote_is_one_warning_and_a_local_run(
+    haz: HazRunner, make_workspace: WorkspaceMaker
+) -> None:
     """RC-003: no task fails because the remote is unavailable; exactly one warning."""
     root = make_workspace(files())
     result = haz("run", "--workspace", cwd=root, env=remote_env(_dead_url()))
@@ -198,7 +200,7 @@ def test_unreachable_remote_is_one_warning_and_a_local_run(haz: HazRunner, make_
 
 
 def test_black_hole_remote_costs_deadlines_not_the_run(
-    haz: HazRunner, make_workspace, server: CacheServer
+    haz: HazRunner, make_workspace: WorkspaceMaker, server: CacheServer
 ) -> None:
     """RC-003: a server that never answers: every call hits its deadline; the run succeeds."""
     server.faults.hang(2.5, ALL)
@@ -215,7 +217,9 @@ def test_black_hole_remote_costs_deadlines_not_the_run(
     assert len(warning_lines(result.stderr)) == 1
 
 
-def test_dry_run_predicts_remote_hits(haz: HazRunner, make_workspace, server: CacheServer) -> None:
+def test_dry_run_predicts_remote_hits(
+    haz: HazRunner, make_workspace: WorkspaceMaker, server: CacheServer
+) -> None:
     """EXEC-030: --dry-run shows `remote hit`, and a remote hit's streams make its
     dependants' keys known."""
     first_root = make_workspace(files(app_reads_lib=False), name="a")
@@ -235,7 +239,9 @@ def test_dry_run_predicts_remote_hits(haz: HazRunner, make_workspace, server: Ca
     assert "remote hit" not in without.out
 
 
-def test_an_unreadable_tls_ca_is_a_usage_error(haz: HazRunner, make_workspace) -> None:
+def test_an_unreadable_tls_ca_is_a_usage_error(
+    haz: HazRunner, make_workspace: WorkspaceMaker
+) -> None:
     """SEC-005: a grpcs:// remote whose CA file is missing is a usage error (exit 2) naming
     the file, not a silent plaintext fallback."""
     root = make_workspace(files())
@@ -246,7 +252,7 @@ def test_an_unreadable_tls_ca_is_a_usage_error(haz: HazRunner, make_workspace) -
     assert "nope.pem" in result.stderr
 
 
-def test_a_run_without_a_remote_does_not_import_grpc(make_workspace) -> None:
+def test_a_run_without_a_remote_does_not_import_grpc(make_workspace: WorkspaceMaker) -> None:
     """RC (design): `haz run` without a remote pays nothing for gRPC."""
     root = make_workspace(files())
     assert_run_without_grpc(
@@ -275,7 +281,7 @@ def assert_run_without_grpc(root: Path, env: dict[str, str]) -> None:
 
 
 def test_a_local_replay_with_a_remote_configured_does_not_import_grpc(
-    haz: HazRunner, make_workspace, server: CacheServer
+    haz: HazRunner, make_workspace: WorkspaceMaker, server: CacheServer
 ) -> None:
     """RC-001 (design): when every task hits locally the remote is never needed, so gRPC is
     never loaded (~40 ms); a run that needs the remote still uses it."""

@@ -20,7 +20,7 @@ import pytest
 
 from tests.remote.test_run_cache_service import Service, env_for
 from tests.remote.test_run_remote import files, snapshot, warning_lines
-from tests.run.conftest import HazRunner
+from tests.run.conftest import HazRunner, WorkspaceMaker
 from tests.support.fixtures import service_process
 
 pytestmark = pytest.mark.e2e
@@ -41,7 +41,7 @@ def calls(service: Service) -> list[str]:
 
 
 def test_a_warm_local_cache_is_uploaded_once_and_then_costs_no_remote_call(
-    haz: HazRunner, make_workspace, service: Service
+    haz: HazRunner, make_workspace: WorkspaceMaker, service: Service
 ) -> None:
     root = make_workspace(files(), name="warm")
     local_only = haz("run", "--workspace", cwd=root)
@@ -69,7 +69,7 @@ def test_a_warm_local_cache_is_uploaded_once_and_then_costs_no_remote_call(
 
 
 def test_read_only_mode_never_uploads_a_local_hit(
-    haz: HazRunner, make_workspace, service: Service
+    haz: HazRunner, make_workspace: WorkspaceMaker, service: Service
 ) -> None:
     root = make_workspace(files(), name="warm")
     assert haz("run", "--workspace", cwd=root).code == 0

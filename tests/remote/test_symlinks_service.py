@@ -20,7 +20,7 @@ import pytest
 
 from tests.remote.lyingserver import LyingServer
 from tests.remote.test_run_remote import FAST
-from tests.run.conftest import HazRunner
+from tests.run.conftest import HazRunner, WorkspaceMaker
 from tests.run.test_run_symlinks import assert_chain, chain_workspace, wipe
 from tests.support.fixtures import ServiceProcess, service_process
 
@@ -42,7 +42,7 @@ def service(tmp_path: Path) -> Iterator[ServiceProcess]:
 
 
 def test_a_remote_hit_recreates_the_links_and_backfills_them(
-    haz: HazRunner, make_workspace, service: ServiceProcess
+    haz: HazRunner, make_workspace: WorkspaceMaker, service: ServiceProcess
 ) -> None:
     env = {"HAZ_REMOTE_URL": service.url, "HAZ_REMOTE_TIMEOUTS": FAST}
     first_root = chain_workspace(make_workspace, name="clone-one")
@@ -124,7 +124,7 @@ EVIL_FILE: dict[str, object] = {
 )
 def test_hostile_remote_links_are_refused_and_write_nothing(
     haz: HazRunner,
-    make_workspace,
+    make_workspace: WorkspaceMaker,
     server: LyingServer,
     records: list[dict[str, object]],
     reason: str,

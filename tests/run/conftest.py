@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -75,8 +76,14 @@ def haz(tmp_path: Path) -> HazRunner:
     return run
 
 
+class WorkspaceMaker(Protocol):
+    """The ``make_workspace`` fixture: write ``files`` under ``tmp_path / name``; the root."""
+
+    def __call__(self, files: dict[str, str], name: str = "ws") -> Path: ...
+
+
 @pytest.fixture
-def make_workspace(tmp_path: Path) -> Callable[[dict[str, str]], Path]:
+def make_workspace(tmp_path: Path) -> WorkspaceMaker:
     def make(files: dict[str, str], name: str = "ws") -> Path:
         root = tmp_path / name
         root.mkdir()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.run.conftest import HazRunner, py
+from tests.run.conftest import HazRunner, WorkspaceMaker, py
 from tests.support.workspaces import write_files
 
 GIT = ["git", "-c", "user.email=t@haz", "-c", "user.name=t", "-c", "init.defaultBranch=main"]
@@ -33,7 +33,7 @@ def _git(root: Path, *args: str) -> None:
     subprocess.run([*GIT, *args], cwd=root, check=True, capture_output=True)
 
 
-def _workspace(make_workspace) -> Path:  # type: ignore[no-untyped-def]
+def _workspace(make_workspace: WorkspaceMaker) -> Path:
     root: Path = make_workspace(
         {
             ".haz/workspace.yml": "projects: [lib, tools]\n",
@@ -61,7 +61,9 @@ def _workspace(make_workspace) -> Path:  # type: ignore[no-untyped-def]
     return root
 
 
-def test_task_without_inputs_reruns_after_a_source_edit(haz: HazRunner, make_workspace) -> None:
+def test_task_without_inputs_reruns_after_a_source_edit(
+    haz: HazRunner, make_workspace: WorkspaceMaker
+) -> None:
     """The complaint: a task without `inputs` used to hash nothing and stay a hit after its
     sources changed; now editing a project file re-runs it, `inputs: []` stays cached, and
     neither an ignored file nor another project's file matters."""
@@ -89,7 +91,7 @@ def test_task_without_inputs_reruns_after_a_source_edit(haz: HazRunner, make_wor
 
 
 def test_untracked_output_of_a_predecessor_is_a_dependant_input(
-    haz: HazRunner, make_workspace
+    haz: HazRunner, make_workspace: WorkspaceMaker
 ) -> None:
     """`gen/version.h` (written by lib:build, not ignored) is an input of lib:test; the
     ignored `build/libx.a` is not."""
@@ -104,7 +106,7 @@ def test_untracked_output_of_a_predecessor_is_a_dependant_input(
 
 
 def test_unmatched_patterns_are_warned_once_per_run_and_by_check(
-    haz: HazRunner, make_workspace
+    haz: HazRunner, make_workspace: WorkspaceMaker
 ) -> None:
     """PATH warnings name the task and the pattern: once per run (not per dependant) on
     stderr, and from `haz check` (exit 0)."""
@@ -146,7 +148,9 @@ def test_unmatched_patterns_are_warned_once_per_run_and_by_check(
     assert swallowed in check.stderr
 
 
-def test_git_changed_selects_a_task_with_default_inputs(haz: HazRunner, make_workspace) -> None:
+def test_git_changed_selects_a_task_with_default_inputs(
+    haz: HazRunner, make_workspace: WorkspaceMaker
+) -> None:
     """EXEC-026/029: a changed file under the project directory matches a task without
     `inputs`; a file of another project does not."""
     root = _workspace(make_workspace)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.run.conftest import HazRunner, py
+from tests.run.conftest import HazRunner, WorkspaceMaker, py
 
 NOOP = py("pass")
 GIT = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
@@ -29,7 +29,7 @@ def _commit_all(root: Path) -> None:
 
 
 @pytest.fixture
-def c_repo(make_workspace) -> Path:
+def c_repo(make_workspace: WorkspaceMaker) -> Path:
     """The issue's shape: the library at the root, tests and utilities in other projects."""
     root = make_workspace(
         {
@@ -94,7 +94,9 @@ def test_no_target_and_no_default_task_explains_the_choices(haz: HazRunner, c_re
     assert "every task of the workspace" in result.stderr
 
 
-def test_run_help_says_what_no_target_all_and_workspace_select(haz: HazRunner, tmp_path) -> None:
+def test_run_help_says_what_no_target_all_and_workspace_select(
+    haz: HazRunner, tmp_path: Path
+) -> None:
     """EXEC-001 in words: a newcomer reads the difference in --help."""
     result = haz("run", "--help", cwd=tmp_path)
     assert result.code == 0

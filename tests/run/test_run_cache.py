@@ -15,8 +15,9 @@ import os
 import stat
 import time
 from pathlib import Path
+from typing import Any, cast
 
-from tests.run.conftest import HazRunner, py
+from tests.run.conftest import HazRunner, WorkspaceMaker, py
 from tests.support.workspaces import write_files
 
 BUILD = py(
@@ -33,7 +34,7 @@ BUILD = py(
 READ_LIB = py("print(open('../lib/dist/app.bin', 'rb').read())")
 
 
-def lib_workspace(make_workspace) -> Path:  # type: ignore[no-untyped-def]
+def lib_workspace(make_workspace: WorkspaceMaker) -> Path:
     return make_workspace(
         {
             ".haz/workspace.yml": "projects: [lib, app]\n",
@@ -56,7 +57,9 @@ def lib_workspace(make_workspace) -> Path:  # type: ignore[no-untyped-def]
     )
 
 
-def test_second_run_restores_everything_byte_for_byte(haz: HazRunner, make_workspace) -> None:
+def test_second_run_restores_everything_byte_for_byte(
+    haz: HazRunner, make_workspace: WorkspaceMaker
+) -> None:
     """CACHE-023: outputs, modes, stdout and stderr of a hit equal the fresh run's."""
     root = lib_workspace(make_workspace)
     first = haz("run", "--workspace", "--output", "buffered", cwd=root)
@@ -80,7 +83,7 @@ def test_second_run_restores_everything_byte_for_byte(haz: HazRunner, make_works
 
 
 def test_live_mode_prefixes_lines_and_flushes_the_partial_last_line(
-    haz: HazRunner, make_workspace
+    haz: HazRunner, make_workspace: WorkspaceMaker
 ) -> None:
     """EXEC-016/017: the same prefixed bytes fresh and from the cache."""
     root = lib_workspace(make_workspace)
@@ -93,7 +96,7 @@ def test_live_mode_prefixes_lines_and_flushes_the_partial_last_line(
 
 
 def test_changing_an_input_reruns_the_task_and_its_dependants(
-    haz: HazRunner, make_workspace
+    haz: HazRunner, make_workspace: WorkspaceMaker
 ) -> None:
     """CACHE-006: a changed input changes the key; the dependant reads the new output file."""
     root = lib_workspace(make_workspace)
@@ -105,7 +108,7 @@ def test_changing_an_input_reruns_the_task_and_its_dependants(
 
 
 def test_an_edited_haz_yml_is_seen_by_the_next_run_despite_the_workspace_snapshot(
-    haz: HazRunner, make_workspace
+    haz: HazRunner, make_workspace: WorkspaceMaker
 ) -> None:
     """hazremote.config.snapshot: the second run is served by the snapshot; an edit to a
     command (and a project added) after that is seen by the third."""
@@ -132,7 +135,7 @@ def test_an_edited_haz_yml_is_seen_by_the_next_run_despite_the_workspace_snapsho
     assert b"edited" in third.stdout
 
 
-def test_failed_runs_are_never_stored(haz: HazRunner, make_workspace) -> None:
+def test_failed_runs_are_never_stored(haz: HazRunner, make_workspace: WorkspaceMaker) -> None:
     """CACHE-018: a non-zero exit is not cached; the next run runs it again."""
     root = make_workspace(
         {
@@ -148,7 +151,7 @@ def test_failed_runs_are_never_stored(haz: HazRunner, make_workspace) -> None:
     assert "✗ root:t (exit 3)" in second.stderr
 
 
-def test_force_and_no_cache_and_cache_false(haz: HazRunner, make_workspace) -> None:
+def test_force_and_no_cache_and_cache_false(haz: HazRunner, make_workspace: WorkspaceMaker) -> None:
     """CACHE-018: --force runs but stores; --no-cache neither; cache: false never hits."""
     root = make_workspace(
         {
@@ -171,7 +174,7 @@ def test_force_and_no_cache_and_cache_false(haz: HazRunner, make_workspace) -> N
 
 
 def test_missing_literal_input_fails_the_task_and_skips_dependants(
-    haz: HazRunner, make_workspace
+    haz: HazRunner, make_workspace: WorkspaceMaker
 ) -> None:
     """CACHE-006: a key error is a task failure (exit 1) naming the path."""
     root = make_workspace(
@@ -198,7 +201,7 @@ def test_missing_literal_input_fails_the_task_and_skips_dependants(
 
 
 def test_command_not_found_fails_clearly_and_skips_dependants(
-    haz: HazRunner, make_workspace
+    haz: HazRunner, make_workspace: WorkspaceMaker
 ) -> None:
     root = make_workspace(
         {
@@ -219,7 +222,7 @@ def test_command_not_found_fails_clearly_and_skips_dependants(
     assert "- root:b (skipped)" in result.stderr
 
 
-def test_summary_json_follows_exec_041(haz: HazRunner, make_workspace) -> None:
+def test_summary_json_follows_exec_041(haz: HazRunner, make_workspace: WorkspaceMaker) -> None:
     root = make_workspace(
         {
             ".haz/workspace.yml": "",
@@ -235,7 +238,7 @@ def test_summary_json_follows_exec_041(haz: HazRunner, make_workspace) -> None:
     assert summary is not None
     assert (summary["version"], summary["exit_code"]) == (1, 1)
     assert isinstance(summary["duration_ms"], int)
-    tasks = summary["tasks"]
+    tasks = cast("list[dict[str, Any]]", summary["tasks"])  # parsed JSON
     assert [t["task"] for t in tasks] == ["root:build", "root:lint", "root:test"]
     build = tasks[0]
     assert (build["state"], build["source"], build["exit_code"]) == ("failed", "fresh", 2)
@@ -249,7 +252,7 @@ def test_summary_json_follows_exec_041(haz: HazRunner, make_workspace) -> None:
     }
 
 
-def test_dry_run_predicts_without_running(haz: HazRunner, make_workspace) -> None:
+def test_dry_run_predicts_without_running(haz: HazRunner, make_workspace: WorkspaceMaker) -> None:
     """EXEC-030: keys and predicted state; dependants of a miss have unknown keys."""
     root = lib_workspace(make_workspace)
     plain = haz("run", "--workspace", "--dry-run", cwd=root)
@@ -267,7 +270,9 @@ def test_dry_run_predicts_without_running(haz: HazRunner, make_workspace) -> Non
     ]
 
 
-def test_haz_cache_dir_moves_the_cache(haz: HazRunner, make_workspace, tmp_path: Path) -> None:
+def test_haz_cache_dir_moves_the_cache(
+    haz: HazRunner, make_workspace: WorkspaceMaker, tmp_path: Path
+) -> None:
     """CACHE-010: HAZ_CACHE_DIR shares one cache between two clones at different paths."""
     shared = tmp_path / "shared-cache"
     env = {"HAZ_CACHE_DIR": str(shared)}
@@ -285,7 +290,7 @@ def test_haz_cache_dir_moves_the_cache(haz: HazRunner, make_workspace, tmp_path:
     assert not (two / ".haz" / "cache").exists()
 
 
-def test_no_default_task_is_a_usage_error(haz: HazRunner, make_workspace) -> None:
+def test_no_default_task_is_a_usage_error(haz: HazRunner, make_workspace: WorkspaceMaker) -> None:
     root = make_workspace({".haz/workspace.yml": "", "haz.yml": "tasks:\n  a: {command: [x]}\n"})
     result = haz("run", cwd=root)
     assert result.code == 2
@@ -293,7 +298,9 @@ def test_no_default_task_is_a_usage_error(haz: HazRunner, make_workspace) -> Non
     assert result.summary is None
 
 
-def test_environment_reaches_the_process_and_the_key(haz: HazRunner, make_workspace) -> None:
+def test_environment_reaches_the_process_and_the_key(
+    haz: HazRunner, make_workspace: WorkspaceMaker
+) -> None:
     """EXEC-008/CACHE-008: from_host is hashed, pass_through is not, override wins."""
     show = "[env]"  # /usr/bin/env: prints exactly what it was given
     root = make_workspace(
@@ -319,7 +326,7 @@ def test_environment_reaches_the_process_and_the_key(haz: HazRunner, make_worksp
     assert haz("run", "t", cwd=root, env=env | {"HAZ_T_A": "2"}).sources() == {"root:t": "fresh"}
 
 
-def test_cache_survives_a_clean_environment(haz: HazRunner, make_workspace) -> None:
+def test_cache_survives_a_clean_environment(haz: HazRunner, make_workspace: WorkspaceMaker) -> None:
     """Keys never depend on the checkout's absolute path or the user's environment."""
     root = lib_workspace(make_workspace)
     assert haz("run", "lib:build", cwd=root).code == 0

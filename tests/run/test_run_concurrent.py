@@ -20,9 +20,10 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.run.conftest import HAZ, py
+from tests.run.conftest import HAZ, WorkspaceMaker, py
 from tests.run.test_run_processes import overlapping
 
 
@@ -42,7 +43,7 @@ def gated(log: Path, name: str, gate: Path) -> str:
     )
 
 
-def _wait_for(condition, *, timeout: float = 30, what: str) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(condition: Callable[[], object], *, timeout: float = 30, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -63,7 +64,7 @@ def _start(root: Path, *args: str, stderr: Path, summary: Path) -> subprocess.Po
 
 
 def test_a_second_run_waits_for_a_task_the_first_is_running_then_hits(
-    make_workspace, tmp_path: Path
+    make_workspace: WorkspaceMaker, tmp_path: Path
 ) -> None:
     """The overlapping task runs once: the second run waits, naming the first, and hits."""
     log, gate = tmp_path / "log", tmp_path / "gate"
@@ -104,7 +105,9 @@ def test_a_second_run_waits_for_a_task_the_first_is_running_then_hits(
     assert sources == {"root:build": "local-cache", "root:test": "fresh"}
 
 
-def test_runs_of_disjoint_tasks_proceed_side_by_side(make_workspace, tmp_path: Path) -> None:
+def test_runs_of_disjoint_tasks_proceed_side_by_side(
+    make_workspace: WorkspaceMaker, tmp_path: Path
+) -> None:
     """No workspace-wide serialisation without ``lock: true``: task ``a`` (first run) waits
     until task ``b`` (second run) has started, which only happens if both run at once."""
     log = tmp_path / "log"
@@ -134,7 +137,9 @@ def test_runs_of_disjoint_tasks_proceed_side_by_side(make_workspace, tmp_path: P
     assert "waiting" not in (tmp_path / "e2").read_text()
 
 
-def test_a_sigkilled_run_never_blocks_the_next(make_workspace, tmp_path: Path) -> None:
+def test_a_sigkilled_run_never_blocks_the_next(
+    make_workspace: WorkspaceMaker, tmp_path: Path
+) -> None:
     """Task locks die with their process (flock): the next run does not wait."""
     log, gate = tmp_path / "log", tmp_path / "gate"
     root = make_workspace(
@@ -156,7 +161,7 @@ def test_a_sigkilled_run_never_blocks_the_next(make_workspace, tmp_path: Path) -
 
 
 def test_a_restore_waits_while_another_run_is_running_the_task(
-    make_workspace, tmp_path: Path
+    make_workspace: WorkspaceMaker, tmp_path: Path
 ) -> None:
     """A local hit is not restored over outputs another live run's task is writing: the
     restore waits for that run (restores write outputs too)."""

@@ -14,8 +14,9 @@ Spec coverage:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
-from tests.run.conftest import HazRunner, py
+from tests.run.conftest import HazRunner, WorkspaceMaker, py
 
 #: A's command: "compile" src/x.c into build/x.o and archive it into build/libx.a.
 _BUILD = py(
@@ -30,7 +31,7 @@ _PACK = py(
 _NOOP = py("pass")
 
 
-def _issue_workspace(make_workspace) -> Path:
+def _issue_workspace(make_workspace: WorkspaceMaker) -> Path:
     """The issue's project: B (`pack`) has `outputs: [build/**]`, depends on A (`build`),
     which writes build/libx.a, and lists build/x.o as an input; `check` depends on B and
     `docs` is independent (so the run has a task not yet started when B is refused)."""
@@ -52,7 +53,7 @@ def _issue_workspace(make_workspace) -> Path:
 
 
 def test_a_stale_entry_of_an_overlapping_task_never_overwrites_a_fresh_output(
-    haz: HazRunner, make_workspace
+    haz: HazRunner, make_workspace: WorkspaceMaker
 ) -> None:
     """Issue 12 #1, EXEC-020/021: after A's source changes, `haz run` of B rebuilds A and
     must not restore B's old entry over A's fresh build/libx.a; it exits 1 saying why."""
@@ -84,7 +85,7 @@ def test_a_stale_entry_of_an_overlapping_task_never_overwrites_a_fresh_output(
 
 
 def test_a_restore_is_refused_before_it_replaces_another_tasks_fresh_file(
-    haz: HazRunner, make_workspace
+    haz: HazRunner, make_workspace: WorkspaceMaker
 ) -> None:
     """EXEC-020: `b` has a cache entry holding out/x.txt; in a run where `a` (admitted
     first) wrote out/x.txt, that entry is not restored over it, and `b` fails naming both."""
@@ -113,7 +114,7 @@ def test_a_restore_is_refused_before_it_replaces_another_tasks_fresh_file(
 
 
 def test_a_fresh_task_whose_outputs_would_claim_another_tasks_file_is_not_spawned(
-    haz: HazRunner, make_workspace, tmp_path: Path
+    haz: HazRunner, make_workspace: WorkspaceMaker, tmp_path: Path
 ) -> None:
     """EXEC-020: `b`'s output glob matches the file `a` materialised, so running `b` would
     make it `b`'s output too: `b` is refused before its process starts."""
@@ -136,7 +137,9 @@ def test_a_fresh_task_whose_outputs_would_claim_another_tasks_file_is_not_spawne
     assert result.task("root:b")["state"] == "failed"
 
 
-def test_check_warns_about_overlapping_output_patterns(haz: HazRunner, make_workspace) -> None:
+def test_check_warns_about_overlapping_output_patterns(
+    haz: HazRunner, make_workspace: WorkspaceMaker
+) -> None:
     """DAG-016: a warning on stderr naming both tasks and both patterns; still exit 0."""
     root = _issue_workspace(make_workspace)
     result = haz("check", "--workspace", cwd=root)
@@ -156,7 +159,7 @@ def test_check_warns_about_overlapping_output_patterns(haz: HazRunner, make_work
 
 
 def test_run_prints_the_overlap_warnings_once_before_the_run(
-    haz: HazRunner, make_workspace
+    haz: HazRunner, make_workspace: WorkspaceMaker
 ) -> None:
     """DAG-016: `haz run` shows the graph's warnings for the tasks it runs, once, first."""
     root = _issue_workspace(make_workspace)
@@ -176,7 +179,7 @@ def test_run_prints_the_overlap_warnings_once_before_the_run(
 
 
 def test_check_rejects_one_literal_output_declared_by_two_tasks(
-    haz: HazRunner, make_workspace
+    haz: HazRunner, make_workspace: WorkspaceMaker
 ) -> None:
     """DAG-016: the same literal output path in two tasks is a config error (exit 2)."""
     root = make_workspace(
@@ -195,7 +198,7 @@ def test_check_rejects_one_literal_output_declared_by_two_tasks(
 
 
 def test_two_tasks_running_at_once_that_write_one_file_fail_the_later_one_unstored(
-    haz: HazRunner, make_workspace, tmp_path: Path
+    haz: HazRunner, make_workspace: WorkspaceMaker, tmp_path: Path
 ) -> None:
     """EXEC-020, two concurrent writers: nothing holds the path before either finishes, so
     the later to finish is refused when it claims — it fails, naming both, and its result
@@ -224,7 +227,7 @@ def test_two_tasks_running_at_once_that_write_one_file_fail_the_later_one_unstor
     )
     result = haz("run", "a", "b", cwd=root)
     assert result.code == 1
-    states = {name: result.task(f"root:{name}")["state"] for name in ("a", "b")}
+    states = {name: cast(str, result.task(f"root:{name}")["state"]) for name in ("a", "b")}
     assert sorted(states.values()) == ["failed", "succeeded"], result.stderr
     assert "is materialised by both root:" in result.stderr
     loser = next(f"root:{n}" for n, state in states.items() if state == "failed")

@@ -13,10 +13,9 @@ files matching its output patterns after it ran), CACHE-018 (``cache: false``), 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
-from tests.run.conftest import HazRunner, py
+from tests.run.conftest import HazRunner, Result, WorkspaceMaker, py
 
 # "Compiles" every lib/src/*.c into build/libx.a, dropping comment lines: a comment-only change
 # rebuilds lib but yields byte-identical output. stdout and stderr never change, so only the
@@ -40,7 +39,7 @@ APP_LINK = py(
 )
 
 
-def _workspace(make_workspace: Callable[[dict[str, str]], Path], *, lib_cache: bool = True) -> Path:
+def _workspace(make_workspace: WorkspaceMaker, *, lib_cache: bool = True) -> Path:
     return make_workspace(
         {
             ".haz/workspace.yml": "projects: [lib, app]\n",
@@ -65,14 +64,14 @@ def _workspace(make_workspace: Callable[[dict[str, str]], Path], *, lib_cache: b
     )
 
 
-def _run(haz: HazRunner, root: Path, *extra: str):  # type: ignore[no-untyped-def]
+def _run(haz: HazRunner, root: Path, *extra: str) -> Result:
     result = haz("run", "app:link", "--output", "buffered", *extra, cwd=root)
     assert result.code == 0, result.stderr
     return result
 
 
 def test_dependant_reruns_when_its_predecessor_s_outputs_changed(
-    haz: HazRunner, make_workspace: Callable[[dict[str, str]], Path]
+    haz: HazRunner, make_workspace: WorkspaceMaker
 ) -> None:
     """CACHE-007 rev 1: libx.a changed (same stdout/stderr) → app:link re-runs and links it."""
     root = _workspace(make_workspace)
@@ -95,7 +94,7 @@ def test_dependant_reruns_when_its_predecessor_s_outputs_changed(
 
 
 def test_byte_identical_predecessor_outputs_still_let_the_dependant_hit(
-    haz: HazRunner, make_workspace: Callable[[dict[str, str]], Path]
+    haz: HazRunner, make_workspace: WorkspaceMaker
 ) -> None:
     """CACHE-007: lib re-runs (its input changed) but rebuilds the same libx.a: app:link hits."""
     root = _workspace(make_workspace)
@@ -108,7 +107,7 @@ def test_byte_identical_predecessor_outputs_still_let_the_dependant_hit(
 
 
 def test_predecessor_that_is_not_cached_contributes_the_files_it_left(
-    haz: HazRunner, make_workspace: Callable[[dict[str, str]], Path]
+    haz: HazRunner, make_workspace: WorkspaceMaker
 ) -> None:
     """CACHE-007/018: a ``cache: false`` predecessor always runs; its outputs digest is hashed
     from the files its output patterns match, so identical outputs hit and changed ones run."""
@@ -124,7 +123,7 @@ def test_predecessor_that_is_not_cached_contributes_the_files_it_left(
 
 
 def test_stored_and_unstored_predecessor_runs_give_the_same_outputs_digest(
-    haz: HazRunner, make_workspace: Callable[[dict[str, str]], Path]
+    haz: HazRunner, make_workspace: WorkspaceMaker
 ) -> None:
     """CACHE-007: the digest taken from a stored manifest equals the one hashed from the
     workspace when the run is not stored (``--no-cache`` here), byte for byte: the dependant's
@@ -137,7 +136,7 @@ def test_stored_and_unstored_predecessor_runs_give_the_same_outputs_digest(
 
 
 def test_why_names_the_predecessor_whose_outputs_changed(
-    haz: HazRunner, make_workspace: Callable[[dict[str, str]], Path]
+    haz: HazRunner, make_workspace: WorkspaceMaker
 ) -> None:
     """SPEC §5 ``haz why``: a miss caused by a predecessor's changed outputs says so."""
     root = _workspace(make_workspace)

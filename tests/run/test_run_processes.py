@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.run.conftest import HAZ, HazRunner, py
+from tests.run.conftest import HAZ, HazRunner, WorkspaceMaker, py
 
 
 def recorder(log: Path, name: str, seconds: float = 0.4) -> str:
@@ -59,7 +59,7 @@ def overlapping(log: Path, a: str, b: str) -> bool:
 
 
 def test_global_and_tag_caps_bound_observed_concurrency(
-    haz: HazRunner, make_workspace, tmp_path: Path
+    haz: HazRunner, make_workspace: WorkspaceMaker, tmp_path: Path
 ) -> None:
     log = tmp_path / "intervals.log"
     files = {".haz/workspace.yml": "projects: [p*]\nconcurrency: {default: 3, tags: {heavy: 1}}\n"}
@@ -80,7 +80,7 @@ SHARED = "{name: ro, mode: shared}"
 
 
 def test_exclusive_mutex_never_overlaps_and_shared_holders_do(
-    haz: HazRunner, make_workspace, tmp_path: Path
+    haz: HazRunner, make_workspace: WorkspaceMaker, tmp_path: Path
 ) -> None:
     log = tmp_path / "mutex.log"
     root = make_workspace(
@@ -102,7 +102,7 @@ def test_exclusive_mutex_never_overlaps_and_shared_holders_do(
     assert overlapping(log, "r1", "r2")
 
 
-def test_stdin_is_dev_null(haz: HazRunner, make_workspace) -> None:
+def test_stdin_is_dev_null(haz: HazRunner, make_workspace: WorkspaceMaker) -> None:
     root = make_workspace(
         {
             ".haz/workspace.yml": "",
@@ -117,7 +117,9 @@ def test_stdin_is_dev_null(haz: HazRunner, make_workspace) -> None:
     assert b"[root:read] ''" in result.stdout
 
 
-def test_timeout_fails_the_task_and_is_not_stored(haz: HazRunner, make_workspace) -> None:
+def test_timeout_fails_the_task_and_is_not_stored(
+    haz: HazRunner, make_workspace: WorkspaceMaker
+) -> None:
     """EXEC-009: a task ignoring SIGTERM past its timeout is killed after the grace period."""
     stubborn = py(
         "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
@@ -136,7 +138,9 @@ def test_timeout_fails_the_task_and_is_not_stored(haz: HazRunner, make_workspace
     assert not list((root / ".haz").rglob("manifest.json"))
 
 
-def test_sigint_kills_the_whole_process_tree_and_exits_130(make_workspace, tmp_path: Path) -> None:
+def test_sigint_kills_the_whole_process_tree_and_exits_130(
+    make_workspace: WorkspaceMaker, tmp_path: Path
+) -> None:
     """EXEC-012..015: grandchildren die too; nothing is stored; exit 128+SIGINT."""
     pids = tmp_path / "pids"
     pids.mkdir()
@@ -196,7 +200,9 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_200_mib_of_output_keeps_memory_bounded(make_workspace, tmp_path: Path) -> None:
+def test_200_mib_of_output_keeps_memory_bounded(
+    make_workspace: WorkspaceMaker, tmp_path: Path
+) -> None:
     """EXEC-008/016: streams are spooled and stored in chunks, never held whole."""
     blast = py(
         "import sys;"
@@ -231,7 +237,7 @@ NOOP = py("pass")
 
 
 def test_git_changed_selects_affected_tasks_and_what_they_need(
-    haz: HazRunner, make_workspace
+    haz: HazRunner, make_workspace: WorkspaceMaker
 ) -> None:
     """EXEC-026/029: inputs matching a changed path, their dependants, and their needs."""
     root = make_workspace(
@@ -264,7 +270,9 @@ def test_git_changed_selects_affected_tasks_and_what_they_need(
     assert haz("run", "app:build", "--git-changed", cwd=root).code == 2
 
 
-def test_workspace_lock_makes_a_second_run_wait(make_workspace, tmp_path: Path) -> None:
+def test_workspace_lock_makes_a_second_run_wait(
+    make_workspace: WorkspaceMaker, tmp_path: Path
+) -> None:
     """SPEC §1 ``lock: true``: the second run waits (naming the first) for the whole run.
 
     The task holds until the second run says it waits (not a fixed sleep, which a loaded
@@ -308,7 +316,7 @@ def test_workspace_lock_makes_a_second_run_wait(make_workspace, tmp_path: Path) 
 
 
 def test_two_tasks_materialising_one_path_is_an_output_overlap(
-    haz: HazRunner, make_workspace
+    haz: HazRunner, make_workspace: WorkspaceMaker
 ) -> None:
     """EXEC-020: glob outputs that overlap at run time stop admission (exit 1): `b` would
     collect `a`'s out/x.txt, so it fails unspawned and `c` is skipped naming it."""
@@ -330,7 +338,7 @@ def test_two_tasks_materialising_one_path_is_an_output_overlap(
 
 
 def test_first_ctrl_c_says_at_once_what_happens_and_the_second_kills(
-    make_workspace, tmp_path: Path
+    make_workspace: WorkspaceMaker, tmp_path: Path
 ) -> None:
     """EXEC-012..015: with a task ignoring SIGTERM, the first Ctrl-C prints what haz does
     now (SIGTERM, SIGKILL after the grace period, Ctrl-C again to kill) while the task still

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.run.conftest import HAZ, HazRunner, py
+from tests.run.conftest import HAZ, HazRunner, WorkspaceMaker, py
 
 FILES = 1500
 BUILD = py(
@@ -35,7 +35,7 @@ BUILD = py(
 )
 
 
-def workspace(make_workspace) -> Path:  # type: ignore[no-untyped-def]
+def workspace(make_workspace: WorkspaceMaker) -> Path:
     return make_workspace(
         {
             ".haz/workspace.yml": "projects: [lib]\n",
@@ -116,7 +116,7 @@ def kill_during_restore(root: Path, attempts: int = 5) -> list[Path]:
 
 
 def test_sigkilled_restore_leftovers_are_removed_by_the_next_restore(
-    haz: HazRunner, make_workspace
+    haz: HazRunner, make_workspace: WorkspaceMaker
 ) -> None:
     """A real ``haz`` SIGKILLed mid-restore leaves staging files; the next run (a hit)
     restores every output, removes them, and the cache never records one."""
@@ -136,7 +136,7 @@ def test_sigkilled_restore_leftovers_are_removed_by_the_next_restore(
 
 
 def test_a_miss_neither_stores_nor_keeps_stale_staging_files(
-    haz: HazRunner, make_workspace, live_pid: int
+    haz: HazRunner, make_workspace: WorkspaceMaker, live_pid: int
 ) -> None:
     """Leftovers planted in the output tree (a dead run's, and an old one from an older haz)
     are not collected by the next miss and are removed; one owned by a live process is not

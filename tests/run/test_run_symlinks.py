@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.run.conftest import HazRunner, py
+from tests.run.conftest import HazRunner, WorkspaceMaker, py
 
 LINK = """
 import os, pathlib, sys
@@ -29,8 +29,8 @@ print('linked', len(links))
 """
 
 
-def chain_workspace(  # type: ignore[no-untyped-def]
-    make_workspace, *extra_links: str, name: str = "ws", outputs: str = "[build/**]"
+def chain_workspace(
+    make_workspace: WorkspaceMaker, *extra_links: str, name: str = "ws", outputs: str = "[build/**]"
 ) -> Path:
     """Project ``lib`` whose ``build`` task writes the chain (plus ``name=text`` links)."""
     command = py(LINK)[:-1] + "".join(f', "{link}"' for link in extra_links) + "]"
@@ -64,7 +64,7 @@ def wipe(build: Path) -> None:
 
 
 def test_library_symlinks_come_back_as_links_from_the_local_cache(
-    haz: HazRunner, make_workspace
+    haz: HazRunner, make_workspace: WorkspaceMaker
 ) -> None:
     """CACHE-019/023: a hit recreates the chain as links, not three copies."""
     root = chain_workspace(make_workspace)
@@ -91,7 +91,7 @@ def test_library_symlinks_come_back_as_links_from_the_local_cache(
 
 
 def test_links_leaving_the_workspace_come_back_as_copies_and_dangling_ones_not_at_all(
-    haz: HazRunner, make_workspace, tmp_path: Path
+    haz: HazRunner, make_workspace: WorkspaceMaker, tmp_path: Path
 ) -> None:
     """SEC-001/CACHE-017: an absolute link and a '..' link to a file outside the workspace are
     stored as that file's bytes; a dangling link is not an output."""

@@ -12,7 +12,7 @@ import pty
 import subprocess
 from pathlib import Path
 
-from tests.run.conftest import HAZ, py
+from tests.run.conftest import HAZ, WorkspaceMaker, py
 
 
 def run_on_pty(root: Path, env: dict[str, str]) -> tuple[int, bytes, bytes]:
@@ -41,7 +41,7 @@ def run_on_pty(root: Path, env: dict[str, str]) -> tuple[int, bytes, bytes]:
         os.close(master)
 
 
-def workspace(make_workspace) -> Path:  # type: ignore[no-untyped-def]
+def workspace(make_workspace: WorkspaceMaker) -> Path:
     return make_workspace(
         {
             ".haz/workspace.yml": "",
@@ -50,7 +50,7 @@ def workspace(make_workspace) -> Path:  # type: ignore[no-untyped-def]
     )
 
 
-def test_terminal_gets_colour_and_stdout_stays_clean(make_workspace) -> None:
+def test_terminal_gets_colour_and_stdout_stays_clean(make_workspace: WorkspaceMaker) -> None:
     root = workspace(make_workspace)
     code, stdout, terminal = run_on_pty(root, {})
     assert code == 0
@@ -59,7 +59,7 @@ def test_terminal_gets_colour_and_stdout_stays_clean(make_workspace) -> None:
     assert b"Tasks: 1 succeeded" in terminal
 
 
-def test_no_color_disables_colour_on_a_terminal(make_workspace) -> None:
+def test_no_color_disables_colour_on_a_terminal(make_workspace: WorkspaceMaker) -> None:
     root = workspace(make_workspace)
     code, stdout, terminal = run_on_pty(root, {"NO_COLOR": "1"})
     assert code == 0

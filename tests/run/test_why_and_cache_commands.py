@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.run.conftest import HazRunner, py
+from tests.run.conftest import HazRunner, WorkspaceMaker, py
 
 SECRET = "s3cr3t-value-never-shown"
 
 
-def workspace(make_workspace) -> Path:  # type: ignore[no-untyped-def]
+def workspace(make_workspace: WorkspaceMaker) -> Path:
     return make_workspace(
         {
             ".haz/workspace.yml": "",
@@ -35,7 +35,7 @@ def workspace(make_workspace) -> Path:  # type: ignore[no-untyped-def]
     )
 
 
-def test_why_reports_components_and_a_hit(haz: HazRunner, make_workspace) -> None:
+def test_why_reports_components_and_a_hit(haz: HazRunner, make_workspace: WorkspaceMaker) -> None:
     root = workspace(make_workspace)
     env = {"API_TOKEN": SECRET}
     assert haz("run", "build", cwd=root, env=env).code == 0
@@ -53,7 +53,9 @@ def test_why_reports_components_and_a_hit(haz: HazRunner, make_workspace) -> Non
     assert all(SECRET not in m.read_text() for m in manifests)
 
 
-def test_why_explains_a_miss_by_what_changed(haz: HazRunner, make_workspace) -> None:
+def test_why_explains_a_miss_by_what_changed(
+    haz: HazRunner, make_workspace: WorkspaceMaker
+) -> None:
     """The most requested feature: which inputs and env vars differ from the stored run."""
     root = workspace(make_workspace)
     assert haz("run", "build", cwd=root, env={"API_TOKEN": "a"}).code == 0
@@ -72,7 +74,9 @@ def test_why_explains_a_miss_by_what_changed(haz: HazRunner, make_workspace) -> 
     assert "'b'" not in text
 
 
-def test_why_names_a_predecessor_that_would_run(haz: HazRunner, make_workspace) -> None:
+def test_why_names_a_predecessor_that_would_run(
+    haz: HazRunner, make_workspace: WorkspaceMaker
+) -> None:
     root = workspace(make_workspace)
     assert haz("run", "build", cwd=root).code == 0
     (root / "g.t").write_text("two")
@@ -81,14 +85,14 @@ def test_why_names_a_predecessor_that_would_run(haz: HazRunner, make_workspace) 
     assert "nothing in the compared components" in text
 
 
-def test_why_on_an_unknown_task_exits_2(haz: HazRunner, make_workspace) -> None:
+def test_why_on_an_unknown_task_exits_2(haz: HazRunner, make_workspace: WorkspaceMaker) -> None:
     root = workspace(make_workspace)
     result = haz("why", "nope:build", cwd=root)
     assert result.code == 2
     assert "nope:build" in result.stderr
 
 
-def test_why_reports_a_corrupt_entry(haz: HazRunner, make_workspace) -> None:
+def test_why_reports_a_corrupt_entry(haz: HazRunner, make_workspace: WorkspaceMaker) -> None:
     """CACHE-016: a manifest that fails to parse is `miss-corrupt`, and the run recovers."""
     root = workspace(make_workspace)
     assert haz("run", "gen", cwd=root).code == 0
@@ -101,7 +105,7 @@ def test_why_reports_a_corrupt_entry(haz: HazRunner, make_workspace) -> None:
     assert json.loads(manifest.read_text())["key"] == rerun.task("root:gen")["key"]
 
 
-def test_cache_info_clean_and_clear(haz: HazRunner, make_workspace) -> None:
+def test_cache_info_clean_and_clear(haz: HazRunner, make_workspace: WorkspaceMaker) -> None:
     root = workspace(make_workspace)
     assert haz("run", "build", cwd=root).code == 0
     info = haz("cache", "info", cwd=root)

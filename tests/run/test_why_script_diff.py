@@ -6,13 +6,15 @@ most recent stored entry, as a unified diff of the script).
 
 from __future__ import annotations
 
-from tests.run.conftest import HazRunner
+from tests.run.conftest import HazRunner, WorkspaceMaker
 
 BEFORE = "tasks:\n  build:\n    inputs: []\n    shell: |\n      echo one\n      echo two\n"
 AFTER = "tasks:\n  build:\n    inputs: []\n    shell: |\n      echo one\n      echo 2\n"
 
 
-def test_why_shows_a_changed_script_as_a_unified_diff(haz: HazRunner, make_workspace) -> None:
+def test_why_shows_a_changed_script_as_a_unified_diff(
+    haz: HazRunner, make_workspace: WorkspaceMaker
+) -> None:
     root = make_workspace({".haz/workspace.yml": "", "haz.yml": BEFORE})
     assert haz("run", "build", cwd=root).code == 0
     (root / "haz.yml").write_text(AFTER)

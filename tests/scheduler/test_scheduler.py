@@ -229,17 +229,17 @@ def run(
     run_set: Sequence[TaskId] | None = None,
 ) -> dict[str, TaskRecord]:
     async def main() -> dict[str, TaskRecord]:
-        cancel = Cancellation()
+        cancel = run_cancel = Cancellation()
         events = Events()
         if cancel_after is not None:
             original = lifecycle.execute
 
-            async def execute(task: Task, miss: Miss[None], c: Cancellation) -> Executed:
+            async def execute(task: Task, miss: Miss[None], cancel: Cancellation) -> Executed:
                 if str(task.id) == cancel_after:
-                    asyncio.get_running_loop().call_soon(cancel.request, 2)
-                return await original(task, miss, c)
+                    asyncio.get_running_loop().call_soon(run_cancel.request, 2)
+                return await original(task, miss, cancel)
 
-            lifecycle.execute = execute  # type: ignore[method-assign]
+            lifecycle.execute = execute  # type: ignore[method-assign]  # wrap the fake
         outcome = await run_graph(
             graph=graph,
             run_set=run_set if run_set is not None else tuple(graph.tasks),
@@ -346,7 +346,7 @@ def test_cache_hits_never_wait_for_a_mutex() -> None:
         helpers.append(asyncio.ensure_future(release_later()))
         return await original(task, miss, cancel)
 
-    life.execute = execute  # type: ignore[method-assign]
+    life.execute = execute  # type: ignore[method-assign]  # wrap the fake
     records = run(graph, life)
     assert life.log.index(("hit", "b:t")) < life.log.index(("end", "a:t"))
     assert records["b:t"].state is RunState.SUCCEEDED

@@ -4,7 +4,7 @@ calls, and a manifest whose blobs are uploaded first (RC-005)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import grpc
@@ -73,10 +73,10 @@ def bearer(name_or_secret: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {secret}"),)
 
 
-def code_of(call: object, request: object, **kwargs: object) -> grpc.StatusCode:
+def code_of(call: Callable[..., object], request: object, **kwargs: object) -> grpc.StatusCode:
     """The status code of a unary call (OK when it succeeds)."""
     try:
-        call(request, timeout=20, **kwargs)  # type: ignore[operator]
+        call(request, timeout=20, **kwargs)
     except grpc.RpcError as exc:
         return exc.code()
     return grpc.StatusCode.OK

@@ -69,7 +69,7 @@ def _stored(disk: DiskServer, data: bytes) -> bytes:
 
 
 def _read(
-    server: ServerThread | DiskServer, data: bytes, accept: tuple[int, ...]
+    server: ServerThread | DiskServer, data: bytes, accept: tuple[cache_pb2.Compression, ...]
 ) -> tuple[int, bytes]:
     chunks = list(
         server.content().ReadBlob(
@@ -253,7 +253,7 @@ def test_empty_and_small_identity_uploads_are_compressed_frames(
 
 @pytest.mark.parametrize("accept", [(ZSTD,), ()])
 def test_corruption_found_while_reading_ahead_is_data_loss_and_deleted(
-    disk_server: DiskServer, accept: tuple[int, ...]
+    disk_server: DiskServer, accept: tuple[cache_pb2.Compression, ...]
 ) -> None:
     """RC-004: stored bytes corrupted on disk are found while chunks are read ahead of the
     sender; the stream ends in DATA_LOSS (never OK) and the stored blob is deleted."""

@@ -5,6 +5,7 @@ both meaning exactly what protobuf means, on a real server too."""
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
+from typing import cast
 
 import pytest
 from google.protobuf.message import DecodeError
@@ -71,7 +72,7 @@ _FIELDS = st.one_of(
 
 
 def _digest(hash_bytes: bytes, size: int) -> bytes:
-    return digest_pb2.Digest(hash=hash_bytes, size_bytes=size).SerializeToString()
+    return cast(bytes, digest_pb2.Digest(hash=hash_bytes, size_bytes=size).SerializeToString())
 
 
 def _assert_same(raw: bytes) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -40,7 +41,11 @@ def _missing(server: ServerThread, *blobs: bytes) -> list[bytes]:
 
 
 def _read(
-    server: ServerThread, data: bytes, *, offset: int = 0, accept: tuple[int, ...] = ()
+    server: ServerThread,
+    data: bytes,
+    *,
+    offset: int = 0,
+    accept: tuple[cache_pb2.Compression, ...] = (),
 ) -> tuple[int, bytes]:
     chunks = list(
         server.content().ReadBlob(
@@ -169,7 +174,7 @@ def test_negative_size_and_unknown_hash_function_are_invalid_argument(server: Se
         cache_pb2.FindMissingBlobsRequest(
             hash_function=BLAKE3, digests=[digest_pb2.Digest(hash=b"x" * 32, size_bytes=-1)]
         ),
-        cache_pb2.FindMissingBlobsRequest(hash_function=7, digests=[digest_of(b"x")]),  # type: ignore[arg-type]
+        cache_pb2.FindMissingBlobsRequest(hash_function=7, digests=[digest_of(b"x")]),  # type: ignore[arg-type]  # unknown
     ):
         with pytest.raises(grpc.RpcError) as caught:
             server.content().FindMissingBlobs(request)
@@ -305,7 +310,7 @@ def test_write_blob_aborted_midway_publishes_nothing(server: ServerThread) -> No
     sent_two = threading.Event()
     release = threading.Event()
 
-    def requests():  # type: ignore[no-untyped-def]
+    def requests() -> Iterator[cache_pb2.WriteBlobChunk]:
         yield messages[0]
         yield messages[1]
         sent_two.set()

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -79,7 +78,7 @@ class Service:
 
 
 @pytest.fixture
-def clean_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+def clean_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HAZ_CACHE_")}
     env["XDG_DATA_HOME"] = str(tmp_path / "xdg")
     return env

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import cast
 
 import grpc
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from hazremote.cache.manifest import parse_manifest
 from hazremote.wire.haz.remote.v1 import cache_pb2
 from tests.cache_service.server.serverkit import (
+    BLAKE3,
     HASH,
     make_manifest,
     put_request,
@@ -25,6 +27,7 @@ from tests.cache_service.server.serverkit import (
     upload,
 )
 from tests.support.fixtures import BUCKET, s3_client_env, seaweed  # noqa: F401 - fixture
+from tests.support.seaweedfs import SeaweedS3
 
 CONTENDERS = 16
 
@@ -40,7 +43,7 @@ def contest(config_storage: str, **extra: object) -> None:
             try:
                 reply = server.manifests().PutManifest(put_request(manifests[index]), timeout=30)
             except grpc.RpcError as error:
-                return error.code().name
+                return cast(str, error.code().name)
             return "CREATED" if reply.created else "IDENTICAL"
 
         with ThreadPoolExecutor(CONTENDERS) as pool:
@@ -49,7 +52,7 @@ def contest(config_storage: str, **extra: object) -> None:
         assert outcomes.count("ALREADY_EXISTS") == CONTENDERS - 1, outcomes
         winner = manifests[outcomes.index("CREATED")]
         got = server.manifests().GetManifest(
-            cache_pb2.GetManifestRequest(namespace="main", hash_function=0, key=winner.key.raw)
+            cache_pb2.GetManifestRequest(namespace="main", hash_function=BLAKE3, key=winner.key.raw)
         )
         stored = parse_manifest(got.manifest_json, chapter_revision=0, hash_name=HASH)
         assert stored.stdout == winner.stdout
@@ -59,7 +62,10 @@ def test_concurrent_conflicting_puts_on_the_file_store(tmp_path: Path) -> None:
     contest(str(tmp_path / "store"))
 
 
-def test_concurrent_conflicting_puts_on_s3(seaweed, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_concurrent_conflicting_puts_on_s3(
+    seaweed: SeaweedS3,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     for name, value in s3_client_env().items():
         monkeypatch.setenv(name, value)
     contest(

@@ -25,7 +25,7 @@ import pytest
 
 from cache_service.app import _grpc_options
 from cache_service.config import ServiceConfigError, resolve_config
-from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc
+from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc, digest_pb2
 from tests.cache_service.server.serverkit import BLAKE3, digest_of, running_server, server_config
 from tests.cache_service.server.test_command import Service
 
@@ -69,7 +69,7 @@ def closed_by_server(sockets: list[socket.socket]) -> int:
     return closed
 
 
-def find_missing(address: str) -> list[cache_pb2.Digest]:
+def find_missing(address: str) -> list[digest_pb2.Digest]:
     """An honest client on a fresh connection (its own handshake)."""
     digest = digest_of(b"never stored")
     with grpc.insecure_channel(address) as channel:

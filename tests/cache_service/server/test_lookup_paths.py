@@ -5,7 +5,7 @@ metrics either way; and the access interceptor wraps each method once, not per R
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -41,8 +41,11 @@ def _lookups(running: RunningServer, result: str) -> float:
 
 
 def _get(served: ServerThread, key: Digest) -> cache_pb2.GetManifestResponse:
-    return served.manifests().GetManifest(
-        cache_pb2.GetManifestRequest(namespace="main", hash_function=BLAKE3, key=key.raw)
+    return cast(
+        cache_pb2.GetManifestResponse,
+        served.manifests().GetManifest(
+            cache_pb2.GetManifestRequest(namespace="main", hash_function=BLAKE3, key=key.raw)
+        ),
     )
 
 
@@ -155,7 +158,7 @@ def test_each_method_handler_is_wrapped_once() -> None:
     servicer = cache_pb2_grpc.ManifestStoreServicer()
     cache_pb2_grpc.add_ManifestStoreServicer_to_server(
         servicer,
-        interceptor.registrar(_Server()),  # type: ignore[arg-type]
+        interceptor.registrar(_Server()),
     )
     method = "/haz.remote.v1.ManifestStore/GetManifest"
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -14,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cache_service.identity import Identity
 from cache_service.storage.base import BlobRef
-from hazremote.cache.manifest import parse_manifest
+from hazremote.cache.manifest import Manifest, parse_manifest
 from hazremote.wire.haz.remote.v1 import cache_pb2, digest_pb2
 from tests.cache_service.server.serverkit import (
     BLAKE3,
@@ -33,24 +34,25 @@ from tests.cache_service.server.serverkit import (
 def _get(
     server: ServerThread, key: bytes, namespace: str = "main"
 ) -> cache_pb2.GetManifestResponse:
-    return server.manifests().GetManifest(
-        cache_pb2.GetManifestRequest(namespace=namespace, hash_function=BLAKE3, key=key)
+    return cast(
+        cache_pb2.GetManifestResponse,
+        server.manifests().GetManifest(
+            cache_pb2.GetManifestRequest(namespace=namespace, hash_function=BLAKE3, key=key)
+        ),
     )
 
 
-def _error(call, request) -> grpc.RpcError:  # type: ignore[no-untyped-def]
+def _error(call: Callable[[Any], object], request: object) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as caught:
         call(request)
     return caught.value
 
 
-def _stored_manifest(server: ServerThread, label: str, **kwargs: object):  # type: ignore[no-untyped-def]
+def _stored_manifest(server: ServerThread, label: str) -> Manifest:
     out, err = os.urandom(16), os.urandom(8)
     artefact = os.urandom(32)
     upload(server, out, err, artefact)
-    return make_manifest(
-        key_label=label, stdout=out, stderr=err, outputs={"/app/dist/a": artefact}, **kwargs
-    )  # type: ignore[arg-type]
+    return make_manifest(key_label=label, stdout=out, stderr=err, outputs={"/app/dist/a": artefact})
 
 
 def test_put_then_get_round_trips_and_records_the_producer(server: ServerThread) -> None:
@@ -140,7 +142,7 @@ def test_unknown_field_is_invalid_argument_naming_it(server: ServerThread) -> No
     """CACHE-011 strictness: an unknown field is named in the status message."""
     manifest = _stored_manifest(server, "unknown-field")
     document = manifest.to_json_object()
-    document["stdout"]["surprise"] = 1  # type: ignore[index]
+    cast("dict[str, object]", document["stdout"])["surprise"] = 1  # a JSON object
     error = _error(
         server.manifests().PutManifest,
         put_request(manifest, document=json.dumps(document).encode()),

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 import grpc
 import pytest
@@ -44,7 +45,7 @@ def _waiting_for_clients() -> int:
     """Threads of this process inside ``_Inbox.get`` (a WriteBlob waiting for a chunk)."""
     count = 0
     for frame in sys._current_frames().values():
-        walk = frame
+        walk: FrameType | None = frame
         while walk is not None:
             if walk.f_code is _INBOX_GET:
                 count += 1

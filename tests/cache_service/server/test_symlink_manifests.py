@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import cast
 
 import grpc
 import pytest
@@ -42,7 +43,7 @@ def _get(server: ServerThread, manifest: Manifest) -> bytes:
         cache_pb2.GetManifestRequest(namespace="main", hash_function=BLAKE3, key=manifest.key.raw)
     )
     assert reply.found
-    return reply.manifest_json
+    return cast(bytes, reply.manifest_json)
 
 
 def test_a_link_record_is_accepted_without_a_blob_of_its_own(server: ServerThread) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cache_service.storage.base import BlobRef, BlobVerificationError
+from cache_service.storage.base import BlobRef, BlobVerificationError, StoredChunk
 from cache_service.storage.verifying import (
     VerifyingBlobStore,
     compress_bytes,
@@ -64,7 +64,8 @@ def test_chunks_may_be_views_and_of_any_size(blob_backend: BlobBackend) -> None:
     arrived) mixed with bytes, down to 3-byte block headers; the blob is their bytes."""
     ref, stored = large_random_blob(mib=3, seed=8)
     view = memoryview(stored)
-    pieces = [view[:10], stored[10:13], view[13 : _MIB + 1], view[_MIB + 1 : _MIB + 4]]
+    pieces: list[StoredChunk] = [view[:10], stored[10:13], view[13 : _MIB + 1]]
+    pieces += [view[_MIB + 1 : _MIB + 4]]
     pieces += [view[i : i + 100_000] for i in range(_MIB + 4, len(stored), 100_000)]
     store = VerifyingBlobStore(inner=blob_backend.store)
     store.write(ref, iter(pieces))

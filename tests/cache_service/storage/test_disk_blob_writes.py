@@ -24,6 +24,7 @@ from cache_service.storage.base import (
 )
 from cache_service.storage.disk import DiskBlobStore
 from cache_service.storage.verifying import VerifyingBlobStore, compress_chunks
+from hazremote import fileio
 from hazremote.domain.digest import digest_bytes
 from hazremote.domain.model import HashName
 from tests.cache_service.storage.conftest import disk_names, large_random_blob
@@ -240,7 +241,7 @@ def _recording_writes(monkeypatch: pytest.MonkeyPatch, fail_at: int | None = Non
     """Record the thread of every (gathered) write of the disk leaf; the ``fail_at``-th (from
     0) fails as a full disk would."""
     threads: list[str] = []
-    real, real_v = disk.write_all, disk._writev_all
+    real, real_v = fileio.write_all, disk._writev_all
 
     def record() -> None:
         threads.append(threading.current_thread().name)
@@ -348,7 +349,7 @@ def test_raw_frame_pieces_are_written_where_they_lie(
     )
     pieces = list(_raw_frame(len(data), [data[i : i + MIB] for i in range(0, len(data), MIB)]))
     written: list[StoredChunk] = []
-    real_all, real_v = disk.write_all, disk._writev_all
+    real_all, real_v = fileio.write_all, disk._writev_all
 
     def write_all(fd: int, data: bytes | memoryview) -> None:
         written.append(data)
@@ -386,7 +387,7 @@ def test_short_gathered_writes_are_completed(
         calls.append(len(taken))
         return real(fd, taken)
 
-    monkeypatch.setattr(disk.os, "writev", short_writev)
+    monkeypatch.setattr(os, "writev", short_writev)
     ref, stored = large_random_blob(mib=2, seed=15)
     pieces = [memoryview(stored)[i : i + 30_000] for i in range(0, len(stored), 30_000)]
     VerifyingBlobStore(inner=DiskBlobStore(tmp_path)).write(ref, pieces)

@@ -8,7 +8,7 @@ views of the bucket), and the factory cases compose real S3 stores.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -315,17 +315,17 @@ def test_the_factory_caches_s3_manifests_only_with_a_read_cache_and_a_ttl(
     """SVC-001: s3:// + --read-cache puts the manifest cache in front of S3 (get_nowait
     answers a warm lookup); a TTL of 0 turns it off; without a read cache it is absent."""
     url = f"s3://{BUCKET}/{s3_env.location.prefix.rstrip('/')}"
-    common = {"url": url, "s3_endpoint": s3_env.server.endpoint_url, "s3_region": REGION}
+    common = StorageConfig(url=url, s3_endpoint=s3_env.server.endpoint_url, s3_region=REGION)
     _, manifests = open_storage(
-        StorageConfig(
-            **common,
+        replace(
+            common,
             read_cache_dir=tmp_path / "cache",
             read_cache_size=1 << 20,
             read_cache_manifest_ttl=ttl,
         ),
         registry=CollectorRegistry(),
     )
-    _, uncached = open_storage(StorageConfig(**common))
+    _, uncached = open_storage(common)
     key = _key("factory")
     assert manifests.put_if_absent("main", B3, key, b"doc")
     assert manifests.get("main", B3, key) == b"doc"

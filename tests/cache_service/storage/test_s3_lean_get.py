@@ -141,7 +141,7 @@ def test_a_missing_bucket_raises_the_same_storage_error_as_before(authed: Seawee
     assert _lean(store).fell_back == 1
 
 
-class RotatingCredentials(CredentialProvider):  # type: ignore[misc]
+class RotatingCredentials(CredentialProvider):
     """Short-lived credentials refreshed on every use (as an assumed role near its expiry)."""
 
     METHOD = "haz-test-rotating"
