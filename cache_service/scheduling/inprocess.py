@@ -363,6 +363,7 @@ class InProcessExecutionQueue:
             )
         self._finish(execution, update, outcome=outcome)
         self._dispatch()
+        self._report_workers()  # the slot is free again
         return True
 
     async def release(
@@ -388,6 +389,7 @@ class InProcessExecutionQueue:
                 execution.losses += 1
                 self._requeue_or_fail(execution)
         self._dispatch()
+        self._report_workers()  # the slot is free again
         return True
 
     async def expire_due(self) -> int:
