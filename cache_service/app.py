@@ -9,6 +9,8 @@ Spec coverage:
 * EXEC-021 — a failure to bind or to open storage is :class:`ServiceStartError` (exit 1).
 * SEC-002, SEC-003 — ``config.tokens`` becomes the interceptor's ``TokenAuthority`` (SIGHUP).
 * SEC-005 — TLS only when ``tls_cert``/``tls_key`` are set; ``tls_client_ca`` means mutual TLS.
+* RX-003, RX-010 — the in-process execution queue, its lease expiry running with the server,
+  the Execution and WorkerSession services behind the access interceptor, their metrics.
 * Issue 13 — :func:`run` tunes and trims glibc's heap, and sweeps the disk stores' temp files.
 Out of scope: the storage backends (``cache_service.storage``), the RPC logic (servicers).
 """
@@ -24,7 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +43,9 @@ from cache_service.config import Address, ServiceConfig, ServiceConfigError
 from cache_service.identity import Authenticator, Authorizer, OpenAccess
 from cache_service.interceptor import AccessInterceptor
 from cache_service.manifests import ManifestService
-from cache_service.metrics import ServiceMetrics
+from cache_service.metrics import SchedulerMetrics, ServiceMetrics
 from cache_service.offload import Offload, StreamSlots
+from cache_service.scheduling import InProcessExecutionQueue, SchedulingSettings
 from cache_service.servicers import (
     CapabilitiesServicer,
     ContentStoreServicer,
@@ -50,14 +53,21 @@ from cache_service.servicers import (
     ServerInfo,
 )
 from cache_service.servicers.chunk_codec import add_content_store
+from cache_service.servicers.execution import ExecutionServicer, WorkerSessionServicer
 from cache_service.servicers.stream_bridges import ReadAheadBudget
 from cache_service.storage.base import BlobStore, ManifestStore, StorageError
 from cache_service.storage.factory import StorageConfig, disk_roots, open_storage
 from hazremote.errors import HazError
 from hazremote.logs import get_logger
-from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc
+from hazremote.wire.haz.remote.v1 import (
+    cache_pb2,
+    cache_pb2_grpc,
+    execution_pb2,
+    execution_pb2_grpc,
+)
 
 __all__ = [
+    "ExecutionOptions",
     "MallocTrimmer",
     "RunningServer",
     "ServiceStartError",
@@ -73,10 +83,26 @@ __all__ = [
 _log = get_logger("cache_service")
 
 #: Fully-qualified names of the cache API services (health and reflection list them).
-SERVICE_NAMES = tuple(
-    cache_pb2.DESCRIPTOR.services_by_name[name].full_name
-    for name in ("Capabilities", "ContentStore", "ManifestStore")
+SERVICE_NAMES = (
+    *(
+        cache_pb2.DESCRIPTOR.services_by_name[name].full_name
+        for name in ("Capabilities", "ContentStore", "ManifestStore")
+    ),
+    *(
+        execution_pb2.DESCRIPTOR.services_by_name[name].full_name
+        for name in ("Execution", "WorkerSession")
+    ),
 )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionOptions:
+    """The execution queue's settings, its clock (tests inject one) and how often due leases
+    are expired (``None``: a tenth of the lease duration)."""
+
+    settings: SchedulingSettings = field(default_factory=SchedulingSettings)
+    clock: Callable[[], float] = time.monotonic
+    expiry_interval_s: float | None = None
 
 
 class ServiceStartError(HazError):
@@ -221,6 +247,7 @@ async def serve(
     storage: tuple[BlobStore, ManifestStore] | None = None,
     authenticator: Authenticator | None = None,
     released: Callable[[], None] | None = None,
+    execution: ExecutionOptions | None = None,
 ) -> AsyncIterator[RunningServer]:
     """Run the cache service for the duration of the ``async with`` block.
 
@@ -235,6 +262,7 @@ async def serve(
             :class:`~cache_service.auth.TokenAuthority` with a file is watched for changes.
         released: Called when a blob stream has given back what it held (:func:`run`
             passes :meth:`MallocTrimmer.request`).
+        execution: The execution queue's settings and clock (default: :class:`ExecutionOptions`).
 
     Raises:
         ServiceStartError: a port cannot be bound or storage cannot be opened.
@@ -271,6 +299,12 @@ async def serve(
         max_batch_items=limits.max_batch_items,
         on_lookup=metrics.manifest_lookup,
     )
+    options = execution or ExecutionOptions()
+    queue = InProcessExecutionQueue(
+        settings=options.settings,
+        clock=options.clock,
+        observer=SchedulerMetrics(metrics.registry),
+    )
     interceptor = AccessInterceptor(
         metrics=metrics, authenticator=authenticator, authorizer=authorizer
     )
@@ -286,6 +320,7 @@ async def serve(
                 auth_disabled=isinstance(authenticator, OpenAccess),
             ),
             limits=blob_limits,
+            pools=queue.pools,
         ),
         registrar,
     )
@@ -306,6 +341,19 @@ async def serve(
     )
     cache_pb2_grpc.add_ManifestStoreServicer_to_server(
         ManifestStoreServicer(manifests=manifest_service, offload=offload), registrar
+    )
+    execution_pb2_grpc.add_ExecutionServicer_to_server(
+        ExecutionServicer(
+            queue=queue, manifests=manifest_service, blobs=blob_service, offload=offload
+        ),
+        registrar,
+    )
+    execution_pb2_grpc.add_WorkerSessionServicer_to_server(
+        WorkerSessionServicer(
+            queue=queue,
+            heartbeat_interval_ms=round(options.settings.heartbeat_interval_s * 1000),
+        ),
+        registrar,
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, registrar)
@@ -345,6 +393,7 @@ async def serve(
         if isinstance(authenticator, TokenAuthority)
         else None
     )
+    expiry = asyncio.create_task(queue.run_expiry(interval_s=options.expiry_interval_s))
     try:
         metrics_port = None
         if config.metrics_listen is not None:
@@ -363,10 +412,11 @@ async def serve(
             host=config.listen.host, port=port, metrics_port=metrics_port, metrics=metrics
         )
     finally:
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        for task in (watcher, expiry):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await health.enter_graceful_shutdown()
         await server.stop(config.shutdown_grace)
         if httpd is not None:

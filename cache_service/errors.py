@@ -5,6 +5,8 @@ Spec coverage:
 * RC-005 — :class:`MissingBlobsError` (a manifest referencing absent blobs).
 * SEC-004 — :class:`ManifestConflictError` (a different manifest exists).
 * SVC-006 — :class:`LimitExceededError` (a configured limit).
+* RX-002 — :class:`MissingBlobsError` (an action's input blobs are not stored yet).
+* RX-006 — :class:`ExecutionNotFoundError` (an execution id not in flight).
 Out of scope: the mapping onto gRPC status codes (``cache_service.servicers._status``).
 """
 
@@ -17,6 +19,7 @@ __all__ = [
     "CacheServiceError",
     "ClientIdleError",
     "CorruptBlobError",
+    "ExecutionNotFoundError",
     "InvalidRequestError",
     "LimitExceededError",
     "ManifestConflictError",
@@ -51,8 +54,14 @@ class CorruptBlobError(CacheServiceError):
 
 
 class MissingBlobsError(CacheServiceError):
-    """RC-005: a manifest references blobs the store does not hold."""
+    """RC-005: a manifest references blobs the store does not hold; RX-002: an action's
+    input blobs are not all stored."""
 
 
 class ManifestConflictError(CacheServiceError):
     """SEC-004: a different manifest is already stored under the key; it stays."""
+
+
+class ExecutionNotFoundError(CacheServiceError):
+    """WaitExecution or CancelExecution of an execution id that is not in flight (unknown,
+    or ended)."""

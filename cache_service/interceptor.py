@@ -310,7 +310,7 @@ class AccessInterceptor:
             except DecodeError as exc:
                 rpc.identity, undecoded = self._undecodable(series, context, exc)
                 await context.abort(*undecoded)
-            rpc.namespace = str(getattr(request, "namespace", ""))
+            rpc.namespace = _namespace_of(request)
         if self._checks(series):
             rpc.identity, refused = self._admit(series.method, rpc.namespace, context)
             if refused is not None:
@@ -503,6 +503,15 @@ class AccessInterceptor:
             peer=peer,
             identity=identity.name,
         )
+
+
+def _namespace_of(request: Any) -> str:
+    """The namespace a streaming call names: its own field, or its action's (``Execute``)."""
+    namespace = getattr(request, "namespace", None)
+    if namespace is None:
+        action = getattr(request, "action", None)
+        namespace = getattr(action, "namespace", "")
+    return str(namespace)
 
 
 def _decoded(

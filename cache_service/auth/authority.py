@@ -6,6 +6,7 @@ Spec coverage:
 * SEC-003 — reads in own and read-through namespaces; writes only in own, ``read-write`` scope.
 * SEC-006 — the bound identity is the token's name; tokenless callers are ``anonymous``.
 * SEC-003 — blobs are shared content: any accepted caller reads, a writing grant writes.
+* SEC-002 — executions need ``execute`` (never a worker token); ``Connect`` needs ``role: worker``.
 * SEC-002 — a method without an entry in :data:`METHOD_ACCESS` is refused (fail closed).
 Out of scope: the file format (:mod:`.tokens`), TLS (``cache_service.app``).
 """
@@ -43,8 +44,11 @@ class Access(enum.Enum):
     WRITE_BLOBS = "write-blobs"
     READ_MANIFESTS = "read-manifests"
     WRITE_MANIFESTS = "write-manifests"
-    #: Submitting a remote execution (a later issue's service registers its methods here).
+    #: Submitting a remote execution: ``execute: true`` in the action's own namespace.
     EXECUTE = "execute"
+    #: Following or cancelling an execution by id: ``execute: true`` (the servicer checks
+    #: the execution's namespace; the queue lets only its submitters cancel).
+    FOLLOW_EXECUTION = "follow-execution"
     #: Leasing actions and publishing their results (``role: worker``).
     WORKER = "worker"
 
@@ -61,6 +65,10 @@ METHOD_ACCESS: dict[str, Access] = {
     f"{_V1}ManifestStore/GetManifest": Access.READ_MANIFESTS,
     f"{_V1}ManifestStore/BatchGetManifests": Access.READ_MANIFESTS,
     f"{_V1}ManifestStore/PutManifest": Access.WRITE_MANIFESTS,
+    f"{_V1}Execution/Execute": Access.EXECUTE,
+    f"{_V1}Execution/WaitExecution": Access.FOLLOW_EXECUTION,
+    f"{_V1}Execution/CancelExecution": Access.FOLLOW_EXECUTION,
+    f"{_V1}WorkerSession/Connect": Access.WORKER,
 }
 
 
@@ -177,10 +185,13 @@ class TokenAuthority:
             if grant.scope != "read-write":
                 raise AccessDeniedError(f"{who} has read scope in namespace {namespace!r}")
             return
-        if access is Access.EXECUTE:
-            _require_own(grant, who, namespace)
+        if access in (Access.EXECUTE, Access.FOLLOW_EXECUTION):
+            if grant.role == "worker":
+                raise AccessDeniedError(f"{who} is a worker token; it may not act as a client")
+            if access is Access.EXECUTE:
+                _require_own(grant, who, namespace)
             if not grant.execute:
-                raise AccessDeniedError(f"{who} may not submit remote executions")
+                raise AccessDeniedError(f"{who} may not submit remote executions (no execute)")
             return
         if grant.role != "worker":  # Access.WORKER
             raise AccessDeniedError(f"{who} is not a worker token")

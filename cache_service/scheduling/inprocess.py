@@ -196,6 +196,7 @@ class InProcessExecutionQueue:
         self._leases: dict[str, _Lease] = {}
         self._links: dict[str, WorkerLink] = {}  # by worker id, in connection order
         self._draining: set[WorkerLink] = set()
+        self._reported: set[Platform] = set()  # pools whose worker gauges were reported
         self._seq = 0
 
     @property
@@ -362,6 +363,7 @@ class InProcessExecutionQueue:
             )
         self._finish(execution, update, outcome=outcome)
         self._dispatch()
+        self._report_workers()  # the slot is free again
         return True
 
     async def release(
@@ -387,6 +389,7 @@ class InProcessExecutionQueue:
                 execution.losses += 1
                 self._requeue_or_fail(execution)
         self._dispatch()
+        self._report_workers()  # the slot is free again
         return True
 
     async def expire_due(self) -> int:
@@ -619,6 +622,9 @@ class InProcessExecutionQueue:
                 workers=len(links),
                 free_slots=sum(self._free_slots(link) for link in links),
             )
+        for platform in self._reported - set(by_platform):  # its last worker left
+            self._observer.workers(pool=str(platform), workers=0, free_slots=0)
+        self._reported = set(by_platform)
 
 
 def _no_worker(platform: Platform) -> Failed:

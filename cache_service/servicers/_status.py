@@ -2,7 +2,8 @@
 
 Spec coverage:
 * RC-004 — a write not matching its digest → ``INVALID_ARGUMENT``; corrupt bytes → ``DATA_LOSS``.
-* RC-005 — missing blobs behind a manifest → ``FAILED_PRECONDITION``.
+* RC-005, RX-002 — missing blobs behind a manifest or an action → ``FAILED_PRECONDITION``.
+* RX-006 — an execution id not in flight → ``NOT_FOUND``.
 * SEC-004 — a different manifest under the key → ``ALREADY_EXISTS``.
 * SVC-006 — a limit → ``RESOURCE_EXHAUSTED``; an unexpected error → ``INTERNAL``, logged once here.
 * SVC-006 — a client silent past the stream idle timeout → ``DEADLINE_EXCEEDED`` (not logged).
@@ -22,6 +23,7 @@ from cache_service.errors import (
     BlobAbsentError,
     ClientIdleError,
     CorruptBlobError,
+    ExecutionNotFoundError,
     InvalidRequestError,
     LimitExceededError,
     ManifestConflictError,
@@ -47,6 +49,7 @@ _TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (LimitExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ClientIdleError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (BlobAbsentError, grpc.StatusCode.NOT_FOUND),
+    (ExecutionNotFoundError, grpc.StatusCode.NOT_FOUND),
     (CorruptBlobError, grpc.StatusCode.DATA_LOSS),
     (MissingBlobsError, grpc.StatusCode.FAILED_PRECONDITION),
     (ManifestConflictError, grpc.StatusCode.ALREADY_EXISTS),

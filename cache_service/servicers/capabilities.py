@@ -4,18 +4,21 @@ Spec coverage:
 * SVC-006 — the configured limits are reported, so clients size batches and chunks to them.
 * SEC-002, SEC-003 — ``auth_disabled`` and the caller's token as the server sees it.
 * ``haz doctor`` (§5) — server version and clock (for clock skew).
+* RX-001 — ``execution_offered``, and the pools of live workers with their free slots.
 Out of scope: authorization (:mod:`cache_service.auth`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from cache_service.cas import BlobLimits
 from cache_service.identity import ANONYMOUS, current_identity
+from cache_service.scheduling import PoolStatus
+from cache_service.servicers._execution_convert import execution_pools
 from cache_service.servicers._status import maps_errors
 from hazremote.domain.digest import HASH_IDS
 from hazremote.wire.haz.remote.v1 import cache_pb2, cache_pb2_grpc
@@ -39,7 +42,10 @@ class CapabilitiesServicer(cache_pb2_grpc.CapabilitiesServicer):  # type: ignore
         info: ServerInfo,
         limits: BlobLimits,
         clock: Callable[[], float] = time.time,
+        pools: Callable[[], Awaitable[tuple[PoolStatus, ...]]] | None = None,
     ) -> None:
+        """``pools``: the execution queue's live pools; None when execution is not offered."""
+        self._pools = pools
         self._info = info
         self._limits = limits
         self._clock = clock
@@ -63,6 +69,9 @@ class CapabilitiesServicer(cache_pb2_grpc.CapabilitiesServicer):  # type: ignore
             stream_chunk_size_bytes=self._limits.stream_chunk_size,
             auth_disabled=self._info.auth_disabled,
         )
+        if self._pools is not None:
+            reply.execution_offered = True
+            reply.execution_pools.extend(execution_pools(await self._pools()))
         if identity.name != ANONYMOUS.name:
             reply.token_name = identity.name
         if grant is not None:

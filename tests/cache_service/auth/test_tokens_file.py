@@ -98,7 +98,7 @@ def test_methods_without_an_access_rule_are_refused(tmp_path: Path) -> None:
     """Fail closed: a method missing from ``METHOD_ACCESS`` is PERMISSION_DENIED even for the
     most privileged token."""
     authority = TokenAuthority(parse_tokens(tokens_yaml(), source="t"))
-    method = "/haz.remote.v1.Execution/Execute"
+    method = "/haz.remote.v1.Execution/ExecuteEverything"
     identity = authority.authenticate(method=method, metadata=dict(bearer("ci-main")))
     with pytest.raises(PermissionError, match="not open"):
         authority.authorize(identity, method=method, namespace="main")

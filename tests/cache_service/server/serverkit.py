@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import grpc
 import zstandard
 
-from cache_service.app import RunningServer, serve
+from cache_service.app import ExecutionOptions, RunningServer, serve
 from cache_service.config import Address, Limits, ServiceConfig
 from cache_service.identity import Authenticator
 from cache_service.storage.base import BlobStore, ManifestStore
@@ -92,6 +92,7 @@ def running_server(
     manifests: ManifestStore | None = None,
     below_verification: Callable[[BlobStore], BlobStore] | None = None,
     around_manifests: Callable[[ManifestStore], ManifestStore] | None = None,
+    execution: ExecutionOptions | None = None,
 ) -> Iterator[ServerThread]:
     """Start :func:`serve` in a thread with its own event loop; stop it on exit.
 
@@ -100,7 +101,8 @@ def running_server(
     the real factory instead, and those two attributes are unused. ``manifests`` replaces
     the in-memory manifest store (e.g. a recording wrapper around it); ``below_verification``
     decorates the blob leaf under the :class:`VerifyingBlobStore` and ``around_manifests`` the
-    manifest store served (e.g. injecting faults).
+    manifest store served (e.g. injecting faults). ``execution`` sets the execution queue's
+    settings and clock.
     """
     config = config or server_config()
     leaf = MemoryBlobStore()
@@ -117,7 +119,9 @@ def running_server(
         try:
             verified: BlobStore = leaf if below_verification is None else below_verification(leaf)
             storage = None if config_storage else (VerifyingBlobStore(inner=verified), served)
-            async with serve(config, storage=storage, authenticator=authenticator) as running:
+            async with serve(
+                config, storage=storage, authenticator=authenticator, execution=execution
+            ) as running:
                 ready.append((running, threading.get_ident()))
                 started.set()
                 while not stop.is_set():
