@@ -30,10 +30,13 @@ from cache_service.scheduling import (
     ServerMessage,
     WorkResult,
 )
-from cache_service.servicers._convert import hash_name, key_digest
-from hazremote.domain.digest import DIGEST_SIZE, HASH_IDS, Digest
-from hazremote.domain.model import Action, CommandAction, ShellAction
-from hazremote.remote.action import ActionInput, Platform, PredecessorOutputs, RemoteAction
+from hazremote.remote.action import Platform, RemoteAction
+from hazremote.remote.action_wire import (
+    ActionWireError,
+    action_from_wire,
+    action_to_wire,
+    platform_from_wire,
+)
 from hazremote.wire.haz.remote.v1 import cache_pb2, digest_pb2, execution_pb2
 
 __all__ = [
@@ -75,114 +78,31 @@ _RELEASES: dict[int, ReleaseReason] = {
 
 
 def platform_of(properties: Iterable[digest_pb2.Property], what: str) -> Platform:
-    """Wire properties as a :class:`Platform`; a name given twice is refused."""
-    values: dict[str, str] = {}
-    for prop in properties:
-        if not prop.name:
-            raise InvalidRequestError(f"{what}: a platform property has no name")
-        if prop.name in values:
-            raise InvalidRequestError(f"{what}: platform property {prop.name!r} is given twice")
-        values[prop.name] = prop.value
-    return Platform.of(values)
+    """Wire properties as a :class:`Platform` (:func:`platform_from_wire`).
 
-
-def _input(message: execution_pb2.ActionInput, task: str) -> ActionInput:
-    digest = message.digest
-    if len(digest.hash) != DIGEST_SIZE:
-        raise InvalidRequestError(
-            f"task {task}: input {message.path!r} has a digest of {len(digest.hash)} bytes"
-        )
-    return ActionInput(
-        path=message.path, digest=Digest(digest.hash), size=digest.size_bytes, mode=message.mode
-    )
-
-
-def _command(message: execution_pb2.Action, task: str) -> Action:
-    kind = message.WhichOneof("command")
-    if kind == "argv":
-        return CommandAction(argv=tuple(message.argv.argv))
-    if kind == "shell":
-        return ShellAction(shell=message.shell.shell, script=message.shell.script)
-    raise InvalidRequestError(f"task {task}: the action has no command (argv or shell)")
+    Raises:
+        InvalidRequestError: a property without a name or given twice.
+    """
+    try:
+        return platform_from_wire(properties, what)
+    except ActionWireError as exc:
+        raise InvalidRequestError(str(exc)) from None
 
 
 def remote_action(message: execution_pb2.Action) -> RemoteAction:
-    """A wire action as a :class:`RemoteAction` (structure only; admission checks the rest).
+    """A wire action as a :class:`RemoteAction` (:func:`action_from_wire`).
 
     Raises:
-        InvalidRequestError: a field cannot be read (unknown hash function, a key or digest
-            of the wrong length, no command, a platform property twice).
+        InvalidRequestError: a field cannot be read, naming the task.
     """
-    task = message.task or "(unnamed)"
     try:
-        hash_function = hash_name(message.hash_function)
-        key = key_digest(message.key)
-    except InvalidRequestError as exc:
-        raise InvalidRequestError(f"task {task}: {exc}") from None
-    return RemoteAction(
-        task=task,
-        namespace=message.namespace,
-        hash_name=hash_function,
-        key=key,
-        key_components_json=message.key_components_json,
-        command=_command(message, task),
-        env=tuple((prop.name, prop.value) for prop in message.env),
-        cwd=message.cwd,
-        inputs=tuple(_input(item, task) for item in message.inputs),
-        predecessor_outputs=tuple(
-            PredecessorOutputs(task=pred.task, files=tuple(_input(f, task) for f in pred.files))
-            for pred in message.predecessor_outputs
-        ),
-        output_patterns=tuple(message.output_patterns),
-        platform=platform_of(message.platform, f"task {task}"),
-        timeout_ms=message.timeout_ms,
-        grace_period_ms=message.grace_period_ms,
-        priority_ms=message.priority_ms,
-    )
+        return action_from_wire(message)
+    except ActionWireError as exc:
+        raise InvalidRequestError(str(exc)) from None
 
 
-def _input_message(item: ActionInput) -> execution_pb2.ActionInput:
-    return execution_pb2.ActionInput(
-        path=item.path,
-        digest=digest_pb2.Digest(hash=item.digest.raw, size_bytes=item.size),
-        mode=item.mode,
-    )
-
-
-def _properties(pairs: Iterable[tuple[str, str]]) -> list[digest_pb2.Property]:
-    return [digest_pb2.Property(name=name, value=value) for name, value in pairs]
-
-
-def action_message(action: RemoteAction) -> execution_pb2.Action:
-    """The wire form of ``action`` (what a worker's lease carries)."""
-    message = execution_pb2.Action(
-        task=action.task,
-        namespace=action.namespace,
-        hash_function=HASH_IDS[action.hash_name],  # type: ignore[arg-type]
-        key=action.key.raw,
-        key_components_json=action.key_components_json,
-        env=_properties(action.env),
-        cwd=action.cwd,
-        inputs=[_input_message(item) for item in action.inputs],
-        predecessor_outputs=[
-            execution_pb2.PredecessorOutputs(
-                task=pred.task, files=[_input_message(f) for f in pred.files]
-            )
-            for pred in action.predecessor_outputs
-        ],
-        output_patterns=list(action.output_patterns),
-        platform=_properties(action.platform.properties),
-        timeout_ms=action.timeout_ms,
-        grace_period_ms=action.grace_period_ms,
-        priority_ms=action.priority_ms,
-    )
-    command = action.command
-    if isinstance(command, CommandAction):
-        message.argv.argv.extend(command.argv)
-    else:
-        message.shell.shell = command.shell
-        message.shell.script = command.script
-    return message
+#: What a worker's lease carries.
+action_message = action_to_wire
 
 
 # -- client updates ---------------------------------------------------------------------------
@@ -274,7 +194,10 @@ def welcome_message(heartbeat_interval_ms: int) -> execution_pb2.ServerMessage:
 def execution_pools(pools: Iterable[PoolStatus]) -> list[cache_pb2.ExecutionPool]:
     return [
         cache_pb2.ExecutionPool(
-            platform=_properties(pool.platform.properties),
+            platform=[
+                digest_pb2.Property(name=name, value=value)
+                for name, value in pool.platform.properties
+            ],
             workers=pool.workers,
             slots=pool.slots,
             free_slots=pool.free_slots,
