@@ -339,8 +339,16 @@ async def serve(
         ),
         registrar,
     )
+    worker_sessions = WorkerSessionServicer(
+        queue=queue, heartbeat_interval_ms=round(options.settings.heartbeat_interval_s * 1000)
+    )
     cache_pb2_grpc.add_ManifestStoreServicer_to_server(
-        ManifestStoreServicer(manifests=manifest_service, offload=offload), registrar
+        ManifestStoreServicer(
+            manifests=manifest_service,
+            offload=offload,
+            worker_may_publish=worker_sessions.may_publish,
+        ),
+        registrar,
     )
     execution_pb2_grpc.add_ExecutionServicer_to_server(
         ExecutionServicer(
@@ -348,13 +356,7 @@ async def serve(
         ),
         registrar,
     )
-    execution_pb2_grpc.add_WorkerSessionServicer_to_server(
-        WorkerSessionServicer(
-            queue=queue,
-            heartbeat_interval_ms=round(options.settings.heartbeat_interval_s * 1000),
-        ),
-        registrar,
-    )
+    execution_pb2_grpc.add_WorkerSessionServicer_to_server(worker_sessions, registrar)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, registrar)
     for name in ("", *SERVICE_NAMES):

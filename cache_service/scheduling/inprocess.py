@@ -48,6 +48,7 @@ from cache_service.scheduling.values import (
     WorkerLink,
     WorkResult,
 )
+from hazremote.domain.digest import Digest
 from hazremote.remote.action import Platform, RemoteAction
 
 __all__ = ["InProcessExecutionQueue", "SchedulingSettings"]
@@ -425,6 +426,15 @@ class InProcessExecutionQueue:
                 free_slots=sum(self._free_slots(link) for link in links),
             )
             for platform, links in sorted(by_platform.items(), key=lambda item: str(item[0]))
+        )
+
+    async def leased_to(self, namespace: str, key: Digest) -> frozenset[str]:
+        return frozenset(
+            lease.worker_id
+            for lease in self._leases.values()
+            if lease.active
+            and lease.execution.action.namespace == namespace
+            and lease.execution.action.key == key
         )
 
     async def run_expiry(self, *, interval_s: float | None = None) -> None:

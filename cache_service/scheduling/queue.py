@@ -21,6 +21,7 @@ from cache_service.scheduling.values import (
     WorkerLink,
     WorkResult,
 )
+from hazremote.domain.digest import Digest
 from hazremote.remote.action import Platform, RemoteAction
 
 __all__ = ["ExecutionQueue", "NullSchedulerObserver", "SchedulerObserver"]
@@ -71,6 +72,11 @@ class ExecutionQueue(Protocol):
         ...
 
     async def pools(self) -> tuple[PoolStatus, ...]: ...
+
+    async def leased_to(self, namespace: str, key: Digest) -> frozenset[str]:
+        """The ids of the workers holding a live lease of the execution of ``key`` in
+        ``namespace`` (whose result they may publish, SEC-006)."""
+        ...
 
 
 class SchedulerObserver(Protocol):

@@ -42,6 +42,7 @@ from cache_service.scheduling.admission import AdmissionLimits, admit
 from cache_service.servicers import _execution_convert as convert
 from cache_service.servicers._status import maps_errors, maps_errors_stream
 from cache_service.storage.base import WOULD_BLOCK, BlobRef
+from hazremote.domain.digest import Digest
 from hazremote.logs import get_logger
 from hazremote.remote.action import ActionInput, RemoteAction
 from hazremote.wire.haz.remote.v1 import execution_pb2, execution_pb2_grpc
@@ -216,6 +217,12 @@ class WorkerSessionServicer(execution_pb2_grpc.WorkerSessionServicer):  # type: 
         self._heartbeat_interval_ms = heartbeat_interval_ms
         #: SEC-002: which token each connected worker id belongs to.
         self._owners: dict[str, tuple[str, int]] = {}
+
+    async def may_publish(self, token: str, namespace: str, key: Digest) -> bool:
+        """SEC-006: whether the worker token ``token`` holds, through a connected session, a
+        live lease of the execution of ``key`` in ``namespace``."""
+        workers = await self._queue.leased_to(namespace, key)
+        return any(self._owners.get(worker, ("", 0))[0] == token for worker in workers)
 
     @maps_errors_stream
     async def Connect(

@@ -2,6 +2,7 @@
 
 Spec coverage:
 * CACHE-011, RC-005, SEC-004 — through :class:`~cache_service.manifests.ManifestService`.
+* SEC-006 — a worker token without write scope publishes only under keys it holds a lease on.
 * SEC-006 — the producer is :func:`~cache_service.identity.current_identity`.
 * RC-001 — a miss is ``found=false``, never an error status.
 * SVC-001 — a small lookup is tried on the event loop first, else in the storage pool.
@@ -11,10 +12,10 @@ Out of scope: authorization (:mod:`cache_service.auth`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from cache_service.identity import current_identity
+from cache_service.identity import AccessDeniedError, current_identity
 from cache_service.manifests import ManifestService
 from cache_service.offload import Offload
 from cache_service.servicers._convert import hash_name, key_digest
@@ -46,8 +47,19 @@ def _chain(namespace: str) -> tuple[str, ...]:
     return (namespace,) if grant is None else grant.lookup_chain(namespace)
 
 
+#: Whether a worker token may publish under a key: (token name, namespace, key) → allowed.
+PublishGate = Callable[[str, str, Digest], Awaitable[bool]]
+
+
 class ManifestStoreServicer(cache_pb2_grpc.ManifestStoreServicer):  # type: ignore[misc]
-    def __init__(self, *, manifests: ManifestService, offload: Offload) -> None:
+    def __init__(
+        self,
+        *,
+        manifests: ManifestService,
+        offload: Offload,
+        worker_may_publish: PublishGate | None = None,
+    ) -> None:
+        self._worker_may_publish = worker_may_publish
         self._manifests = manifests
         self._offload = offload
 
@@ -89,12 +101,25 @@ class ManifestStoreServicer(cache_pb2_grpc.ManifestStoreServicer):  # type: igno
     async def PutManifest(
         self, request: cache_pb2.PutManifestRequest, context: Any
     ) -> cache_pb2.PutManifestResponse:
+        identity = current_identity()
+        key = key_digest(request.key)
+        grant = identity.grant
+        if grant is not None and grant.role == "worker" and grant.scope != "read-write":
+            allowed = self._worker_may_publish is not None and await self._worker_may_publish(
+                identity.name, request.namespace, key
+            )
+            if not allowed:
+                raise AccessDeniedError(
+                    f"token {identity.name!r} is a worker token: it may publish only the "
+                    f"result of an action it holds a lease on (key {key.hex} in namespace "
+                    f"{request.namespace!r} is not one)"
+                )
         created = await self._offload(
             self._manifests.put,
             request.namespace,
             hash_name(request.hash_function),
-            key_digest(request.key),
+            key,
             request.manifest_json,
-            producer=current_identity().name,
+            producer=identity.name,
         )
         return cache_pb2.PutManifestResponse(created=created)

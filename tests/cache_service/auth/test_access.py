@@ -187,8 +187,8 @@ def test_producer_is_the_token_name(guarded: ServerThread) -> None:
 def test_worker_token_may_upload_blobs_but_not_publish_manifests_without_write_scope(
     guarded: ServerThread,
 ) -> None:
-    """§5: ``role: worker`` may upload blobs (action outputs); a manifest write still needs
-    ``read-write`` scope in the namespace."""
+    """§5: ``role: worker`` may upload blobs (action outputs); without ``read-write`` scope it
+    publishes a manifest only under a key it holds a lease on (this one it does not)."""
     upload_as(guarded, "worker-a", [os.urandom(24)])
     manifest = stored_manifest(guarded, "worker-put", token="worker-a")
     put = guarded.manifests().PutManifest
