@@ -89,6 +89,7 @@ class FakeTiers:
     stored: list[Digest] = field(default_factory=list)
     settled: list[tuple[Tier, bool]] = field(default_factory=list)
     fetches: int = 0
+    executed_documents: list[bytes] = field(default_factory=list)
 
     @property
     def has_remote(self) -> bool:
@@ -117,6 +118,11 @@ class FakeTiers:
         self.fetches += 1
         await asyncio.sleep(0)
         manifest = None if self.remote_broken else self.remote.get(key)
+        return None if manifest is None else Entry(manifest=manifest, tier=Tier.REMOTE)
+
+    async def fetch_executed(self, key: Digest, document: bytes) -> Entry | None:
+        self.executed_documents.append(document)
+        manifest = None if self.remote_broken else manifest_for(key)
         return None if manifest is None else Entry(manifest=manifest, tier=Tier.REMOTE)
 
     async def settle(self, entry: Entry, *, restored: bool, label: str) -> None:
