@@ -504,9 +504,12 @@ class RemoteExecutor:
     ) -> Completed | Failed | Cancelled:
         """Consume updates to the final one, re-attaching after a dropped stream."""
         reattached = 0
-        updates = self._client.execute(action, wait_for_worker=always)
         while True:
             try:
+                if state.execution_id is None:
+                    updates = self._client.execute(action, wait_for_worker=always)
+                else:
+                    updates = self._client.wait(state.execution_id)
                 async for update in updates:
                     if isinstance(update, Queued):
                         state.execution_id = update.execution_id
@@ -535,7 +538,6 @@ class RemoteExecutor:
                 if reattached >= _REATTACH:
                     raise _Lost(f"remote execution lost: {error}", episode="lost") from None
                 reattached += 1
-                updates = self._client.wait(state.execution_id)
 
 
 class _Follow:
