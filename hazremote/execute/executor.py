@@ -13,6 +13,7 @@ Out of scope: cache lookups and stores (the lifecycle's); the remote executor
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from hazremote.execute.spawn import (
 )
 from hazremote.keys.components import KeyComponents
 
-__all__ = ["ActionRequest", "ExecutionOutcome", "Executor", "LocalExecutor"]
+__all__ = ["ActionRequest", "ExecutionOutcome", "Executor", "LimitedExecutor", "LocalExecutor"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,3 +143,28 @@ class LocalExecutor:
             cancel=cancel,
         )
         return ExecutionOutcome(process=outcome, touched_workspace=outcome.pid is not None)
+
+
+class LimitedExecutor:
+    """An :class:`Executor` running at most ``limit`` actions of ``inner`` at a time.
+
+    With remote execution the scheduler admits ``-j`` plus ``--remote-jobs`` tasks; this keeps
+    the local processes (and ``auto`` fallbacks) at ``-j``.
+    """
+
+    def __init__(self, inner: Executor, *, limit: int) -> None:
+        self._inner = inner
+        self._slots = asyncio.Semaphore(limit)
+
+    async def run(
+        self,
+        request: ActionRequest,
+        *,
+        on_stdout: OutputCallback,
+        on_stderr: OutputCallback,
+        cancel: CancelSignal,
+    ) -> ExecutionOutcome:
+        async with self._slots:
+            return await self._inner.run(
+                request, on_stdout=on_stdout, on_stderr=on_stderr, cancel=cancel
+            )
