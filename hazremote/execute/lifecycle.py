@@ -597,12 +597,20 @@ class LocalLifecycle:
                 self._processes -= 1
             if executed.manifest_document is not None:
                 result = await self._restore_executed(
-                    task, derived, executed.manifest_document, spools, started
+                    task,
+                    derived,
+                    executed.manifest_document,
+                    spools,
+                    started,
+                    worker=executed.worker,
                 )
                 handed_over = True
                 return result
             outcome = executed.process
             record = classify(task.id, outcome, key=derived.key, timeout_s=task.spec.timeout_s)
+            if executed.worker is not None and isinstance(record, CompletedRecord):
+                # a remote failure: its exit code and streams, recorded as remote-exec
+                record = replace(record, source=RunSource.REMOTE_EXEC, worker=executed.worker)
             outputs: tuple[str, ...] = ()
             overlap: OutputOverlap | None = None
             if executed.touched_workspace:
@@ -641,7 +649,14 @@ class LocalLifecycle:
                     path.unlink(missing_ok=True)
 
     async def _restore_executed(
-        self, task: Task, derived: DerivedKey, document: bytes, spools: StreamFiles, started: float
+        self,
+        task: Task,
+        derived: DerivedKey,
+        document: bytes,
+        spools: StreamFiles,
+        started: float,
+        *,
+        worker: str | None,
     ) -> Executed:
         """RX-008: restore what a remote execution published, like a remote cache hit: the
         entry is fetched and verified, its outputs written and its streams spooled from the
@@ -669,6 +684,7 @@ class LocalLifecycle:
                 key=derived.key,
                 duration_ms=duration_ms,
                 error=f"ran remotely, but {error}",
+                worker=worker,
             )
             return Executed(record=record, streams=spools)
         self._remember(task.id, restored)
@@ -682,6 +698,7 @@ class LocalLifecycle:
             stdout_digest=restored.stdout.hash,
             stderr_digest=restored.stderr.hash,
             outputs_digest=restored.outputs_digest(),
+            worker=worker,
         )
         outputs = tuple(o.path for o in restored.outputs)
         return Executed(record=record, outputs=outputs, streams=spools)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -491,3 +492,23 @@ def test_the_task_remote_field_and_the_run_setting_combine() -> None:
         )
         task = build_graph(workspace).tasks[TaskId("app", "b")]
         assert task_remote_policy(run, task) is expected, (run, field_value)
+
+
+def test_the_worker_reaches_the_record_summary_json_and_the_epilogue(make: Make) -> None:
+    """RX: source ``remote-exec`` with the worker id; local records carry no ``worker``."""
+    from hazremote.execute.progress import format_task_line
+    from hazremote.execute.records import summary_json
+
+    harness = make(executor=RemoteSuccessExecutor())
+    executed, _ = asyncio.run(harness.run())
+    record = executed.record
+    assert isinstance(record, CompletedRecord)
+    assert record.worker == "w1"
+    tasks: Any = summary_json(exit_code=0, duration_ms=1, records=[record])["tasks"]
+    (entry,) = tasks
+    assert (entry["source"], entry["worker"]) == ("remote-exec", "w1")
+    assert format_task_line(record) == "⇡ app:build (remote exec on w1)"
+    local = replace(record, source=RunSource.FRESH, worker=None)
+    tasks = summary_json(exit_code=0, duration_ms=1, records=[local])["tasks"]
+    (plain,) = tasks
+    assert "worker" not in plain
