@@ -5,6 +5,7 @@ Spec coverage:
 * CACHE-017, CACHE-018 — :meth:`CacheTiers.store` stores locally; a failure is a warning.
 * CACHE-019..020, SEC-001 — :meth:`CacheTiers.restore`: the local rules, whatever the source.
 * RC-001 — :meth:`CacheTiers.fetch_remote`: lookup and verified download beyond the local tier.
+* RX-008 — :meth:`CacheTiers.fetch_executed`: a remote execution's entry, fetched like a hit.
 * RC-001 — :meth:`CacheTiers.settle` hands a restored remote hit to the :class:`Backfill`.
 * RC-001 — :meth:`CacheTiers.look_ahead` batches a level's remote lookups.
 * RC-002 — stored results and restored local hits are uploaded in the background.
@@ -120,6 +121,11 @@ class CacheTiers(Protocol):
         for a miss, no such tier, or any trouble."""
         ...
 
+    async def fetch_executed(self, key: Digest, document: bytes) -> Entry | None:
+        """RX-008: the entry a remote execution published (its manifest ``document``),
+        downloaded and verified like a remote hit; ``None`` on any trouble."""
+        ...
+
     async def settle(self, entry: Entry, *, restored: bool, label: str) -> None:
         """After a restore attempt: a restored local entry is shared with the remote, a
         restored remote one goes to the backfill; downloads no one needs are removed."""
@@ -178,6 +184,11 @@ class RemoteTier(Protocol):
     async def download(self, manifest: Manifest, dest: Path) -> Mapping[Digest, FetchedBlob] | None:
         """Every blob of ``manifest``, verified (in memory or as files in ``dest``);
         ``None`` on any failure."""
+        ...
+
+    def accept_document(self, key: Digest, document: bytes) -> Manifest | None:
+        """RX-008: a remote execution's manifest document of ``key``, strictly parsed
+        (``None`` when refused) and kept for :meth:`take_document`."""
         ...
 
     def take_document(self, key: Digest) -> bytes | None:
@@ -303,6 +314,18 @@ class TieredCache:
         manifest = await remote.lookup(key)
         if manifest is None:
             return None
+        return await self._download(remote, manifest)
+
+    async def fetch_executed(self, key: Digest, document: bytes) -> Entry | None:
+        remote = self._remote
+        if remote is None:
+            return None
+        manifest = remote.accept_document(key, document)
+        if manifest is None:
+            return None
+        return await self._download(remote, manifest)
+
+    async def _download(self, remote: RemoteTier, manifest: Manifest) -> Entry | None:
         own_dir = self._spool_dir / f"remote-{next(self._hits)}"
         blobs = await remote.download(manifest, own_dir)
         if blobs is None:

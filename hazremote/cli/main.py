@@ -202,6 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--remote-ca", metavar="FILE", help="CA certificate of a grpcs:// (TLS) remote"
     )
+    run.add_argument(
+        "--remote-exec",
+        metavar="POLICY",
+        help="run misses on remote workers: never (default), auto (fall back to local) or "
+        "always (wait for a worker); or HAZ_REMOTE_EXEC, remote.execute",
+    )
+    run.add_argument(
+        "--remote-jobs",
+        type=int,
+        metavar="N",
+        help="remote executions at a time, independent of -j (default: the service's free "
+        "worker slots)",
+    )
 
     why = _command(
         sub,

@@ -18,7 +18,10 @@ Spec coverage:
 * RC-002 — the end of a run waits for pending uploads (bounded, with a progress line).
 * RC-003 — the remote's one warning joins the run's warnings.
 * SEC-005 — ``grpcs://`` remotes use TLS; ``--remote-ca`` (``HAZ_REMOTE_CA``, ``remote.tls``).
-Out of scope: ``--remote-exec`` (RX, issue 15).
+* RX-001 — ``--remote-exec``/``--remote-jobs`` (:func:`remote_execution`); with a policy
+  other than ``never`` misses go through a :class:`~hazremote.remote.execution.RemoteExecutor`
+  and the scheduler admits ``-j`` + remote jobs (local processes stay at ``-j``).
+Out of scope: ``haz run --sandbox``; the worker id in summary JSON.
 """
 
 from __future__ import annotations
@@ -54,7 +57,13 @@ from hazremote.errors import ReferenceError_, UsageError
 from hazremote.execute.claims import OutputOverlap
 from hazremote.execute.records import RunState, SkipCause, TaskRecord, summary_json
 from hazremote.logs import get_logger
-from hazremote.remote.settings import RemoteConfig, RemoteFlags, resolve_remote
+from hazremote.remote.settings import (
+    RemoteConfig,
+    RemoteExecution,
+    RemoteFlags,
+    resolve_remote,
+    resolve_remote_execution,
+)
 
 if TYPE_CHECKING:
     from hazremote.execute.observers import StreamFiles
@@ -195,6 +204,19 @@ def remote_config(context: WorkspaceContext, args: argparse.Namespace) -> Remote
     )
 
 
+def remote_execution(
+    context: WorkspaceContext, args: argparse.Namespace, remote: RemoteConfig | None
+) -> RemoteExecution:
+    """RX-001: where this invocation's misses run (flag > environment > config)."""
+    return resolve_remote_execution(
+        getattr(args, "remote_exec", None),
+        remote_jobs=getattr(args, "remote_jobs", None),
+        environ=os.environ,
+        config=context.workspace.settings.remote,
+        remote=remote,
+    )
+
+
 def _dry_run(
     context: WorkspaceContext,
     run_set: tuple[TaskId, ...],
@@ -288,11 +310,13 @@ async def _execute(
     run_set: tuple[TaskId, ...],
     args: argparse.Namespace,
     remote_settings: RemoteConfig | None,
+    execution: RemoteExecution,
 ) -> tuple[list[TaskRecord], int, bool, int | None]:
     from hazremote.cache.backfill import ProcessBackfill
     from hazremote.cache.tiers import TieredCache
+    from hazremote.domain.model import RemotePolicy
     from hazremote.execute.claims import OutputClaims
-    from hazremote.execute.executor import LocalExecutor
+    from hazremote.execute.executor import Executor, LimitedExecutor, LocalExecutor
     from hazremote.execute.lifecycle import (
         CachePolicy,
         LifecycleSettings,
@@ -340,6 +364,28 @@ async def _execute(
             chapter_revision=CHAPTER_REVISION,
             known=known,
         )
+    jobs = _jobs(context, args)
+    executor: Executor = LocalExecutor(SubprocessSpawner())
+    session = None
+    exec_warnings: list[str] = []
+    if execution.policy is not RemotePolicy.NEVER and remote_settings is not None:
+        from hazremote.remote.action import Platform
+        from hazremote.remote.execution import RemoteExecutor
+        from hazremote.remote.grpc_execution import RemoteExecutionSession
+
+        session = RemoteExecutionSession(remote_settings, hash_name=settings.cache.hash)
+        remote_jobs = execution.remote_jobs or await session.free_slots() or jobs
+        executor = RemoteExecutor(
+            client=session.client,
+            uploader=session.uploader,
+            local=LimitedExecutor(executor, limit=jobs),
+            namespace=remote_settings.namespace,
+            platform_of=lambda request: Platform.of(request.platform),
+            warn=exec_warnings.append,
+            notice=lambda task, text: observer.notice(f"{task}: {text}"),
+            remote_jobs=remote_jobs,
+        )
+        jobs += remote_jobs
     cache = open_cache(context.workspace)
     locks = TaskLocks(context.root / ".haz" / "locks", notify=observer.notice)
     lifecycle = LocalLifecycle(
@@ -349,6 +395,8 @@ async def _execute(
             spool_dir=spool_dir,
             policy=CachePolicy(lookup=not (args.force or args.no_cache), store=not args.no_cache),
             grace_period_s=settings.execution.grace_period_s,
+            remote_execute=execution.policy,
+            remote_platform=execution.platform,
         ),
         deriver=deriver,
         tiers=TieredCache(
@@ -359,7 +407,7 @@ async def _execute(
             spool_dir=spool_dir,
             producer=default_producer(),
         ),
-        executor=LocalExecutor(SubprocessSpawner()),
+        executor=executor,
         observer=observer,
         claims=OutputClaims(peers=context.graph.output_peers),
         locks=locks,
@@ -399,9 +447,7 @@ async def _execute(
                 run_set=run_set,
                 lifecycle=lifecycle,
                 events=Events(),
-                limits=SchedulingLimits(
-                    jobs=_jobs(context, args), tag_caps=dict(settings.concurrency.tags)
-                ),
+                limits=SchedulingLimits(jobs=jobs, tag_caps=dict(settings.concurrency.tags)),
                 cancel=cancel,
             )
         finally:
@@ -414,6 +460,8 @@ async def _execute(
     finally:
         if remote is not None:
             await remote.close()
+        if session is not None:
+            await session.close()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
         lifecycle.close()
@@ -422,7 +470,7 @@ async def _execute(
         deriver.close()
         shutil.rmtree(spool_dir, ignore_errors=True)
     records = list(outcome.records.values())
-    warnings = list(lifecycle.warnings)
+    warnings = [*exec_warnings, *lifecycle.warnings]
     # PATH: inputs that contributed nothing, once per task and pattern (not per dependant)
     warnings += unmatched_warnings(
         deriver.unmatched_inputs(),
@@ -446,11 +494,12 @@ def run(args: argparse.Namespace) -> int:
     run_set = select_run_set(context, args)
     print_warnings(context.graph.warnings_for(run_set))
     remote = remote_config(context, args)
+    execution = remote_execution(context, args, remote)
     if args.dry_run:
         return _dry_run(context, run_set, args, remote)
     with workspace_lock(context):
         records, duration_ms, violation, signum = asyncio.run(
-            _execute(context, run_set, args, remote)
+            _execute(context, run_set, args, remote, execution)
         )
     code = _exit_code(records, violation=violation, signum=signum)
     if args.summary_json:

@@ -5,18 +5,23 @@ Spec coverage:
 * EXEC-009 — :class:`ExecutionOutcome` holds the facts; :func:`~.records.classify` judges them.
 * EXEC-012..015 — cancellation and timeouts (grace period) are the executor's to enforce.
 * EXEC-017 — both streams are spooled completely to the request's files and delivered live.
-Out of scope: cache lookups and stores (the lifecycle's); a remote executor (RX, issue 15).
+* RX-001 — :attr:`ActionRequest.remote`: where the action may run; RX-002 — its platform and
+  predecessors' outputs; RX-008 — :attr:`ExecutionOutcome.manifest_document`.
+Out of scope: cache lookups and stores (the lifecycle's); the remote executor
+(:mod:`hazremote.remote.execution`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from hazremote.cache.manifest import OutputRecord
 from hazremote.domain.digest import Digest
-from hazremote.domain.model import HashName
+from hazremote.domain.model import HashName, RemotePolicy
 from hazremote.domain.patterns import PathPattern
 from hazremote.domain.refs import TaskId
 from hazremote.execute.observers import StreamFiles
@@ -29,7 +34,7 @@ from hazremote.execute.spawn import (
 )
 from hazremote.keys.components import KeyComponents
 
-__all__ = ["ActionRequest", "ExecutionOutcome", "Executor", "LocalExecutor"]
+__all__ = ["ActionRequest", "ExecutionOutcome", "Executor", "LimitedExecutor", "LocalExecutor"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,6 +55,10 @@ class ActionRequest:
         timeout_s: The task's timeout; ``None`` for none.
         grace_period_s: SIGTERM → SIGKILL delay on timeout or cancellation.
         hash_name: The hash function of the stream digests in the outcome.
+        remote: RX-001: the run's and the task's policy combined (``never``: local only).
+        platform: Platform properties a remote worker needs (RX-003).
+        predecessor_outputs: Each hard predecessor's recorded output files (RX-002), for
+            those whose manifest this run knows.
     """
 
     task: TaskId
@@ -64,6 +73,9 @@ class ActionRequest:
     timeout_s: float | None
     grace_period_s: float
     hash_name: HashName
+    remote: RemotePolicy = RemotePolicy.NEVER
+    platform: Mapping[str, str] = field(default_factory=dict)
+    predecessor_outputs: tuple[tuple[TaskId, tuple[OutputRecord, ...]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,10 +87,15 @@ class ExecutionOutcome:
             digests), not yet classified.
         touched_workspace: The action may have written into the workspace (a process
             started), so files under its output patterns may have changed.
+        manifest_document: RX-008: a remote success's published manifest, restored like a
+            remote cache hit (nothing of the workspace was touched yet).
+        worker: The remote worker that ran it, if any.
     """
 
     process: ProcessOutcome
     touched_workspace: bool
+    manifest_document: bytes | None = None
+    worker: str | None = None
 
 
 class Executor(Protocol):
@@ -126,3 +143,28 @@ class LocalExecutor:
             cancel=cancel,
         )
         return ExecutionOutcome(process=outcome, touched_workspace=outcome.pid is not None)
+
+
+class LimitedExecutor:
+    """An :class:`Executor` running at most ``limit`` actions of ``inner`` at a time.
+
+    With remote execution the scheduler admits ``-j`` plus ``--remote-jobs`` tasks; this keeps
+    the local processes (and ``auto`` fallbacks) at ``-j``.
+    """
+
+    def __init__(self, inner: Executor, *, limit: int) -> None:
+        self._inner = inner
+        self._slots = asyncio.Semaphore(limit)
+
+    async def run(
+        self,
+        request: ActionRequest,
+        *,
+        on_stdout: OutputCallback,
+        on_stderr: OutputCallback,
+        cancel: CancelSignal,
+    ) -> ExecutionOutcome:
+        async with self._slots:
+            return await self._inner.run(
+                request, on_stdout=on_stdout, on_stderr=on_stderr, cancel=cancel
+            )

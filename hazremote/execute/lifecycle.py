@@ -11,6 +11,9 @@ Spec coverage:
 * EXEC-008, EXEC-009 — an :class:`~.executor.Executor` runs the action; ``classify`` judges it.
 * RC-001, RC-008 — a local miss is fetched beyond, restored alike, recorded ``remote-cache``.
 * RC-002 — stored results and a probe's local hits go to the tiers to upload in the background.
+* RX-001 — a request carries the task's remote policy (run setting and task field combined).
+* RX-008 — a remote success's manifest is fetched, restored and backfilled like a remote hit,
+  recorded ``remote-exec``.
 * EXEC-020 — :class:`~.claims.OutputClaims` is asked before a restore, a spawn and a store.
 * SPEC §1 ``lock`` — every write of a task's outputs happens under its task lock (:mod:`.locks`).
 Out of scope: ordering, caps, mutexes (:mod:`.scheduler`); tiers, uploads, backfill
@@ -25,18 +28,18 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import IO, TypeVar
 
-from hazremote.cache.manifest import Manifest
+from hazremote.cache.manifest import Manifest, OutputRecord
 from hazremote.cache.tier import OutputFile
 from hazremote.cache.tiers import CacheTiers, Entry, Tier
 from hazremote.domain.digest import Digest
-from hazremote.domain.model import CommandAction, HashName, Task
+from hazremote.domain.model import CommandAction, HashName, RemotePolicy, Task
 from hazremote.domain.refs import TaskId
 from hazremote.execute.claims import OutputClaims, OutputOverlap
 from hazremote.execute.executor import ActionRequest, Executor
@@ -57,7 +60,13 @@ from hazremote.keys.components import PredecessorStreams
 from hazremote.keys.deriver import DerivedKey, KeyDeriver
 from hazremote.keys.resolve import InputError
 
-__all__ = ["CachePolicy", "LifecycleSettings", "LocalLifecycle", "default_producer"]
+__all__ = [
+    "CachePolicy",
+    "LifecycleSettings",
+    "LocalLifecycle",
+    "default_producer",
+    "task_remote_policy",
+]
 
 _T = TypeVar("_T")
 _CHUNK = 1 << 16
@@ -98,6 +107,8 @@ class LifecycleSettings:
         spool_dir: The run's spool directory (stream spools, downloads).
         policy: Lookups and stores (CACHE-018).
         grace_period_s: SIGTERM → SIGKILL delay (EXEC-013).
+        remote_execute: RX-001: the run's ``remote.execute`` (``never``: every task local).
+        remote_platform: ``remote.platform``, under each task's ``platform``.
     """
 
     workspace_root: Path
@@ -105,6 +116,16 @@ class LifecycleSettings:
     spool_dir: Path
     policy: CachePolicy
     grace_period_s: float
+    remote_execute: RemotePolicy = RemotePolicy.NEVER
+    remote_platform: Mapping[str, str] = field(default_factory=dict)
+
+
+def task_remote_policy(run: RemotePolicy, task: Task) -> RemotePolicy:
+    """RX-001: remote only when the run allows it and the task's ``remote`` is not
+    ``never``; the task's own ``auto``/``always`` then chooses how."""
+    if run is RemotePolicy.NEVER or task.spec.remote is RemotePolicy.NEVER:
+        return RemotePolicy.NEVER
+    return task.spec.remote or run
 
 
 def default_producer() -> str:
@@ -152,6 +173,10 @@ class LocalLifecycle:
         self._spool_dir = settings.spool_dir
         self._policy = settings.policy
         self._grace = settings.grace_period_s
+        self._remote_execute = settings.remote_execute
+        self._remote_platform = settings.remote_platform
+        #: RX-002: the recorded outputs of this run's succeeded tasks (remote execution only).
+        self._outputs_of: dict[TaskId, tuple[OutputRecord, ...]] = {}
         self._deriver = deriver
         self._tiers = tiers
         self._executor = executor
@@ -285,6 +310,10 @@ class LocalLifecycle:
                 return self._refuse(task.id, refused.overlap, key=refused.key, started=started)
         return self._hit(task, derived, manifest, source=source, started=started)
 
+    def _remember(self, task: TaskId, manifest: Manifest | None) -> None:
+        if manifest is not None and self._remote_execute is not RemotePolicy.NEVER:
+            self._outputs_of[task] = manifest.outputs
+
     def _hit(
         self,
         task: Task,
@@ -294,6 +323,7 @@ class LocalLifecycle:
         source: RunSource,
         started: float,
     ) -> Executed:
+        self._remember(task.id, manifest)
         record = CompletedRecord(
             task=task.id,
             state=RunState.SUCCEEDED,
@@ -521,6 +551,7 @@ class LocalLifecycle:
             held.release()
 
     async def _run_locked(self, task: Task, derived: DerivedKey, cancel: Cancellation) -> Executed:
+        started = self._clock()
         self._observer.task_started(task.id, source=RunSource.FRESH)
         token = uuid.uuid4().hex
         spools = StreamFiles(
@@ -540,6 +571,18 @@ class LocalLifecycle:
             grace_period_s=self._grace,
             hash_name=self._hash_name,
         )
+        remote = task_remote_policy(self._remote_execute, task)
+        if remote is not RemotePolicy.NEVER:
+            request = replace(
+                request,
+                remote=remote,
+                platform={**self._remote_platform, **task.spec.platform},
+                predecessor_outputs=tuple(
+                    (p.task, self._outputs_of[p.task])
+                    for p in derived.components.predecessors
+                    if p.task in self._outputs_of
+                ),
+            )
         handed_over = False
         try:
             self._processes += 1
@@ -552,8 +595,22 @@ class LocalLifecycle:
                 )
             finally:
                 self._processes -= 1
+            if executed.manifest_document is not None:
+                result = await self._restore_executed(
+                    task,
+                    derived,
+                    executed.manifest_document,
+                    spools,
+                    started,
+                    worker=executed.worker,
+                )
+                handed_over = True
+                return result
             outcome = executed.process
             record = classify(task.id, outcome, key=derived.key, timeout_s=task.spec.timeout_s)
+            if executed.worker is not None and isinstance(record, CompletedRecord):
+                # a remote failure: its exit code and streams, recorded as remote-exec
+                record = replace(record, source=RunSource.REMOTE_EXEC, worker=executed.worker)
             outputs: tuple[str, ...] = ()
             overlap: OutputOverlap | None = None
             if executed.touched_workspace:
@@ -576,6 +633,7 @@ class LocalLifecycle:
                         stored = await self._store(
                             task, derived, spools, outputs, record.duration_ms
                         )
+                    self._remember(task.id, stored)
                     if stored is not None:  # the store hashed every output: no second read
                         digest = stored.outputs_digest()
                     else:
@@ -589,6 +647,61 @@ class LocalLifecycle:
             if not handed_over:
                 for path in (spools.stdout, spools.stderr):
                     path.unlink(missing_ok=True)
+
+    async def _restore_executed(
+        self,
+        task: Task,
+        derived: DerivedKey,
+        document: bytes,
+        spools: StreamFiles,
+        started: float,
+        *,
+        worker: str | None,
+    ) -> Executed:
+        """RX-008: restore what a remote execution published, like a remote cache hit: the
+        entry is fetched and verified, its outputs written and its streams spooled from the
+        manifest (the live chunks were only shown), then backfilled locally."""
+        entry = await self._tiers.fetch_executed(derived.key, document)
+        restored: Manifest | None = None
+        error = "its result could not be fetched from the remote cache"
+        if entry is not None:
+            try:
+                with spools.stdout.open("wb") as out, spools.stderr.open("wb") as err:
+                    restored = await self._on_key_thread(
+                        partial(self._restore_fetched, task, derived, entry, out, err)
+                    )
+                error = "its result could not be restored"
+            except _OverlapRefused as refused:
+                await self._tiers.settle(entry, restored=False, label=str(task.id))
+                return self._refuse(task.id, refused.overlap, key=refused.key, started=started)
+            await self._tiers.settle(entry, restored=restored is not None, label=str(task.id))
+        duration_ms = int((self._clock() - started) * 1000)
+        if restored is None:
+            record = CompletedRecord(
+                task=task.id,
+                state=RunState.FAILED,
+                source=RunSource.REMOTE_EXEC,
+                key=derived.key,
+                duration_ms=duration_ms,
+                error=f"ran remotely, but {error}",
+                worker=worker,
+            )
+            return Executed(record=record, streams=spools)
+        self._remember(task.id, restored)
+        record = CompletedRecord(
+            task=task.id,
+            state=RunState.SUCCEEDED,
+            source=RunSource.REMOTE_EXEC,
+            key=derived.key,
+            duration_ms=duration_ms,
+            exit_code=0,
+            stdout_digest=restored.stdout.hash,
+            stderr_digest=restored.stderr.hash,
+            outputs_digest=restored.outputs_digest(),
+            worker=worker,
+        )
+        outputs = tuple(o.path for o in restored.outputs)
+        return Executed(record=record, outputs=outputs, streams=spools)
 
     async def _store(
         self,

@@ -95,6 +95,8 @@ def _describe(record: TaskRecord) -> tuple[str, str, str]:
     if record.state is RunState.SUCCEEDED:
         if record.source in _SOURCE_LABELS:
             symbol, style, label = _SOURCE_LABELS[record.source]
+            if record.worker is not None:  # RX: ``(remote exec on w1)``
+                label = f"{label} on {record.worker}"
             return symbol, style, f"({label})"
         return "✓", "green", format_duration(record.duration_ms / 1000)
     return "✗", "red", f"({_failure_detail(record)})"

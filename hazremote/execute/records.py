@@ -86,6 +86,7 @@ class CompletedRecord:
     stderr_digest: Digest | None = None
     outputs_digest: Digest | None = None
     warnings: tuple[str, ...] = ()
+    worker: str | None = None  # RX: the remote worker that ran it (source ``remote-exec``)
 
     @property
     def errored(self) -> bool:
@@ -167,6 +168,8 @@ def _record_json(record: TaskRecord) -> dict[str, object]:
         base["signal"] = record.signal
     if record.error is not None:
         base["error"] = record.error
+    if record.worker is not None:  # absent otherwise: local runs keep their bytes
+        base["worker"] = record.worker
     return base
 
 

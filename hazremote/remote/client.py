@@ -328,6 +328,15 @@ class RemoteCache:
             self._flush_handle = loop.call_later(self._timeouts.coalesce_s, self._flush)
         return await pending.future
 
+    def accept_document(self, key: Digest, document: bytes) -> Manifest | None:
+        """RX-008: a remote execution's published manifest of ``key``, parsed as strictly
+        as a lookup's (``None``, with the run's warning, when refused) and kept for
+        :meth:`take_document`."""
+        manifest = self._parse(key, document)
+        if manifest is not None:
+            self._documents[key] = document
+        return manifest
+
     def take_document(self, key: Digest) -> bytes | None:
         """The document of the remote hit of ``key`` as received (once), so the local
         backfill need not serialise the parsed manifest again."""

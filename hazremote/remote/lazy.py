@@ -75,6 +75,9 @@ class LazyRemote:
     async def download(self, manifest: Manifest, dest: Path) -> Mapping[Digest, FetchedBlob] | None:
         return await self._remote().download(manifest, dest)
 
+    def accept_document(self, key: Digest, document: bytes) -> Manifest | None:
+        return self._remote().accept_document(key, document)
+
     def take_document(self, key: Digest) -> bytes | None:
         return None if self._client is None else self._client.take_document(key)
 

@@ -6,36 +6,42 @@ Spec coverage:
 * Remote settings (§5) — URL, mode (``read-write``), namespace (``main``), token; empty is unset.
 * SEC-005 — ``grpcs://`` with ``--remote-ca``/``HAZ_REMOTE_CA`` and a client certificate.
 * RC-003 — the deadlines and breaker thresholds (``HAZ_REMOTE_TIMEOUTS``).
-Out of scope: remote execution settings (RX), and talking to the server (:mod:`.client`).
+* RX-001 — :func:`resolve_remote_execution`: ``--remote-exec`` > ``HAZ_REMOTE_EXEC`` >
+  ``remote.execute`` (default ``never``), ``--remote-jobs``, ``remote.platform``.
+Out of scope: talking to the server (:mod:`.client`, :mod:`.execution`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from hazremote.domain.model import RemoteMode, RemoteSettings
+from hazremote.domain.model import RemoteMode, RemotePolicy, RemoteSettings
 from hazremote.errors import UsageError
 
 __all__ = [
     "DEFAULT_NAMESPACE",
+    "ENV_EXEC",
     "ENV_MODE",
     "ENV_NAMESPACE",
     "ENV_TIMEOUTS",
     "ENV_TOKEN",
     "ENV_URL",
     "RemoteConfig",
+    "RemoteExecution",
     "RemoteFlags",
     "RemoteTimeouts",
     "RemoteTls",
     "parse_remote_url",
     "parse_timeouts",
     "resolve_remote",
+    "resolve_remote_execution",
 ]
 
 ENV_URL = "HAZ_REMOTE_URL"
+ENV_EXEC = "HAZ_REMOTE_EXEC"
 ENV_MODE = "HAZ_REMOTE_MODE"
 ENV_NAMESPACE = "HAZ_REMOTE_NAMESPACE"
 ENV_TOKEN = "HAZ_REMOTE_TOKEN"
@@ -254,3 +260,59 @@ def resolve_remote(
         timeouts=timeouts or parse_timeouts(environ.get(ENV_TIMEOUTS, "")),
         tls=tls,
     )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteExecution:
+    """RX-001: where this run's misses may run.
+
+    Attributes:
+        policy: The run's ``remote.execute`` (``never``: every task runs locally).
+        remote_jobs: ``--remote-jobs``; ``None``: the free slots the service reports.
+        platform: ``remote.platform`` (each task's ``platform`` is merged over it).
+    """
+
+    policy: RemotePolicy = RemotePolicy.NEVER
+    remote_jobs: int | None = None
+    platform: Mapping[str, str] = field(default_factory=dict)
+
+
+def resolve_remote_execution(
+    flag: str | None,
+    *,
+    remote_jobs: int | None,
+    environ: Mapping[str, str],
+    config: RemoteSettings,
+    remote: RemoteConfig | None,
+) -> RemoteExecution:
+    """RX-001: ``--remote-exec`` > ``HAZ_REMOTE_EXEC`` > ``remote.execute``, default ``never``.
+
+    A workspace's ``remote.execute`` without a remote (none configured, or ``--remote-mode
+    off``) is ``never``: turning the remote off must not break a run. Asking for remote
+    execution on the command line or in the environment without a remote is an error.
+
+    Raises:
+        UsageError: an invalid policy or ``--remote-jobs``, naming where it came from.
+    """
+    text = _first(flag, environ.get(ENV_EXEC))
+    source = "--remote-exec" if flag else ENV_EXEC
+    if text is not None:
+        try:
+            policy = RemotePolicy(text)
+        except ValueError:
+            choices = ", ".join(p.value for p in RemotePolicy)
+            raise UsageError(f"{source}: invalid value {text!r} (expected {choices})") from None
+        if policy is not RemotePolicy.NEVER and remote is None:
+            raise UsageError(
+                f"{source} {policy.value} needs a remote: --remote URL, {ENV_URL} or remote.url"
+            )
+    else:
+        policy = config.execute or RemotePolicy.NEVER
+        if remote is None:
+            policy = RemotePolicy.NEVER
+    if remote_jobs is not None:
+        if remote_jobs < 1:
+            raise UsageError(f"--remote-jobs must be at least 1, got {remote_jobs}")
+        if policy is RemotePolicy.NEVER:
+            raise UsageError("--remote-jobs needs remote execution (--remote-exec auto|always)")
+    return RemoteExecution(policy=policy, remote_jobs=remote_jobs, platform=dict(config.platform))

@@ -49,6 +49,9 @@ class FakeRemote:
             return None
         return {manifest.stdout.hash: dest / "blob"}
 
+    def accept_document(self, key: Digest, document: bytes) -> Manifest | None:
+        return self.entries.get(key)
+
     def take_document(self, key: Digest) -> bytes | None:
         return b"{}"
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,6 +90,7 @@ class FakeTiers:
     stored: list[Digest] = field(default_factory=list)
     settled: list[tuple[Tier, bool]] = field(default_factory=list)
     fetches: int = 0
+    executed_documents: list[bytes] = field(default_factory=list)
 
     @property
     def has_remote(self) -> bool:
@@ -117,6 +119,11 @@ class FakeTiers:
         self.fetches += 1
         await asyncio.sleep(0)
         manifest = None if self.remote_broken else self.remote.get(key)
+        return None if manifest is None else Entry(manifest=manifest, tier=Tier.REMOTE)
+
+    async def fetch_executed(self, key: Digest, document: bytes) -> Entry | None:
+        self.executed_documents.append(document)
+        manifest = None if self.remote_broken else manifest_for(key)
         return None if manifest is None else Entry(manifest=manifest, tier=Tier.REMOTE)
 
     async def settle(self, entry: Entry, *, restored: bool, label: str) -> None:
@@ -211,7 +218,7 @@ def make_task(root: Path) -> Task:
 class Harness:
     lifecycle: LocalLifecycle
     tiers: FakeTiers
-    executor: FakeExecutor
+    executor: FakeExecutor | RemoteSuccessExecutor
     observer: Recorder
     task: Task
     deriver: KeyDeriver
@@ -248,7 +255,9 @@ Make = Callable[..., Harness]
 def make(tmp_path: Path) -> Iterator[Make]:
     made: list[Harness] = []
 
-    def build(tiers: FakeTiers | None = None, executor: FakeExecutor | None = None) -> Harness:
+    def build(
+        tiers: FakeTiers | None = None, executor: FakeExecutor | RemoteSuccessExecutor | None = None
+    ) -> Harness:
         root = tmp_path / "ws"
         (root / "app").mkdir(parents=True)
         (tmp_path / "spool").mkdir()
@@ -402,3 +411,104 @@ def test_the_lookahead_asks_the_tiers_for_local_misses(make: Make) -> None:
     )
     asked = asyncio.run(harness.lifecycle.prefetch_remote(graph, (harness.task.id,)))
     assert asked == 1
+
+
+@dataclass
+class RemoteSuccessExecutor:
+    """An Executor that ran the action remotely: live chunks, then the manifest document."""
+
+    document: bytes = b'{"published":true}\n'
+    requests: list[ActionRequest] = field(default_factory=list)
+
+    async def run(
+        self,
+        request: ActionRequest,
+        *,
+        on_stdout: OutputCallback,
+        on_stderr: OutputCallback,
+        cancel: CancelSignal,
+    ) -> ExecutionOutcome:
+        self.requests.append(request)
+        request.streams.stdout.write_bytes(b"live\n")
+        request.streams.stderr.write_bytes(b"")
+        on_stdout(b"live\n")
+        return ExecutionOutcome(
+            process=ProcessOutcome(exit_code=0),
+            touched_workspace=False,
+            manifest_document=self.document,
+            worker="w1",
+        )
+
+
+def test_a_remote_success_is_restored_like_a_remote_hit_and_not_stored(make: Make) -> None:
+    """RX-008: the published manifest is fetched and restored through the tiers (settled for
+    the backfill), recorded ``remote-exec``; the spools hold the manifest's streams and
+    nothing is stored locally by this run."""
+    harness = make(executor=RemoteSuccessExecutor())
+    executed, missed = asyncio.run(harness.run())
+    record = executed.record
+    assert missed
+    assert isinstance(record, CompletedRecord)
+    assert (record.state, record.source) == (RunState.SUCCEEDED, RunSource.REMOTE_EXEC)
+    assert record.stdout_digest == digest_bytes(HASH, b"recorded\n")
+    assert record.outputs_digest == manifest_for(harness.key).outputs_digest()
+    assert harness.tiers.executed_documents == [b'{"published":true}\n']
+    assert harness.tiers.settled == [(Tier.REMOTE, True)]
+    assert harness.tiers.stored == []
+    assert harness.observer.stdout == [b"live\n"]  # shown live once, not replayed
+
+
+def test_a_remote_success_that_cannot_be_fetched_fails_the_task(make: Make) -> None:
+    harness = make(executor=RemoteSuccessExecutor())
+    harness.tiers.remote_broken = True
+    executed, _ = asyncio.run(harness.run())
+    record = executed.record
+    assert isinstance(record, CompletedRecord)
+    assert (record.state, record.source) == (RunState.FAILED, RunSource.REMOTE_EXEC)
+    assert record.error == "ran remotely, but its result could not be fetched from the remote cache"
+    assert harness.tiers.stored == []
+
+
+def test_the_task_remote_field_and_the_run_setting_combine() -> None:
+    """RX-001: ``never`` on either side keeps a task local; the task's own word wins else."""
+    from hazremote.domain.model import RemotePolicy
+    from hazremote.execute.lifecycle import task_remote_policy
+
+    origin = Origin(file="app/haz.yml", key_path="tasks.build", line=1)
+    table = [
+        (RemotePolicy.NEVER, RemotePolicy.ALWAYS, RemotePolicy.NEVER),
+        (RemotePolicy.AUTO, RemotePolicy.NEVER, RemotePolicy.NEVER),
+        (RemotePolicy.AUTO, None, RemotePolicy.AUTO),
+        (RemotePolicy.AUTO, RemotePolicy.ALWAYS, RemotePolicy.ALWAYS),
+        (RemotePolicy.ALWAYS, RemotePolicy.AUTO, RemotePolicy.AUTO),
+    ]
+    for run, field_value, expected in table:
+        spec = TaskSpec(
+            name="b", action=CommandAction(argv=("true",)), remote=field_value, origin=origin
+        )
+        project = Project(name="app", dir="app", tags=(), tasks={"b": spec}, file="app/haz.yml")
+        workspace = Workspace(
+            root=Path("/ws"), settings=WorkspaceSettings(), projects=(project,), overlays=()
+        )
+        task = build_graph(workspace).tasks[TaskId("app", "b")]
+        assert task_remote_policy(run, task) is expected, (run, field_value)
+
+
+def test_the_worker_reaches_the_record_summary_json_and_the_epilogue(make: Make) -> None:
+    """RX: source ``remote-exec`` with the worker id; local records carry no ``worker``."""
+    from hazremote.execute.progress import format_task_line
+    from hazremote.execute.records import summary_json
+
+    harness = make(executor=RemoteSuccessExecutor())
+    executed, _ = asyncio.run(harness.run())
+    record = executed.record
+    assert isinstance(record, CompletedRecord)
+    assert record.worker == "w1"
+    tasks: Any = summary_json(exit_code=0, duration_ms=1, records=[record])["tasks"]
+    (entry,) = tasks
+    assert (entry["source"], entry["worker"]) == ("remote-exec", "w1")
+    assert format_task_line(record) == "⇡ app:build (remote exec on w1)"
+    local = replace(record, source=RunSource.FRESH, worker=None)
+    tasks = summary_json(exit_code=0, duration_ms=1, records=[local])["tasks"]
+    (plain,) = tasks
+    assert "worker" not in plain
