@@ -4,7 +4,7 @@ Generated messages stay here: actions go out and updates come back as the domain
 :mod:`.execution` (convert at the edge).
 
 Spec coverage:
-* RX-002 — :func:`action_to_wire`: the action as ``haz.remote.v1.Action``.
+* RX-002 — the action goes out through :mod:`hazremote.remote.action_wire`.
 * RX-005, RX-007 — ``Execute``/``WaitExecution`` update streams, ``CancelExecution``.
 * RX-001 — :meth:`RemoteExecutionSession.free_slots`: ``--remote-jobs``' default, from
   ``GetCapabilities``' execution pools.
@@ -20,9 +20,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from hazremote.domain.model import CommandAction
-from hazremote.remote._wire import digest_to_wire, hash_function
-from hazremote.remote.action import ActionInput, RemoteAction
+from hazremote.remote.action import RemoteAction
+from hazremote.remote.action_wire import action_to_wire
 from hazremote.remote.channel import aio_channel
 from hazremote.remote.execution import (
     Cancelled,
@@ -41,12 +40,11 @@ from hazremote.remote.transfer import BlobTransfer
 from hazremote.wire.haz.remote.v1 import (
     cache_pb2,
     cache_pb2_grpc,
-    digest_pb2,
     execution_pb2,
     execution_pb2_grpc,
 )
 
-__all__ = ["GrpcExecutionClient", "RemoteExecutionSession", "action_to_wire", "update_from_wire"]
+__all__ = ["GrpcExecutionClient", "RemoteExecutionSession", "update_from_wire"]
 
 _REASONS = {
     execution_pb2.FAILURE_REASON_NO_WORKER_FOR_PLATFORM: FailureReason.NO_WORKER_FOR_PLATFORM,
@@ -54,45 +52,6 @@ _REASONS = {
     execution_pb2.FAILURE_REASON_REJECTED: FailureReason.REJECTED,
     execution_pb2.FAILURE_REASON_WORKER_ERROR: FailureReason.WORKER_ERROR,
 }
-
-
-def _input(item: ActionInput) -> Any:
-    return execution_pb2.ActionInput(
-        path=item.path, digest=digest_to_wire(item.digest, item.size), mode=item.mode
-    )
-
-
-def _properties(pairs: tuple[tuple[str, str], ...]) -> list[Any]:
-    return [digest_pb2.Property(name=name, value=value) for name, value in pairs]
-
-
-def action_to_wire(action: RemoteAction) -> Any:
-    """RX-002: the wire ``Action`` of ``action``."""
-    message = execution_pb2.Action(
-        task=action.task,
-        namespace=action.namespace,
-        hash_function=hash_function(action.hash_name),
-        key=action.key.raw,
-        key_components_json=action.key_components_json,
-        env=_properties(action.env),
-        cwd=action.cwd,
-        inputs=[_input(i) for i in action.inputs],
-        predecessor_outputs=[
-            execution_pb2.PredecessorOutputs(task=p.task, files=[_input(f) for f in p.files])
-            for p in action.predecessor_outputs
-        ],
-        output_patterns=list(action.output_patterns),
-        platform=_properties(action.platform.properties),
-        timeout_ms=action.timeout_ms,
-        grace_period_ms=action.grace_period_ms,
-        priority_ms=action.priority_ms,
-    )
-    if isinstance(action.command, CommandAction):
-        message.argv.argv.extend(action.command.argv)
-    else:
-        message.shell.shell = action.command.shell
-        message.shell.script = action.command.script
-    return message
 
 
 def update_from_wire(message: Any) -> ExecutionUpdate | None:

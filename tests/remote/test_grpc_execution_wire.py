@@ -9,6 +9,7 @@ from __future__ import annotations
 from hazremote.domain.digest import digest_bytes
 from hazremote.domain.model import CommandAction, HashName, ShellAction
 from hazremote.remote.action import ActionInput, Platform, PredecessorOutputs, RemoteAction
+from hazremote.remote.action_wire import action_to_wire
 from hazremote.remote.execution import (
     Cancelled,
     Completed,
@@ -19,7 +20,7 @@ from hazremote.remote.execution import (
     LogStream,
     Queued,
 )
-from hazremote.remote.grpc_execution import action_to_wire, update_from_wire
+from hazremote.remote.grpc_execution import update_from_wire
 from hazremote.wire.haz.remote.v1 import execution_pb2
 
 HASH = HashName.BLAKE3
