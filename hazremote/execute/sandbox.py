@@ -67,7 +67,9 @@ __all__ = [
     "check_action",
     "copy_file",
     "materialise_inputs",
+    "output_parents",
     "remove_tree",
+    "unique_inputs",
 ]
 
 #: Linux ``FICLONE``: share the source's extents copy-on-write (btrfs, XFS, bcachefs).
@@ -183,6 +185,46 @@ def _segments_problem(path: str) -> str | None:
     return None
 
 
+def unique_inputs(inputs: Sequence[SandboxInput]) -> tuple[SandboxInput, ...]:
+    """``inputs`` with each path once: a file listed twice with the same content and mode
+    (a task's input that is also a predecessor's output) is one file.
+
+    Raises:
+        SandboxRefused: a path listed twice with different content or mode.
+    """
+    seen: dict[str, SandboxInput] = {}
+    for file in inputs:
+        known = seen.setdefault(file.path, file)
+        if known is not file and (known.digest, known.size, known.mode) != (
+            file.digest,
+            file.size,
+            file.mode,
+        ):
+            raise SandboxRefused(f"input path {file.path!r} is listed twice with other content")
+    return tuple(seen.values())
+
+
+_GLOB_CHARS = frozenset("*?[{")
+
+
+def output_parents(outputs: Sequence[str]) -> tuple[str, ...]:
+    """The directories an action's outputs are written into that exist in a workspace before
+    it runs: the parent of each pattern's literal prefix (``a/b/c.py`` → ``a/b``,
+    ``a/b/dist/**`` → ``a/b``), so a task that writes into its source tree finds the
+    directory there as it would locally (CACHE-023)."""
+    parents: dict[str, None] = {}
+    for text in outputs:
+        literal: list[str] = []
+        for segment in text.split("/"):
+            if _GLOB_CHARS & set(segment):
+                break
+            literal.append(segment)
+        parent = "/".join(literal[:-1])
+        if parent:
+            parents.setdefault(parent)
+    return tuple(parents)
+
+
 def check_action(action: SandboxAction) -> tuple[PathPattern, ...]:
     """SEC-001: refuse a hostile or malformed action before anything is written.
 
@@ -193,7 +235,7 @@ def check_action(action: SandboxAction) -> tuple[PathPattern, ...]:
         SandboxRefused: naming the path or mode at fault.
     """
     files: set[str] = set()
-    for file in action.inputs:
+    for file in unique_inputs(action.inputs):
         problem = _relative_path_problem(file.path)
         if problem is not None:
             raise SandboxRefused(f"input path {file.path!r} {problem}")
@@ -204,8 +246,6 @@ def check_action(action: SandboxAction) -> tuple[PathPattern, ...]:
             )
         if file.size < 0:
             raise SandboxRefused(f"input {file.path!r} has a negative size")
-        if file.path in files:
-            raise SandboxRefused(f"input path {file.path!r} is listed twice")
         files.add(file.path)
     for path in files:
         parent = path.rpartition("/")[0]
@@ -404,10 +444,13 @@ class Sandbox:
             await asyncio.to_thread(remove_tree, root)
 
     def _prepare(self, workspace: Path, action: SandboxAction) -> None:
-        materialise_inputs(workspace, action.inputs, self._inputs)
+        materialise_inputs(workspace, unique_inputs(action.inputs), self._inputs)
+        directories = output_parents(action.outputs)
         if action.cwd != ".":
-            with DirectoryFds(workspace) as dirs:
-                dirs.fd("/" + action.cwd)
+            directories += (action.cwd,)
+        with DirectoryFds(workspace) as dirs:
+            for directory in directories:
+                dirs.fd("/" + directory)
 
     def _collect(
         self, workspace: Path, patterns: Sequence[PathPattern], blobs_dir: Path

@@ -28,6 +28,7 @@ from hazremote.execute.sandbox import (
     SandboxRefused,
     SandboxResult,
     WorkspaceInputs,
+    output_parents,
 )
 from hazremote.execute.spawn import SpawnRequest, SubprocessSpawner
 from tests.execute.conftest import SYSTEM_PATH, Cancel
@@ -297,3 +298,38 @@ def test_an_output_that_is_a_symlink_out_of_the_sandbox_is_refused(tmp_path: Pat
     assert result.collected is None
     assert result.problem == "output 'pkg/out/leak' resolves outside the sandbox"
     assert os.listdir(tmp_path / "sb" / "blobs") == []
+
+
+def test_an_input_that_is_also_a_predecessor_output_is_one_file(tmp_path: Path) -> None:
+    """RX-004: a path listed twice with the same content (a task's default inputs include its
+    predecessor's output) is materialised once; with other content it is refused first."""
+    same = inputs_of({"pkg/src/a.txt": b"hello\n"})
+    source = Files(tmp_path / "c", {"a": b"hello\n", "b": b"other\n"})
+    result, out, _, _ = run_in_sandbox(tmp_path / "sb", action(inputs=same + same), source)
+    assert result.process is not None
+    assert result.process.succeeded
+    assert out == b"built 6\n"
+    other = inputs_of({"pkg/src/a.txt": b"other\n"})
+    message = "'pkg/src/a.txt' is listed twice with other content"
+    with pytest.raises(SandboxRefused, match=re.escape(message)):
+        run_in_sandbox(tmp_path / "sb2", action(inputs=same + other), source)
+
+
+def test_the_directory_a_declared_output_is_written_into_exists(tmp_path: Path) -> None:
+    """CACHE-023: a task writing a declared output into its source tree finds the directory,
+    as locally (a code generator writing into another package), and only that one."""
+    write = "open('../lib/src/gen.py', 'w').write('X = 1\\n')"
+    result, _, err, _ = run_in_sandbox(
+        tmp_path,
+        action(argv=(PY, "-c", write), outputs=("lib/src/gen.py", "pkg/dist/**")),
+        Files(tmp_path / "c", {"a": b"hello\n"}),
+    )
+    assert result.process is not None
+    assert result.process.succeeded, err
+    assert result.collected is not None
+    assert [o.path for o in result.collected.outputs] == ["/lib/src/gen.py"]
+
+
+def test_output_parents_are_the_parents_of_the_literal_prefixes() -> None:
+    parents = output_parents(("a/b/c.py", "a/b/dist/**", "top.txt", "x/*.o", "a/b/c.py"))
+    assert parents == ("a/b",)
