@@ -16,6 +16,17 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from hazremote.remote.action import Platform, RemoteAction
+from hazremote.remote.updates import (
+    Cancelled,
+    Completed,
+    ExecutionUpdate,
+    Failed,
+    FailureReason,
+    Leased,
+    LogChunk,
+    LogStream,
+    Queued,
+)
 
 __all__ = [
     "CancelLease",
@@ -38,20 +49,6 @@ __all__ = [
 ]
 
 
-class LogStream(enum.Enum):
-    STDOUT = "stdout"
-    STDERR = "stderr"
-
-
-class FailureReason(enum.Enum):
-    """Why an execution failed without a process exit code (the wire's ``FailureReason``)."""
-
-    NO_WORKER_FOR_PLATFORM = "no-worker-for-platform"
-    RETRIES_EXHAUSTED = "retries-exhausted"
-    REJECTED = "rejected"
-    WORKER_ERROR = "worker-error"
-
-
 class ReleaseReason(enum.Enum):
     """Why a worker hands a lease back."""
 
@@ -60,45 +57,6 @@ class ReleaseReason(enum.Enum):
     CANCELLED = "cancelled"  # stopped after a CancelLease
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Queued:
-    execution_id: str
-    position: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Leased:
-    worker_id: str
-    attempt: int  # 1-based; a later attempt restarts both streams at offset 0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LogChunk:
-    stream: LogStream
-    data: bytes
-    offset: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Completed:
-    exit_code: int
-    manifest_json: bytes | None  # the published manifest (exit 0 only)
-    duration_ms: int
-    timed_out: bool = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Failed:
-    reason: FailureReason
-    message: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Cancelled:
-    execution_cancelled: bool  # False: only this submitter's interest ended
-
-
-ExecutionUpdate = Queued | Leased | LogChunk | Completed | Failed | Cancelled
 _TERMINAL = (Completed, Failed, Cancelled)
 
 

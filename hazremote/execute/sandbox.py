@@ -67,7 +67,6 @@ __all__ = [
     "check_action",
     "copy_file",
     "materialise_inputs",
-    "output_parents",
     "remove_tree",
     "unique_inputs",
 ]
@@ -202,27 +201,6 @@ def unique_inputs(inputs: Sequence[SandboxInput]) -> tuple[SandboxInput, ...]:
         ):
             raise SandboxRefused(f"input path {file.path!r} is listed twice with other content")
     return tuple(seen.values())
-
-
-_GLOB_CHARS = frozenset("*?[{")
-
-
-def output_parents(outputs: Sequence[str]) -> tuple[str, ...]:
-    """The directories an action's outputs are written into that exist in a workspace before
-    it runs: the parent of each pattern's literal prefix (``a/b/c.py`` → ``a/b``,
-    ``a/b/dist/**`` → ``a/b``), so a task that writes into its source tree finds the
-    directory there as it would locally (CACHE-023)."""
-    parents: dict[str, None] = {}
-    for text in outputs:
-        literal: list[str] = []
-        for segment in text.split("/"):
-            if _GLOB_CHARS & set(segment):
-                break
-            literal.append(segment)
-        parent = "/".join(literal[:-1])
-        if parent:
-            parents.setdefault(parent)
-    return tuple(parents)
 
 
 def check_action(action: SandboxAction) -> tuple[PathPattern, ...]:
@@ -445,12 +423,9 @@ class Sandbox:
 
     def _prepare(self, workspace: Path, action: SandboxAction) -> None:
         materialise_inputs(workspace, unique_inputs(action.inputs), self._inputs)
-        directories = output_parents(action.outputs)
         if action.cwd != ".":
-            directories += (action.cwd,)
-        with DirectoryFds(workspace) as dirs:
-            for directory in directories:
-                dirs.fd("/" + directory)
+            with DirectoryFds(workspace) as dirs:
+                dirs.fd("/" + action.cwd)
 
     def _collect(
         self, workspace: Path, patterns: Sequence[PathPattern], blobs_dir: Path

@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import json
 import os
 import stat
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
@@ -44,6 +42,17 @@ from hazremote.errors import HazError
 from hazremote.execute.executor import ActionRequest, ExecutionOutcome, Executor
 from hazremote.execute.spawn import CancelSignal, OutputCallback, ProcessOutcome
 from hazremote.remote.action import ActionInput, Platform, PredecessorOutputs, RemoteAction
+from hazremote.remote.updates import (
+    Cancelled,
+    Completed,
+    ExecutionUpdate,
+    Failed,
+    FailureReason,
+    Leased,
+    LogChunk,
+    LogStream,
+    Queued,
+)
 
 if TYPE_CHECKING:
     from hazremote.remote.transfer import TransferError
@@ -71,66 +80,6 @@ WAIT_NOTICE_S = 2.0
 _ALWAYS_RETRIES = 3
 #: Re-attachments (``WaitExecution``) after a dropped stream, per submission.
 _REATTACH = 2
-
-
-class LogStream(enum.Enum):
-    STDOUT = "stdout"
-    STDERR = "stderr"
-
-
-class FailureReason(enum.Enum):
-    """Why the service gave an execution up (the wire ``FailureReason``)."""
-
-    UNSPECIFIED = "unspecified"
-    NO_WORKER_FOR_PLATFORM = "no-worker-for-platform"
-    RETRIES_EXHAUSTED = "retries-exhausted"
-    REJECTED = "rejected"
-    WORKER_ERROR = "worker-error"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Queued:
-    execution_id: str
-    position: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Leased:
-    worker_id: str
-    attempt: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LogChunk:
-    """``data`` of ``stream`` starting at byte ``offset`` of the current attempt's stream."""
-
-    stream: LogStream
-    data: bytes
-    offset: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Completed:
-    """The process ended: ``manifest_json`` is the published manifest (exit 0 only)."""
-
-    exit_code: int
-    manifest_json: bytes
-    duration_ms: int
-    timed_out: bool = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Failed:
-    reason: FailureReason
-    message: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Cancelled:
-    execution_cancelled: bool = True
-
-
-ExecutionUpdate = Queued | Leased | LogChunk | Completed | Failed | Cancelled
 
 
 class ExecutionUnavailable(HazError):

@@ -28,7 +28,6 @@ from hazremote.execute.sandbox import (
     SandboxRefused,
     SandboxResult,
     WorkspaceInputs,
-    output_parents,
 )
 from hazremote.execute.spawn import SpawnRequest, SubprocessSpawner
 from tests.execute.conftest import SYSTEM_PATH, Cancel
@@ -313,23 +312,3 @@ def test_an_input_that_is_also_a_predecessor_output_is_one_file(tmp_path: Path) 
     message = "'pkg/src/a.txt' is listed twice with other content"
     with pytest.raises(SandboxRefused, match=re.escape(message)):
         run_in_sandbox(tmp_path / "sb2", action(inputs=same + other), source)
-
-
-def test_the_directory_a_declared_output_is_written_into_exists(tmp_path: Path) -> None:
-    """CACHE-023: a task writing a declared output into its source tree finds the directory,
-    as locally (a code generator writing into another package), and only that one."""
-    write = "open('../lib/src/gen.py', 'w').write('X = 1\\n')"
-    result, _, err, _ = run_in_sandbox(
-        tmp_path,
-        action(argv=(PY, "-c", write), outputs=("lib/src/gen.py", "pkg/dist/**")),
-        Files(tmp_path / "c", {"a": b"hello\n"}),
-    )
-    assert result.process is not None
-    assert result.process.succeeded, err
-    assert result.collected is not None
-    assert [o.path for o in result.collected.outputs] == ["/lib/src/gen.py"]
-
-
-def test_output_parents_are_the_parents_of_the_literal_prefixes() -> None:
-    parents = output_parents(("a/b/c.py", "a/b/dist/**", "top.txt", "x/*.o", "a/b/c.py"))
-    assert parents == ("a/b",)
