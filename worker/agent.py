@@ -237,6 +237,7 @@ def sandbox_action(action: RemoteAction) -> SandboxAction:
             for f in files
         ),
         outputs=tuple(_relative(p, "output pattern") for p in action.output_patterns),
+        directories=tuple(_relative(d, "directory") for d in action.directories),
         timeout_s=action.timeout_ms / 1000 if action.timeout_ms > 0 else None,
         grace_period_s=(
             action.grace_period_ms / 1000 if action.grace_period_ms > 0 else DEFAULT_GRACE_PERIOD_S

@@ -128,6 +128,10 @@ def _check_paths(action: RemoteAction) -> None:
         problem = workspace_path_problem(pattern)
         if problem is not None:
             raise _reject(action, f"output pattern {pattern!r} {problem}")
+    for directory in action.directories:
+        problem = workspace_path_problem(directory)
+        if problem is not None:
+            raise _reject(action, f"directory {directory!r} {problem}")
 
 
 def _verify_key(action: RemoteAction) -> KeyComponents:

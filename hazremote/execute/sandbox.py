@@ -99,6 +99,8 @@ class SandboxAction:
         outputs: Workspace-relative output patterns (already resolved from the project).
         timeout_s: The task's timeout; ``None`` for none.
         grace_period_s: SIGTERM → SIGKILL delay on timeout or cancellation.
+        directories: Workspace-relative directories that exist before the task runs (the
+            outputs' parents that exist in the client's workspace, RX-008).
     """
 
     argv: tuple[str, ...]
@@ -108,6 +110,7 @@ class SandboxAction:
     outputs: tuple[str, ...]
     timeout_s: float | None = None
     grace_period_s: float = DEFAULT_GRACE_PERIOD_S
+    directories: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -231,6 +234,12 @@ def check_action(action: SandboxAction) -> tuple[PathPattern, ...]:
             if parent in files:
                 raise SandboxRefused(f"input path {path!r} lies under the input file {parent!r}")
             parent = parent.rpartition("/")[0]
+    for directory in action.directories:
+        problem = _relative_path_problem(directory)
+        if problem is not None:
+            raise SandboxRefused(f"directory {directory!r} {problem}")
+        if directory in files:
+            raise SandboxRefused(f"directory {directory!r} is an input file")
     if action.cwd != ".":
         problem = _relative_path_problem(action.cwd)
         if problem is not None:
@@ -423,9 +432,10 @@ class Sandbox:
 
     def _prepare(self, workspace: Path, action: SandboxAction) -> None:
         materialise_inputs(workspace, unique_inputs(action.inputs), self._inputs)
-        if action.cwd != ".":
-            with DirectoryFds(workspace) as dirs:
-                dirs.fd("/" + action.cwd)
+        directories = action.directories + (() if action.cwd == "." else (action.cwd,))
+        with DirectoryFds(workspace) as dirs:
+            for directory in directories:
+                dirs.fd("/" + directory)
 
     def _collect(
         self, workspace: Path, patterns: Sequence[PathPattern], blobs_dir: Path

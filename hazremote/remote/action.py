@@ -86,6 +86,8 @@ class RemoteAction:
         timeout_ms: EXEC-009 timeout, 0 for none.
         grace_period_ms: RX-007 SIGTERM → SIGKILL delay.
         priority_ms: The estimated remaining critical path from this task (higher first).
+        directories: Workspace-absolute parents of the outputs that exist in the client's
+            workspace before the task runs (the worker creates them, RX-008).
     """
 
     task: str
@@ -103,3 +105,4 @@ class RemoteAction:
     timeout_ms: int = 0
     grace_period_ms: int = 0
     priority_ms: int = 0
+    directories: tuple[str, ...] = ()

@@ -97,6 +97,7 @@ def action_from_wire(message: execution_pb2.Action) -> RemoteAction:
         timeout_ms=int(message.timeout_ms),
         grace_period_ms=int(message.grace_period_ms),
         priority_ms=int(message.priority_ms),
+        directories=tuple(message.directories),
     )
 
 
@@ -134,6 +135,7 @@ def action_to_wire(action: RemoteAction) -> execution_pb2.Action:
         timeout_ms=action.timeout_ms,
         grace_period_ms=action.grace_period_ms,
         priority_ms=action.priority_ms,
+        directories=list(action.directories),
     )
     command = action.command
     if isinstance(command, CommandAction):

@@ -72,6 +72,7 @@ __all__ = [
     "LogStream",
     "Queued",
     "RemoteExecutor",
+    "existing_output_parents",
 ]
 
 #: How long an ``always`` execution may stay queued before "waiting for a worker" is shown.
@@ -134,6 +135,26 @@ class _Lost(Exception):
         self.episode = episode
 
 
+_GLOB_CHARS = frozenset("*?[{")
+
+
+def existing_output_parents(workspace_root: Path, patterns: Sequence[str]) -> tuple[str, ...]:
+    """RX-008: the parents of the output patterns' literal prefixes (``/a/b/c.py`` → ``/a/b``,
+    ``/a/b/dist/**`` → ``/a/b``) that are directories in the workspace now: a task run
+    locally finds them, so the worker creates them too; the others the task makes itself."""
+    found: dict[str, None] = {}
+    for pattern in patterns:
+        literal: list[str] = []
+        for segment in pattern.strip("/").split("/"):
+            if _GLOB_CHARS & set(segment):
+                break
+            literal.append(segment)
+        parent = "/".join(literal[:-1])
+        if parent and parent not in found and (workspace_root / parent).is_dir():
+            found[parent] = None
+    return tuple("/" + parent for parent in sorted(found))
+
+
 def build_action(
     request: ActionRequest, *, namespace: str, platform: Platform, priority_ms: int = 0
 ) -> RemoteAction | str:
@@ -184,6 +205,7 @@ def build_action(
         inputs=tuple(sorted(inputs, key=lambda i: i.path)),
         predecessor_outputs=tuple(predecessors),
         output_patterns=tuple(sorted(components.outputs)),
+        directories=existing_output_parents(request.workspace_root, components.outputs),
         platform=platform,
         timeout_ms=0 if request.timeout_s is None else int(request.timeout_s * 1000),
         grace_period_ms=int(request.grace_period_s * 1000),

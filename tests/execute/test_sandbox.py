@@ -312,3 +312,31 @@ def test_an_input_that_is_also_a_predecessor_output_is_one_file(tmp_path: Path) 
     message = "'pkg/src/a.txt' is listed twice with other content"
     with pytest.raises(SandboxRefused, match=re.escape(message)):
         run_in_sandbox(tmp_path / "sb2", action(inputs=same + other), source)
+
+
+def test_directories_the_client_has_exist_before_the_task_runs(tmp_path: Path) -> None:
+    """RX-008: a code generator writing into a source directory that exists in the client's
+    workspace finds it on the worker; a directory not listed is left to the task."""
+    write = (
+        "import os; open('../lib/src/gen.py', 'w').write('X = 1\\n'); "
+        "os.mkdir('out'); open('out/a', 'w').write('a')"
+    )
+    result, _, err, _ = run_in_sandbox(
+        tmp_path,
+        action(
+            argv=(PY, "-c", write),
+            outputs=("lib/src/gen.py", "pkg/out/**"),
+            directories=("lib/src",),
+        ),
+        Files(tmp_path / "c", {"a": b"hello\n"}),
+    )
+    assert result.process is not None
+    assert result.process.succeeded, err
+    assert result.collected is not None
+    assert [o.path for o in result.collected.outputs] == ["/lib/src/gen.py", "/pkg/out/a"]
+
+
+def test_a_listed_directory_escaping_the_sandbox_is_refused(tmp_path: Path) -> None:
+    """SEC-001: directories are checked like every other path, before anything is written."""
+    with pytest.raises(SandboxRefused, match=re.escape("directory '../x' has a '..' segment")):
+        run_in_sandbox(tmp_path, action(directories=("../x",)), Files(tmp_path / "c", {}))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hazremote.domain.digest import digest_bytes
 from hazremote.domain.model import CommandAction, HashName, ShellAction
 from hazremote.remote.action import ActionInput, Platform, PredecessorOutputs, RemoteAction
 from hazremote.remote.action_wire import ActionWireError, action_from_wire, action_to_wire
+from hazremote.remote.execution import existing_output_parents
 from hazremote.wire.haz.remote.v1 import digest_pb2
 
 H = HashName.BLAKE3
@@ -31,6 +34,7 @@ def _action(**changes: object) -> RemoteAction:
         "timeout_ms": 60_000,
         "grace_period_ms": 5_000,
         "priority_ms": 1_200,
+        "directories": ("/app/src",),
     }
     fields.update(changes)
     return RemoteAction(**fields)  # type: ignore[arg-type]  # built from a checked dict
@@ -61,3 +65,10 @@ def test_malformed_wire_actions_are_refused_naming_the_task() -> None:
     message.hash_function = 7  # type: ignore[assignment]  # an id no hash function has
     with pytest.raises(ActionWireError, match="unknown hash function 7"):
         action_from_wire(message)
+
+
+def test_existing_output_parents_are_the_directories_a_local_run_finds(tmp_path: Path) -> None:
+    """RX-008: the parents of the outputs' literal prefixes that exist in the workspace."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    patterns = ("/a/b/c.py", "/a/b/dist/**", "/x/y.o", "/top.txt", "/a/*.o")
+    assert existing_output_parents(tmp_path, patterns) == ("/a/b",)

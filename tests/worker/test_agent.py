@@ -341,6 +341,9 @@ def test_a_broken_session_reconnects_and_resumes_the_held_lease(tmp_path: Path) 
         await until(lambda: bool(rig.session.of("log")))
         rig.session.inbox.put_nowait(SessionLost("network down"))
         await until(lambda: len(rig.service.sessions) == 2)
+        resumed = rig.service.sessions[1]
+        # The held lease is heartbeated on the new session before the task may end.
+        await until(lambda: any("L1" in m.heartbeat.lease_ids for m in resumed.of("heartbeat")))
         gate.touch()
         await until(lambda: bool(finals(rig.session, "L1")))
         rig.agent.drain()

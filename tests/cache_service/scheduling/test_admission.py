@@ -158,6 +158,9 @@ def test_escaping_predecessor_output_and_output_pattern_paths_are_refused() -> N
     assert rejected(dataclasses.replace(action, output_patterns=("/lib/../../out",))) == (
         "task lib:build: output pattern '/lib/../../out' has a '..' segment"
     )
+    assert rejected(dataclasses.replace(action, directories=("/lib/../../etc",))) == (
+        "task lib:build: directory '/lib/../../etc' has a '..' segment"
+    )
 
 
 @pytest.mark.parametrize(

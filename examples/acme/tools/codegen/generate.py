@@ -10,6 +10,5 @@ for name, fields in sorted(schema.items()):
     lines += ["", "", "@dataclass(frozen=True)", f"class {name}:"]
     lines += [f"    {field}: {kind}" for field, kind in fields.items()]
 out = pathlib.Path(sys.argv[2])
-out.parent.mkdir(parents=True, exist_ok=True)  # a worker has only the declared files
 out.write_text("\n".join(lines) + "\n")
 print(f"generated {len(schema)} type(s) into {out.name}")

@@ -72,7 +72,7 @@ class ShellScript(_message.Message):
     def __init__(self, shell: _Optional[str] = ..., script: _Optional[str] = ...) -> None: ...
 
 class Action(_message.Message):
-    __slots__ = ("task", "namespace", "hash_function", "key", "key_components_json", "argv", "shell", "env", "cwd", "inputs", "predecessor_outputs", "output_patterns", "platform", "timeout_ms", "grace_period_ms", "priority_ms")
+    __slots__ = ("task", "namespace", "hash_function", "key", "key_components_json", "argv", "shell", "env", "cwd", "inputs", "predecessor_outputs", "output_patterns", "platform", "timeout_ms", "grace_period_ms", "priority_ms", "directories")
     TASK_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     HASH_FUNCTION_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,7 @@ class Action(_message.Message):
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     GRACE_PERIOD_MS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_MS_FIELD_NUMBER: _ClassVar[int]
+    DIRECTORIES_FIELD_NUMBER: _ClassVar[int]
     task: str
     namespace: str
     hash_function: _digest_pb2.HashFunction
@@ -105,7 +106,8 @@ class Action(_message.Message):
     timeout_ms: int
     grace_period_ms: int
     priority_ms: int
-    def __init__(self, task: _Optional[str] = ..., namespace: _Optional[str] = ..., hash_function: _Optional[_Union[_digest_pb2.HashFunction, str]] = ..., key: _Optional[bytes] = ..., key_components_json: _Optional[bytes] = ..., argv: _Optional[_Union[Argv, _Mapping]] = ..., shell: _Optional[_Union[ShellScript, _Mapping]] = ..., env: _Optional[_Iterable[_Union[_digest_pb2.Property, _Mapping]]] = ..., cwd: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[ActionInput, _Mapping]]] = ..., predecessor_outputs: _Optional[_Iterable[_Union[PredecessorOutputs, _Mapping]]] = ..., output_patterns: _Optional[_Iterable[str]] = ..., platform: _Optional[_Iterable[_Union[_digest_pb2.Property, _Mapping]]] = ..., timeout_ms: _Optional[int] = ..., grace_period_ms: _Optional[int] = ..., priority_ms: _Optional[int] = ...) -> None: ...
+    directories: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, task: _Optional[str] = ..., namespace: _Optional[str] = ..., hash_function: _Optional[_Union[_digest_pb2.HashFunction, str]] = ..., key: _Optional[bytes] = ..., key_components_json: _Optional[bytes] = ..., argv: _Optional[_Union[Argv, _Mapping]] = ..., shell: _Optional[_Union[ShellScript, _Mapping]] = ..., env: _Optional[_Iterable[_Union[_digest_pb2.Property, _Mapping]]] = ..., cwd: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[ActionInput, _Mapping]]] = ..., predecessor_outputs: _Optional[_Iterable[_Union[PredecessorOutputs, _Mapping]]] = ..., output_patterns: _Optional[_Iterable[str]] = ..., platform: _Optional[_Iterable[_Union[_digest_pb2.Property, _Mapping]]] = ..., timeout_ms: _Optional[int] = ..., grace_period_ms: _Optional[int] = ..., priority_ms: _Optional[int] = ..., directories: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExecuteRequest(_message.Message):
     __slots__ = ("action", "wait_for_worker")
