@@ -122,5 +122,35 @@ def test_a_workspace_built_on_workers_is_the_workspace_built_locally(
         local_tasks[name]["key"] for name in same_keys
     ]
     assert _tree(remote_root) == _tree(local_root)
+    published = [p for p in (tmp_path / "store" / "v1" / "ns" / "e2e").rglob("*") if p.is_file()]
+    assert len(published) == 14  # each result published once, by its worker (RX-004)
     # Live mode shows a remote task's lines under its name, as for a local task (RX-005).
     assert "[web:build] bundled 2 file(s) into dist/app.js" in remote.stdout
+
+
+def test_a_failing_remote_task_reports_its_exit_code_and_streams_and_stores_nothing(
+    pool: str, tmp_path: Path
+) -> None:
+    """RX-004/RX-008: a task failing on a worker fails the run as locally (exit code, both
+    streams) and nothing is published: no manifest in the service's store."""
+    root = tmp_path / "failing"
+    (root / ".haz").mkdir(parents=True)
+    (root / ".haz" / "workspace.yml").write_text("projects: [app]\n")
+    (root / "app").mkdir()
+    (root / "app" / "main.py").write_text(
+        "import sys\nprint('partial output')\nsys.stderr.write('it broke\\n')\nsys.exit(3)\n"
+    )
+    (root / "app" / "haz.yml").write_text(
+        "tasks:\n  build:\n    command: [python3, main.py]\n    inputs: [main.py]\n"
+        "    outputs: [dist/**]\n"
+    )
+    result, summary = _run(root, "--remote", pool, "--remote-exec", "always")
+    assert result.returncode == 1, result.stdout + result.stderr
+    (task,) = _tasks(summary).values()
+    assert (task["state"], task["exit_code"]) == ("failed", 3)
+    assert task["worker"] in {"w1", "w2"}
+    assert "[app:build] partial output" in result.stdout
+    assert "it broke" in result.stdout + result.stderr
+    # Manifests live under v1/ns/ (the acme test's store fills it); blobs may stay.
+    manifests = tmp_path / "store" / "v1" / "ns"
+    assert not manifests.exists() or [p for p in manifests.rglob("*") if p.is_file()] == []
